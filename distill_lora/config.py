@@ -1,0 +1,305 @@
+"""Typed config: dataclasses with defaults and help, YAML loading, dotted overrides, validation.
+
+Defaults live here and only here. The YAML files in configs/ only say what differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as one line, never as a traceback."""
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _f(3, "passes over the training split")
+    batch_size: int = _f(32, "examples per optimiser step (before grad_accum)")
+    eval_batch_size: int = _f(64, "examples per batch when evaluating")
+    lr: float = _f(5e-5, "peak learning rate of AdamW")
+    weight_decay: float = _f(0.01, "AdamW weight decay; never applied to biases and LayerNorm")
+    warmup_ratio: float = _f(0.1, "share of steps with linear warm-up, then linear decay to 0")
+    grad_accum: int = _f(1, "batches accumulated per optimiser step")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    precision: str = _f("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs that have it, else fp32)")
+    patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
+    select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1 | accuracy | loss")
+    log_every: int = _f(20, "optimiser steps between lines of the step log")
+
+
+TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SELECT_METRICS = ("macro_f1", "accuracy", "loss")
+
+
+@dataclass(frozen=True)
+class SplitLimits:
+    train: int | None = _f(None, "keep at most this many training examples (stratified)")
+    validation: int | None = _f(None, "keep at most this many validation examples (stratified)")
+    test: int | None = _f(None, "keep at most this many test examples (stratified)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _f("christinacdl/hate_speech_2_classes",
+                     "a local folder with train/validation/test files (csv, json, jsonl, parquet), "
+                     "a Hub dataset id, or package:PKG/FOLDER")
+    text_column: str = _f("text", "column holding the text")
+    label_column: str = _f("label", "column holding the label")
+    label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
+    label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
+    validation_fraction: float = _f(0.1, "share of train carved out (stratified) when there is no validation split")
+    null_text: str = _f("error", "what to do with rows whose text is null: error | drop")
+    max_length: int = _f(128, "tokens per text; longer texts are truncated")
+    limit: SplitLimits = field(default_factory=SplitLimits, metadata={"help": "per-split stratified limits"})
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = _f("bert-base-uncased", "pretrained model: Hub id, local folder, or package:PKG/FOLDER")
+    train: dict = _f({}, "overrides of the global train block for this stage")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    layers: list = _f(["odd", "even"], "students that compare trains: odd, even, or a list of 1-based layers")
+    temperature: float = _f(2.0, "softmax temperature T of the KL term")
+    w_ce: float = _f(1 / 3, "weight of cross-entropy with the true labels")
+    w_kl: float = _f(1 / 3, "weight of T^2 * KL(teacher || student)")
+    w_cos: float = _f(1 / 3, "weight of the cosine embedding loss between student and teacher logits")
+    w_hidden: float = _f(0.0, "weight of the [CLS] hidden-state cosine loss per mapped layer (0 = off)")
+    train: dict = _f({}, "overrides of the global train block for this stage")
+
+
+LORA_MODELS = ("lora-student", "lora-teacher")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    models: list = _f(list(LORA_MODELS), "LoRA models that compare trains: lora-student, lora-teacher")
+    student_layers: str = _f("odd", "layers of the pretrained teacher that make the LoRA student")
+    r: int = _f(8, "LoRA rank")
+    alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
+    dropout: float = _f(0.1, "dropout on the LoRA path")
+    target_modules: list = _f(["query", "value"], "linear layers that get adapters")
+    train: dict = _f({"lr": 5e-4}, "overrides of the global train block for this stage")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _f(0, "seed for initialisation, data order and splits")
+    output_dir: str = _f("runs/default", "run folder (relative to the current directory)")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the data set"})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the teacher"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distilled students"})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA models"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training defaults"})
+
+    def stage_train(self, section: str) -> TrainConfig:
+        """The global train block with a stage's overrides applied."""
+        return dataclasses.replace(self.train, **getattr(self, section).train)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- building from dicts
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(options)}"
+
+
+def _check_type(value, annotation, path: str):
+    """Check (and gently coerce int -> float) one leaf value against its annotation."""
+    ann = annotation if isinstance(annotation, str) else str(annotation)
+    optional = "None" in ann
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config: '{path}' must not be empty (null)")
+    base = ann.replace(" | None", "").strip()
+    checks = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+    wanted = checks.get(base)
+    if wanted is None:
+        return value
+    if isinstance(value, bool) and base != "bool":
+        raise UserError(f"config: '{path}' must be {base}, got {value!r}")
+    if not isinstance(value, wanted):
+        raise UserError(f"config: '{path}' must be {base}, got {value!r}")
+    return float(value) if base == "float" else value
+
+
+def _build(cls, raw, path: str):
+    if not isinstance(raw, dict):
+        raise UserError(f"config: '{path or 'top level'}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise UserError(f"config: unknown key '{full}'" + _closest(str(key), list(fields)))
+        ftype = fields[key].type
+        if dataclasses.is_dataclass(_DATACLASSES.get(ftype)):
+            kwargs[key] = _build(_DATACLASSES[ftype], value or {}, full)
+        else:
+            kwargs[key] = _check_type(value, ftype, full)
+    return cls(**kwargs)
+
+
+_DATACLASSES = {c.__name__: c for c in (TrainConfig, SplitLimits, DataConfig, TeacherConfig,
+                                          DistillConfig, LoraConfig, Config)}
+
+
+def _validate(cfg: Config) -> None:
+    for section in ("teacher", "distill", "lora"):
+        override = getattr(cfg, section).train
+        for key, value in override.items():
+            if key not in TRAIN_KEYS:
+                raise UserError(f"config: unknown key '{section}.train.{key}'" + _closest(key, TRAIN_KEYS))
+            ftype = next(f.type for f in dataclasses.fields(TrainConfig) if f.name == key)
+            _check_type(value, ftype, f"{section}.train.{key}")
+        _validate_train(cfg.stage_train(section), f"{section}.train")
+    _validate_train(cfg.train, "train")
+    d = cfg.data
+    if len(d.label_names) < 2:
+        raise UserError("config: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]")
+    if len(set(d.label_names)) != len(d.label_names):
+        raise UserError(f"config: 'data.label_names' has duplicates: {d.label_names}")
+    for raw, idx in d.label_map.items():
+        if not isinstance(idx, int) or not 0 <= idx < len(d.label_names):
+            raise UserError(f"config: data.label_map['{raw}'] = {idx!r} is not a class index 0..{len(d.label_names) - 1}")
+    if d.null_text not in ("error", "drop"):
+        raise UserError(f"config: 'data.null_text' must be error or drop, got {d.null_text!r}")
+    if not 0 < d.validation_fraction < 1:
+        raise UserError(f"config: 'data.validation_fraction' must be between 0 and 1, got {d.validation_fraction}")
+    if d.max_length < 8:
+        raise UserError(f"config: 'data.max_length' must be at least 8, got {d.max_length}")
+    for split in ("train", "validation", "test"):
+        n = getattr(d.limit, split)
+        if n is not None and n < 2:
+            raise UserError(f"config: 'data.limit.{split}' must be at least 2, got {n}")
+    k = cfg.distill
+    if k.temperature <= 0:
+        raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
+    weights = (k.w_ce, k.w_kl, k.w_cos, k.w_hidden)
+    if min(weights) < 0 or sum(weights) == 0:
+        raise UserError("config: distillation weights w_ce, w_kl, w_cos, w_hidden must be >= 0 and not all 0")
+    for m in cfg.lora.models:
+        if m not in LORA_MODELS:
+            raise UserError(f"config: lora.models has '{m}'; valid: {', '.join(LORA_MODELS)}")
+    lo = cfg.lora
+    if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
+        raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
+
+
+def _validate_train(t: TrainConfig, path: str) -> None:
+    if t.precision not in PRECISIONS:
+        raise UserError(f"config: '{path}.precision' must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.select_metric not in SELECT_METRICS:
+        raise UserError(f"config: '{path}.select_metric' must be one of {', '.join(SELECT_METRICS)}, got {t.select_metric!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
+        if getattr(t, key) < 1:
+            raise UserError(f"config: '{path}.{key}' must be >= 1, got {getattr(t, key)}")
+    if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_ratio < 1 or t.max_grad_norm < 0 or t.patience < 0:
+        raise UserError(f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
+                        "max_grad_norm >= 0, patience >= 0")
+
+
+# ---------------------------------------------------------------- loading
+
+SHIPPED = ("default", "demo", "olid")
+
+
+def shipped_config_path(name: str) -> Path:
+    """A config shipped with the package (the repository's configs/ folder, installed as package data)."""
+    source_tree = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+    if source_tree.exists():  # a checkout or an editable install
+        return source_tree
+    from importlib.resources import files
+    return Path(str(files("distill_lora.configs") / f"{name}.yaml"))
+
+
+def read_yaml(ref: str) -> dict:
+    """Read a config file, or one of the shipped configs by name."""
+    path = Path(ref)
+    if not path.exists() and ref in SHIPPED:
+        path = shipped_config_path(ref)
+    if not path.exists():
+        raise UserError(f"config file '{ref}' not found; give a path or one of: {', '.join(SHIPPED)}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one dotted override such as 'teacher.train.lr=1e-4' (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise UserError(f"--set '{assignment}' must look like key.sub=value")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise UserError(f"--set '{assignment}': '{part}' is not a section")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def load_config(ref: str = "default", overrides: list[str] | None = None, output_dir: str | None = None,
+                seed: int | None = None) -> Config:
+    """YAML (path or shipped name) + --set overrides + flags → a validated, read-only Config."""
+    raw = read_yaml(ref)
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    if output_dir is not None:
+        raw["output_dir"] = output_dir
+    if seed is not None:
+        raw["seed"] = seed
+    cfg = _build(Config, raw, "")
+    _validate(cfg)
+    return cfg
+
+
+def config_hash(obj) -> str:
+    """A short, stable hash of any JSON-able value (used to tell whether a stage can be reused)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(cls=Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key: the README's config reference is made from this."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        sub = _DATACLASSES.get(f.type)
+        if sub is not None and dataclasses.is_dataclass(sub):
+            rows += describe(sub, key + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((key, json.dumps(default), f.metadata.get("help", "")))
+    return rows
+

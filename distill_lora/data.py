@@ -1,0 +1,272 @@
+"""Data: read the splits (local folder or Hub), check them, limit them, tokenise them once.
+
+Text rule: strings are kept as they are; numbers are cast to text (123 and 123.0 → "123", the
+default Hub data set has a few numeric "texts"); null, NaN or blank texts are an error naming
+the row, or are dropped (and counted) with `data.null_text: drop`. Anything else is an error.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import DataConfig, UserError
+from .sources import require_hub, resolve
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FILE_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+EXTENSIONS = ("jsonl", "json", "csv", "parquet")
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Splits:
+    train: Split
+    validation: Split
+    test: Split
+    notes: list[str] = field(default_factory=list)       # what was done to the data, said to the user
+    fingerprint: dict = field(default_factory=dict)      # file → sha256, for provenance and stage hashes
+
+    def __getitem__(self, name: str) -> Split:
+        return getattr(self, name)
+
+
+# ---------------------------------------------------------------- reading rows
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower().lstrip(".")
+    try:
+        if suffix == "jsonl" or suffix == "json":
+            text = path.read_text(encoding="utf-8")
+            if suffix == "json" and text.lstrip().startswith("["):
+                rows = json.loads(text)
+            else:
+                rows = []
+                for lineno, line in enumerate(text.splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"data: {path} line {lineno} is not valid JSON ({e.msg}); fix or remove that line") from None
+        elif suffix == "csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        elif suffix == "parquet":
+            import pyarrow.parquet as pq
+            rows = pq.read_table(path).to_pylist()
+        else:
+            raise UserError(f"data: {path} has an unsupported format; use one of {', '.join(EXTENSIONS)}")
+    except UnicodeDecodeError:
+        raise UserError(f"data: {path} is not UTF-8 text; re-save it as UTF-8") from None
+    except (OSError, ValueError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"data: cannot read {path}: {str(e).splitlines()[0]}") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"data: {path} must hold one object per row, with text and label fields")
+    return rows
+
+
+def _find_split_file(folder: Path, split: str) -> Path | None:
+    for name in SPLIT_FILE_NAMES[split]:
+        for ext in EXTENSIONS:
+            path = folder / f"{name}.{ext}"
+            if path.exists():
+                return path
+    return None
+
+
+def _as_text(value):
+    """Apply the text rule; None means 'no text'."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, bool) or value is None:
+        return None if value is None else False
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else str(value)
+    return False  # a list, a dict…: not a text
+
+
+def _as_label(value, cfg: DataConfig):
+    if isinstance(value, str) and value in cfg.label_map:
+        return cfg.label_map[value]
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in cfg.label_map:
+        return cfg.label_map[str(value)]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(cfg.label_names):
+        return value
+    return None
+
+
+def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str]) -> Split:
+    """Validate columns, texts and labels; `where` names the split and file in messages."""
+    if not rows:
+        raise UserError(f"data: split {where} is empty; every split needs examples")
+    columns = list(rows[0].keys())
+    for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+        if not any(col in r for r in rows[:100]):
+            raise UserError(f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); "
+                            f"set data.{key}")
+    texts, labels, dropped = [], [], 0
+    n_classes = len(cfg.label_names)
+    for i, row in enumerate(rows, 1):
+        text = _as_text(row.get(cfg.text_column))
+        if text is False:
+            raise UserError(f"data: split {where} row {i} has a {type(row.get(cfg.text_column)).__name__} "
+                            f"as text; texts must be strings or numbers")
+        if text is None:
+            if cfg.null_text == "drop":
+                dropped += 1
+                continue
+            raise UserError(f"data: split {where} row {i} has no text (null or blank); remove it or set data.null_text: drop")
+        raw_label = row.get(cfg.label_column)
+        label = _as_label(raw_label, cfg)
+        if label is None:
+            raise UserError(f"data: split {where} row {i} has label {raw_label!r}, outside the label set "
+                            f"0..{n_classes - 1} ({', '.join(cfg.label_names)}); fix the data or map it with data.label_map")
+        texts.append(text)
+        labels.append(label)
+    if dropped:
+        notes.append(f"{where}: dropped {dropped} rows with null or blank text (data.null_text: drop)")
+    if not labels:
+        raise UserError(f"data: split {where} is empty after dropping rows without text")
+    return Split(texts, labels)
+
+
+# ---------------------------------------------------------------- splitting and limiting
+
+def _stratified_pick(labels: list[int], n: int, seed: int) -> list[int]:
+    """Indices (sorted) of a stratified sample of size n."""
+    from sklearn.model_selection import train_test_split
+    idx = list(range(len(labels)))
+    try:
+        picked, _ = train_test_split(idx, train_size=n, stratify=labels, random_state=seed)
+    except ValueError:  # a class too small to stratify: fall back to a plain seeded sample
+        picked, _ = train_test_split(idx, train_size=n, random_state=seed)
+    return sorted(picked)
+
+
+def _subset(split: Split, idx: list[int]) -> Split:
+    return Split([split.texts[i] for i in idx], [split.labels[i] for i in idx])
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_raw(cfg: DataConfig) -> tuple[dict[str, list[dict] | None], dict, dict]:
+    """rows per split (None when absent), a fingerprint, and where each split came from."""
+    ref, local = resolve(cfg.source, "data.source")
+    if local:
+        folder = Path(ref)
+        if not folder.is_dir():
+            raise UserError(f"data.source '{cfg.source}' must be a folder holding train/validation/test files "
+                            f"({', '.join(EXTENSIONS)})")
+        files = {s: _find_split_file(folder, s) for s in SPLITS}
+        rows = {s: _read_rows(p) if p else None for s, p in files.items()}
+        fingerprint = {str(p): _file_sha256(p) for p in files.values() if p}
+        where = {s: f"'{s}' ({p})" for s, p in files.items()}
+        if files["train"] is None or files["test"] is None:
+            missing = "train" if files["train"] is None else "test"
+            raise UserError(f"data: no {missing} file in {folder} (looked for {missing}.jsonl/.json/.csv/.parquet)")
+        return rows, fingerprint, where
+    require_hub(ref, "data.source")
+    import datasets
+    try:
+        ds = datasets.load_dataset(ref)
+    except Exception as e:  # noqa: BLE001 - any Hub failure becomes one clear line
+        raise UserError(f"data.source '{ref}': could not load it from the Hub ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})") from None
+    names = {s: next((n for n in SPLIT_FILE_NAMES[s] if n in ds), None) for s in SPLITS}
+    rows = {s: ds[n].to_list() if n else None for s, n in names.items()}
+    if rows["train"] is None or rows["test"] is None:
+        raise UserError(f"data.source '{ref}' has splits {list(ds)}; it needs train and test")
+    fingerprint = {ref: {n: ds[n]._fingerprint for n in ds}}
+    return rows, fingerprint, {s: f"'{s}' ({ref})" for s in SPLITS}
+
+
+def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Read, validate, carve a validation split if missing, apply limits."""
+    rows, fingerprint, where = _load_raw(cfg)
+    notes: list[str] = []
+    checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}
+    if "validation" not in checked:
+        from sklearn.model_selection import train_test_split
+        train = checked["train"]
+        idx = list(range(len(train)))
+        try:
+            tr, va = train_test_split(idx, test_size=cfg.validation_fraction, stratify=train.labels, random_state=seed)
+        except ValueError:
+            raise UserError(f"data: no validation split, and train ({len(train)} rows) is too small to carve "
+                            f"{cfg.validation_fraction:.0%} from it; add a validation file") from None
+        checked["train"], checked["validation"] = _subset(train, sorted(tr)), _subset(train, sorted(va))
+        notes.append(f"no validation split: carved {cfg.validation_fraction:.0%} of train "
+                     f"(stratified, seed {seed}) → {len(va)} examples")
+    for s in SPLITS:
+        n = getattr(cfg.limit, s)
+        if n is not None and n < len(checked[s]):
+            checked[s] = _subset(checked[s], _stratified_pick(checked[s].labels, n, seed))
+            notes.append(f"{s}: limited to {n} examples (stratified, seed {seed})")
+    for s in SPLITS:
+        if len(set(checked[s].labels)) < 2 and s != "test":
+            notes.append(f"warning: split {s} holds a single class")
+    return Splits(checked["train"], checked["validation"], checked["test"], notes, fingerprint)
+
+
+# ---------------------------------------------------------------- tokenised tensors
+
+class Encoded(torch.utils.data.Dataset):
+    """One split, tokenised once: token ids (unpadded), labels, and each example's index."""
+
+    def __init__(self, split: Split, tokenizer, max_length: int):
+        enc = tokenizer(split.texts, truncation=True, max_length=max_length)
+        self.input_ids = enc["input_ids"]
+        self.labels = split.labels
+        self.n_truncated = sum(len(ids) >= max_length for ids in self.input_ids)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "label": self.labels[i], "idx": i}
+
+
+def make_collate(pad_id: int):
+    """Pad each batch to its own longest example (dynamic padding)."""
+    def collate(items: list[dict]) -> dict:
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.tensor(it["input_ids"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask,
+                "labels": torch.tensor([it["label"] for it in items]),
+                "idx": torch.tensor([it["idx"] for it in items])}
+    return collate

@@ -1,0 +1,159 @@
+"""Models: load the teacher, cut a student out of it (layer surgery), add LoRA, reload a stage."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from .config import LoraConfig, UserError
+from .sources import hub_unreachable_message, require_hub, resolve
+
+LAYER_PRESETS = ("odd", "even")
+_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
+# ---------------------------------------------------------------- layer maps
+
+def resolve_layers(spec, depth: int) -> list[int]:
+    """'odd' | 'even' | '1,4,7' | [1, 4, 7] → 1-based teacher layers, checked against the depth."""
+    if isinstance(spec, str) and spec.strip().lower() in LAYER_PRESETS:
+        start = 1 if spec.strip().lower() == "odd" else 2
+        return list(range(start, depth + 1, 2))
+    if isinstance(spec, str):
+        try:
+            spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
+        except ValueError:
+            raise UserError(f"layers '{spec}': use odd, even, or comma-separated 1-based layer numbers like 1,4,7") from None
+    if not isinstance(spec, (list, tuple)) or not spec or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+        raise UserError(f"layers {spec!r}: use odd, even, or a list of 1-based layer numbers like [1, 4, 7]")
+    layers = list(spec)
+    bad = [x for x in layers if not 1 <= x <= depth]
+    if bad:
+        raise UserError(f"layers {layers}: {bad} outside 1..{depth} (the teacher has {depth} layers; numbers are 1-based)")
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise UserError(f"layers {layers}: must be strictly increasing, without repeats")
+    if len(layers) == depth:
+        raise UserError(f"layers {layers}: keeps all {depth} teacher layers; a student must be shallower")
+    return layers
+
+
+def layers_name(layers: list[int], depth: int) -> str:
+    """'odd' / 'even' when the list is that preset, else '1-4-7'."""
+    for preset in LAYER_PRESETS:
+        if layers == resolve_layers(preset, depth):
+            return preset
+    return "-".join(map(str, layers))
+
+
+def student_state_dict(teacher_state: dict, layers: list[int]) -> dict:
+    """Teacher weights renamed for a student: student layer i ← teacher layer layers[i] (1-based).
+
+    Everything outside the encoder layers (embeddings, pooler, classifier) is copied as is.
+    """
+    source_to_student = {teacher_idx - 1: i for i, teacher_idx in enumerate(layers)}
+    out = {}
+    for key, tensor in teacher_state.items():
+        m = _LAYER_KEY.search(key)
+        if m is None:
+            out[key] = tensor.clone()
+            continue
+        j = int(m.group(2))
+        if j in source_to_student:
+            new_key = key[:m.start(2)] + str(source_to_student[j]) + key[m.end(2):]
+            out[new_key] = tensor.clone()
+    return out
+
+
+def make_student(teacher, layers: list[int]):
+    """A len(layers)-layer copy of `teacher` whose layer i is teacher layer layers[i]."""
+    cfg = teacher.config.to_dict()
+    cfg["num_hidden_layers"] = len(layers)
+    config = type(teacher.config).from_dict(cfg)
+    student = type(teacher)(config)
+    student.load_state_dict(student_state_dict(teacher.state_dict(), layers), strict=True)
+    return student
+
+
+def depth_of(model) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+# ---------------------------------------------------------------- loading
+
+def _from_pretrained(loader, ref: str, what: str, **kw):
+    """Load from a local folder, the local Hub cache, or the Hub, failing fast when offline."""
+    path, local = resolve(ref, what)
+    if local:
+        try:
+            return loader(path, **kw)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{what} '{ref}': not a loadable Hugging Face model folder ({str(e).splitlines()[0][:200]})") from None
+    try:
+        return loader(path, local_files_only=True, **kw)
+    except (OSError, ValueError):
+        pass
+    require_hub(path, what)
+    try:
+        return loader(path, **kw)
+    except OSError as e:
+        raise UserError(hub_unreachable_message(ref, what) + f" ({str(e).splitlines()[0][:160]})") from None
+
+
+def load_tokenizer(ref: str, what: str = "teacher.model"):
+    return _from_pretrained(AutoTokenizer.from_pretrained, ref, what)
+
+
+def load_model_config(ref: str, what: str = "teacher.model"):
+    return _from_pretrained(AutoConfig.from_pretrained, ref, what)
+
+
+def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model"):
+    """A sequence classifier with our label names (the head is new when `ref` is a plain encoder)."""
+    id2label = dict(enumerate(label_names))
+    config = _from_pretrained(AutoConfig.from_pretrained, ref, what, num_labels=len(label_names),
+                              id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, ref, what, config=config)
+    if not any(_LAYER_KEY.search(k) for k in model.state_dict()):
+        raise UserError(f"{what} '{ref}': no encoder.layer.N weights found; only BERT-style encoders can be cut into students")
+    return model
+
+
+# ---------------------------------------------------------------- LoRA
+
+def add_lora(model, cfg: LoraConfig):
+    """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable and saved."""
+    from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.target_modules if t not in names]
+    if missing:
+        raise UserError(f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense")
+    peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha,
+                              lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules))
+    return get_peft_model(model, peft_cfg)
+
+
+LORA_BASE_DIR = "base_model"
+
+
+def load_stage_model(stage_dir: Path):
+    """Reload a finished stage folder: a plain HF classifier, or a PEFT adapter on its base."""
+    stage_dir = Path(stage_dir)
+    if not (stage_dir / "adapter_config.json").exists():
+        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True)
+    from peft import PeftModel
+    base_dir = stage_dir / LORA_BASE_DIR
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True)
+    return PeftModel.from_pretrained(base, stage_dir, is_trainable=False)
+
+
+def parameter_counts(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total_params": total, "trainable_params": trainable}
+
+
+def save_label_info(model, label_names: list[str]) -> None:
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+

@@ -1,0 +1,302 @@
+"""The stages: teacher → distilled students → LoRA models → comparison. One helper runs any stage."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+
+from . import trainer
+from .config import Config, config_hash
+from .data import Encoded, Splits, load_splits
+from .losses import cross_entropy, distillation_loss
+from .metrics import classification_metrics, majority_baseline
+from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
+                     load_tokenizer, make_student, parameter_counts, resolve_layers)
+from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, seed_dir,
+                   stage_dir, stage_folder, stage_is_done)
+
+MODEL_TYPES = {"teacher": "Teacher (fine-tuned)", "lora-student": "LoRA student (pretrained layers, CE only)",
+               "lora-teacher": "LoRA teacher (full depth)"}
+
+
+@dataclass
+class Context:
+    """What every stage of one command shares: config, data tokenised once, the tokenizer."""
+    cfg: Config
+    splits: Splits
+    tokenizer: object
+    encoded: dict
+    output_dir: Path
+    teacher_depth: int
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def prepare(cfg: Config) -> Context:
+    """Load and check everything a stage needs before anything is written."""
+    splits = load_splits(cfg.data, cfg.seed)
+    tokenizer = load_tokenizer(cfg.teacher.model)
+    depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
+    # check every layer list now, so a bad one fails before hours of teacher training
+    for spec in cfg.distill.layers:
+        resolve_layers(spec, depth)
+    resolve_layers(cfg.lora.student_layers, depth)
+    encoded = {s: Encoded(splits[s], tokenizer, cfg.data.max_length) for s in ("train", "validation", "test")}
+    for note in splits.notes:
+        print(f"data: {note}")
+    output_dir = Path(cfg.output_dir).resolve()
+    check_writable(output_dir)
+    return Context(cfg, splits, tokenizer, encoded, output_dir, depth)
+
+
+# ---------------------------------------------------------------- config hashes (reuse decisions)
+
+def _data_key(ctx: Context) -> dict:
+    return {"data": dataclasses.asdict(ctx.cfg.data), "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed}
+
+
+def teacher_hash(ctx: Context) -> str:
+    return config_hash({**_data_key(ctx), "model": ctx.cfg.teacher.model,
+                        "train": dataclasses.asdict(ctx.cfg.stage_train("teacher"))})
+
+
+def student_hash(ctx: Context, layers: list[int]) -> str:
+    d = {k: v for k, v in dataclasses.asdict(ctx.cfg.distill).items() if k not in ("layers", "train")}
+    return config_hash({"teacher": teacher_hash(ctx), "layers": layers, "distill": d,
+                        "train": dataclasses.asdict(ctx.cfg.stage_train("distill"))})
+
+
+def lora_hash(ctx: Context, stage_id: str) -> str:
+    d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
+    if stage_id == "lora-teacher":
+        d.pop("student_layers")
+    return config_hash({**_data_key(ctx), "model": ctx.cfg.teacher.model, "stage": stage_id, "lora": d,
+                        "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
+
+
+# ---------------------------------------------------------------- the one stage runner
+
+def _ce_loss(model, batch):
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    loss = cross_entropy(out.logits, batch["labels"])
+    return loss, {"ce": loss}
+
+
+def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, extra: dict | None = None) -> dict:
+    """Build → train (validation picks the epoch) → test once → save a DONE stage folder.
+
+    build() -> (model, loss_fn, save_extra) where save_extra(folder) writes stage-specific files.
+    A finished stage with the same config hash is reused, not retrained.
+    """
+    final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
+    if stage_is_done(final, chash):
+        print(f"[{stage_id}] reusing finished stage in {final}")
+        return read_json(final / "metrics.json")
+    if final.exists():
+        print(f"[{stage_id}] config changed since {final} was made: training it again")
+    tcfg = ctx.cfg.stage_train(section)
+    accelerator = trainer.make_accelerator(tcfg.precision, tcfg.grad_accum)
+    set_seed(ctx.cfg.seed)
+    model, loss_fn, save_extra = build()
+    label_names = ctx.cfg.data.label_names
+    print(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
+          f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
+    with stage_folder(final, chash) as tmp:
+        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
+                               seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
+                               log_path=tmp / "train_log.jsonl", desc=stage_id, accelerator=accelerator)
+        model = accelerator.unwrap_model(model)
+        # the one and only pass over the test split for this model, after the epoch was chosen
+        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id)
+        selected = result.history[result.selected_epoch - 1]
+        metrics = {
+            "stage": stage_id,
+            "model_type": (extra or {}).pop("model_type", MODEL_TYPES.get(stage_id, stage_id)),
+            "test": classification_metrics(ctx.encoded["test"].labels, test["logits"], label_names),
+            "validation_history": result.history,
+            "selected_epoch": result.selected_epoch,
+            "stopped_early": result.stopped_early,
+            "train_loss": selected["train_loss"],
+            "train_total_loss": selected["train_total_loss"],
+            "wall_time_s": round(result.wall_time_s, 3),
+            "samples_per_s": round(result.samples_per_s, 3),
+            "depth": depth_of(model),
+            **parameter_counts(model),
+            "device": trainer.device_name(accelerator),
+            "precision": trainer.mixed_precision_for(tcfg.precision),
+            "config_hash": chash,
+            **(extra or {}),
+        }
+        model.save_pretrained(tmp)
+        ctx.tokenizer.save_pretrained(tmp)
+        save_extra(tmp)
+        rows = [{"i": i, "label": int(y), "pred": int(row.argmax()), "logits": [float(x) for x in row]}
+                for i, (y, row) in enumerate(zip(ctx.encoded["test"].labels, test["logits"]))]
+        atomic_write_text(tmp / "test_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
+        atomic_write_json(tmp / "metrics.json", metrics)
+    t = metrics["test"]
+    print(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
+          f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")
+    return metrics
+
+
+# ---------------------------------------------------------------- stages
+
+def run_teacher(ctx: Context) -> dict:
+    """Fine-tune the pretrained teacher on the task."""
+    def build():
+        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), _ce_loss, lambda folder: None
+    return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build)
+
+
+def teacher_targets(ctx: Context, cls_layers: list[int] | None) -> dict:
+    """The fine-tuned teacher's logits (and [CLS] states) on the training split, computed once and cached."""
+    thash = teacher_hash(ctx)
+    name = f"teacher-{thash}" + (f"-cls-{'-'.join(map(str, cls_layers))}" if cls_layers else "") + ".safetensors"
+    path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
+    if path.exists():
+        return load_file(path)
+    teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
+    accelerator = trainer.make_accelerator(ctx.cfg.stage_train("teacher").precision)
+    teacher.to(accelerator.device)
+    out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
+                           accelerator, ctx.pad_id, cls_layers=cls_layers)
+    tensors = {"logits": torch.from_numpy(out["logits"]).contiguous()}
+    if cls_layers:
+        tensors["cls"] = out["cls"].contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+    return tensors
+
+
+def run_student(ctx: Context, spec) -> dict:
+    """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
+    run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
+    layers = resolve_layers(spec, ctx.teacher_depth)
+    stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
+    k = ctx.cfg.distill
+
+    def build():
+        teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
+        student = make_student(teacher, layers)
+        del teacher
+        targets = teacher_targets(ctx, layers if k.w_hidden > 0 else None)
+        cache = {}
+
+        def loss_fn(model, batch):
+            if not cache:  # move the cached targets to the training device once
+                cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=k.w_hidden > 0)
+            idx = batch["idx"]
+            student_cls = teacher_cls = None
+            if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
+                student_cls = [out.hidden_states[i + 1][:, 0] for i in range(len(layers))]
+                teacher_cls = [cache["cls"][idx, i] for i in range(len(layers))]
+            return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
+                                     w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
+                                     student_cls=student_cls, teacher_cls=teacher_cls)
+        return student, loss_fn, lambda folder: None
+
+    name = layers_name(layers, ctx.teacher_depth)
+    model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
+    return _run_stage(ctx, stage_id, student_hash(ctx, layers), "distill", build,
+                      {"teacher_layers": layers, "model_type": model_type})
+
+
+def run_lora(ctx: Context, stage_id: str) -> dict:
+    """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher)."""
+    lo = ctx.cfg.lora
+    extra = {}
+    if stage_id == "lora-student":
+        layers = resolve_layers(lo.student_layers, ctx.teacher_depth)
+        extra = {"teacher_layers": layers,
+                 "model_type": f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"}
+
+    def build():
+        base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names)
+        if stage_id == "lora-student":
+            base = make_student(base, extra["teacher_layers"])
+        base_copy = {k: v.clone() for k, v in base.state_dict().items()}
+
+        def save_base(folder: Path):
+            # the adapter needs its exact base (including the initial head) to reload
+            from transformers import AutoModelForSequenceClassification
+            plain = AutoModelForSequenceClassification.from_config(base.config)
+            plain.load_state_dict(base_copy)
+            plain.save_pretrained(folder / LORA_BASE_DIR)
+        return add_lora(base, lo), _ce_loss, save_base
+    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, extra)
+
+
+def student_specs(cfg: Config) -> list:
+    return list(cfg.distill.layers)
+
+
+def run_compare(ctx: Context) -> dict:
+    """Every stage (finished ones reused), then the results gathered for the report."""
+    results = {"teacher": run_teacher(ctx)}
+    for spec in student_specs(ctx.cfg):
+        m = run_student(ctx, spec)
+        results[m["stage"]] = m
+    for stage_id in ctx.cfg.lora.models:
+        results[stage_id] = run_lora(ctx, stage_id)
+    baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
+    return {"seed": ctx.cfg.seed, "stages": results, "majority_baseline": {"test": baseline}}
+
+
+def write_run_files(ctx: Context, device: str) -> None:
+    atomic_write_json(ctx.output_dir / "run.json", provenance(device, ctx.splits.fingerprint))
+
+
+def gather_results(output_dir: Path) -> dict:
+    """All finished stages under OUTPUT_DIR, by seed."""
+    out = {}
+    for sd in sorted(Path(output_dir).glob("seed-*")):
+        for st in sorted(sd.iterdir()):
+            if (st / "DONE").exists() and (st / "metrics.json").exists():
+                out.setdefault(sd.name, {})[st.name] = read_json(st / "metrics.json")
+    return out
+
+
+
+def data_summary(ctx: Context) -> dict:
+    splits = {}
+    for s in ("train", "validation", "test"):
+        enc = ctx.encoded[s]
+        splits[s] = {"n": len(enc), "positive_share": sum(y == 1 for y in enc.labels) / len(enc),
+                     "truncated_share": enc.n_truncated / len(enc)}
+    return {"source": ctx.cfg.data.source, "splits": splits, "notes": ctx.splits.notes}
+
+
+def _device() -> str:
+    return trainer.device_name(trainer.make_accelerator())
+
+
+def finish_command(ctx: Context, metrics: dict) -> dict:
+    """After a single-stage command: record provenance."""
+    write_run_files(ctx, _device())
+    return metrics
+
+
+def finish_compare(ctx: Context, result: dict) -> dict:
+    """After compare: provenance, report.md, results.json/csv, and the table on the terminal."""
+    from .report import print_table, write_outputs
+    device = _device()
+    write_run_files(ctx, device)
+    report = write_outputs(ctx.output_dir, result, data_summary(ctx), {"device": device})
+    print_table(result)
+    print(f"report: {report}")
+    return result

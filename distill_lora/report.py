@@ -1,0 +1,109 @@
+"""The comparison: the assignment's table (terminal and markdown), results.json and results.csv."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .runs import atomic_write_json, atomic_write_text
+
+COLUMNS = ("Model Type", "Layers", "Trainable / total params", "Training Loss",
+           "Test Set Performance: Accuracy", "Test Set Performance: Macro-F1")
+
+LORA_NOTE = ("LoRA makes training cheap, not the model smaller: a LoRA model has the depth and inference cost "
+             "of the model it adapts (see Layers).")
+LOSS_NOTE = ("Training Loss = mean cross-entropy with the true labels over the training batches of the selected "
+             "epoch (train mode, dropout on); for distilled students the total distillation loss "
+             "(w_ce·CE + w_kl·T²·KL + w_cos·cosine) follows in brackets.")
+TEST_NOTE = ("Test Set Performance: each model was evaluated once on the test split, after its epoch was "
+             "selected on validation; the test split chose nothing.")
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def table_rows(result: dict) -> list[dict]:
+    """One row per model, in pipeline order, then the majority-class baseline."""
+    rows = []
+    for stage_id, m in result["stages"].items():
+        loss = f"{m['train_loss']:.4f}"
+        if stage_id.startswith("student-"):
+            loss += f" ({m['train_total_loss']:.4f})"
+        rows.append({"stage": stage_id, "model_type": m["model_type"], "layers": m["depth"],
+                     "params": f"{_millions(m['trainable_params'])} / {_millions(m['total_params'])}",
+                     "training_loss": loss, "accuracy": m["test"]["accuracy"], "macro_f1": m["test"]["macro_f1"]})
+    base = result["majority_baseline"]["test"]
+    rows.append({"stage": "majority", "model_type": "Majority class (baseline)", "layers": 0, "params": "–",
+                 "training_loss": "–", "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
+    return rows
+
+
+def _cells(row: dict) -> list[str]:
+    return [row["model_type"], str(row["layers"]), row["params"], row["training_loss"],
+            f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}"]
+
+
+def print_table(result: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"distill-lora comparison (seed {result['seed']})", caption=LORA_NOTE)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "Model Type" else "right")
+    for row in table_rows(result):
+        table.add_row(*_cells(row))
+    console.print(table)
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in table_rows(result)]
+    return "\n".join(lines)
+
+
+def _data_section(data_summary: dict) -> str:
+    lines = ["| Split | Examples | Positive share | Truncated at max_length |", "|---|---:|---:|---:|"]
+    for split, s in data_summary["splits"].items():
+        lines.append(f"| {split} | {s['n']} | {s['positive_share']:.1%} | {s['truncated_share']:.1%} |")
+    notes = "".join(f"\n- {n}" for n in data_summary.get("notes", []))
+    return "\n".join(lines) + ("\n" + notes if notes else "")
+
+
+def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: dict) -> Path:
+    """report.md, results.json and results.csv in the run folder; returns the report's path."""
+    output_dir = Path(output_dir)
+    md = [
+        "# distill-lora: distillation vs LoRA",
+        "",
+        f"Data: `{data_summary['source']}`. Device: {run_info['device']}. Seed {result['seed']} "
+        "(one seed: differences of about one point or less are within seed-to-seed noise).",
+        "",
+        markdown_table(result),
+        "",
+        f"- {LOSS_NOTE}",
+        f"- {TEST_NOTE}",
+        f"- {LORA_NOTE}",
+        "",
+        "## Data",
+        "",
+        _data_section(data_summary),
+        "",
+    ]
+    report = output_dir / "report.md"
+    atomic_write_text(report, "\n".join(md))
+    atomic_write_json(output_dir / "results.json", {"seeds": {f"seed-{result['seed']}": result},
+                                                    "data": data_summary, "run": run_info})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["seed", "stage", "model_type", "layers", "trainable_params", "total_params", "train_loss",
+                     "train_total_loss", "test_accuracy", "test_macro_f1", "test_f1_positive", "selected_epoch",
+                     "wall_time_s", "samples_per_s"])
+    for stage_id, m in result["stages"].items():
+        writer.writerow([result["seed"], stage_id, m["model_type"], m["depth"], m["trainable_params"],
+                         m["total_params"], m["train_loss"], m["train_total_loss"], m["test"]["accuracy"],
+                         m["test"]["macro_f1"], m["test"]["f1_positive"], m["selected_epoch"], m["wall_time_s"],
+                         m["samples_per_s"]])
+    atomic_write_text(output_dir / "results.csv", buf.getvalue())
+    return report
