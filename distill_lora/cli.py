@@ -17,12 +17,16 @@ OutOpt = typer.Option(None, "--output-dir", "-o", help="run folder (overrides ou
 SeedOpt = typer.Option(None, "--seed", help="seed (overrides seed)")
 
 
-def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int]):
+def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int],
+         layer_specs: tuple = (), lora_model: str = "all"):
     """Load the config and run `action(ctx)`; user errors become one line and exit code 2."""
     try:
         cfg = load_config(config, overrides or [], output_dir, seed)
+        _quiet_libraries()
         from . import pipeline  # heavy imports only after the config is known to be good
-        ctx = pipeline.prepare(cfg)
+        if lora_model not in ("all", "lora-student", "lora-teacher"):
+            raise UserError(f"--model {lora_model!r}: use lora-student, lora-teacher or all")
+        ctx = pipeline.prepare(cfg, layer_specs)
         return action(pipeline, ctx)
     except UserError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
@@ -31,6 +35,15 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
         typer.secho("interrupted: unfinished stages were discarded; finished ones are kept and will be reused",
                     err=True)
         raise typer.Exit(130)
+
+
+def _quiet_libraries() -> None:
+    """Our own lines say what happens; the libraries' load reports and bars only add noise."""
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @app.command("train-teacher")
@@ -45,7 +58,8 @@ def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, o
             config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
             seed: Optional[int] = SeedOpt):
     """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if needed)."""
-    _run(lambda p, ctx: p.finish_command(ctx, p.run_student(ctx, layers)), config, set_, output_dir, seed)
+    _run(lambda p, ctx: p.finish_command(ctx, p.run_student(ctx, layers)), config, set_, output_dir, seed,
+         layer_specs=(layers,))
 
 
 @app.command()
@@ -54,12 +68,9 @@ def lora(model: str = typer.Option("all", "--model", "-m", help="lora-student, l
          seed: Optional[int] = SeedOpt):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
     def action(p, ctx):
-        models = ctx.cfg.lora.models if model == "all" else [model]
-        if any(m not in ("lora-student", "lora-teacher") for m in models):
-            raise UserError(f"--model {model!r}: use lora-student, lora-teacher or all")
-        for m in models:
+        for m in ctx.cfg.lora.models if model == "all" else [model]:
             p.finish_command(ctx, p.run_lora(ctx, m))
-    _run(action, config, set_, output_dir, seed)
+    _run(action, config, set_, output_dir, seed, lora_model=model)
 
 
 @app.command()

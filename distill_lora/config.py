@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +35,9 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "share of steps with linear warm-up, then linear decay to 0")
     grad_accum: int = _f(1, "batches accumulated per optimiser step")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    precision: str = _f("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs that have it, else fp32)")
+    precision: str = _f("auto", "auto, fp32, bf16 or fp16 (auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU)")
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
-    select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1 | accuracy | loss")
+    select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
 
 
@@ -62,7 +63,7 @@ class DataConfig:
     label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
     label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
     validation_fraction: float = _f(0.1, "share of train carved out (stratified) when there is no validation split")
-    null_text: str = _f("error", "what to do with rows whose text is null: error | drop")
+    null_text: str = _f("error", "rows whose text is null or blank: error (names the row) or drop (counted in the report)")
     max_length: int = _f(128, "tokens per text; longer texts are truncated")
     limit: SplitLimits = field(default_factory=SplitLimits, metadata={"help": "per-split stratified limits"})
 
@@ -78,7 +79,7 @@ class DistillConfig:
     layers: list = _f(["odd", "even"], "students that compare trains: odd, even, or a list of 1-based layers")
     temperature: float = _f(2.0, "softmax temperature T of the KL term")
     w_ce: float = _f(1 / 3, "weight of cross-entropy with the true labels")
-    w_kl: float = _f(1 / 3, "weight of T^2 * KL(teacher || student)")
+    w_kl: float = _f(1 / 3, "weight of T²·KL(teacher ‖ student)")
     w_cos: float = _f(1 / 3, "weight of the cosine embedding loss between student and teacher logits")
     w_hidden: float = _f(0.0, "weight of the [CLS] hidden-state cosine loss per mapped layer (0 = off)")
     train: dict = _f({}, "overrides of the global train block for this stage")
@@ -221,6 +222,20 @@ def _validate_train(t: TrainConfig, path: str) -> None:
 
 # ---------------------------------------------------------------- loading
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 5e-5 as a float (YAML 1.1 wants 5.0e-5)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$""", re.X),
+    list("-+0123456789."))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 SHIPPED = ("default", "demo", "olid")
 
 
@@ -241,7 +256,7 @@ def read_yaml(ref: str) -> dict:
     if not path.exists():
         raise UserError(f"config file '{ref}' not found; give a path or one of: {', '.join(SHIPPED)}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if raw is None:
@@ -258,7 +273,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     key, _, text = assignment.partition("=")
     parts = key.strip().split(".")
     try:
-        value = yaml.safe_load(text)
+        value = _yaml(text)
     except yaml.YAMLError:
         value = text
     node = raw

@@ -41,13 +41,16 @@ class Context:
         return self.tokenizer.pad_token_id or 0
 
 
-def prepare(cfg: Config) -> Context:
-    """Load and check everything a stage needs before anything is written."""
+def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
+    """Load and check everything a stage needs before anything is written.
+
+    layer_specs: layer lists given on the command line, checked here with the config's own.
+    """
     splits = load_splits(cfg.data, cfg.seed)
     tokenizer = load_tokenizer(cfg.teacher.model)
     depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
     # check every layer list now, so a bad one fails before hours of teacher training
-    for spec in cfg.distill.layers:
+    for spec in [*cfg.distill.layers, *layer_specs]:
         resolve_layers(spec, depth)
     resolve_layers(cfg.lora.student_layers, depth)
     encoded = {s: Encoded(splits[s], tokenizer, cfg.data.max_length) for s in ("train", "validation", "test")}
@@ -183,7 +186,9 @@ def teacher_targets(ctx: Context, cls_layers: list[int] | None) -> dict:
 
 def run_student(ctx: Context, spec) -> dict:
     """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
-    run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
+    if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"), teacher_hash(ctx)):
+        print("[teacher] no finished teacher for this config: fine-tuning it first")
+        run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
     layers = resolve_layers(spec, ctx.teacher_depth)
     stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
     k = ctx.cfg.distill

@@ -48,7 +48,8 @@ def _cells(row: dict) -> list[str]:
 
 
 def print_table(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    import sys
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     table = Table(title=f"distill-lora comparison (seed {result['seed']})", caption=LORA_NOTE)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "Model Type" else "right")

@@ -1,0 +1,28 @@
+# Two commands for a newcomer: `make demo` (the whole experiment on the offline demo) and `make test`.
+# Each creates .venv inside the repository and installs into it on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test install clean-runs
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints-cpu.txt torch numpy
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distill-lora compare --config demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-runs:
+	rm -rf runs

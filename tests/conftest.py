@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny random BERTs and a tiny data set, built locally (never downloaded)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_OLID = REPO.parent / "shared" / "data" / "olid"
+
+WORDS_TOXIC = ["hate", "vermin", "idiot", "garbage", "stupid", "disgusting", "trash", "moron"]
+WORDS_CLEAN = ["love", "park", "music", "friends", "sunny", "lovely", "festival", "coffee"]
+FILLER = ["the", "a", "is", "are", "you", "they", "people", "this", "so", "very", "not", "all"]
+
+
+def tiny_texts(n: int, seed: int) -> list[dict]:
+    """Short texts whose label is carried by which word list they draw from (learnable)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = int(rng.random() < 0.4)
+        words = WORDS_TOXIC if label else WORDS_CLEAN
+        text = " ".join(rng.choice(FILLER) if rng.random() < 0.5 else rng.choice(words) for _ in range(rng.randint(3, 9)))
+        rows.append({"text": text, "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def build_tiny_bert(folder: Path, layers: int, seed: int = 0) -> Path:
+    """A random BERT classifier backbone + WordPiece tokenizer saved as a Hugging Face folder."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS_TOXIC + WORDS_CLEAN + FILLER))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=48, max_position_embeddings=64, type_vocab_size=2)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert12(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("bert12"), 12)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert6(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("bert6"), 6, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    write_jsonl(folder / "train.jsonl", tiny_texts(96, 0))
+    write_jsonl(folder / "validation.jsonl", tiny_texts(40, 1))
+    write_jsonl(folder / "test.jsonl", tiny_texts(40, 2))
+    return folder
+
+
+def tiny_config(tmp_path: Path, model: Path, data: Path, **extra) -> Path:
+    """A config file for the tiny model; `extra` holds top-level sections to merge in."""
+    import yaml
+    cfg = {
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "data": {"source": str(data), "max_length": 16},
+        "teacher": {"model": str(model), "train": {"lr": 1e-3}},
+        "distill": {"train": {"lr": 1e-3}},
+        "lora": {"train": {"lr": 5e-3}},
+        "train": {"epochs": 2, "batch_size": 16, "eval_batch_size": 32, "log_every": 2},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_bert12, tiny_data):
+    """One complete tiny `compare` run, shared by the tests that only read its outputs."""
+    from typer.testing import CliRunner
+    from distill_lora.cli import app
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = tiny_config(tmp, tiny_bert12, tiny_data)
+    result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    return {"config": cfg, "output": tmp / "run", "stdout": result.output, "model": tiny_bert12, "data": tiny_data}

@@ -1,0 +1,72 @@
+"""Bad input → one line naming the problem and the fix, exit code 2, no traceback, nothing written."""
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO, tiny_config, write_jsonl
+from distill_lora.cli import app
+
+runner = CliRunner()
+
+
+def bad_data(tmp_path, name, rows):
+    folder = tmp_path / name
+    write_jsonl(folder / "train.jsonl", [{"text": "love park", "label": 0}, {"text": "hate trash", "label": 1}] * 5)
+    write_jsonl(folder / "validation.jsonl", [{"text": "love", "label": 0}, {"text": "hate", "label": 1}])
+    write_jsonl(folder / "test.jsonl", rows)
+    return folder
+
+
+def check_user_error(tmp_path, args, message, output_dir):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert [line for line in result.output.splitlines() if line.startswith("error:")], result.output
+    assert not output_dir.exists(), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize("case", ["unknown key", "missing config", "missing data", "missing column",
+                                  "label outside", "null text", "empty split", "impossible layers",
+                                  "impossible lora layers", "hub id offline", "bad lora model"])
+def test_bad_input(case, tiny_bert6, tiny_data, tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    out = tmp_path / "run"
+    base = ["compare", "--config", str(cfg)]
+    cases = {
+        "unknown key": (base + ["--set", "distill.temprature=3"], "did you mean 'temperature'"),
+        "missing config": (["compare", "--config", str(tmp_path / "nope.yaml")], "config file"),
+        "missing data": (base + ["--set", f"data.source={tmp_path / 'nowhere'}"], "no such file or folder"),
+        "missing column": (base + ["--set", "data.text_column=tweet"], "no column 'tweet'"),
+        "label outside": (base + ["--set", f"data.source={bad_data(tmp_path, 'l', [{'text': 'x', 'label': 5}])}"],
+                          "outside the label set"),
+        "null text": (base + ["--set", f"data.source={bad_data(tmp_path, 'n', [{'text': None, 'label': 0}])}"],
+                      "data.null_text: drop"),
+        "empty split": (base + ["--set", f"data.source={bad_data(tmp_path, 'e', [])}"], "is empty"),
+        "impossible layers": (["distill", "--layers", "2,9", "--config", str(cfg)], "outside 1..6"),
+        "impossible lora layers": (base + ["--set", "lora.student_layers=5,3"], "strictly increasing"),
+        "hub id offline": (base + ["--set", "teacher.model=bert-base-uncased"], "HF_HUB_OFFLINE is set"),
+        "bad lora model": (["lora", "--model", "lora-huge", "--config", str(cfg)], "use lora-student, lora-teacher or all"),
+    }
+    args, message = cases[case]
+    check_user_error(tmp_path, args, message, out)
+
+
+def test_unwritable_output_dir(tiny_bert6, tiny_data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    result = runner.invoke(app, ["train-teacher", "--config", str(cfg), "-o", str(blocker / "run")])
+    assert result.exit_code == 2
+    assert "is not writable" in result.output and "--output-dir" in result.output
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "distill_lora", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 0
+    for command in ("train-teacher", "distill", "lora", "compare"):
+        assert command in result.stdout

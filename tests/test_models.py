@@ -1,0 +1,84 @@
+"""Layer maps and student surgery: exact, tensor by tensor."""
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from distill_lora.config import LoraConfig, UserError
+from distill_lora.models import add_lora, layers_name, make_student, resolve_layers
+
+
+def test_presets_are_one_based():
+    assert resolve_layers("odd", 12) == [1, 3, 5, 7, 9, 11]
+    assert resolve_layers("even", 12) == [2, 4, 6, 8, 10, 12]
+    assert resolve_layers("odd", 6) == [1, 3, 5]
+    assert resolve_layers("even", 6) == [2, 4, 6]
+    assert resolve_layers("1,4,7", 12) == [1, 4, 7]
+    assert resolve_layers([2, 12], 12) == [2, 12]
+    assert layers_name([1, 3, 5, 7, 9, 11], 12) == "odd"
+    assert layers_name([2, 4, 6, 8, 10, 12], 12) == "even"
+    assert layers_name([1, 4, 7], 12) == "1-4-7"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("0,3,5", "outside 1..12"),
+    ("1,3,13", "outside 1..12"),
+    ("3,1,5", "strictly increasing"),
+    ("1,1,5", "strictly increasing"),
+    ("one,two", "comma-separated"),
+    ([], "list of 1-based"),
+    (list(range(1, 13)), "must be shallower"),
+    ("middle", "comma-separated"),
+])
+def test_invalid_layer_lists_rejected(spec, message):
+    with pytest.raises(UserError, match=message):
+        resolve_layers(spec, 12)
+
+
+def _layer(model, i):
+    return dict(model.bert.encoder.layer[i].named_parameters())
+
+
+@pytest.mark.parametrize("spec", ["odd", "even", "1,4,7,12"])
+def test_student_layers_are_exact_copies(tiny_bert12, spec):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
+    layers = resolve_layers(spec, 12)
+    student = make_student(teacher, layers)
+    assert student.config.num_hidden_layers == len(layers) == len(student.bert.encoder.layer)
+    for i, src in enumerate(layers):
+        s, t = _layer(student, i), _layer(teacher, src - 1)
+        assert s.keys() == t.keys()
+        for name in s:
+            assert torch.equal(s[name], t[name]), (spec, i, name)
+    # the layer that was not picked must differ (guards against copying everything in order)
+    if spec == "even":
+        assert not torch.equal(_layer(student, 0)["attention.self.query.weight"],
+                               _layer(teacher, 0)["attention.self.query.weight"])
+    for prefix in ("bert.embeddings", "bert.pooler", "classifier"):
+        ts = {k: v for k, v in teacher.state_dict().items() if k.startswith(prefix)}
+        ss = {k: v for k, v in student.state_dict().items() if k.startswith(prefix)}
+        assert ts.keys() == ss.keys() and ts
+        assert all(torch.equal(ts[k], ss[k]) for k in ts)
+    # a copy, not shared storage: training the student must not move the teacher
+    assert student.bert.embeddings.word_embeddings.weight.data_ptr() != teacher.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_odd_and_even_students_differ(tiny_bert12):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
+    odd, even = make_student(teacher, resolve_layers("odd", 12)), make_student(teacher, resolve_layers("even", 12))
+    x = torch.tensor([[2, 7, 9, 3]])
+    assert not torch.allclose(odd(input_ids=x).logits, even(input_ids=x).logits)
+
+
+def test_lora_trains_classifier_and_adapters_only(tiny_bert12):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
+    peft_model = add_lora(model, LoraConfig())
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("classifier" in n for n in trainable)
+    assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
+    assert not any("query.base_layer" in n or "embeddings" in n for n in trainable)
+
+
+def test_lora_bad_target_module(tiny_bert12):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
+    with pytest.raises(UserError, match="not found in the model"):
+        add_lora(model, LoraConfig(target_modules=["q_proj"]))

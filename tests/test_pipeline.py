@@ -1,0 +1,165 @@
+"""Every stage end to end on the tiny model, through the real CLI (in-process)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from distill_lora import pipeline, trainer
+from distill_lora.cli import app
+from distill_lora.config import load_config
+from distill_lora.data import Encoded, load_splits
+from distill_lora.models import LORA_BASE_DIR, load_stage_model
+
+STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
+runner = CliRunner()
+
+
+def test_compare_writes_every_stage(finished_run):
+    out = finished_run["output"]
+    for stage in STAGES:
+        d = out / "seed-0" / stage
+        for name in ("DONE", "metrics.json", "config.yaml", "test_predictions.jsonl", "tokenizer_config.json",
+                     "train_log.jsonl"):
+            assert (d / name).exists(), (stage, name)
+        m = json.loads((d / "metrics.json").read_text())
+        for key in ("test", "validation_history", "selected_epoch", "train_loss", "wall_time_s", "samples_per_s"):
+            assert key in m, (stage, key)
+        assert m["test"]["n"] == 40
+        preds = [json.loads(line) for line in (d / "test_predictions.jsonl").read_text().splitlines()]
+        assert np.mean([p["pred"] == p["label"] for p in preds]) == pytest.approx(m["test"]["accuracy"])
+    for name in ("report.md", "results.json", "results.csv", "run.json"):
+        assert (out / name).exists()
+    report = (out / "report.md").read_text()
+    assert "| Model Type | Layers |" in report and "Test Set Performance" in report
+    assert "LoRA makes training cheap, not the model smaller" in report
+    assert "Model Type" in finished_run["stdout"] and "Majority class" in finished_run["stdout"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["torch"] and run["data_files"]
+
+
+def test_students_record_layers_and_depth(finished_run):
+    seed = finished_run["output"] / "seed-0"
+    odd = json.loads((seed / "student-odd" / "metrics.json").read_text())
+    even = json.loads((seed / "student-even" / "metrics.json").read_text())
+    assert odd["teacher_layers"] == [1, 3, 5, 7, 9, 11] and odd["depth"] == 6
+    assert even["teacher_layers"] == [2, 4, 6, 8, 10, 12] and even["depth"] == 6
+    assert "train_kl" in odd["validation_history"][0] and "train_cos" in odd["validation_history"][0]
+    teacher = json.loads((seed / "teacher" / "metrics.json").read_text())
+    lora_t = json.loads((seed / "lora-teacher" / "metrics.json").read_text())
+    lora_s = json.loads((seed / "lora-student" / "metrics.json").read_text())
+    assert teacher["depth"] == lora_t["depth"] == 12 and lora_s["depth"] == 6
+    assert lora_t["trainable_params"] < teacher["trainable_params"] / 5
+
+
+def test_epoch_selected_on_validation_and_train_loss_defined(finished_run):
+    for stage in STAGES:
+        m = json.loads((finished_run["output"] / "seed-0" / stage / "metrics.json").read_text())
+        scores = [h["val_macro_f1"] for h in m["validation_history"]]
+        assert m["selected_epoch"] == int(np.argmax(scores)) + 1
+        assert m["train_loss"] == m["validation_history"][m["selected_epoch"] - 1]["train_loss"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_reloaded_folder_reproduces_recorded_test_predictions(finished_run, stage):
+    d = finished_run["output"] / "seed-0" / stage
+    if stage.startswith("lora"):
+        assert (d / "adapter_config.json").exists() and (d / LORA_BASE_DIR / "config.json").exists()
+    else:
+        plain = AutoModelForSequenceClassification.from_pretrained(d)  # a plain HF folder
+        assert plain.config.id2label == {0: "not toxic", 1: "toxic"}
+    model = load_stage_model(d)
+    cfg = load_config(str(finished_run["config"]))
+    splits = load_splits(cfg.data, cfg.seed)
+    test = Encoded(splits.test, AutoTokenizer.from_pretrained(d), cfg.data.max_length)
+    out = trainer.evaluate(model, test, 7, trainer.make_accelerator("fp32"), pad_id=0)
+    recorded = [json.loads(line) for line in (d / "test_predictions.jsonl").read_text().splitlines()]
+    assert out["logits"].argmax(1).tolist() == [r["pred"] for r in recorded]
+    np.testing.assert_allclose(out["logits"], np.array([r["logits"] for r in recorded]), atol=1e-5)
+
+
+def test_second_compare_reuses_and_changed_config_reruns(finished_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(finished_run["output"], out)
+    cfg = str(finished_run["config"])
+    done_before = {s: (out / "seed-0" / s / "DONE").stat().st_mtime_ns for s in STAGES}
+    again = runner.invoke(app, ["compare", "--config", cfg, "-o", str(out)])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("reusing finished stage") == 5
+    assert {s: (out / "seed-0" / s / "DONE").stat().st_mtime_ns for s in STAGES} == done_before
+    changed = runner.invoke(app, ["compare", "--config", cfg, "-o", str(out), "--set", "distill.temperature=4"])
+    assert changed.exit_code == 0, changed.output
+    assert "[teacher] reusing" in changed.output and "[lora-teacher] reusing" in changed.output
+    assert "[student-odd] config changed" in changed.output and "[student-even] config changed" in changed.output
+    m = json.loads((out / "seed-0" / "student-odd" / "DONE").read_text())
+    assert m["config_hash"] != json.loads((finished_run["output"] / "seed-0" / "student-odd" / "DONE").read_text())["config_hash"]
+
+
+def test_single_stage_commands(tiny_bert6, tiny_data, tmp_path):
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}))
+    r = runner.invoke(app, ["distill", "--layers", "even", "--config", cfg])  # trains the teacher first
+    assert r.exit_code == 0, r.output
+    assert "[teacher] done" in r.output and "[student-even] done" in r.output
+    teacher_done = (tmp_path / "run" / "seed-0" / "teacher" / "DONE").stat().st_mtime_ns
+    r = runner.invoke(app, ["distill", "--layers", "1,2", "--config", cfg])
+    assert r.exit_code == 0, r.output
+    assert "[teacher]" not in r.output  # the finished teacher is reused, not trained again
+    assert (tmp_path / "run" / "seed-0" / "teacher" / "DONE").stat().st_mtime_ns == teacher_done
+    assert (tmp_path / "run" / "seed-0" / "student-1-2" / "DONE").exists()
+    r = runner.invoke(app, ["lora", "--model", "lora-student", "--config", cfg])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "seed-0" / "lora-student" / "DONE").exists()
+    assert not (tmp_path / "run" / "seed-0" / "lora-teacher").exists()
+    r = runner.invoke(app, ["train-teacher", "--config", cfg, "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "seed-3" / "teacher" / "DONE").exists()
+    assert not list((tmp_path / "run").glob("seed-*/.*tmp*"))  # no temporary folders left
+
+
+def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    """Counts test evaluations; checks what each student is cut from (fine-tuned vs pretrained)."""
+    seen = {}
+    real_prepare, real_evaluate, real_make_student = pipeline.prepare, trainer.evaluate, pipeline.make_student
+
+    def prepare(cfg):
+        seen["ctx"] = real_prepare(cfg)
+        return seen["ctx"]
+
+    def evaluate(model, dataset, *a, **kw):
+        if dataset is seen["ctx"].encoded["test"]:
+            seen["test_evals"] = seen.get("test_evals", 0) + 1
+        return real_evaluate(model, dataset, *a, **kw)
+
+    def make_student(teacher, layers):
+        seen.setdefault("cut_from", []).append(({k: v.clone() for k, v in teacher.state_dict().items()}, layers))
+        return real_make_student(teacher, layers)
+
+    monkeypatch.setattr(pipeline, "prepare", prepare)
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    monkeypatch.setattr(pipeline, "make_student", make_student)
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 2}))
+    r = runner.invoke(app, ["compare", "--config", cfg])
+    assert r.exit_code == 0, r.output
+    assert seen["test_evals"] == 5  # one per model, nothing else touched the test split
+
+    finetuned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed-0" / "teacher").state_dict()
+    pretrained = AutoModelForSequenceClassification.from_pretrained(tiny_bert6).state_dict()
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(finetuned[key], pretrained[key])  # fine-tuning moved the weights
+    (odd_src, odd_layers), (even_src, even_layers), (lora_src, lora_layers) = seen["cut_from"]
+    assert odd_layers == [1, 3, 5] and even_layers == [2, 4, 6] and lora_layers == [1, 3, 5]
+    for src in (odd_src, even_src):  # distilled students: cut from the fine-tuned teacher
+        assert all(torch.equal(src[k], finetuned[k]) for k in finetuned)
+    assert torch.equal(lora_src[key], pretrained[key])  # lora-student: cut from the pretrained teacher
+
+    # the saved LoRA base holds exactly the pretrained layers 1, 3, 5
+    base = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed-0" / "lora-student" / LORA_BASE_DIR)
+    assert base.config.num_hidden_layers == 3
+    for i, src in enumerate([1, 3, 5]):
+        b = base.bert.encoder.layer[i].state_dict()
+        p = {k.split(f"encoder.layer.{src - 1}.", 1)[1]: v for k, v in pretrained.items() if f"encoder.layer.{src - 1}." in k}
+        assert all(torch.equal(b[k], p[k]) for k in p)
