@@ -86,6 +86,7 @@ def tiny_config(tmp_path: Path, model: Path, data: Path, **extra) -> Path:
     }
     for key, value in extra.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path

@@ -125,13 +125,14 @@ def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_da
     seen = {}
     real_prepare, real_evaluate, real_make_student = pipeline.prepare, trainer.evaluate, pipeline.make_student
 
-    def prepare(cfg):
-        seen["ctx"] = real_prepare(cfg)
+    def prepare(cfg, *args):
+        seen["ctx"] = real_prepare(cfg, *args)
         return seen["ctx"]
 
     def evaluate(model, dataset, *a, **kw):
-        if dataset is seen["ctx"].encoded["test"]:
-            seen["test_evals"] = seen.get("test_evals", 0) + 1
+        for split in ("train", "test"):
+            if dataset is seen["ctx"].encoded[split]:
+                seen[f"{split}_evals"] = seen.get(f"{split}_evals", 0) + 1
         return real_evaluate(model, dataset, *a, **kw)
 
     def make_student(teacher, layers):
@@ -145,6 +146,7 @@ def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_da
     r = runner.invoke(app, ["compare", "--config", cfg])
     assert r.exit_code == 0, r.output
     assert seen["test_evals"] == 5  # one per model, nothing else touched the test split
+    assert seen["train_evals"] == 1  # teacher logits on train: computed once, shared by both students
 
     finetuned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed-0" / "teacher").state_dict()
     pretrained = AutoModelForSequenceClassification.from_pretrained(tiny_bert6).state_dict()
@@ -163,3 +165,34 @@ def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_da
         b = base.bert.encoder.layer[i].state_dict()
         p = {k.split(f"encoder.layer.{src - 1}.", 1)[1]: v for k, v in pretrained.items() if f"encoder.layer.{src - 1}." in k}
         assert all(torch.equal(b[k], p[k]) for k in p)
+
+
+def test_same_seed_same_result(tiny_bert6, tiny_data, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = str(tiny_config(tmp_path / name, tiny_bert6, tiny_data, train={"epochs": 1}))
+        r = runner.invoke(app, ["distill", "--layers", "odd", "--config", cfg])
+        assert r.exit_code == 0, r.output
+        runs.append(json.loads((tmp_path / name / "run" / "seed-0" / "student-odd" / "metrics.json").read_text()))
+    a, b = runs
+    assert a["validation_history"] == b["validation_history"] and a["test"] == b["test"]
+
+
+def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}))
+    r = runner.invoke(app, ["distill", "--layers", "even", "--config", cfg, "--set", "distill.w_hidden=0.5"])
+    assert r.exit_code == 0, r.output
+    seed = tmp_path / "run" / "seed-0"
+    m = json.loads((seed / "student-even" / "metrics.json").read_text())
+    assert m["validation_history"][0]["train_hidden"] > 0
+    from safetensors.torch import load_file
+    (cache,) = list((seed / "cache").glob("*-cls-2-4-6.safetensors"))
+    tensors = load_file(cache)
+    assert tensors["cls"].shape == (96, 3, 32) and tensors["logits"].shape == (96, 2)
+    # the cached targets are the fine-tuned teacher's own outputs on the training split
+    cfg_obj = load_config(cfg)
+    train = Encoded(load_splits(cfg_obj.data, 0).train, AutoTokenizer.from_pretrained(seed / "teacher"), 16)
+    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0,
+                           cls_layers=[2, 4, 6])
+    torch.testing.assert_close(tensors["logits"], torch.from_numpy(out["logits"]))
+    torch.testing.assert_close(tensors["cls"], out["cls"])

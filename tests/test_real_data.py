@@ -23,7 +23,7 @@ def test_short_teacher_finetune_on_olid_beats_majority(tmp_path):
         "--set", f"data.source={SHARED_OLID}",
         "--set", "data.limit.train=1200", "--set", "data.limit.validation=400", "--set", "data.limit.test=100",
         "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "data.max_length=48",
-        "--set", "teacher.train.lr=1e-4"])
+        "--set", "teacher.train.lr=2e-4"])
     assert result.exit_code == 0, result.output
     m = json.loads((tmp_path / "olid" / "seed-0" / "teacher" / "metrics.json").read_text())
     val_f1 = m["validation_history"][0]["val_macro_f1"]
