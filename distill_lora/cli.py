@@ -30,11 +30,11 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
         return action(pipeline, ctx)
     except UserError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.secho("interrupted: unfinished stages were discarded; finished ones are kept and will be reused",
                     err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _quiet_libraries() -> None:

@@ -91,7 +91,7 @@ LORA_MODELS = ("lora-student", "lora-teacher")
 @dataclass(frozen=True)
 class LoraConfig:
     models: list = _f(list(LORA_MODELS), "LoRA models that compare trains: lora-student, lora-teacher")
-    student_layers: str = _f("odd", "layers of the pretrained teacher that make the LoRA student")
+    student_layers: str | list = _f("odd", "layers of the pretrained teacher that make the LoRA student")
     r: int = _f(8, "LoRA rank")
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
     dropout: float = _f(0.1, "dropout on the LoRA path")

@@ -31,7 +31,7 @@ def cosine_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
 
 def hidden_cosine(student_cls: list[torch.Tensor], teacher_cls: list[torch.Tensor]) -> torch.Tensor:
     """mean over mapped layers l and batch b of (1 − cos(h^s_{l,b}, h^t_{l,b})), [CLS] vectors (B, H)."""
-    losses = [1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean() for s, t in zip(student_cls, teacher_cls)]
+    losses = [1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean() for s, t in zip(student_cls, teacher_cls, strict=True)]
     return torch.stack(losses).mean()
 
 

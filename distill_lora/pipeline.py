@@ -22,9 +22,6 @@ from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classi
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, seed_dir,
                    stage_dir, stage_folder, stage_is_done)
 
-MODEL_TYPES = {"teacher": "Teacher (fine-tuned)", "lora-student": "LoRA student (pretrained layers, CE only)",
-               "lora-teacher": "LoRA teacher (full depth)"}
-
 
 @dataclass
 class Context:
@@ -94,7 +91,8 @@ def _ce_loss(model, batch):
     return loss, {"ce": loss}
 
 
-def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, extra: dict | None = None) -> dict:
+def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, model_type: str,
+               extra: dict | None = None) -> dict:
     """Build → train (validation picks the epoch) → test once → save a DONE stage folder.
 
     build() -> (model, loss_fn, save_extra) where save_extra(folder) writes stage-specific files.
@@ -123,7 +121,7 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, ext
         selected = result.history[result.selected_epoch - 1]
         metrics = {
             "stage": stage_id,
-            "model_type": (extra or {}).pop("model_type", MODEL_TYPES.get(stage_id, stage_id)),
+            "model_type": model_type,
             "test": classification_metrics(ctx.encoded["test"].labels, test["logits"], label_names),
             "validation_history": result.history,
             "selected_epoch": result.selected_epoch,
@@ -159,17 +157,16 @@ def run_teacher(ctx: Context) -> dict:
     """Fine-tune the pretrained teacher on the task."""
     def build():
         return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), _ce_loss, lambda folder: None
-    return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build)
+    return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build, "Teacher (fine-tuned)")
 
 
-def teacher_targets(ctx: Context, cls_layers: list[int] | None) -> dict:
+def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict:
     """The fine-tuned teacher's logits (and [CLS] states) on the training split, computed once and cached."""
     thash = teacher_hash(ctx)
     name = f"teacher-{thash}" + (f"-cls-{'-'.join(map(str, cls_layers))}" if cls_layers else "") + ".safetensors"
     path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
     if path.exists():
         return load_file(path)
-    teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
     accelerator = trainer.make_accelerator(ctx.cfg.stage_train("teacher").precision)
     teacher.to(accelerator.device)
     out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
@@ -195,9 +192,9 @@ def run_student(ctx: Context, spec) -> dict:
 
     def build():
         teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
-        student = make_student(teacher, layers)
+        targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None)
+        student = make_student(teacher.cpu(), layers)
         del teacher
-        targets = teacher_targets(ctx, layers if k.w_hidden > 0 else None)
         cache = {}
 
         def loss_fn(model, batch):
@@ -217,18 +214,18 @@ def run_student(ctx: Context, spec) -> dict:
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
-    return _run_stage(ctx, stage_id, student_hash(ctx, layers), "distill", build,
-                      {"teacher_layers": layers, "model_type": model_type})
+    return _run_stage(ctx, stage_id, student_hash(ctx, layers), "distill", build, model_type,
+                      {"teacher_layers": layers})
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
     """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher)."""
     lo = ctx.cfg.lora
-    extra = {}
+    extra, model_type = {}, "LoRA teacher (full depth, CE only)"
     if stage_id == "lora-student":
         layers = resolve_layers(lo.student_layers, ctx.teacher_depth)
-        extra = {"teacher_layers": layers,
-                 "model_type": f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"}
+        extra = {"teacher_layers": layers}
+        model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"
 
     def build():
         base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names)
@@ -243,17 +240,13 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
             plain.load_state_dict(base_copy)
             plain.save_pretrained(folder / LORA_BASE_DIR)
         return add_lora(base, lo), _ce_loss, save_base
-    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, extra)
-
-
-def student_specs(cfg: Config) -> list:
-    return list(cfg.distill.layers)
+    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, model_type, extra)
 
 
 def run_compare(ctx: Context) -> dict:
     """Every stage (finished ones reused), then the results gathered for the report."""
     results = {"teacher": run_teacher(ctx)}
-    for spec in student_specs(ctx.cfg):
+    for spec in ctx.cfg.distill.layers:
         m = run_student(ctx, spec)
         results[m["stage"]] = m
     for stage_id in ctx.cfg.lora.models:
@@ -301,7 +294,8 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     from .report import print_table, write_outputs
     device = _device()
     write_run_files(ctx, device)
-    report = write_outputs(ctx.output_dir, result, data_summary(ctx), {"device": device})
+    report = write_outputs(ctx.output_dir, result, data_summary(ctx), {"device": device},
+                           gather_results(ctx.output_dir))
     print_table(result)
     print(f"report: {report}")
     return result

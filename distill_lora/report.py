@@ -72,8 +72,11 @@ def _data_section(data_summary: dict) -> str:
     return "\n".join(lines) + ("\n" + notes if notes else "")
 
 
-def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: dict) -> Path:
-    """report.md, results.json and results.csv in the run folder; returns the report's path."""
+def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: dict, all_stages: dict) -> Path:
+    """report.md, results.json and results.csv in the run folder; returns the report's path.
+
+    all_stages: every finished stage under the run folder, by seed (also those compare did not ask for).
+    """
     output_dir = Path(output_dir)
     md = [
         "# distill-lora: distillation vs LoRA",
@@ -94,7 +97,7 @@ def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: 
     ]
     report = output_dir / "report.md"
     atomic_write_text(report, "\n".join(md))
-    atomic_write_json(output_dir / "results.json", {"seeds": {f"seed-{result['seed']}": result},
+    atomic_write_json(output_dir / "results.json", {"comparison": result, "all_stages": all_stages,
                                                     "data": data_summary, "run": run_info})
     buf = io.StringIO()
     writer = csv.writer(buf)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
@@ -74,7 +73,7 @@ def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator,
                         output_hidden_states=cls_layers is not None)
         logits.append(out.logits.float().cpu())
         if cls_layers is not None:
-            cls.append(torch.stack([out.hidden_states[l][:, 0].float().cpu() for l in cls_layers], dim=1))
+            cls.append(torch.stack([out.hidden_states[i][:, 0].float().cpu() for i in cls_layers], dim=1))
     logits = torch.cat(logits)
     labels = torch.tensor(dataset.labels)
     result = {"logits": logits.numpy(), "loss": float(torch.nn.functional.cross_entropy(logits, labels))}
@@ -192,7 +191,3 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
     result.wall_time_s = time.perf_counter() - start
     result.samples_per_s = seen / train_time if train_time else 0.0
     return result
-
-
-def predictions(logits: np.ndarray) -> np.ndarray:
-    return np.asarray(logits).argmax(axis=1)

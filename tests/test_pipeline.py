@@ -38,6 +38,9 @@ def test_compare_writes_every_stage(finished_run):
     assert "| Model Type | Layers |" in report and "Test Set Performance" in report
     assert "LoRA makes training cheap, not the model smaller" in report
     assert "Model Type" in finished_run["stdout"] and "Majority class" in finished_run["stdout"]
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["all_stages"]["seed-0"]) == sorted(STAGES)
+    assert results["comparison"]["stages"]["teacher"]["test"]["n"] == 40
     run = json.loads((out / "run.json").read_text())
     assert run["versions"]["torch"] and run["data_files"]
 
