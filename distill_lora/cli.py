@@ -75,9 +75,13 @@ def lora(model: str = typer.Option("all", "--model", "-m", help="lora-student, l
 
 @app.command()
 def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-            seed: Optional[int] = SeedOpt):
-    """Run every stage (finished ones are reused), then write and print the comparison."""
-    _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, set_, output_dir, seed)
+            seed: Optional[int] = SeedOpt,
+            seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)")):
+    """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
+    overrides = list(set_ or [])
+    if seeds is not None:
+        overrides.append(f"seeds=[{seeds}]")
+    _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
 
 
 def main():

@@ -62,6 +62,8 @@ class DataConfig:
     label_column: str = _f("label", "column holding the label")
     label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
     label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
+    split_seed: int = _f(0, "seed for carving a validation split and for limits; the same for every training "
+                         "seed, so all seeds see the same examples")
     validation_fraction: float = _f(0.1, "share of train carved out (stratified) when there is no validation split")
     null_text: str = _f("error", "rows whose text is null or blank: error (names the row) or drop (counted in the report)")
     max_length: int = _f(128, "tokens per text; longer texts are truncated")
@@ -101,7 +103,8 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = _f(0, "seed for initialisation, data order and splits")
+    seed: int = _f(0, "training seed: initialisation, dropout and data order")
+    seeds: list = _f([], "training seeds that compare runs (empty: just seed); students of seed s distil teacher s")
     output_dir: str = _f("runs/default", "run folder (relative to the current directory)")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the data set"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the teacher"})
@@ -193,6 +196,9 @@ def _validate(cfg: Config) -> None:
         n = getattr(d.limit, split)
         if n is not None and n < 2:
             raise UserError(f"config: 'data.limit.{split}' must be at least 2, got {n}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in cfg.seeds) or \
+            len(set(cfg.seeds)) != len(cfg.seeds):
+        raise UserError(f"config: 'seeds' must be distinct integers >= 0, got {cfg.seeds}")
     k = cfg.distill
     if k.temperature <= 0:
         raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")

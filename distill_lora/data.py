@@ -210,8 +210,9 @@ def _load_raw(cfg: DataConfig) -> tuple[dict[str, list[dict] | None], dict, dict
     return rows, fingerprint, {s: f"'{s}' ({ref})" for s in SPLITS}
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Read, validate, carve a validation split if missing, apply limits."""
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read, validate, carve a validation split if missing, apply limits (seeded by cfg.split_seed)."""
+    seed = cfg.split_seed
     rows, fingerprint, where = _load_raw(cfg)
     notes: list[str] = []
     checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}

@@ -37,13 +37,17 @@ class Context:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
+    def for_seed(self, seed: int) -> "Context":
+        """The same data and tokenizer, another training seed."""
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, seed=seed))
+
 
 def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     """Load and check everything a stage needs before anything is written.
 
     layer_specs: layer lists given on the command line, checked here with the config's own.
     """
-    splits = load_splits(cfg.data, cfg.seed)
+    splits = load_splits(cfg.data)
     tokenizer = load_tokenizer(cfg.teacher.model)
     depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
     # check every layer list now, so a bad one fails before hours of teacher training
@@ -243,16 +247,26 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
     return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, model_type, extra)
 
 
-def run_compare(ctx: Context) -> dict:
-    """Every stage (finished ones reused), then the results gathered for the report."""
+def run_seed(ctx: Context) -> dict:
+    """Every stage of one training seed (finished ones reused), in pipeline order."""
     results = {"teacher": run_teacher(ctx)}
     for spec in ctx.cfg.distill.layers:
         m = run_student(ctx, spec)
         results[m["stage"]] = m
     for stage_id in ctx.cfg.lora.models:
         results[stage_id] = run_lora(ctx, stage_id)
+    return results
+
+
+def run_compare(ctx: Context) -> dict:
+    """All stages for every seed; students of seed s distil teacher s."""
+    seeds = ctx.cfg.seeds or [ctx.cfg.seed]
+    per_seed = {}
+    for seed in seeds:
+        print(f"=== seed {seed} ===")
+        per_seed[str(seed)] = run_seed(ctx.for_seed(seed))
     baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
-    return {"seed": ctx.cfg.seed, "stages": results, "majority_baseline": {"test": baseline}}
+    return {"seeds": seeds, "per_seed": per_seed, "majority_baseline": {"test": baseline}}
 
 
 def write_run_files(ctx: Context, device: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -26,31 +27,48 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
 
 
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    """'0.8123' for one seed, '0.8123 ± 0.0051' (sample std) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def table_rows(result: dict) -> list[dict]:
-    """One row per model, in pipeline order, then the majority-class baseline."""
+    """One row per model (mean ± std over seeds), in pipeline order, then the majority-class baseline."""
+    per_seed = [result["per_seed"][str(s)] for s in result["seeds"]]
     rows = []
-    for stage_id, m in result["stages"].items():
-        loss = f"{m['train_loss']:.4f}"
-        if stage_id.startswith("student-"):
-            loss += f" ({m['train_total_loss']:.4f})"
-        rows.append({"stage": stage_id, "model_type": m["model_type"], "layers": m["depth"],
-                     "params": f"{_millions(m['trainable_params'])} / {_millions(m['total_params'])}",
-                     "training_loss": loss, "accuracy": m["test"]["accuracy"], "macro_f1": m["test"]["macro_f1"]})
+    for stage_id, first in per_seed[0].items():
+        ms = [stages[stage_id] for stages in per_seed if stage_id in stages]
+        loss = _mean_std([m["train_loss"] for m in ms])
+        if "teacher_layers" in first and stage_id.startswith("student-"):
+            loss += f" ({_mean_std([m['train_total_loss'] for m in ms])})"
+        rows.append({"stage": stage_id, "model_type": first["model_type"], "layers": str(first["depth"]),
+                     "params": f"{_millions(first['trainable_params'])} / {_millions(first['total_params'])}",
+                     "training_loss": loss,
+                     "accuracy": _mean_std([m["test"]["accuracy"] for m in ms]),
+                     "macro_f1": _mean_std([m["test"]["macro_f1"] for m in ms])})
     base = result["majority_baseline"]["test"]
-    rows.append({"stage": "majority", "model_type": "Majority class (baseline)", "layers": 0, "params": "–",
-                 "training_loss": "–", "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
+    rows.append({"stage": "majority", "model_type": "Majority class (baseline)", "layers": "–", "params": "–",
+                 "training_loss": "–", "accuracy": f"{base['accuracy']:.4f}", "macro_f1": f"{base['macro_f1']:.4f}"})
     return rows
 
 
 def _cells(row: dict) -> list[str]:
-    return [row["model_type"], str(row["layers"]), row["params"], row["training_loss"],
-            f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}"]
+    return [row["model_type"], row["layers"], row["params"], row["training_loss"], row["accuracy"], row["macro_f1"]]
+
+
+def _seeds_text(result: dict) -> str:
+    seeds = result["seeds"]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]} (one seed: differences of about one point or less are within seed-to-seed noise)"
+    return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def print_table(result: dict, console: Console | None = None) -> None:
     import sys
     console = console or Console(width=None if sys.stdout.isatty() else 150)
-    table = Table(title=f"distill-lora comparison (seed {result['seed']})", caption=LORA_NOTE)
+    table = Table(title=f"distill-lora comparison: {_seeds_text(result)}", caption=LORA_NOTE)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "Model Type" else "right")
     for row in table_rows(result):
@@ -81,8 +99,7 @@ def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: 
     md = [
         "# distill-lora: distillation vs LoRA",
         "",
-        f"Data: `{data_summary['source']}`. Device: {run_info['device']}. Seed {result['seed']} "
-        "(one seed: differences of about one point or less are within seed-to-seed noise).",
+        f"Data: `{data_summary['source']}`. Device: {run_info['device']}. Numbers: {_seeds_text(result)}.",
         "",
         markdown_table(result),
         "",
@@ -104,10 +121,11 @@ def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: 
     writer.writerow(["seed", "stage", "model_type", "layers", "trainable_params", "total_params", "train_loss",
                      "train_total_loss", "test_accuracy", "test_macro_f1", "test_f1_positive", "selected_epoch",
                      "wall_time_s", "samples_per_s"])
-    for stage_id, m in result["stages"].items():
-        writer.writerow([result["seed"], stage_id, m["model_type"], m["depth"], m["trainable_params"],
-                         m["total_params"], m["train_loss"], m["train_total_loss"], m["test"]["accuracy"],
-                         m["test"]["macro_f1"], m["test"]["f1_positive"], m["selected_epoch"], m["wall_time_s"],
-                         m["samples_per_s"]])
+    for seed in result["seeds"]:
+        for stage_id, m in result["per_seed"][str(seed)].items():
+            writer.writerow([seed, stage_id, m["model_type"], m["depth"], m["trainable_params"],
+                             m["total_params"], m["train_loss"], m["train_total_loss"], m["test"]["accuracy"],
+                             m["test"]["macro_f1"], m["test"]["f1_positive"], m["selected_epoch"], m["wall_time_s"],
+                             m["samples_per_s"]])
     atomic_write_text(output_dir / "results.csv", buf.getvalue())
     return report

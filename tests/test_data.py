@@ -1,3 +1,4 @@
+import dataclasses
 """Data loading: formats, the text rule, label checks, carving, limits, fast Hub failure."""
 import csv
 import socket
@@ -33,7 +34,7 @@ def folder_with(tmp_path, train=ROWS, validation=ROWS[:6], test=ROWS[:6], ext="j
 
 @pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
 def test_formats_give_the_same_splits(tmp_path, ext):
-    s = load_splits(DataConfig(source=str(folder_with(tmp_path, ext=ext))), seed=0)
+    s = load_splits(DataConfig(source=str(folder_with(tmp_path, ext=ext))))
     assert s.train.texts == [r["text"] for r in ROWS]
     assert s.train.labels == [r["label"] for r in ROWS]
     assert len(s.validation) == 6 and len(s.test) == 6
@@ -43,19 +44,19 @@ def test_formats_give_the_same_splits(tmp_path, ext):
 def test_mimic_of_default_hub_schema_numbers_become_text(tmp_path):
     # the Hub data set has non-string texts (numbers) and a few null ones
     train = ROWS + [{"text": 12345, "label": 0}, {"text": 7.0, "label": 1}, {"text": 2.5, "label": 0}]
-    s = load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))), seed=0)
+    s = load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))))
     assert s.train.texts[-3:] == ["12345", "7", "2.5"]
 
 
 def test_null_text_is_an_error_naming_the_row(tmp_path):
     train = ROWS[:3] + [{"text": None, "label": 1}] + ROWS[3:]
     with pytest.raises(UserError, match=r"row 4 has no text .*data.null_text: drop"):
-        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))), seed=0)
+        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))))
 
 
 def test_null_text_dropped_and_counted(tmp_path):
     train = ROWS + [{"text": None, "label": 1}, {"text": "   ", "label": 0}]
-    s = load_splits(DataConfig(source=str(folder_with(tmp_path, train=train)), null_text="drop"), seed=0)
+    s = load_splits(DataConfig(source=str(folder_with(tmp_path, train=train)), null_text="drop"))
     assert len(s.train) == len(ROWS)
     assert any("dropped 2 rows" in n for n in s.notes)
 
@@ -63,65 +64,65 @@ def test_null_text_dropped_and_counted(tmp_path):
 def test_non_text_value_rejected(tmp_path):
     train = ROWS + [{"text": ["a", "list"], "label": 1}]
     with pytest.raises(UserError, match="row 21 has a list as text"):
-        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))), seed=0)
+        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))))
 
 
 def test_label_outside_label_set(tmp_path):
     train = ROWS + [{"text": "x", "label": 2}]
     with pytest.raises(UserError, match=r"row 21 has label 2, outside the label set 0..1"):
-        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))), seed=0)
+        load_splits(DataConfig(source=str(folder_with(tmp_path, train=train))))
 
 
 def test_string_labels_through_label_map(tmp_path):
     train = [{"text": r["text"], "label": "hate" if r["label"] else "ok"} for r in ROWS]
     cfg = DataConfig(source=str(folder_with(tmp_path, train=train)), label_map={"ok": 0, "hate": 1})
-    assert load_splits(cfg, seed=0).train.labels == [r["label"] for r in ROWS]
+    assert load_splits(cfg).train.labels == [r["label"] for r in ROWS]
     with pytest.raises(UserError, match="row 1 has label 'ok'.*data.label_map"):
-        load_splits(DataConfig(source=str(tmp_path)), seed=0)
+        load_splits(DataConfig(source=str(tmp_path)))
 
 
 def test_missing_column_names_columns_and_key(tmp_path):
     with pytest.raises(UserError, match=r"no column 'tweet' \(columns: text, label\); set data.text_column"):
-        load_splits(DataConfig(source=str(folder_with(tmp_path)), text_column="tweet"), seed=0)
+        load_splits(DataConfig(source=str(folder_with(tmp_path)), text_column="tweet"))
 
 
 def test_empty_split(tmp_path):
     folder = folder_with(tmp_path)
     (folder / "test.jsonl").write_text("")
     with pytest.raises(UserError, match="split 'test' .* is empty"):
-        load_splits(DataConfig(source=str(folder)), seed=0)
+        load_splits(DataConfig(source=str(folder)))
 
 
 def test_missing_folder_and_missing_test(tmp_path):
     with pytest.raises(UserError, match="no such file or folder"):
-        load_splits(DataConfig(source=str(tmp_path / "nowhere")), seed=0)
+        load_splits(DataConfig(source=str(tmp_path / "nowhere")))
     with pytest.raises(UserError, match="no test file"):
-        load_splits(DataConfig(source=str(folder_with(tmp_path, test=None))), seed=0)
+        load_splits(DataConfig(source=str(folder_with(tmp_path, test=None))))
 
 
 def test_bad_json_line(tmp_path):
     folder = folder_with(tmp_path)
     (folder / "train.jsonl").write_text('{"text": "a", "label": 0}\n{"text": oops}\n')
     with pytest.raises(UserError, match="line 2 is not valid JSON"):
-        load_splits(DataConfig(source=str(folder)), seed=0)
+        load_splits(DataConfig(source=str(folder)))
 
 
 def test_validation_carved_from_train_when_missing(tmp_path):
     rows = [{"text": f"t{i}", "label": int(i % 4 == 0)} for i in range(100)]
     cfg = DataConfig(source=str(folder_with(tmp_path, train=rows, validation=None)), validation_fraction=0.2)
-    s = load_splits(cfg, seed=0)
+    s = load_splits(cfg)
     assert len(s.validation) == 20 and len(s.train) == 80
     assert sum(s.validation.labels) == 5  # stratified: 25% positive, like train
     assert not set(s.validation.texts) & set(s.train.texts)
     assert any("carved 20% of train" in n for n in s.notes)
-    assert load_splits(cfg, seed=0).validation.texts == s.validation.texts  # seeded
-    assert load_splits(cfg, seed=1).validation.texts != s.validation.texts
+    assert load_splits(cfg).validation.texts == s.validation.texts  # seeded
+    assert load_splits(dataclasses.replace(cfg, split_seed=1)).validation.texts != s.validation.texts
 
 
 def test_limits_are_stratified_and_seeded(tmp_path):
     rows = [{"text": f"t{i}", "label": int(i % 4 == 0)} for i in range(200)]
     cfg = DataConfig(source=str(folder_with(tmp_path, train=rows)), limit=SplitLimits(train=40))
-    s = load_splits(cfg, seed=0)
+    s = load_splits(cfg)
     assert len(s.train) == 40 and sum(s.train.labels) == 10
     assert len(s.test) == 6
 
@@ -134,7 +135,7 @@ def test_hub_id_fails_fast_when_hub_unreachable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     start = time.perf_counter()
     with pytest.raises(UserError, match="Hub id, but the Hub .* cannot be reached.*--config demo"):
-        load_splits(DataConfig(source="someone/some_dataset"), seed=0)
+        load_splits(DataConfig(source="someone/some_dataset"))
     # a plain load_dataset waits 25-50 s for retries here; ours answers without retrying
     assert time.perf_counter() - start < 15
 
@@ -142,7 +143,7 @@ def test_hub_id_fails_fast_when_hub_unreachable(tmp_path, monkeypatch):
 def test_hub_id_with_offline_flag(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="HF_HUB_OFFLINE is set"):
-        load_splits(DataConfig(source="someone/some_dataset"), seed=0)
+        load_splits(DataConfig(source="someone/some_dataset"))
 
 
 def test_encoding_and_dynamic_padding(tiny_bert12):

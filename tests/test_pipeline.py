@@ -40,7 +40,7 @@ def test_compare_writes_every_stage(finished_run):
     assert "Model Type" in finished_run["stdout"] and "Majority class" in finished_run["stdout"]
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["all_stages"]["seed-0"]) == sorted(STAGES)
-    assert results["comparison"]["stages"]["teacher"]["test"]["n"] == 40
+    assert results["comparison"]["per_seed"]["0"]["teacher"]["test"]["n"] == 40
     run = json.loads((out / "run.json").read_text())
     assert run["versions"]["torch"] and run["data_files"]
 
@@ -77,7 +77,7 @@ def test_reloaded_folder_reproduces_recorded_test_predictions(finished_run, stag
         assert plain.config.id2label == {0: "not toxic", 1: "toxic"}
     model = load_stage_model(d)
     cfg = load_config(str(finished_run["config"]))
-    splits = load_splits(cfg.data, cfg.seed)
+    splits = load_splits(cfg.data)
     test = Encoded(splits.test, AutoTokenizer.from_pretrained(d), cfg.data.max_length)
     out = trainer.evaluate(model, test, 7, trainer.make_accelerator("fp32"), pad_id=0)
     recorded = [json.loads(line) for line in (d / "test_predictions.jsonl").read_text().splitlines()]
@@ -194,8 +194,24 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
     assert tensors["cls"].shape == (96, 3, 32) and tensors["logits"].shape == (96, 2)
     # the cached targets are the fine-tuned teacher's own outputs on the training split
     cfg_obj = load_config(cfg)
-    train = Encoded(load_splits(cfg_obj.data, 0).train, AutoTokenizer.from_pretrained(seed / "teacher"), 16)
+    train = Encoded(load_splits(cfg_obj.data).train, AutoTokenizer.from_pretrained(seed / "teacher"), 16)
     out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0,
                            cls_layers=[2, 4, 6])
     torch.testing.assert_close(tensors["logits"], torch.from_numpy(out["logits"]))
     torch.testing.assert_close(tensors["cls"], out["cls"])
+
+
+def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}))
+    r = runner.invoke(app, ["compare", "--config", cfg, "--seeds", "0,1"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    for seed in (0, 1):
+        assert all((out / f"seed-{seed}" / s / "DONE").exists() for s in STAGES)
+    t0 = json.loads((out / "seed-0" / "teacher" / "metrics.json").read_text())
+    t1 = json.loads((out / "seed-1" / "teacher" / "metrics.json").read_text())
+    assert t0["validation_history"] != t1["validation_history"]  # the seed changes training
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * len(STAGES)
+    report = (out / "report.md").read_text()
+    assert "mean ± sample std over 2 seeds" in report and " ± " in report.split("| Majority")[0]
