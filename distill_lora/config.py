@@ -39,6 +39,8 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
     select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
+    tune_threshold: bool = _f(False, "after training, pick the p(positive) cut that maximises validation macro-F1; "
+                                     "saved as decision.json and reported beside the 0.5 cut")
 
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -65,6 +67,8 @@ class DataConfig:
     split_seed: int = _f(0, "seed for carving a validation split and for limits; the same for every training "
                          "seed, so all seeds see the same examples")
     validation_fraction: float = _f(0.1, "share of train carved out (stratified) when there is no validation split")
+    drop_duplicates: bool = _f(False, "drop repeated texts within a split, and train/validation texts that "
+                                      "also occur in a later split (always counted in the report)")
     null_text: str = _f("error", "rows whose text is null or blank: error (names the row) or drop (counted in the report)")
     max_length: int = _f(128, "tokens per text; longer texts are truncated")
     limit: SplitLimits = field(default_factory=SplitLimits, metadata={"help": "per-split stratified limits"})
@@ -102,6 +106,14 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    bootstrap_resamples: int = _f(1000, "bootstrap resamples of the test set for 95% confidence intervals")
+    bootstrap_seed: int = _f(0, "seed of the bootstrap")
+    alpha: float = _f(0.05, "significance level of the McNemar and seed-paired tests")
+    measure_speed: bool = _f(True, "time inference (batch 1 latency, batch 64 throughput) after each stage")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _f(0, "training seed: initialisation, dropout and data order")
     seeds: list = _f([], "training seeds that compare runs (empty: just seed); students of seed s distil teacher s")
@@ -111,6 +123,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distilled students"})
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA models"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training defaults"})
+    report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "statistics of the report"})
 
     def stage_train(self, section: str) -> TrainConfig:
         """The global train block with a stage's overrides applied."""
@@ -165,7 +178,7 @@ def _build(cls, raw, path: str):
 
 
 _DATACLASSES = {c.__name__: c for c in (TrainConfig, SplitLimits, DataConfig, TeacherConfig,
-                                          DistillConfig, LoraConfig, Config)}
+                                          DistillConfig, LoraConfig, ReportConfig, Config)}
 
 
 def _validate(cfg: Config) -> None:
@@ -199,6 +212,8 @@ def _validate(cfg: Config) -> None:
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in cfg.seeds) or \
             len(set(cfg.seeds)) != len(cfg.seeds):
         raise UserError(f"config: 'seeds' must be distinct integers >= 0, got {cfg.seeds}")
+    if cfg.report.bootstrap_resamples < 100 or not 0 < cfg.report.alpha < 1:
+        raise UserError("config: report needs bootstrap_resamples >= 100 and 0 < alpha < 1")
     k = cfg.distill
     if k.temperature <= 0:
         raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")

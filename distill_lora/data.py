@@ -228,6 +228,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         checked["train"], checked["validation"] = _subset(train, sorted(tr)), _subset(train, sorted(va))
         notes.append(f"no validation split: carved {cfg.validation_fraction:.0%} of train "
                      f"(stratified, seed {seed}) → {len(va)} examples")
+    if cfg.drop_duplicates:
+        _drop_duplicates(checked, notes)
     for s in SPLITS:
         n = getattr(cfg.limit, s)
         if n is not None and n < len(checked[s]):
@@ -239,16 +241,55 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(checked["train"], checked["validation"], checked["test"], notes, fingerprint)
 
 
+def _drop_duplicates(splits: dict[str, Split], notes: list[str]) -> None:
+    """Keep the first copy of a text within a split; drop train/validation texts found in a later split."""
+    later: set[str] = set()
+    for s in reversed(SPLITS):  # test first: it keeps all its distinct texts
+        seen, keep = set(), []
+        for i, text in enumerate(splits[s].texts):
+            if text not in seen and text not in later:
+                keep.append(i)
+            seen.add(text)
+        dropped = len(splits[s]) - len(keep)
+        if dropped:
+            splits[s] = _subset(splits[s], keep)
+            notes.append(f"{s}: dropped {dropped} duplicate texts or texts also in a later split (data.drop_duplicates)")
+        later |= seen
+
+
+def overlap_summary(splits: Splits) -> dict:
+    """Duplicate texts within each split and texts shared across splits (counted, never silently fixed)."""
+    out = {f"duplicates_in_{s}": len(splits[s].texts) - len(set(splits[s].texts)) for s in SPLITS}
+    sets = {s: set(splits[s].texts) for s in SPLITS}
+    out["shared_train_validation"] = len(sets["train"] & sets["validation"])
+    out["shared_train_test"] = len(sets["train"] & sets["test"])
+    out["shared_validation_test"] = len(sets["validation"] & sets["test"])
+    conflicting = 0
+    for s in SPLITS:
+        labels_of: dict[str, set] = {}
+        for text, y in zip(splits[s].texts, splits[s].labels):
+            labels_of.setdefault(text, set()).add(y)
+        conflicting += sum(len(v) > 1 for v in labels_of.values())
+    out["duplicates_with_clashing_labels"] = conflicting
+    return out
+
+
 # ---------------------------------------------------------------- tokenised tensors
 
 class Encoded(torch.utils.data.Dataset):
     """One split, tokenised once: token ids (unpadded), labels, and each example's index."""
 
     def __init__(self, split: Split, tokenizer, max_length: int):
-        enc = tokenizer(split.texts, truncation=True, max_length=max_length)
-        self.input_ids = enc["input_ids"]
+        ids = tokenizer(split.texts, truncation=False)["input_ids"]
+        self.full_lengths = [len(x) for x in ids]  # before truncation, to report what max_length cuts off
+        long = [i for i, n in enumerate(self.full_lengths) if n > max_length]
+        if long:  # only the long ones are tokenised again, with the tokenizer's own truncation
+            cut = tokenizer([split.texts[i] for i in long], truncation=True, max_length=max_length)["input_ids"]
+            for i, x in zip(long, cut):
+                ids[i] = x
+        self.input_ids = ids
         self.labels = split.labels
-        self.n_truncated = sum(len(ids) >= max_length for ids in self.input_ids)
+        self.n_truncated = sum(n > max_length for n in self.full_lengths)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -16,7 +16,8 @@ from . import trainer
 from .config import Config, config_hash
 from .data import Encoded, Splits, load_splits
 from .losses import cross_entropy, distillation_loss
-from .metrics import classification_metrics, majority_baseline
+from .costs import PeakMemory, inference_speed, weights_size_bytes
+from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, seed_dir,
@@ -116,17 +117,23 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     print(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
           f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
     with stage_folder(final, chash) as tmp:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
-                               seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
-                               log_path=tmp / "train_log.jsonl", desc=stage_id, accelerator=accelerator)
+        with PeakMemory(accelerator.device) as memory:
+            result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
+                                   seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
+                                   log_path=tmp / "train_log.jsonl", desc=stage_id, accelerator=accelerator)
         model = accelerator.unwrap_model(model)
         # the one and only pass over the test split for this model, after the epoch was chosen
         test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id)
+        threshold = None
+        if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
+            threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
+            atomic_write_json(tmp / "decision.json", {"threshold": threshold, "tuned_on": "validation macro-F1"})
         selected = result.history[result.selected_epoch - 1]
+        test_labels = ctx.encoded["test"].labels
         metrics = {
             "stage": stage_id,
             "model_type": model_type,
-            "test": classification_metrics(ctx.encoded["test"].labels, test["logits"], label_names),
+            "test": classification_metrics(test_labels, test["logits"], label_names),
             "validation_history": result.history,
             "selected_epoch": result.selected_epoch,
             "stopped_early": result.stopped_early,
@@ -134,6 +141,8 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "train_total_loss": selected["train_total_loss"],
             "wall_time_s": round(result.wall_time_s, 3),
             "samples_per_s": round(result.samples_per_s, 3),
+            "peak_memory_bytes": memory.peak_bytes,
+            "peak_memory_kind": memory.kind,
             "depth": depth_of(model),
             **parameter_counts(model),
             "device": trainer.device_name(accelerator),
@@ -141,18 +150,34 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "config_hash": chash,
             **(extra or {}),
         }
+        if threshold is not None:
+            metrics["threshold"] = threshold
+            metrics["test_at_threshold"] = classification_metrics(test_labels, test["logits"], label_names, threshold)
+        if ctx.cfg.report.measure_speed:
+            metrics["inference"] = inference_speed(model, ctx.encoded["validation"], accelerator, ctx.pad_id)
         model.save_pretrained(tmp)
         ctx.tokenizer.save_pretrained(tmp)
         save_extra(tmp)
-        rows = [{"i": i, "label": int(y), "pred": int(row.argmax()), "logits": [float(x) for x in row]}
-                for i, (y, row) in enumerate(zip(ctx.encoded["test"].labels, test["logits"]))]
-        atomic_write_text(tmp / "test_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        metrics["weights_bytes"] = weights_size_bytes(tmp)
+        _write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
         atomic_write_json(tmp / "metrics.json", metrics)
     t = metrics["test"]
     print(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
           f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")
     return metrics
+
+
+def _write_test_predictions(path: Path, labels: list[int], logits, threshold: float | None) -> None:
+    """One line per test example, in test order: label, prediction, logits (and the thresholded prediction)."""
+    probs = softmax(logits)
+    lines = []
+    for i, (y, row) in enumerate(zip(labels, logits)):
+        r = {"i": i, "label": int(y), "pred": int(row.argmax()), "logits": [float(x) for x in row]}
+        if threshold is not None:
+            r["pred_threshold"] = int(probs[i, 1] >= threshold)
+        lines.append(json.dumps(r) + "\n")
+    atomic_write_text(path, "".join(lines))
 
 
 # ---------------------------------------------------------------- stages

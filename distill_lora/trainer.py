@@ -89,6 +89,7 @@ class TrainResult:
     wall_time_s: float = 0.0
     samples_per_s: float = 0.0
     stopped_early: bool = False
+    selected_val_logits: object = None  # (N, C) validation logits of the selected epoch
 
 
 def _is_better(score: float, best: float | None, metric: str) -> bool:
@@ -179,6 +180,7 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
             (progress.console.print if progress else print)(line)
             if _is_better(score, best_score, cfg.select_metric):
                 best_score, since_best, result.selected_epoch = score, 0, epoch
+                result.selected_val_logits = val["logits"]
                 best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
             else:
                 since_best += 1
