@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from accelerate.utils import set_seed
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from . import trainer
 from .config import Config, config_hash
-from .data import Encoded, Splits, load_splits
+from .data import Encoded, Splits, load_splits, overlap_summary
 from .losses import cross_entropy, distillation_loss
 from .costs import PeakMemory, inference_speed, weights_size_bytes
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
@@ -289,9 +290,20 @@ def run_compare(ctx: Context) -> dict:
     per_seed = {}
     for seed in seeds:
         print(f"=== seed {seed} ===")
-        per_seed[str(seed)] = run_seed(ctx.for_seed(seed))
+        stages = run_seed(ctx.for_seed(seed))
+        # paired test predictions go with the metrics: the report's McNemar tests and CIs need them
+        per_seed[str(seed)] = {st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)}
+                               for st, m in stages.items()}
     baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
-    return {"seeds": seeds, "per_seed": per_seed, "majority_baseline": {"test": baseline}}
+    return {"seeds": seeds, "label_names": ctx.cfg.data.label_names, "test_labels": ctx.encoded["test"].labels,
+            "per_seed": per_seed, "majority_baseline": {"test": baseline}}
+
+
+def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
+    rows = [json.loads(line) for line in
+            (stage_dir(output_dir, seed, stage) / "test_predictions.jsonl").read_text().splitlines()]
+    probs = softmax(np.array([r["logits"] for r in rows]))[:, 1]
+    return {"pred": [r["pred"] for r in rows], "prob_positive": [float(p) for p in probs]}
 
 
 def write_run_files(ctx: Context, device: str) -> None:
@@ -310,12 +322,17 @@ def gather_results(output_dir: Path) -> dict:
 
 
 def data_summary(ctx: Context) -> dict:
+    """Sizes, class balance, token lengths, truncation, duplicates and overlaps of the splits."""
     splits = {}
     for s in ("train", "validation", "test"):
         enc = ctx.encoded[s]
+        q = np.percentile(enc.full_lengths, [50, 90, 99, 100])
         splits[s] = {"n": len(enc), "positive_share": sum(y == 1 for y in enc.labels) / len(enc),
-                     "truncated_share": enc.n_truncated / len(enc)}
-    return {"source": ctx.cfg.data.source, "splits": splits, "notes": ctx.splits.notes}
+                     "truncated_share": enc.n_truncated / len(enc),
+                     "length_percentiles": dict(zip(("p50", "p90", "p99", "max"), map(float, q)))}
+    return {"source": ctx.cfg.data.source, "max_length": ctx.cfg.data.max_length, "splits": splits,
+            "overlap": overlap_summary(ctx.splits), "drop_duplicates": ctx.cfg.data.drop_duplicates,
+            "notes": ctx.splits.notes}
 
 
 def _device() -> str:
@@ -329,12 +346,15 @@ def finish_command(ctx: Context, metrics: dict) -> dict:
 
 
 def finish_compare(ctx: Context, result: dict) -> dict:
-    """After compare: provenance, report.md, results.json/csv, and the table on the terminal."""
-    from .report import print_table, write_outputs
+    """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
+    from .report import print_table, write_report
     device = _device()
     write_run_files(ctx, device)
-    report = write_outputs(ctx.output_dir, result, data_summary(ctx), {"device": device},
-                           gather_results(ctx.output_dir))
-    print_table(result)
+    results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
+               "all_stages": gather_results(ctx.output_dir)}
+    atomic_write_json(ctx.output_dir / "results.json", results)
+    r = ctx.cfg.report
+    report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
+    print_table(result, summary)
     print(f"report: {report}")
     return result

@@ -1,14 +1,23 @@
-"""The comparison: the assignment's table (terminal and markdown), results.json and results.csv."""
+"""The comparison report: the assignment's table, the full tables, plots and analysis.
+
+Built only from the comparison dict that results.json holds, so `distill-lora report RUN_DIR` can
+rebuild it without the models.
+"""
 from __future__ import annotations
 
 import csv
 import io
-import statistics
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from .analysis import analysis_lines, compare_pairs, runs_of, stage_ids, summarise
+from .plots import draw_all
 from .runs import atomic_write_json, atomic_write_text
 
 COLUMNS = ("Model Type", "Layers", "Trainable / total params", "Training Loss",
@@ -23,39 +32,21 @@ TEST_NOTE = ("Test Set Performance: each model was evaluated once on the test sp
              "selected on validation; the test split chose nothing.")
 
 
+def _ms(x: dict, digits: int = 4, one_seed: bool = False) -> str:
+    """'0.8123' for one seed, '0.8123 ± 0.0051' (sample std over seeds) for several."""
+    if x["mean"] is None:
+        return "–"
+    if one_seed:
+        return f"{x['mean']:.{digits}f}"
+    return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
 
 
-def _mean_std(values: list[float], digits: int = 4) -> str:
-    """'0.8123' for one seed, '0.8123 ± 0.0051' (sample std) for several."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def table_rows(result: dict) -> list[dict]:
-    """One row per model (mean ± std over seeds), in pipeline order, then the majority-class baseline."""
-    per_seed = [result["per_seed"][str(s)] for s in result["seeds"]]
-    rows = []
-    for stage_id, first in per_seed[0].items():
-        ms = [stages[stage_id] for stages in per_seed if stage_id in stages]
-        loss = _mean_std([m["train_loss"] for m in ms])
-        if "teacher_layers" in first and stage_id.startswith("student-"):
-            loss += f" ({_mean_std([m['train_total_loss'] for m in ms])})"
-        rows.append({"stage": stage_id, "model_type": first["model_type"], "layers": str(first["depth"]),
-                     "params": f"{_millions(first['trainable_params'])} / {_millions(first['total_params'])}",
-                     "training_loss": loss,
-                     "accuracy": _mean_std([m["test"]["accuracy"] for m in ms]),
-                     "macro_f1": _mean_std([m["test"]["macro_f1"] for m in ms])})
-    base = result["majority_baseline"]["test"]
-    rows.append({"stage": "majority", "model_type": "Majority class (baseline)", "layers": "–", "params": "–",
-                 "training_loss": "–", "accuracy": f"{base['accuracy']:.4f}", "macro_f1": f"{base['macro_f1']:.4f}"})
-    return rows
-
-
-def _cells(row: dict) -> list[str]:
-    return [row["model_type"], row["layers"], row["params"], row["training_loss"], row["accuracy"], row["macro_f1"]]
+def _mib(n: int | None) -> str:
+    return "–" if not n else f"{n / 2 ** 20:.1f} MiB"
 
 
 def _seeds_text(result: dict) -> str:
@@ -65,67 +56,196 @@ def _seeds_text(result: dict) -> str:
     return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def print_table(result: dict, console: Console | None = None) -> None:
-    import sys
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+# ---------------------------------------------------------------- tables
+
+def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
+    """The assignment's table: Model Type | Training Loss | Test Set Performance (+ depth and params)."""
+    one = len(result["seeds"]) == 1
+    rows = []
+    for stage, s in summary.items():
+        loss = _ms(s["train_loss"], one_seed=one)
+        if stage.startswith("student-"):
+            loss += f" ({_ms(s['train_total_loss'], one_seed=one)})"
+        rows.append([s["model_type"], str(s["depth"]), f"{_millions(s['trainable_params'])} / "
+                     f"{_millions(s['total_params'])}", loss, _ms(s["accuracy"], one_seed=one),
+                     _ms(s["macro_f1"], one_seed=one)])
+    base = result["majority_baseline"]["test"]
+    rows.append(["Majority class (baseline)", "–", "–", "–", f"{base['accuracy']:.4f}", f"{base['macro_f1']:.4f}"])
+    return rows
+
+
+def _ci(s: dict, metric: str) -> str:
+    ci = s["ci"][metric]
+    return f"{ci['point']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def full_rows(summary: dict, one: bool) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "Layers", "Accuracy [95% CI]", "Macro-F1 [95% CI]", "F1 positive", "ROC-AUC", "PR-AUC", "ECE"]
+    tuned = all("at_threshold" in s for s in summary.values())
+    if tuned:
+        header += ["Threshold (validation)", "Macro-F1 at threshold"]
+    rows = []
+    for stage, s in summary.items():
+        row = [stage, str(s["depth"]), _ci(s, "accuracy"), _ci(s, "macro_f1"), _ms(s["f1_positive"], one_seed=one),
+               _ms(s["roc_auc"], one_seed=one), _ms(s["pr_auc"], one_seed=one), _ms(s["ece"], one_seed=one)]
+        if tuned:
+            row += [_ms(s["threshold"], 3, one), _ms(s["at_threshold"]["macro_f1"], one_seed=one)]
+        rows.append(row)
+    return header, rows
+
+
+def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    names = result["label_names"]
+    header = ["Model"] + [f"{n}: {k}" for n in names for k in ("precision", "recall")]
+    rows = []
+    for stage in stage_ids(result):
+        runs = runs_of(result, stage)
+        row = [stage]
+        for n in names:
+            for k in ("precision", "recall"):
+                vals = [r["test"]["per_class"][n][k] for r in runs]
+                row.append(f"{sum(vals) / len(vals):.4f}")
+        rows.append(row)
+    return header, rows
+
+
+def cost_rows(summary: dict, one: bool) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "Layers", "Total params", "Trainable params", "Weights on disk", "Training time (s)",
+              "Training samples/s", "Peak memory", "Latency, batch 1 (ms/example)", "Throughput, batch 64 (examples/s)"]
+    rows = []
+    for stage, s in summary.items():
+        time_s = _ms(s["wall_time_s"], 1, one)
+        if "wall_time_with_teacher_s" in s:
+            time_s += f" (with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)})"
+        weights = _mib(s.get("weights_bytes"))
+        if stage.startswith("lora"):
+            weights += " adapter + head (base model shipped separately)"
+        rows.append([stage, str(s["depth"]), _millions(s["total_params"]), _millions(s["trainable_params"]), weights,
+                     time_s, _ms(s["samples_per_s"], 1, one), _mib(s["peak_memory_bytes"]),
+                     _ms(s["latency_ms_batch1"], 2, one) if "latency_ms_batch1" in s else "–",
+                     _ms(s["throughput_batch64"], 1, one) if "throughput_batch64" in s else "–"])
+    return header, rows
+
+
+def pair_rows(pairs: list[dict], alpha: float) -> tuple[list[str], list[list[str]]]:
+    header = ["A", "B", "Δ macro-F1 (A − B)", "McNemar p per seed", f"seeds with p < {alpha}",
+              "paired t-test p (macro-F1 over seeds)", "verdict"]
+    rows = []
+    for p in pairs:
+        t = p["paired_t"]["p_value"]
+        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+        rows.append([p["a"], p["b"], f"{p['macro_f1_diff']:+.4f}", ", ".join(f"{x:.3g}" for x in p["mcnemar_p"]),
+                     f"{p['seeds_significant']} of {p['n_seeds']}", "–" if t is None else f"{t:.3g}", verdict])
+    return header, rows
+
+
+def data_section(data: dict) -> list[str]:
+    rows = []
+    for split, s in data["splits"].items():
+        q = s["length_percentiles"]
+        rows.append([split, str(s["n"]), f"{s['positive_share']:.1%}", f"{q['p50']:.0f} / {q['p90']:.0f} / "
+                     f"{q['p99']:.0f} / {q['max']:.0f}", f"{s['truncated_share']:.1%}"])
+    lines = [f"Source: `{data['source']}`; max_length {data['max_length']} tokens.", "",
+             _md_table(["Split", "Examples", "Positive share", "Tokens p50 / p90 / p99 / max", "Truncated"], rows), ""]
+    o = data["overlap"]
+    lines.append(f"Duplicate texts within train / validation / test: {o['duplicates_in_train']} / "
+                 f"{o['duplicates_in_validation']} / {o['duplicates_in_test']} "
+                 f"({o['duplicates_with_clashing_labels']} with clashing labels). Texts shared by train and "
+                 f"validation: {o['shared_train_validation']}; train and test: {o['shared_train_test']}; "
+                 f"validation and test: {o['shared_validation_test']}"
+                 + (" (set data.drop_duplicates: true to drop them)." if not data.get("drop_duplicates") else "."))
+    lines += [f"- {n}" for n in data.get("notes", [])]
+    return lines
+
+
+# ---------------------------------------------------------------- the whole report
+
+def print_table(result: dict, summary: dict, console: Console | None = None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     table = Table(title=f"distill-lora comparison: {_seeds_text(result)}", caption=LORA_NOTE)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "Model Type" else "right")
-    for row in table_rows(result):
-        table.add_row(*_cells(row))
+    for row in assignment_rows(result, summary):
+        table.add_row(*row)
     console.print(table)
 
 
-def markdown_table(result: dict) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in table_rows(result)]
-    return "\n".join(lines)
+def build_markdown(result: dict, summary: dict, pairs: list[dict], data: dict, run_info: dict, alpha: float,
+                   plots: list[str]) -> str:
+    one = len(result["seeds"]) == 1
+    majority_f1 = result["majority_baseline"]["test"]["macro_f1"]
+    md = ["# distill-lora: distillation vs LoRA", "",
+          f"Device: {run_info['device']}. Numbers: {_seeds_text(result)}.", "",
+          _md_table(list(COLUMNS), assignment_rows(result, summary)), "",
+          f"- {LOSS_NOTE}", f"- {TEST_NOTE}", f"- {LORA_NOTE}", "",
+          "## Full results (test split)", "",
+          "Accuracy and macro-F1: mean over seeds with a 95% percentile bootstrap CI over test examples "
+          f"({summary[next(iter(summary))]['ci']['accuracy']['n_resamples']} resamples, fixed seed; the same "
+          "resampled examples for every seed). Other columns: " + ("value of the one seed." if one else
+                                                                  "mean ± sample std over seeds."), "",
+          _md_table(*full_rows(summary, one)), "", "Per class (mean over seeds):", "",
+          _md_table(*per_class_rows(result)), "",
+          "## Costs", "",
+          f"Measured on {run_info['device']}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+          "Latency and throughput: validation inputs, after the stage trained.", "",
+          _md_table(*cost_rows(summary, one)), "", f"- {LORA_NOTE}", "",
+          "## Are the differences real?", "",
+          f"Exact McNemar test on paired test predictions for every pair, per seed (alpha = {alpha}). A pair is "
+          "called *significant* only when every seed gives p < alpha and the same model wins on both macro-F1 "
+          "and accuracy in every seed; *within noise* when no seed does; *mixed* otherwise. The paired t-test "
+          "over seeds of macro-F1 is shown as well (it has little power with few seeds).", "",
+          _md_table(*pair_rows(pairs, alpha)), "",
+          "## Data", ""] + data_section(data) + ["", "## Plots", ""]
+    titles = {"loss_curves.png": "Training and validation loss per epoch",
+              "metric_bars.png": "Test metrics with 95% CIs", "confusion_matrices.png": "Confusion matrices",
+              "reliability.png": "Reliability diagram", "cost_vs_quality.png": "Cost vs quality"}
+    for name in plots:
+        md += [f"![{titles.get(name, name)}](plots/{name})", ""]
+    md += ["## Analysis", ""] + analysis_lines(result, summary, pairs, majority_f1) + [""]
+    return "\n".join(md)
 
 
-def _data_section(data_summary: dict) -> str:
-    lines = ["| Split | Examples | Positive share | Truncated at max_length |", "|---|---:|---:|---:|"]
-    for split, s in data_summary["splits"].items():
-        lines.append(f"| {split} | {s['n']} | {s['positive_share']:.1%} | {s['truncated_share']:.1%} |")
-    notes = "".join(f"\n- {n}" for n in data_summary.get("notes", []))
-    return "\n".join(lines) + ("\n" + notes if notes else "")
-
-
-def write_outputs(output_dir: Path, result: dict, data_summary: dict, run_info: dict, all_stages: dict) -> Path:
-    """report.md, results.json and results.csv in the run folder; returns the report's path.
-
-    all_stages: every finished stage under the run folder, by seed (also those compare did not ask for).
-    """
-    output_dir = Path(output_dir)
-    md = [
-        "# distill-lora: distillation vs LoRA",
-        "",
-        f"Data: `{data_summary['source']}`. Device: {run_info['device']}. Numbers: {_seeds_text(result)}.",
-        "",
-        markdown_table(result),
-        "",
-        f"- {LOSS_NOTE}",
-        f"- {TEST_NOTE}",
-        f"- {LORA_NOTE}",
-        "",
-        "## Data",
-        "",
-        _data_section(data_summary),
-        "",
-    ]
-    report = output_dir / "report.md"
-    atomic_write_text(report, "\n".join(md))
-    atomic_write_json(output_dir / "results.json", {"comparison": result, "all_stages": all_stages,
-                                                    "data": data_summary, "run": run_info})
+def results_csv(result: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
+    keys = ["accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece"]
     writer.writerow(["seed", "stage", "model_type", "layers", "trainable_params", "total_params", "train_loss",
-                     "train_total_loss", "test_accuracy", "test_macro_f1", "test_f1_positive", "selected_epoch",
-                     "wall_time_s", "samples_per_s"])
+                     "train_total_loss", *[f"test_{k}" for k in keys], "selected_epoch", "wall_time_s",
+                     "samples_per_s", "peak_memory_bytes", "latency_ms_batch1", "throughput_batch64"])
     for seed in result["seeds"]:
-        for stage_id, m in result["per_seed"][str(seed)].items():
-            writer.writerow([seed, stage_id, m["model_type"], m["depth"], m["trainable_params"],
-                             m["total_params"], m["train_loss"], m["train_total_loss"], m["test"]["accuracy"],
-                             m["test"]["macro_f1"], m["test"]["f1_positive"], m["selected_epoch"], m["wall_time_s"],
-                             m["samples_per_s"]])
-    atomic_write_text(output_dir / "results.csv", buf.getvalue())
-    return report
+        for stage, m in result["per_seed"][str(seed)].items():
+            inf = m.get("inference", {})
+            writer.writerow([seed, stage, m["model_type"], m["depth"], m["trainable_params"], m["total_params"],
+                             m["train_loss"], m["train_total_loss"], *[m["test"].get(k) for k in keys],
+                             m["selected_epoch"], m["wall_time_s"], m["samples_per_s"], m.get("peak_memory_bytes"),
+                             inf.get("latency_ms_batch1"), inf.get("throughput_batch64")])
+    return buf.getvalue()
+
+
+def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_seed: int = 0,
+                 alpha: float = 0.05) -> tuple[Path, dict]:
+    """report.md, results.csv and plots/ from a results.json-shaped dict; returns (report path, summary)."""
+    output_dir = Path(output_dir)
+    result = results["comparison"]
+    summary = summarise(result, resamples, boot_seed)
+    pairs = compare_pairs(result, alpha)
+    tmp = Path(tempfile.mkdtemp(prefix=".plots.tmp-", dir=output_dir))
+    try:
+        plots = draw_all(result, summary, tmp)
+        final = output_dir / "plots"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    md = build_markdown(result, summary, pairs, results["data"], results["run"], alpha, plots)
+    atomic_write_text(output_dir / "report.md", md)
+    atomic_write_text(output_dir / "results.csv", results_csv(result))
+    atomic_write_json(output_dir / "analysis.json", {"summary": summary, "pairs": pairs})
+    return output_dir / "report.md", summary

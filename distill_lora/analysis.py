@@ -1,0 +1,197 @@
+"""Numbers behind the report: aggregates over seeds, CIs, pairwise tests, and sentences drawn from them.
+
+Everything here works from the comparison dict saved in results.json, so a report can be rebuilt
+without the models. A sentence is only written when the numbers in the same dict support it.
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import numpy as np
+
+from .stats import bootstrap_ci, mcnemar_exact, paired_seed_test
+
+METRICS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
+
+
+def _mean_std(values: list) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def stage_ids(result: dict) -> list[str]:
+    """Stages present in every seed, in pipeline order."""
+    per_seed = [result["per_seed"][str(s)] for s in result["seeds"]]
+    return [st for st in per_seed[0] if all(st in p for p in per_seed)]
+
+
+def runs_of(result: dict, stage: str) -> list[dict]:
+    return [result["per_seed"][str(s)][stage] for s in result["seeds"]]
+
+
+def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
+    """Per model: mean/std over seeds of every test metric, bootstrap CIs, costs."""
+    labels = np.asarray(result["test_labels"])
+    out = {}
+    for stage in stage_ids(result):
+        runs = runs_of(result, stage)
+        preds = [r["predictions"]["pred"] for r in runs]
+        s = {"model_type": runs[0]["model_type"], "depth": runs[0]["depth"]}
+        for m in METRICS:
+            s[m] = _mean_std([r["test"].get(m) for r in runs])
+        s["ci"] = {m: bootstrap_ci(labels, preds, m, resamples, boot_seed) for m in ("accuracy", "macro_f1")}
+        if all("test_at_threshold" in r for r in runs):
+            s["at_threshold"] = {m: _mean_std([r["test_at_threshold"][m] for r in runs]) for m in ("accuracy", "macro_f1")}
+            s["threshold"] = _mean_std([r["threshold"] for r in runs])
+        s["train_loss"] = _mean_std([r["train_loss"] for r in runs])
+        s["train_total_loss"] = _mean_std([r["train_total_loss"] for r in runs])
+        s["wall_time_s"] = _mean_std([r["wall_time_s"] for r in runs])
+        if stage.startswith("student-"):  # a distilled student needs its teacher trained first
+            teachers = runs_of(result, "teacher") if "teacher" in stage_ids(result) else []
+            if teachers:
+                s["wall_time_with_teacher_s"] = _mean_std([r["wall_time_s"] + t["wall_time_s"]
+                                                           for r, t in zip(runs, teachers)])
+        s["samples_per_s"] = _mean_std([r["samples_per_s"] for r in runs])
+        s["peak_memory_bytes"] = max(r.get("peak_memory_bytes", 0) for r in runs)
+        for key in ("total_params", "trainable_params", "weights_bytes", "teacher_layers", "device",
+                    "peak_memory_kind"):
+            s[key] = runs[0].get(key)
+        inf = [r["inference"] for r in runs if "inference" in r]
+        if inf:
+            s["latency_ms_batch1"] = _mean_std([i["latency_ms_batch1"] for i in inf])
+            s["throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in inf])
+        out[stage] = s
+    return out
+
+
+def compare_pairs(result: dict, alpha: float = 0.05) -> list[dict]:
+    """Every pair of models: McNemar per seed, seed-paired t-test of macro-F1, and a verdict.
+
+    Verdict rule (conservative, stated in the report): A is *significantly better* than B only if in
+    every seed McNemar's p < alpha and A beats B on both macro-F1 and accuracy; otherwise the
+    difference is *within noise* (no seed significant) or *mixed*.
+    """
+    labels = np.asarray(result["test_labels"])
+    pairs = []
+    for a, b in itertools.combinations(stage_ids(result), 2):
+        ra, rb = runs_of(result, a), runs_of(result, b)
+        tests = [mcnemar_exact(labels, x["predictions"]["pred"], y["predictions"]["pred"]) for x, y in zip(ra, rb)]
+        f1_a = [x["test"]["macro_f1"] for x in ra]
+        f1_b = [y["test"]["macro_f1"] for y in rb]
+        acc_diff = [x["test"]["accuracy"] - y["test"]["accuracy"] for x, y in zip(ra, rb)]
+        f1_diff = [fa - fb for fa, fb in zip(f1_a, f1_b)]
+        n_sig = sum(t["p_value"] < alpha for t in tests)
+        if n_sig == len(tests) and all(d > 0 for d in f1_diff) and all(d > 0 for d in acc_diff):
+            verdict, winner = "significant", a
+        elif n_sig == len(tests) and all(d < 0 for d in f1_diff) and all(d < 0 for d in acc_diff):
+            verdict, winner = "significant", b
+        elif n_sig == 0:
+            verdict, winner = "within noise", None
+        else:
+            verdict, winner = "mixed", None
+        pairs.append({"a": a, "b": b, "macro_f1_diff": statistics.mean(f1_diff),
+                      "mcnemar_p": [t["p_value"] for t in tests], "seeds_significant": n_sig,
+                      "n_seeds": len(tests), "paired_t": paired_seed_test(f1_a, f1_b),
+                      "verdict": verdict, "winner": winner})
+    return pairs
+
+
+def _pair(pairs: list[dict], a: str, b: str) -> dict | None:
+    for p in pairs:
+        if {p["a"], p["b"]} == {a, b}:
+            return p
+    return None
+
+
+def _name(summary: dict, stage: str) -> str:
+    return f"{summary[stage]['model_type']} [{stage}]"
+
+
+def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
+    p = _pair(pairs, a, b)
+    if p is None:
+        return None
+    fa, fb = summary[a]["macro_f1"]["mean"], summary[b]["macro_f1"]["mean"]
+    seeds = f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with McNemar p < alpha"
+    if p["verdict"] == "significant":
+        loser = b if p["winner"] == a else a
+        return (f"{_name(summary, p['winner'])} is significantly better than {_name(summary, loser)} "
+                f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {seeds}).")
+    what = "within noise" if p["verdict"] == "within noise" else "not consistent across seeds"
+    return (f"The difference between {_name(summary, a)} ({fa:.4f}) and {_name(summary, b)} ({fb:.4f}) "
+            f"in macro-F1 is {what} ({seeds}); do not read it as a ranking.")
+
+
+def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
+    """Problems actually visible in this run's numbers."""
+    found = []
+    for stage in stage_ids(result):
+        name = _name(summary, stage)
+        for seed, r in zip(result["seeds"], runs_of(result, stage)):
+            losses = [h["val_loss"] for h in r["validation_history"]]
+            best = int(np.argmin(losses))
+            if best < len(losses) - 1 and losses[-1] > losses[best] * 1.05:
+                found.append(f"{name}, seed {seed}: validation loss rose from {losses[best]:.4f} (epoch {best + 1}) "
+                             f"to {losses[-1]:.4f} (epoch {len(losses)}): it overfits after epoch {best + 1}.")
+        f1 = summary[stage]["macro_f1"]["mean"]
+        if f1 <= majority_f1 + 0.05:
+            found.append(f"{name} barely beats or does not beat the majority-class baseline "
+                         f"(macro-F1 {f1:.4f} vs {majority_f1:.4f}): it did not learn the task in this budget.")
+        ece = summary[stage]["ece"]["mean"]
+        if ece is not None and ece > 0.1:
+            found.append(f"{name} is poorly calibrated (expected calibration error {ece:.3f}): "
+                         "its probabilities should not be read as confidence.")
+        if all(r["selected_epoch"] == len(r["validation_history"]) for r in runs_of(result, stage)) \
+                and len(runs_of(result, stage)[0]["validation_history"]) > 1:
+            found.append(f"{name}: the last epoch was the best in every seed: more epochs may help.")
+    if "teacher" in summary:
+        for stage in summary:
+            if stage.startswith("student-"):
+                p = _pair(pairs, "teacher", stage)
+                if p and p["verdict"] == "significant" and p["winner"] == "teacher":
+                    gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
+                    found.append(f"{_name(summary, stage)} never caught up with its teacher "
+                                 f"(macro-F1 {gap:.4f} lower, significant).")
+    return found
+
+
+def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
+    """The report's Analysis section as markdown lines."""
+    ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)
+    lines = ["**Ranking by mean test macro-F1:** " + "; ".join(
+        f"{i + 1}. {_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked)) + "."]
+    lines.append("")
+    lines.append("**Differences:**")
+    key_pairs = list(zip(ranked, ranked[1:]))
+    for a, b in (("student-odd", "student-even"), ("teacher", "lora-teacher"), ("lora-student", "student-odd"),
+                 ("lora-student", "student-even")):
+        if a in summary and b in summary and (a, b) not in key_pairs and (b, a) not in key_pairs:
+            key_pairs.append((a, b))
+    for a, b in key_pairs:
+        sentence = _difference_sentence(summary, pairs, a, b)
+        if sentence:
+            lines.append(f"- {sentence}")
+    lines.append("")
+    lines.append("**Costs:**")
+    for s in ranked:
+        x = summary[s]
+        cost = (f"- {_name(summary, s)}: {x['depth']} layers, {x['trainable_params'] / 1e6:.2f}M of "
+                f"{x['total_params'] / 1e6:.2f}M parameters trained, {x['wall_time_s']['mean']:.0f} s of training")
+        if "wall_time_with_teacher_s" in x:
+            cost += f" ({x['wall_time_with_teacher_s']['mean']:.0f} s counting the teacher it needs)"
+        if "latency_ms_batch1" in x:
+            cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1"
+        lines.append(cost + ".")
+    if any(s.startswith("lora") for s in summary):
+        lines.append("- LoRA trains few parameters but keeps the depth of the model it adapts: it makes training "
+                     "cheap, not inference.")
+    lines.append("")
+    lines.append("**Challenges observed in this run:**")
+    found = challenges(result, summary, pairs, majority_f1)
+    lines += [f"- {c}" for c in found] or ["- none of the checked problems (overfitting validation curves, "
+                                           "majority-level models, poor calibration, students far behind "
+                                           "their teacher) appeared."]
+    return lines
