@@ -84,6 +84,103 @@ def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_
     _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
 
 
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
+           resamples: int = typer.Option(1000, help="bootstrap resamples"),
+           alpha: float = typer.Option(0.05, help="significance level")):
+    """Rebuild report.md, results.csv and the plots from a run's results.json, without the models."""
+    import json
+    from pathlib import Path
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if "comparison" not in results:
+            raise UserError(f"{path} has no comparison; run compare first")
+    except (OSError, ValueError) as e:
+        typer.secho(f"error: cannot read {path} ({e.__class__.__name__}); run compare first", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except UserError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    from .report import write_report
+    out, _ = write_report(Path(run_dir), results, resamples, 0, alpha)
+    print(f"report: {out}")
+
+
+# ---------------------------------------------------------------- using the trained models
+
+RunDirArg = typer.Argument(..., help="run folder (with seed-S/ inside), or a stage or export folder itself")
+StageOpt = typer.Option(None, "--model", "-m", help="stage id: teacher, student-odd, student-even, lora-student, lora-teacher… (default teacher)")
+UseSeedOpt = typer.Option(None, "--seed", help="seed folder to use (default: the smallest seed that has the stage)")
+
+
+def _user_errors(action):
+    """Run `action()`; user errors become one red line and exit code 2, as for the training commands."""
+    try:
+        return action()
+    except UserError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def predict(run_dir: str = RunDirArg,
+            texts: Optional[List[str]] = typer.Argument(None, help="texts to classify"),
+            model: Optional[str] = StageOpt, seed: Optional[int] = UseSeedOpt,
+            file: Optional[str] = typer.Option(None, "--file", "-f", help="texts from a file: .txt (one per line), .jsonl or .csv (the text column)"),
+            json_out: bool = typer.Option(False, "--json", help="print a JSON list of {text, label, label_id, prob_positive}"),
+            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)")):
+    """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
+    def action():
+        _quiet_libraries()
+        from .predict import find_model_dir, format_lines, load_predictor, read_texts_file, to_json
+        predictor = load_predictor(find_model_dir(run_dir, model, seed), batch_size=batch_size)
+        all_texts = list(texts or []) + (read_texts_file(file, predictor.text_column) if file else [])
+        if not all_texts:
+            raise UserError("nothing to classify: give texts as arguments or --file FILE")
+        predictions = predictor.predict(all_texts)
+        typer.echo(to_json(predictions) if json_out else format_lines(predictions, predictor.label_names[1]))
+    _user_errors(action)
+
+
+@app.command()
+def export(run_dir: str = RunDirArg, out_dir: str = typer.Argument(..., help="new folder to write (must not exist or be empty)"),
+           model: Optional[str] = StageOpt,
+           seed: Optional[int] = UseSeedOpt,
+           merge: bool = typer.Option(False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation")):
+    """Write a stage as a self-contained Hugging Face folder with a model card (README.md)."""
+    def action():
+        _quiet_libraries()
+        from .export import export_model
+        from .predict import find_model_dir
+        model_dir = find_model_dir(run_dir, model, seed)
+        export_info = export_model(model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True))
+        typer.echo(f"exported {export_info['stage']} (seed {export_info['seed']}, {export_info['format']}) → {out_dir}")
+    _user_errors(action)
+
+
+@app.command()
+def serve(run_dir: str = RunDirArg, model: Optional[str] = StageOpt, seed: Optional[int] = UseSeedOpt,
+          host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
+          port: int = typer.Option(8000, "--port", help="port to listen on")):
+    """Serve a web page and a JSON API (POST /api/predict) around one trained stage."""
+    def action():
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn
+        except ImportError:
+            raise UserError("serve needs FastAPI and uvicorn: pip install 'distill-lora[serve]'") from None
+        _quiet_libraries()
+        from .predict import find_model_dir
+        from .serve import create_app
+        app_ = create_app(find_model_dir(run_dir, model, seed))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
+        typer.echo(f"serving {app_.state.model_dir} on http://{host}:{port}/  (Ctrl+C stops)")
+        uvicorn.run(app_, host=host, port=port, log_level="info")
+    _user_errors(action)
+
+
 def main():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -157,3 +157,21 @@ def test_encoding_and_dynamic_padding(tiny_bert12):
     assert batch["input_ids"].shape == (2, 6)
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
     assert batch["idx"].tolist() == [0, 1] and batch["labels"].tolist() == [0, 1]
+
+
+def test_duplicates_counted_and_optionally_dropped(tmp_path):
+    from distill_lora.data import overlap_summary
+    train = ROWS + [{"text": "text number 1", "label": 0}, {"text": "only in train", "label": 1},
+                    {"text": "only in train", "label": 1}, {"text": "leaks", "label": 1}]
+    test = ROWS[10:14] + [{"text": "leaks", "label": 1}]
+    folder = folder_with(tmp_path, train=train, validation=ROWS[14:18], test=test)
+    s = load_splits(DataConfig(source=str(folder)))
+    o = overlap_summary(s)
+    # "text number 1" twice with labels 1 and 0: a clashing duplicate; "only in train" twice
+    assert o["duplicates_in_train"] == 2 and o["duplicates_with_clashing_labels"] == 1
+    assert o["shared_train_test"] == 5 and o["shared_train_validation"] == 4 and o["shared_validation_test"] == 0
+    d = load_splits(DataConfig(source=str(folder), drop_duplicates=True))
+    od = overlap_summary(d)
+    assert od["duplicates_in_train"] == 0 and od["shared_train_test"] == 0 and od["shared_train_validation"] == 0
+    assert len(d.test) == len(test) and "leaks" not in d.train.texts
+    assert len(d.train) == len(train) - 2 - 4 - 5 and any("drop_duplicates" in n for n in d.notes)

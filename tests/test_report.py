@@ -1,0 +1,126 @@
+"""The report from a fixture results.json: every row, every section, valid plots, honest sentences."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from distill_lora.metrics import metrics_from_predictions
+from distill_lora.report import write_report
+
+NAMES = ["not toxic", "toxic"]
+ACCURACY = {"teacher": 0.92, "student-odd": 0.86, "student-even": 0.86, "lora-student": 0.70, "lora-teacher": 0.90}
+DEPTH = {"teacher": 12, "student-odd": 6, "student-even": 6, "lora-student": 6, "lora-teacher": 12}
+
+
+def fake_stage(stage, labels, preds, probs, seed, overfit=False):
+    val_loss = [0.5, 0.4, 0.55] if overfit else [0.5, 0.45, 0.42]
+    history = [{"epoch": e + 1, "train_loss": 0.6 - 0.1 * e, "train_total_loss": 0.5 - 0.1 * e,
+                "val_loss": v, "val_accuracy": 0.8, "val_macro_f1": 0.7 + 0.01 * e} for e, v in enumerate(val_loss)]
+    return {"stage": stage, "model_type": f"type of {stage}", "depth": DEPTH[stage],
+            "test": metrics_from_predictions(labels, preds, probs, NAMES), "validation_history": history,
+            "selected_epoch": 3, "train_loss": 0.4, "train_total_loss": 0.3, "wall_time_s": 100.0 + seed,
+            "samples_per_s": 50.0, "peak_memory_bytes": 2 ** 30, "peak_memory_kind": "process RSS",
+            "total_params": 110_000_000 if DEPTH[stage] == 12 else 67_000_000,
+            "trainable_params": 300_000 if stage.startswith("lora") else 67_000_000, "weights_bytes": 2 ** 20,
+            "inference": {"latency_ms_batch1": 5.0, "throughput_batch64": 900.0},
+            "predictions": {"pred": preds.tolist(), "prob_positive": probs.tolist()}}
+
+
+@pytest.fixture(scope="module")
+def results():
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = (rng.random(n) < 0.3).astype(int)
+    per_seed = {}
+    for seed in (0, 1, 2):
+        stages = {}
+        for stage, acc in ACCURACY.items():
+            if stage == "student-even":  # the odd student with three answers changed: a difference within noise
+                preds = np.array(stages["student-odd"]["predictions"]["pred"])
+                preds[rng.choice(n, 3, replace=False)] ^= 1
+            else:
+                preds = np.where(rng.random(n) < acc, labels, 1 - labels)
+            probs = np.clip(np.where(preds == 1, 0.8, 0.2) + rng.normal(0, 0.05, n), 0.01, 0.99)
+            stages[stage] = fake_stage(stage, labels, preds, probs, seed, overfit=stage == "lora-teacher")
+        per_seed[str(seed)] = stages
+    majority = metrics_from_predictions(labels, np.zeros(n, int), np.zeros(n), NAMES)
+    comparison = {"seeds": [0, 1, 2], "label_names": NAMES, "test_labels": labels.tolist(), "per_seed": per_seed,
+                  "majority_baseline": {"test": majority}}
+    split = {"n": n, "positive_share": 0.3, "truncated_share": 0.01,
+             "length_percentiles": {"p50": 20, "p90": 40, "p99": 80, "max": 120}}
+    data = {"source": "fixture", "max_length": 64, "splits": {"train": split, "validation": split, "test": split},
+            "overlap": {"duplicates_in_train": 3, "duplicates_in_validation": 0, "duplicates_in_test": 0,
+                        "shared_train_validation": 1, "shared_train_test": 2, "shared_validation_test": 0,
+                        "duplicates_with_clashing_labels": 1}, "notes": []}
+    return {"comparison": comparison, "data": data, "run": {"device": "test device"}, "all_stages": {}}
+
+
+@pytest.fixture(scope="module")
+def built(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    (out / "results.json").write_text(json.dumps(results))
+    path, summary = write_report(out, json.loads((out / "results.json").read_text()), resamples=300)
+    return out, path.read_text(), json.loads((out / "analysis.json").read_text())
+
+
+def test_every_row_and_section(built):
+    out, md, _ = built
+    for stage in ACCURACY:
+        assert f"type of {stage}" in md and f"| {stage} |" in md
+    assert "Majority class (baseline)" in md
+    for heading in ("## Full results", "## Costs", "## Are the differences real?", "## Data", "## Plots",
+                    "## Analysis"):
+        assert heading in md
+    assert md.index("| Model Type | Layers |") < md.index("## Full results")  # the assignment's table first
+    assert "± " in md and "[95% CI]" in md
+    assert "LoRA makes training cheap, not the model smaller" in md
+    assert (out / "results.csv").read_text().count("\n") == 1 + 3 * len(ACCURACY)
+
+
+def test_plots_are_png(built):
+    out, md, _ = built
+    names = re.findall(r"\(plots/([a-z_]+\.png)\)", md)
+    assert len(names) == 5
+    for name in names:
+        data = (out / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_verdicts_follow_the_numbers(built):
+    _, _, analysis = built
+    verdicts = {(p["a"], p["b"]): p for p in analysis["pairs"]}
+    assert verdicts[("student-odd", "student-even")]["verdict"] == "within noise"
+    assert verdicts[("teacher", "lora-student")]["verdict"] == "significant"
+    assert verdicts[("teacher", "lora-student")]["winner"] == "teacher"
+
+
+def test_analysis_never_calls_noise_better(built):
+    _, md, analysis = built
+    section = md.split("## Analysis", 1)[1]
+    significant = {frozenset((p["a"], p["b"])) for p in analysis["pairs"] if p["verdict"] == "significant"}
+    better_lines = [line for line in section.splitlines() if "better than" in line]
+    assert better_lines
+    for line in better_lines:
+        stages = re.findall(r"\[([a-z-]+)\]", line)
+        assert frozenset(stages[:2]) in significant, line
+    assert "student-odd] (" in section and "within noise" in section
+
+
+def test_challenges_seen_in_numbers(built):
+    _, md, _ = built
+    section = md.split("## Analysis", 1)[1]
+    assert "type of lora-teacher [lora-teacher], seed 0: validation loss rose" in section
+    assert "type of teacher [teacher], seed 0: validation loss rose" not in section
+    assert "never caught up with its teacher" in section
+
+
+def test_report_command_rebuilds_from_results_json(results, tmp_path):
+    from typer.testing import CliRunner
+    from distill_lora.cli import app
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    r = CliRunner().invoke(app, ["report", str(tmp_path), "--resamples", "200"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "report.md").exists() and len(list((tmp_path / "plots").glob("*.png"))) == 5
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "run compare first" in missing.output and "Traceback" not in missing.output
