@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from . import trainer
-from .config import Config, config_hash
+from .config import Config, DistillConfig, config_hash
 from .data import Encoded, Splits, load_splits, overlap_summary
 from .losses import cross_entropy, distillation_loss
 from .costs import PeakMemory, inference_speed, weights_size_bytes
@@ -91,10 +91,34 @@ def lora_hash(ctx: Context, stage_id: str) -> str:
 
 # ---------------------------------------------------------------- the one stage runner
 
-def _ce_loss(model, batch):
+def ce_step(model, batch):
+    """Step loss of the teacher and LoRA stages: cross-entropy with the true labels."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     loss = cross_entropy(out.logits, batch["labels"])
     return loss, {"ce": loss}
+
+
+def distill_step(targets: dict, k: DistillConfig, n_layers: int):
+    """Step loss of a student: distillation against cached teacher targets, looked up by example index.
+
+    targets: {"logits": (N, C)} and, when k.w_hidden > 0, {"cls": (N, n_layers, H)} for the training split.
+    """
+    cache = {}
+
+    def loss_fn(model, batch):
+        if not cache:  # move the cached targets to the training device once
+            cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=k.w_hidden > 0)
+        idx = batch["idx"]
+        student_cls = teacher_cls = None
+        if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
+            student_cls = [out.hidden_states[i + 1][:, 0] for i in range(n_layers)]
+            teacher_cls = [cache["cls"][idx, i] for i in range(n_layers)]
+        return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
+                                 w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
+                                 student_cls=student_cls, teacher_cls=teacher_cls)
+    return loss_fn
 
 
 def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, model_type: str,
@@ -186,7 +210,7 @@ def _write_test_predictions(path: Path, labels: list[int], logits, threshold: fl
 def run_teacher(ctx: Context) -> dict:
     """Fine-tune the pretrained teacher on the task."""
     def build():
-        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), _ce_loss, lambda folder: None
+        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step, lambda folder: None
     return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build, "Teacher (fine-tuned)")
 
 
@@ -225,22 +249,7 @@ def run_student(ctx: Context, spec) -> dict:
         targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None)
         student = make_student(teacher.cpu(), layers)
         del teacher
-        cache = {}
-
-        def loss_fn(model, batch):
-            if not cache:  # move the cached targets to the training device once
-                cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=k.w_hidden > 0)
-            idx = batch["idx"]
-            student_cls = teacher_cls = None
-            if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
-                student_cls = [out.hidden_states[i + 1][:, 0] for i in range(len(layers))]
-                teacher_cls = [cache["cls"][idx, i] for i in range(len(layers))]
-            return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
-                                     w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
-                                     student_cls=student_cls, teacher_cls=teacher_cls)
-        return student, loss_fn, lambda folder: None
+        return student, distill_step(targets, k, len(layers)), lambda folder: None
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
@@ -269,7 +278,7 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
             plain = AutoModelForSequenceClassification.from_config(base.config)
             plain.load_state_dict(base_copy)
             plain.save_pretrained(folder / LORA_BASE_DIR)
-        return add_lora(base, lo), _ce_loss, save_base
+        return add_lora(base, lo), ce_step, save_base
     return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, model_type, extra)
 
 
