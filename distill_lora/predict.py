@@ -1,0 +1,235 @@
+"""Use a trained model: find a stage folder, load it, tokenise, batch, apply the decision threshold.
+
+The one inference path: `distill-lora predict`, `export` (its merge check) and `serve` all go through
+`Predictor`, so each of them answers exactly what the evaluated stage folder answered on the test split.
+
+A model folder is either a finished stage (`RUN_DIR/seed-S/<stage-id>/`, with `DONE`) or a folder
+written by `distill-lora export` (with `export.json`); both hold `config.yaml` (the run's resolved
+config: max_length, label names, text column) and, maybe, `decision.json` = {"threshold": t}.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import UserError, load_config
+from .runs import DONE, read_json
+
+EXPORT_MARKER = "export.json"
+DECISION_FILE = "decision.json"
+POSITIVE = 1  # index of the positive class (e.g. "toxic")
+_SEED_DIR = re.compile(r"^seed-(\d+)$")
+
+
+# ---------------------------------------------------------------- finding the model folder
+
+def is_model_folder(path: Path) -> bool:
+    """A finished stage or a finished export (both markers are written last)."""
+    return (path / DONE).exists() or (path / EXPORT_MARKER).exists()
+
+
+def _looks_like_model_folder(path: Path) -> bool:
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists()
+
+
+def _seeds(run_dir: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in run_dir.iterdir() if p.is_dir() and (m := _SEED_DIR.match(p.name)))
+
+
+def _finished_stages(seed_path: Path) -> list[str]:
+    return sorted(p.name for p in seed_path.iterdir() if p.is_dir() and (p / DONE).exists()) if seed_path.is_dir() else []
+
+
+def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int | None = None) -> Path:
+    """RUN_DIR (+ stage id, seed) → the model folder to load; RUN_DIR may also be a model folder itself.
+
+    Default stage: teacher. Default seed: the smallest seed that has the stage finished.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"'{run_dir}' is not a folder; give a run folder (with seed-S/ inside) or a model folder")
+    if is_model_folder(run_dir) or _looks_like_model_folder(run_dir):
+        if stage_id is not None or seed is not None:
+            raise UserError(f"'{run_dir}' is a model folder itself; drop --model and --seed, or give its run folder")
+        return _check_finished(run_dir)
+    seeds = _seeds(run_dir)
+    if not seeds:
+        raise UserError(f"'{run_dir}' holds no seed-S/ folders; is it a run folder (the output_dir of a run)?")
+    stage_id = stage_id or "teacher"
+    if seed is None:  # the smallest seed where this stage finished (else the smallest, to name what is there)
+        seed = next((s for s in seeds if (run_dir / f"seed-{s}" / stage_id / DONE).exists()), seeds[0])
+    elif seed not in seeds:
+        raise UserError(f"--seed {seed}: '{run_dir}' has seeds {', '.join(map(str, seeds))}")
+    path = run_dir / f"seed-{seed}" / stage_id
+    if not path.exists():
+        have = _finished_stages(run_dir / f"seed-{seed}")
+        raise UserError(f"--model {stage_id}: no such stage in {run_dir}/seed-{seed}; "
+                        f"finished stages there: {', '.join(have) or 'none'}")
+    return _check_finished(path)
+
+
+def _check_finished(path: Path, require_marker: bool = True) -> Path:
+    if require_marker and not is_model_folder(path):
+        raise UserError(f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "
+                        "training; run its command again, or pick a finished stage")
+    if not (path / "config.yaml").exists():
+        raise UserError(f"'{path}' has no config.yaml, so its max_length and label names are unknown")
+    return path
+
+
+# ---------------------------------------------------------------- what the folder says about itself
+
+def read_threshold(model_dir: Path) -> float | None:
+    """p(positive) cut from decision.json, or None (argmax) when the stage has none."""
+    path = Path(model_dir) / DECISION_FILE
+    if not path.exists():
+        return None
+    try:
+        threshold = float(read_json(path)["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"'{path}' must hold {{\"threshold\": number}}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"'{path}': threshold {threshold} is not a probability in [0, 1]")
+    return threshold
+
+
+def model_info(model_dir: Path) -> dict:
+    """Which model answers: stage id, seed, model type, run folder, test metrics (for people and the API)."""
+    model_dir = Path(model_dir).resolve()
+    metrics = read_json(model_dir / "metrics.json") if (model_dir / "metrics.json").exists() else {}
+    if (model_dir / EXPORT_MARKER).exists():  # an export remembers where it came from
+        export = read_json(model_dir / EXPORT_MARKER)
+        stage, seed, run_dir = export.get("stage"), export.get("seed"), export.get("run_dir")
+    else:
+        m = _SEED_DIR.match(model_dir.parent.name)
+        stage, seed = metrics.get("stage", model_dir.name), int(m.group(1)) if m else None
+        run_dir = str(model_dir.parent.parent) if m else None
+        export = None
+    return {"stage": stage, "seed": seed, "model_type": metrics.get("model_type"), "run_dir": run_dir,
+            "model_dir": str(model_dir), "depth": metrics.get("depth"), "test": metrics.get("test"),
+            "test_ci": metrics.get("test_ci"), "export": export}
+
+
+# ---------------------------------------------------------------- the predictor
+
+def pick_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@dataclass
+class Predictor:
+    """A loaded model folder. `predict(texts)` → one dict per text; `logits(texts)` → (N, C) array."""
+    model_dir: Path
+    model: object
+    tokenizer: object
+    max_length: int
+    batch_size: int
+    label_names: list
+    text_column: str
+    threshold: float | None
+    device: torch.device
+    info: dict = field(default_factory=dict)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0  # as in training (pipeline.Context.pad_id)
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """fp32 logits in input order, tokenised and padded per batch exactly as at evaluation."""
+        from .data import Encoded, Split, make_collate
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        encoded = Encoded(Split(list(texts), [0] * len(texts)), self.tokenizer, self.max_length)
+        collate = make_collate(self.pad_id)
+        out = []
+        for start in range(0, len(encoded), self.batch_size):
+            batch = collate([encoded[i] for i in range(start, min(start + self.batch_size, len(encoded)))])
+            logits = self.model(input_ids=batch["input_ids"].to(self.device),
+                                attention_mask=batch["attention_mask"].to(self.device)).logits
+            out.append(logits.float().cpu())
+        return torch.cat(out).numpy()
+
+    def labels_from_logits(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(label ids, p(positive)): argmax, or p(positive) ≥ threshold when decision.json sets one."""
+        from .metrics import softmax
+        probs = softmax(np.asarray(logits, dtype=np.float64))
+        p_pos = probs[:, POSITIVE]
+        if self.threshold is None:
+            return probs.argmax(axis=1), p_pos
+        # the threshold decides positive vs not; "not" is the likeliest other class (class 0 when binary)
+        others = probs.copy()
+        others[:, POSITIVE] = -1.0
+        return np.where(p_pos >= self.threshold, POSITIVE, others.argmax(axis=1)), p_pos
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        logits = self.logits(texts)
+        ids, p_pos = self.labels_from_logits(logits)
+        return [{"text": t, "label": self.label_names[int(i)], "label_id": int(i), "prob_positive": float(p),
+                 "logits": [float(x) for x in row]} for t, i, p, row in zip(texts, ids, p_pos, logits)]
+
+
+def load_predictor(model_dir: str | Path, device: str | None = None, batch_size: int | None = None,
+                   require_marker: bool = True) -> Predictor:
+    """Load a finished stage or export folder (plain classifier, or LoRA adapter on its base) for inference.
+
+    require_marker=False only for export's check of a folder it is still writing.
+    """
+    from transformers import AutoTokenizer
+    from .models import load_stage_model
+    model_dir = _check_finished(Path(model_dir), require_marker)
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    cfg = load_config(str(model_dir / "config.yaml"))
+    try:
+        model = load_stage_model(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"'{model_dir}': cannot load the model ({str(e).splitlines()[0][:200]})") from None
+    dev = pick_device(device)
+    model.to(dev).eval()
+    return Predictor(model_dir=model_dir, model=model, tokenizer=tokenizer, max_length=cfg.data.max_length,
+                     batch_size=batch_size or cfg.train.eval_batch_size, label_names=list(cfg.data.label_names),
+                     text_column=cfg.data.text_column, threshold=read_threshold(model_dir), device=dev,
+                     info=model_info(model_dir))
+
+
+# ---------------------------------------------------------------- texts from a file
+
+def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
+    """txt: one text per line (blank lines skipped); jsonl/json/csv/parquet: the text column (else "text")."""
+    from .data import _as_text, _read_rows
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--file '{path}': no such file")
+    if path.suffix.lower() in (".txt", ""):
+        try:
+            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise UserError(f"--file '{path}' is not UTF-8 text; re-save it as UTF-8") from None
+    rows = _read_rows(path)
+    column = text_column if any(text_column in r for r in rows[:100]) else "text"
+    texts = []
+    for i, row in enumerate(rows, 1):
+        text = _as_text(row.get(column))
+        if not text:  # None (missing / blank) or False (not a text)
+            raise UserError(f"--file '{path}' row {i}: no text in column '{column}'"
+                            + ("" if column == text_column else f" (nor '{text_column}')"))
+        texts.append(text)
+    return texts
+
+
+def format_lines(predictions: list[dict], positive_name: str) -> str:
+    """One line per text: label, p(positive), text (tab-separated)."""
+    return "\n".join(f"{p['label']}\tp({positive_name})={p['prob_positive']:.4f}\t{' '.join(p['text'].split())}"
+                     for p in predictions)
+
+
+def to_json(predictions: list[dict]) -> str:
+    keys = ("text", "label", "label_id", "prob_positive")
+    return json.dumps([{k: p[k] for k in keys} for p in predictions], ensure_ascii=False, indent=2)

@@ -1,0 +1,111 @@
+"""serve: the JSON API and the page, in-process with FastAPI's TestClient."""
+import json
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from distill_lora import serve
+from distill_lora.cli import app as cli_app
+from distill_lora.predict import load_predictor
+from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
+
+
+@pytest.fixture(scope="module")
+def client(finished_run):
+    return TestClient(serve.create_app(stage_path(finished_run, "teacher")))
+
+
+def test_healthz_and_model_info(client, finished_run):
+    assert client.get("/healthz").json() == {"status": "ok", "model": "teacher"}
+    info = client.get("/api/model").json()
+    assert info["stage"] == "teacher" and info["seed"] == 0 and info["model_type"] == "Teacher (fine-tuned)"
+    assert info["run_dir"] == str(finished_run["output"].resolve())
+    assert info["test"]["n"] == 40 and info["label_names"] == ["not toxic", "toxic"]
+
+
+def test_single_and_batch_predict(client, finished_run):
+    texts = ["you are vermin", "lovely sunny park", "they are all garbage"]
+    want = load_predictor(stage_path(finished_run, "teacher")).predict(texts)
+    one = client.post("/api/predict", json={"text": texts[0]})
+    assert one.status_code == 200
+    assert one.json()["prediction"]["label"] == want[0]["label"]
+    assert one.json()["prediction"]["prob_positive"] == pytest.approx(want[0]["prob_positive"], abs=1e-6)
+    assert one.json()["model"] == {"stage": "teacher", "seed": 0, "model_type": "Teacher (fine-tuned)"}
+    batch = client.post("/api/predict", json={"texts": texts}).json()["predictions"]
+    assert [p["label"] for p in batch] == [w["label"] for w in want]
+    assert [p["text"] for p in batch] == texts
+
+
+BAD = {
+    "invalid json": ("{text: nope", 400),
+    "not an object": ('["a"]', 400),
+    "missing field": ('{"message": "hi"}', 400),
+    "both fields": ('{"text": "a", "texts": ["b"]}', 400),
+    "empty text": ('{"text": ""}', 400),
+    "blank text": ('{"text": "   "}', 400),
+    "text not a string": ('{"text": 5}', 400),
+    "texts not a list": ('{"texts": "abc"}', 400),
+    "empty texts": ('{"texts": []}', 400),
+    "empty text in list": ('{"texts": ["ok", ""]}', 400),
+    "text too long": (json.dumps({"text": "a" * (serve.MAX_TEXT_CHARS + 1)}), 413),
+    "too many texts": (json.dumps({"texts": ["hi"] * (serve.MAX_TEXTS + 1)}), 413),
+    "body too big": ("x" * (serve.MAX_BODY_BYTES + 1), 413),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_4xx_json_error_and_serving_goes_on(client, case):
+    body, status = BAD[case]
+    r = client.post("/api/predict", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json") and r.json()["error"]
+    good = client.post("/api/predict", json={"text": "lovely music"})
+    assert good.status_code == 200 and good.json()["prediction"]["label"] in ("toxic", "not toxic")
+
+
+def test_limits_are_inclusive(client):
+    assert client.post("/api/predict", json={"text": "a" * serve.MAX_TEXT_CHARS}).status_code == 200
+    assert client.post("/api/predict", json={"texts": ["hi"] * serve.MAX_TEXTS}).status_code == 200
+
+
+def test_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for needle in ('id="text"', 'id="submit"', 'id="verdict"', "/api/predict", "Teacher (fine-tuned)", "macro-F1"):
+        assert needle in page, needle
+    assert "http://" not in page and "https://" not in page  # no CDNs, no external assets
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_serve_reproduces_recorded_test_predictions(finished_run, stage):
+    d = stage_path(finished_run, stage)
+    c = TestClient(serve.create_app(d))
+    preds = c.post("/api/predict", json={"texts": split_texts(d)}).json()["predictions"]
+    assert_matches_recorded([p["label_id"] for p in preds], [p["logits"] for p in preds], d)
+    assert c.get("/api/model").json()["stage"] == stage
+
+
+def test_app_from_env(finished_run, monkeypatch):
+    monkeypatch.setenv(serve.MODEL_DIR_ENV, str(stage_path(finished_run, "student-odd")))
+    assert TestClient(serve.app_from_env()).get("/healthz").json()["model"] == "student-odd"
+
+
+def test_cli_serve_errors(finished_run, monkeypatch):
+    runner = CliRunner()
+    r = runner.invoke(cli_app, ["serve", str(finished_run["output"]), "--model", "nope"])
+    assert r.exit_code == 2 and r.output.startswith("error: --model nope") and "Traceback" not in r.output
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    r = runner.invoke(cli_app, ["serve", str(finished_run["output"])])
+    assert r.exit_code == 2 and "pip install 'distill-lora[serve]'" in r.output and r.output.count("\n") == 1
+
+
+def test_page_shows_confidence_intervals_when_recorded(finished_run, tmp_path):
+    d = copy_stage(finished_run, "student-odd", tmp_path)
+    metrics = json.loads((d / "metrics.json").read_text())
+    metrics["test_ci"] = {"macro_f1": {"low": 0.3, "high": 0.7, "confidence": 0.95}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    assert "(95% CI 0.3000–0.7000)" in TestClient(serve.create_app(d)).get("/").text
