@@ -19,21 +19,37 @@ SeedOpt = typer.Option(None, "--seed", help="seed (overrides seed)")
 
 def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int],
          layer_specs: tuple = (), lora_model: str = "all"):
-    """Load the config and run `action(ctx)`; user errors become one line and exit code 2."""
+    """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
+
+    User errors become one line and exit code 2; interruptions say how to resume; nothing shows a traceback.
+    """
     try:
         cfg = load_config(config, overrides or [], output_dir, seed)
         _quiet_libraries()
         from . import pipeline  # heavy imports only after the config is known to be good
+        from .runs import RunLock
+        from .trainer import Interrupted
         if lora_model not in ("all", "lora-student", "lora-teacher"):
             raise UserError(f"--model {lora_model!r}: use lora-student, lora-teacher or all")
         ctx = pipeline.prepare(cfg, layer_specs)
-        return action(pipeline, ctx)
+        with RunLock(ctx.output_dir):
+            try:
+                return action(pipeline, ctx)
+            except Interrupted as e:
+                typer.secho(f"interrupted: {e}", fg="yellow", err=True)
+                raise typer.Exit(143 if "SIGTERM" in str(e) else 130) from None
     except UserError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        typer.secho(f"error: could not read or write a file: {e.strerror or e}{where}; unfinished stages keep "
+                    "their last checkpoint: fix this (e.g. free disk space) and run the same command again",
+                    fg="red", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.secho("interrupted: unfinished stages were discarded; finished ones are kept and will be reused",
-                    err=True)
+        typer.secho("interrupted: finished stages are kept and reused; an unfinished stage resumes from its last "
+                    "checkpoint when you run the same command again", err=True)
         raise typer.Exit(130) from None
 
 
@@ -105,6 +121,35 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
     from .report import write_report
     out, _ = write_report(Path(run_dir), results, resamples, 0, alpha)
     print(f"report: {out}")
+
+
+@app.command()
+def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"),
+          batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"),
+          steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),
+          output: str = typer.Option("bench.json", "--output", help="JSON file for every number")):
+    """Time training steps (teacher, distillation, LoRA): our trainer vs the course-notebook loop vs the HF Trainer."""
+    def action():
+        from pathlib import Path
+        sizes = None
+        if batch_sizes is not None:
+            parts = [p.strip() for p in batch_sizes.split(",") if p.strip()]
+            if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise UserError(f"--batch-sizes {batch_sizes!r}: use positive integers separated by commas, e.g. 32,128")
+            sizes = [int(p) for p in parts]
+        if steps is not None and steps < 1:
+            raise UserError(f"--steps {steps}: use at least 1")
+        out = Path(output)
+        if not out.parent.resolve().is_dir() or not os.access(out.parent.resolve(), os.W_OK) or out.is_dir():
+            raise UserError(f"--output {output}: cannot write there; pick a file in an existing writable folder")
+        _quiet_libraries()
+        from .bench import print_report, run_bench
+        from .runs import atomic_write_json
+        report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps)
+        print_report(report_)
+        atomic_write_json(out, report_)
+        typer.echo(f"wrote {out}")
+    _user_errors(action)
 
 
 # ---------------------------------------------------------------- using the trained models

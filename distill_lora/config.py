@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
     select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
+    checkpoint_every: int = _f(500, "optimiser steps between checkpoints (0 = only at the end of each epoch)")
     tune_threshold: bool = _f(False, "after training, pick the p(positive) cut that maximises validation macro-F1; "
                                      "saved as decision.json and reported beside the 0.5 cut")
 
@@ -236,6 +237,8 @@ def _validate_train(t: TrainConfig, path: str) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
         if getattr(t, key) < 1:
             raise UserError(f"config: '{path}.{key}' must be >= 1, got {getattr(t, key)}")
+    if t.checkpoint_every < 0:
+        raise UserError(f"config: '{path}.checkpoint_every' must be >= 0, got {t.checkpoint_every}")
     if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_ratio < 1 or t.max_grad_norm < 0 or t.patience < 0:
         raise UserError(f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
                         "max_grad_norm >= 0, patience >= 0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from . import trainer
+from . import faults, trainer
 from .config import Config, DistillConfig, config_hash
 from .data import Encoded, Splits, load_splits, overlap_summary
 from .losses import cross_entropy, distillation_loss
@@ -21,8 +22,8 @@ from .costs import PeakMemory, inference_speed, weights_size_bytes
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
-from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, seed_dir,
-                   stage_dir, stage_folder, stage_is_done)
+from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
+                   remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done)
 
 
 @dataclass
@@ -129,11 +130,19 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     A finished stage with the same config hash is reused, not retrained.
     """
     final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
+    work = final.with_name(f".{stage_id}.work")  # checkpoints of an unfinished run of this stage
     if stage_is_done(final, chash):
+        shutil.rmtree(work, ignore_errors=True)
         print(f"[{stage_id}] reusing finished stage in {final}")
         return read_json(final / "metrics.json")
     if final.exists():
         print(f"[{stage_id}] config changed since {final} was made: training it again")
+    remove_stale_temporaries(final)
+    if work.exists() and read_json_or_none(work / "stage.json", {}).get("config_hash") != chash:
+        print(f"[{stage_id}] discarding the unfinished run in {work}: it was made with another config")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "stage.json", {"config_hash": chash})
     tcfg = ctx.cfg.stage_train(section)
     accelerator = trainer.make_accelerator(tcfg.precision, tcfg.grad_accum)
     set_seed(ctx.cfg.seed)
@@ -141,14 +150,17 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     label_names = ctx.cfg.data.label_names
     print(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
           f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
+    with PeakMemory(accelerator.device) as memory:
+        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
+                               seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
+                               work_dir=work, desc=stage_id, accelerator=accelerator)
     with stage_folder(final, chash) as tmp:
-        with PeakMemory(accelerator.device) as memory:
-            result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
-                                   seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
-                                   log_path=tmp / "train_log.jsonl", desc=stage_id, accelerator=accelerator)
+        shutil.copyfile(work / "train_log.jsonl", tmp / "train_log.jsonl")
         model = accelerator.unwrap_model(model)
         # the one and only pass over the test split for this model, after the epoch was chosen
-        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id)
+        # in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it exactly
+        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id,
+                                mixed=False)
         threshold = None
         if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
             threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
@@ -187,6 +199,8 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
         _write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
         atomic_write_json(tmp / "metrics.json", metrics)
+    faults.maybe(f"{stage_id}:done")
+    shutil.rmtree(work, ignore_errors=True)
     t = metrics["test"]
     print(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
           f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import faults
 from .config import UserError
 
 DONE = "DONE"
@@ -54,6 +55,22 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_or_none(path: Path, default=None):
+    """A JSON file, or `default` when it is missing or unreadable (e.g. cut short by a crash)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return default
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Temporary folders of a stage left by a killed run (we hold the run lock: nobody else writes)."""
+    for tmp in Path(final).parent.glob(f".{Path(final).name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in Path(final).parent.glob(f".{Path(final).name}.old-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def stage_is_done(path: Path, expected_hash: str) -> bool:
     """Finished, and made from the same config (hash) as asked for now."""
     marker = Path(path) / DONE
@@ -86,6 +103,7 @@ def stage_folder(final: Path, config_hash: str):
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        faults.maybe(f"{final.name}:before-done")
         atomic_write_json(tmp / DONE, {"config_hash": config_hash})
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -118,3 +136,55 @@ def provenance(device: str, data_fingerprint: dict) -> dict:
         except PackageNotFoundError:
             versions[pkg] = None
     return {"versions": versions, "device": device, "git_commit": git_commit(), "data_files": data_fingerprint}
+
+
+class RunLock:
+    """One writer per run folder: OUTPUT_DIR/.lock holds the owner's PID and host.
+
+    A lock whose process is gone (same host, PID not running) is stale and taken over, saying so.
+    """
+
+    def __init__(self, output_dir: Path):
+        self.path = Path(output_dir) / ".lock"
+        self.held = False
+
+    def __enter__(self):
+        import socket
+        import time
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = read_json_or_none(self.path, {})
+                if owner.get("host") == me["host"] and not _pid_alive(owner.get("pid")):
+                    print(f"note: removing a stale lock of process {owner.get('pid')} (no longer running)")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if not owner:  # being written right now, or cut short: treat as held
+                    owner = {"pid": "?", "host": "?", "started": "?"}
+                raise UserError(f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
+                                f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
+                                f"another --output-dir (if that process is gone for sure, delete {self.path})") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise UserError(f"could not take the lock {self.path}; delete it if no other run uses this folder")
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

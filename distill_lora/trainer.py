@@ -5,9 +5,13 @@ which is what the report's "Training Loss" column shows for every model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +21,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
-from .config import TrainConfig
+from . import checkpoint, faults
+from .config import TrainConfig, UserError
 from .data import Encoded, make_collate
 from .metrics import classification_metrics
 
@@ -58,17 +64,18 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 @torch.inference_mode()
 def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator, pad_id: int,
-             cls_layers: list[int] | None = None) -> dict:
+             cls_layers: list[int] | None = None, mixed: bool = True) -> dict:
     """Logits (N, C) in dataset order, mean cross-entropy, and optionally [CLS] states of some layers.
 
-    cls_layers are hidden_states indices (0 = embeddings, l = output of layer l).
+    cls_layers are hidden_states indices (0 = embeddings, l = output of layer l). mixed=False runs in
+    fp32 even when training used bf16/fp16, so the recorded numbers can be reproduced by plain inference.
     """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id))
     logits, cls = [], []
     for batch in loader:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
+        with accelerator.autocast() if mixed else contextlib.nullcontext():
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         output_hidden_states=cls_layers is not None)
         logits.append(out.logits.float().cpu())
@@ -110,86 +117,196 @@ def _progress(total: int, desc: str):
     return progress
 
 
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived: the current step finished and a checkpoint was written."""
+
+
+class _StopRequests:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each optimiser step."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch: a function of (seed, epoch) only, so a resumed run sees the same order."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _save_best(work_dir: Path, model, val_logits) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
+    tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
+    save_file(state, tmp)
+    os.replace(tmp, work_dir / "best.safetensors")
+
+
+def _load_best(work_dir: Path, model):
+    state = load_file(work_dir / "best.safetensors")
+    logits = state.pop("__val_logits__").numpy()
+    model.load_state_dict(state)
+    return logits
+
+
 def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig, *, seed: int,
-          label_names: list[str], pad_id: int, log_path: Path, desc: str, accelerator: Accelerator) -> TrainResult:
+          label_names: list[str], pad_id: int, work_dir: Path, desc: str, accelerator: Accelerator) -> TrainResult:
     """Train, validate after every epoch, keep the epoch with the best validation score.
 
-    The model ends holding the weights of the selected epoch. The test split is not seen here.
+    Checkpoints go to work_dir (every cfg.checkpoint_every steps and at each epoch end); if one is there,
+    training resumes from it and ends exactly as an uninterrupted run would. The model ends holding the
+    weights of the selected epoch. The test split is not seen here.
     """
     set_seed(seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=make_collate(pad_id),
-                        generator=torch.Generator().manual_seed(seed))
+    work_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   fused=accelerator.device.type == "cuda")
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    n_batches_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_batches_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw_model = accelerator.unwrap_model(model)
 
-    result, best_score, best_state, since_best = TrainResult(), None, None, 0
-    step, train_time, seen = 0, 0.0, 0
+    st = {"epoch": 1, "batches_done": 0, "epoch_done": False, "step": 0, "seen": 0, "train_time": 0.0,
+          "sums": {}, "history": [], "best_score": None, "selected_epoch": 0, "since_best": 0,
+          "stopped_early": False, "log_bytes": 0}
+    last = checkpoint.latest(work_dir)
+    if last is not None:
+        st = checkpoint.load(last, raw_model, optimizer, scheduler)
+        print(f"  {desc}: resuming from {last.name} (epoch {st['epoch']}, step {st['step']})", flush=True)
+    log_path = work_dir / "train_log.jsonl"
+    with open(log_path, "a", encoding="utf-8") as fh:
+        fh.truncate(st["log_bytes"])  # lines written after the checkpoint belong to the lost run
+
+    def save_checkpoint(log):
+        log.flush()
+        st["log_bytes"] = log.tell()
+        st["wall_time"] = wall_before + time.perf_counter() - start
+        folder = work_dir / f"checkpoint-{st['step']:08d}"
+        checkpoint.save(folder, raw_model, optimizer, scheduler, st)
+        checkpoint.prune(work_dir, folder)
+        faults.maybe(f"{desc}:checkpoint:{st['step']}")
+
+    result = TrainResult()
     progress = _progress(total_steps, desc)
     start = time.perf_counter()
-    with open(log_path, "a", encoding="utf-8") as log:
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            sums = {}  # running sums of loss parts on the device: one host sync per log line
-            n_batches, t0 = 0, time.perf_counter()
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    loss, parts = loss_fn(model, batch)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for k, v in {"loss": loss, **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float()
-                n_batches += 1
-                seen += batch["labels"].shape[0]
-                if accelerator.sync_gradients:
-                    step += 1
-                    if step % cfg.log_every == 0 or step == total_steps:
-                        means = {k: round(float(v) / n_batches, 6) for k, v in sums.items()}
-                        rate = seen / (train_time + time.perf_counter() - t0)
-                        line = {"step": step, "epoch": epoch, **means, "lr": scheduler.get_last_lr()[0],
-                                "samples_per_s": round(rate, 2)}
-                        log.write(json.dumps(line) + "\n")
-                        info = f"loss {means['loss']:.4f}  {rate:.1f} samples/s"
-                        if progress:
-                            progress.update(progress.task_ids[0], completed=step, info=info)
-                        else:
-                            print(f"  {desc} epoch {epoch} step {step}/{total_steps}  {info}", flush=True)
-            train_time += time.perf_counter() - t0
-
-            val = evaluate(model, val_set, cfg.eval_batch_size, accelerator, pad_id)
-            val_metrics = classification_metrics(val_set.labels, val["logits"], label_names)
-            entry = {"epoch": epoch, "train_loss": float(sums["ce"]) / n_batches,
-                     "train_total_loss": float(sums["loss"]) / n_batches, "val_loss": val["loss"],
-                     "val_accuracy": val_metrics["accuracy"], "val_macro_f1": val_metrics["macro_f1"]}
-            for k in sums:
-                if k not in ("loss", "ce"):
-                    entry[f"train_{k}"] = float(sums[k]) / n_batches
-            result.history.append(entry)
-            log.write(json.dumps({"validation": entry}) + "\n")
-            log.flush()
-            score = val["loss"] if cfg.select_metric == "loss" else val_metrics[cfg.select_metric]
-            line = (f"  {desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
-                    f"val acc {val_metrics['accuracy']:.4f}  val macro-F1 {val_metrics['macro_f1']:.4f}")
-            (progress.console.print if progress else print)(line)
-            if _is_better(score, best_score, cfg.select_metric):
-                best_score, since_best, result.selected_epoch = score, 0, epoch
-                result.selected_val_logits = val["logits"]
-                best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            else:
-                since_best += 1
-                if cfg.patience and since_best >= cfg.patience:
-                    result.stopped_early = epoch < cfg.epochs
-                    break
+    wall_before = st.get("wall_time", 0.0)  # training time spent by interrupted runs of this stage
+    with open(log_path, "a", encoding="utf-8") as log, _StopRequests() as stop:
+        while st["epoch"] <= cfg.epochs and not st["stopped_early"]:
+            epoch = st["epoch"]
+            if not st["epoch_done"]:
+                _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, optimizer, scheduler,
+                             st, log, stop, desc, total_steps, progress, save_checkpoint)
+                _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir)
+                st["epoch_done"] = True
+                save_checkpoint(log)
+            st.update(epoch=epoch + 1, batches_done=0, epoch_done=False, sums={})
     if progress:
         progress.stop()
-    accelerator.unwrap_model(model).load_state_dict(best_state)
-    result.wall_time_s = time.perf_counter() - start
-    result.samples_per_s = seen / train_time if train_time else 0.0
+    result.selected_val_logits = _load_best(work_dir, raw_model)
+    result.history, result.selected_epoch = st["history"], st["selected_epoch"]
+    result.stopped_early = st["stopped_early"]
+    result.wall_time_s = wall_before + time.perf_counter() - start
+    result.samples_per_s = st["seen"] / st["train_time"] if st["train_time"] else 0.0
     return result
+
+
+def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, optimizer, scheduler, st, log, stop,
+                 desc, total_steps, progress, save_checkpoint) -> None:
+    """One epoch from st["batches_done"] on: forward, loss, backward, step — and checkpoints."""
+    epoch = st["epoch"]
+    batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch)
+    loader = accelerator.prepare_data_loader(
+        DataLoader(train_set, batch_sampler=batches[st["batches_done"]:], collate_fn=make_collate(pad_id)))
+    sums = {k: torch.tensor(v, dtype=torch.float32, device=accelerator.device) for k, v in st["sums"].items()}
+    model.train()
+    t0 = time.perf_counter()
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss, parts = loss_fn(model, batch)
+            if faults.maybe(f"{desc}:nan:{st['step'] + 1}"):
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                raise UserError(f"stage {desc}: the loss became {float(loss)} at step {st['step'] + 1} (epoch {epoch}); "
+                                "training stopped and the last good checkpoint is kept. Lower the learning rate or "
+                                "use train.precision: fp32, then run again")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        for k, v in {"loss": loss, **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
+        st["batches_done"] += 1
+        st["seen"] += batch["labels"].shape[0]
+        if not accelerator.sync_gradients:
+            continue
+        st["step"] += 1
+        faults.maybe(f"{desc}:step:{st['step']}")
+        if st["step"] % cfg.log_every == 0 or st["step"] == total_steps:
+            means = {k: round(float(v) / st["batches_done"], 6) for k, v in sums.items()}
+            rate = st["seen"] / (st["train_time"] + time.perf_counter() - t0)
+            log.write(json.dumps({"step": st["step"], "epoch": epoch, **means, "lr": scheduler.get_last_lr()[0],
+                                  "samples_per_s": round(rate, 2)}) + "\n")
+            info = f"loss {means['loss']:.4f}  {rate:.1f} samples/s"
+            if progress:
+                progress.update(progress.task_ids[0], completed=st["step"], info=info)
+            else:
+                print(f"  {desc} epoch {epoch} step {st['step']}/{total_steps}  {info}", flush=True)
+        checkpoint_now = cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0
+        if checkpoint_now or stop.signal:
+            st["train_time"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            st["sums"] = {k: float(v) for k, v in sums.items()}
+            save_checkpoint(log)
+            if stop.signal:
+                raise Interrupted(f"{stop.signal} received: stage {desc} stopped after step {st['step']} "
+                                  f"with a checkpoint; run the same command again to resume")
+    st["train_time"] += time.perf_counter() - t0
+    st["sums"] = {k: float(v) for k, v in sums.items()}
+
+
+def _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir) -> None:
+    """Validation after an epoch: history entry, best-epoch bookkeeping, early stopping."""
+    epoch, n = st["epoch"], st["batches_done"]
+    sums = st["sums"]
+    val = evaluate(model, val_set, cfg.eval_batch_size, accelerator, pad_id)
+    val_metrics = classification_metrics(val_set.labels, val["logits"], label_names)
+    entry = {"epoch": epoch, "train_loss": sums["ce"] / n, "train_total_loss": sums["loss"] / n,
+             "val_loss": val["loss"], "val_accuracy": val_metrics["accuracy"], "val_macro_f1": val_metrics["macro_f1"]}
+    for k in sums:
+        if k not in ("loss", "ce"):
+            entry[f"train_{k}"] = sums[k] / n
+    st["history"].append(entry)
+    log.write(json.dumps({"validation": entry}) + "\n")
+    score = val["loss"] if cfg.select_metric == "loss" else val_metrics[cfg.select_metric]
+    line = (f"  {desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
+            f"val acc {val_metrics['accuracy']:.4f}  val macro-F1 {val_metrics['macro_f1']:.4f}")
+    (progress.console.print if progress else print)(line)
+    faults.maybe(f"{desc}:validated:{epoch}")
+    if _is_better(score, st["best_score"], cfg.select_metric):
+        st.update(best_score=score, since_best=0, selected_epoch=epoch)
+        _save_best(work_dir, accelerator.unwrap_model(model), val["logits"])
+    else:
+        st["since_best"] += 1
+        if cfg.patience and st["since_best"] >= cfg.patience:
+            st["stopped_early"] = epoch < cfg.epochs

