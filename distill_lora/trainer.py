@@ -71,7 +71,9 @@ def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator,
     fp32 even when training used bf16/fp16, so the recorded numbers can be reproduced by plain inference.
     """
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id))
+    # a private generator: iterating a DataLoader otherwise draws a seed from the global RNG (dropout's)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id),
+                        generator=torch.Generator())
     logits, cls = [], []
     for batch in loader:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -235,7 +237,8 @@ def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, opti
     epoch = st["epoch"]
     batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch)
     loader = accelerator.prepare_data_loader(
-        DataLoader(train_set, batch_sampler=batches[st["batches_done"]:], collate_fn=make_collate(pad_id)))
+        DataLoader(train_set, batch_sampler=batches[st["batches_done"]:], collate_fn=make_collate(pad_id),
+                   generator=torch.Generator()))  # private: keeps the global RNG (dropout) as a resumed run expects
     sums = {k: torch.tensor(v, dtype=torch.float32, device=accelerator.device) for k, v in st["sums"].items()}
     model.train()
     t0 = time.perf_counter()
