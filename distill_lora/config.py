@@ -283,6 +283,10 @@ def read_yaml(ref: str) -> dict:
         raw = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"config file '{path}' cannot be read: {e.strerror}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
