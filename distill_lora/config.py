@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
     select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
+    length_buckets: bool = _f(True, "batch texts of similar length together (less padding); the order stays seeded")
     checkpoint_every: int = _f(500, "optimiser steps between checkpoints (0 = only at the end of each epoch)")
     tune_threshold: bool = _f(False, "after training, pick the p(positive) cut that maximises validation macro-F1; "
                                      "saved as decision.json and reported beside the 0.5 cut")
@@ -118,6 +119,7 @@ class ReportConfig:
 class Config:
     seed: int = _f(0, "training seed: initialisation, dropout and data order")
     seeds: list = _f([], "training seeds that compare runs (empty: just seed); students of seed s distil teacher s")
+    fast: bool = _f(False, "speed preset: every stage's batch size x4 and learning rate x2 (square-root scaling)")
     output_dir: str = _f("runs/default", "run folder (relative to the current directory)")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the data set"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the teacher"})
@@ -127,8 +129,12 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "statistics of the report"})
 
     def stage_train(self, section: str) -> TrainConfig:
-        """The global train block with a stage's overrides applied."""
-        return dataclasses.replace(self.train, **getattr(self, section).train)
+        """The global train block with a stage's overrides applied (and the fast preset, when on)."""
+        t = dataclasses.replace(self.train, **getattr(self, section).train)
+        if self.fast:
+            t = dataclasses.replace(t, batch_size=4 * t.batch_size, lr=2 * t.lr,
+                                    eval_batch_size=max(t.eval_batch_size, 4 * t.batch_size))
+        return t
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

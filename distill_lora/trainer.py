@@ -147,10 +147,26 @@ class _StopRequests:
         return False
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The shuffled batches of one epoch: a function of (seed, epoch) only, so a resumed run sees the same order."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+BUCKET_BATCHES = 50  # batches per length bucket: enough to group similar lengths, few enough to stay random
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None) -> list[list[int]]:
+    """The shuffled batches of one epoch: a function of (seed, epoch) only, so a resumed run sees the same order.
+
+    With `lengths`, examples are bucketed: the shuffled order is cut into chunks of BUCKET_BATCHES batches,
+    each chunk is sorted by length and cut into batches, and the batches are shuffled. Padding then
+    wastes little compute, and every example still comes exactly once per epoch.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    if lengths is None:
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    chunk = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, n, chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 def _save_best(work_dir: Path, model, val_logits) -> None:
@@ -235,7 +251,8 @@ def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, opti
                  desc, total_steps, progress, save_checkpoint) -> None:
     """One epoch from st["batches_done"] on: forward, loss, backward, step — and checkpoints."""
     epoch = st["epoch"]
-    batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch)
+    lengths = [len(ids) for ids in train_set.input_ids] if cfg.length_buckets else None
+    batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch, lengths)
     loader = accelerator.prepare_data_loader(
         DataLoader(train_set, batch_sampler=batches[st["batches_done"]:], collate_fn=make_collate(pad_id),
                    generator=torch.Generator()))  # private: keeps the global RNG (dropout) as a resumed run expects

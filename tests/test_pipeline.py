@@ -215,3 +215,26 @@ def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):
     assert len(rows) == 1 + 2 * len(STAGES)
     report = (out / "report.md").read_text()
     assert "mean ± sample std over 2 seeds" in report and " ± " in report.split("| Majority")[0]
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_epoch_batches_cover_every_example_once_in_a_seeded_order(bucketed):
+    lengths = [(i * 37) % 61 + 1 for i in range(1003)] if bucketed else None
+    batches = trainer.epoch_batches(1003, 16, seed=3, epoch=2, lengths=lengths)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1003))
+    assert batches == trainer.epoch_batches(1003, 16, seed=3, epoch=2, lengths=lengths)
+    assert batches != trainer.epoch_batches(1003, 16, seed=3, epoch=3, lengths=lengths)
+    assert batches != trainer.epoch_batches(1003, 16, seed=4, epoch=2, lengths=lengths)
+    if bucketed:  # bucketing cuts padding: the longest text of a batch is close to its shortest
+        def padded(bs):
+            return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+        plain = trainer.epoch_batches(1003, 16, seed=3, epoch=2)
+        assert padded(batches) < 0.8 * padded(plain)
+
+
+def test_fast_preset_scales_batch_and_lr():
+    cfg = load_config("default", ["fast=true"])
+    t = cfg.stage_train("teacher")
+    assert (t.batch_size, t.lr) == (128, 1e-4)
+    assert cfg.stage_train("lora").lr == 1e-3
