@@ -70,7 +70,7 @@ def train_teacher(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, o
 
 
 @app.command()
-def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, or 1-based layers like 1,4,7"),
+def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, first[:k], last[:k], distilbert, or 1-based layers like 1,4,7"),
             config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
             seed: Optional[int] = SeedOpt):
     """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if needed)."""
@@ -92,11 +92,15 @@ def lora(model: str = typer.Option("all", "--model", "-m", help="lora-student, l
 @app.command()
 def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
             seed: Optional[int] = SeedOpt,
-            seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)")):
+            seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)"),
+            students: Optional[str] = typer.Option(None, "--students",
+                                                   help="student strategies, e.g. odd,even,first,last (overrides distill.layers)")):
     """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
     overrides = list(set_ or [])
     if seeds is not None:
         overrides.append(f"seeds=[{seeds}]")
+    if students is not None:
+        overrides.append(f"distill.layers=[{students}]")
     _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
 
 

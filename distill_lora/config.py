@@ -84,7 +84,7 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    layers: list = _f(["odd", "even"], "students that compare trains: odd, even, or a list of 1-based layers")
+    layers: list = _f(["odd", "even"], "students that compare trains: odd, even, first[:k], last[:k], distilbert, or a list of 1-based layers")
     temperature: float = _f(2.0, "softmax temperature T of the KL term")
     w_ce: float = _f(1 / 3, "weight of cross-entropy with the true labels")
     w_kl: float = _f(1 / 3, "weight of T²·KL(teacher ‖ student)")

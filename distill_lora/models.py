@@ -9,24 +9,50 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from .config import LoraConfig, UserError
 from .sources import hub_unreachable_message, require_hub, resolve
 
-LAYER_PRESETS = ("odd", "even")
+LAYER_PRESETS = ("odd", "even", "first", "last", "distilbert")
 _LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+_HELP = "use odd, even, first[:k], last[:k], distilbert, or 1-based layer numbers like 1,4,7"
 
 
 # ---------------------------------------------------------------- layer maps
 
+def preset_layers(name: str, depth: int, k: int | None = None) -> list[int]:
+    """1-based teacher layers of a named strategy; k = student depth (default half the teacher's).
+
+    odd {1,3,5,…}, even {2,4,6,…}, first {1..k}, last {depth-k+1..depth}, distilbert: every other
+    layer from the bottom for half the student and from the top for the rest ({1,3,5,8,10,12} of 12,
+    as DistilBERT initialised its student).
+    """
+    k = depth // 2 if k is None else k
+    if name == "odd":
+        return list(range(1, depth + 1, 2))
+    if name == "even":
+        return list(range(2, depth + 1, 2))
+    if name == "first":
+        return list(range(1, k + 1))
+    if name == "last":
+        return list(range(depth - k + 1, depth + 1))
+    bottom = [1 + 2 * i for i in range((k + 1) // 2)]
+    top = [depth - 2 * i for i in range(k // 2)]
+    return sorted(set(bottom + top))
+
+
 def resolve_layers(spec, depth: int) -> list[int]:
-    """'odd' | 'even' | '1,4,7' | [1, 4, 7] → 1-based teacher layers, checked against the depth."""
-    if isinstance(spec, str) and spec.strip().lower() in LAYER_PRESETS:
-        start = 1 if spec.strip().lower() == "odd" else 2
-        return list(range(start, depth + 1, 2))
+    """A strategy name ('odd', 'last:4', …), '1,4,7' or [1, 4, 7] → 1-based teacher layers, checked."""
     if isinstance(spec, str):
-        try:
-            spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
-        except ValueError:
-            raise UserError(f"layers '{spec}': use odd, even, or comma-separated 1-based layer numbers like 1,4,7") from None
+        name, _, k = spec.strip().lower().partition(":")
+        if name in LAYER_PRESETS:
+            if k and (not k.isdigit() or not 1 <= int(k) < depth) or (k and name in ("odd", "even")):
+                raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1} "
+                                "(first and last only)")
+            spec = preset_layers(name, depth, int(k) if k else None)
+        else:
+            try:
+                spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
+            except ValueError:
+                raise UserError(f"layers '{spec}': {_HELP}") from None
     if not isinstance(spec, (list, tuple)) or not spec or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
-        raise UserError(f"layers {spec!r}: use odd, even, or a list of 1-based layer numbers like [1, 4, 7]")
+        raise UserError(f"layers {spec!r}: {_HELP}")
     layers = list(spec)
     bad = [x for x in layers if not 1 <= x <= depth]
     if bad:
@@ -39,9 +65,9 @@ def resolve_layers(spec, depth: int) -> list[int]:
 
 
 def layers_name(layers: list[int], depth: int) -> str:
-    """'odd' / 'even' when the list is that preset, else '1-4-7'."""
+    """The strategy's name when the list is a half-depth preset ('odd', 'first', …), else '1-4-7'."""
     for preset in LAYER_PRESETS:
-        if layers == resolve_layers(preset, depth):
+        if layers == preset_layers(preset, depth):
             return preset
     return "-".join(map(str, layers))
 
@@ -140,10 +166,10 @@ def load_stage_model(stage_dir: Path):
     """Reload a finished stage folder: a plain HF classifier, or a PEFT adapter on its base."""
     stage_dir = Path(stage_dir)
     if not (stage_dir / "adapter_config.json").exists():
-        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True)
+        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True, use_safetensors=True)
     from peft import PeftModel
     base_dir = stage_dir / LORA_BASE_DIR
-    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True)
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True, use_safetensors=True)
     return PeftModel.from_pretrained(base, stage_dir, is_trainable=False)
 
 

@@ -17,6 +17,11 @@ def test_presets_are_one_based():
     assert layers_name([1, 3, 5, 7, 9, 11], 12) == "odd"
     assert layers_name([2, 4, 6, 8, 10, 12], 12) == "even"
     assert layers_name([1, 4, 7], 12) == "1-4-7"
+    assert resolve_layers("first", 12) == [1, 2, 3, 4, 5, 6] and resolve_layers("last", 12) == [7, 8, 9, 10, 11, 12]
+    assert resolve_layers("first:4", 12) == [1, 2, 3, 4] and resolve_layers("last:3", 12) == [10, 11, 12]
+    assert resolve_layers("distilbert", 12) == [1, 3, 5, 8, 10, 12]
+    assert resolve_layers("distilbert", 6) == [1, 3, 6]
+    assert layers_name([7, 8, 9, 10, 11, 12], 12) == "last" and layers_name([1, 3, 5, 8, 10, 12], 12) == "distilbert"
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -24,10 +29,12 @@ def test_presets_are_one_based():
     ("1,3,13", "outside 1..12"),
     ("3,1,5", "strictly increasing"),
     ("1,1,5", "strictly increasing"),
-    ("one,two", "comma-separated"),
-    ([], "list of 1-based"),
+    ("one,two", "odd, even, first"),
+    ([], "1-based layer numbers"),
     (list(range(1, 13)), "must be shallower"),
-    ("middle", "comma-separated"),
+    ("middle", "odd, even, first"),
+    ("first:12", "student depth after ':'"),
+    ("odd:3", "student depth after ':'"),
 ])
 def test_invalid_layer_lists_rejected(spec, message):
     with pytest.raises(UserError, match=message):
@@ -38,7 +45,7 @@ def _layer(model, i):
     return dict(model.bert.encoder.layer[i].named_parameters())
 
 
-@pytest.mark.parametrize("spec", ["odd", "even", "1,4,7,12"])
+@pytest.mark.parametrize("spec", ["odd", "even", "1,4,7,12", "first", "last", "distilbert", "last:3"])
 def test_student_layers_are_exact_copies(tiny_bert12, spec):
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
     layers = resolve_layers(spec, 12)

@@ -238,3 +238,13 @@ def test_fast_preset_scales_batch_and_lr():
     t = cfg.stage_train("teacher")
     assert (t.batch_size, t.lr) == (128, 1e-4)
     assert cfg.stage_train("lora").lr == 1e-3
+
+
+def test_compare_students_option(tiny_bert6, tiny_data, tmp_path):
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}, lora={"models": []}))
+    r = runner.invoke(app, ["compare", "--config", cfg, "--students", "first,last"])
+    assert r.exit_code == 0, r.output
+    seed = tmp_path / "run" / "seed-0"
+    assert json.loads((seed / "student-first" / "metrics.json").read_text())["teacher_layers"] == [1, 2, 3]
+    assert json.loads((seed / "student-last" / "metrics.json").read_text())["teacher_layers"] == [4, 5, 6]
+    assert not (seed / "student-odd").exists()
