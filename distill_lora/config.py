@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
     select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, more time")
     length_buckets: bool = _f(True, "batch texts of similar length together (less padding); the order stays seeded")
     checkpoint_every: int = _f(500, "optimiser steps between checkpoints (0 = only at the end of each epoch)")
     tune_threshold: bool = _f(False, "after training, pick the p(positive) cut that maximises validation macro-F1; "
@@ -103,7 +104,10 @@ class LoraConfig:
     r: int = _f(8, "LoRA rank")
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
     dropout: float = _f(0.1, "dropout on the LoRA path")
-    target_modules: list = _f(["query", "value"], "linear layers that get adapters")
+    target_modules: list = _f(["query", "value"], "linear layers that get adapters; [all-linear] = every encoder "
+                                                  "linear layer (the classifier head is trained in full, not wrapped)")
+    use_rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r")
+    use_dora: bool = _f(False, "DoRA: weight-decomposed low-rank adaptation")
     train: dict = _f({"lr": 5e-4}, "overrides of the global train block for this stage")
 
 

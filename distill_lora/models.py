@@ -148,14 +148,26 @@ def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model
 # ---------------------------------------------------------------- LoRA
 
 def add_lora(model, cfg: LoraConfig):
-    """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable and saved."""
+    """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable (fully) and saved.
+
+    target_modules ["all-linear"] means every linear layer of the encoder, never the classifier head
+    (the head is trained in full instead).
+    """
+    import torch
     from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [t for t in cfg.target_modules if t not in names]
-    if missing:
-        raise UserError(f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense")
-    peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha,
-                              lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules))
+    if list(cfg.target_modules) == ["all-linear"]:
+        head = {"classifier", "score"}
+        targets = [n for n, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and n.split(".")[0] not in head]
+    else:
+        names = {n.split(".")[-1] for n, _ in model.named_modules()}
+        missing = [t for t in cfg.target_modules if t not in names]
+        if missing:
+            raise UserError(f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense, "
+                            "or [all-linear]")
+        targets = list(cfg.target_modules)
+    peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                              target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora)
     return get_peft_model(model, peft_cfg)
 
 

@@ -194,6 +194,8 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
     """
     set_seed(seed)
     work_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   fused=accelerator.device.type == "cuda")
     n_batches_epoch = math.ceil(len(train_set) / cfg.batch_size)

@@ -89,3 +89,26 @@ def test_lora_bad_target_module(tiny_bert12):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
     with pytest.raises(UserError, match="not found in the model"):
         add_lora(model, LoraConfig(target_modules=["q_proj"]))
+
+
+def test_lora_all_linear_leaves_the_head_unwrapped(tiny_bert12):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert12, num_labels=2)
+    peft_model = add_lora(model, LoraConfig(target_modules=["all-linear"], use_rslora=True))
+    names = [n for n, _ in peft_model.named_parameters()]
+    assert not any("classifier" in n and "lora_" in n for n in names)
+    for part in ("query", "key", "value", "attention.output.dense", "intermediate.dense"):
+        assert any(part in n and "lora_A" in n for n in names), part
+    assert any("classifier" in n and p.requires_grad for n, p in peft_model.named_parameters())
+    assert peft_model.peft_config["default"].use_rslora
+
+
+def test_lora_dora_and_gradient_checkpointing_train(tiny_bert6, tiny_data, tmp_path):
+    from typer.testing import CliRunner
+    from conftest import tiny_config
+    from distill_lora.cli import app
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "gradient_checkpointing": True},
+                      lora={"use_dora": True, "models": ["lora-teacher"]})
+    r = CliRunner().invoke(app, ["lora", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    cfg_json = (tmp_path / "run" / "seed-0" / "lora-teacher" / "adapter_config.json").read_text()
+    assert '"use_dora": true' in cfg_json
