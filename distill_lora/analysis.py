@@ -32,6 +32,47 @@ def runs_of(result: dict, stage: str) -> list[dict]:
     return [result["per_seed"][str(s)][stage] for s in result["seeds"]]
 
 
+ENSEMBLES = (("student-odd", "student-even"), ("student-odd", "student-even", "lora-student"))
+
+
+def add_ensembles(result: dict) -> dict:
+    """A copy of `result` with probability-averaged ensembles of trained models as extra rows.
+
+    Members' test probabilities of class 1 are averaged per seed; the ensemble predicts class 1 at
+    mean ≥ 0.5. Its cost is the sum of its members' (it runs them all).
+    """
+    from .metrics import metrics_from_predictions
+    labels = np.asarray(result["test_labels"])
+    per_seed = {seed: dict(stages) for seed, stages in result["per_seed"].items()}
+    for members in ENSEMBLES:
+        if not all(m in stages for stages in per_seed.values() for m in members):
+            continue
+        stage = "ensemble-" + "+".join(m.replace("student-", "") for m in members)
+        for seed, stages in per_seed.items():
+            runs = [stages[m] for m in members]
+            prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
+            pred = (prob >= 0.5).astype(int)
+            latency = [r.get("inference", {}).get("latency_ms_batch1") for r in runs]
+            through = [r.get("inference", {}).get("throughput_batch64") for r in runs]
+            stages[stage] = {
+                "stage": stage, "model_type": f"Ensemble: {' + '.join(members)} (mean probability)",
+                "ensemble_of": list(members), "depth": sum(r["depth"] for r in runs),
+                "total_params": sum(r["total_params"] for r in runs),
+                "trainable_params": sum(r["trainable_params"] for r in runs),
+                "weights_bytes": sum(r.get("weights_bytes") or 0 for r in runs),
+                "test": metrics_from_predictions(labels, pred, prob, result["label_names"]),
+                "validation_history": [], "selected_epoch": None, "train_loss": None, "train_total_loss": None,
+                "wall_time_s": sum(r["wall_time_s"] for r in runs), "samples_per_s": None,
+                "peak_memory_bytes": max(r.get("peak_memory_bytes", 0) for r in runs),
+                "peak_memory_kind": runs[0].get("peak_memory_kind"), "device": runs[0].get("device"),
+                "predictions": {"pred": pred.tolist(), "prob_positive": prob.tolist()},
+            }
+            if None not in latency and None not in through:
+                stages[stage]["inference"] = {"latency_ms_batch1": sum(latency),
+                                              "throughput_batch64": 1 / sum(1 / t for t in through)}
+    return {**result, "per_seed": per_seed}
+
+
 def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
     """Per model: mean/std over seeds of every test metric, bootstrap CIs, costs."""
     labels = np.asarray(result["test_labels"])
@@ -132,6 +173,8 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
         name = _name(summary, stage)
         for seed, r in zip(result["seeds"], runs_of(result, stage)):
             losses = [h["val_loss"] for h in r["validation_history"]]
+            if not losses:  # an ensemble: it was not trained
+                continue
             best = int(np.argmin(losses))
             if best < len(losses) - 1 and losses[-1] > losses[best] * 1.05:
                 found.append(f"{name}, seed {seed}: validation loss rose from {losses[best]:.4f} (epoch {best + 1}) "
@@ -144,8 +187,8 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
         if ece is not None and ece > 0.1:
             found.append(f"{name} is poorly calibrated (expected calibration error {ece:.3f}): "
                          "its probabilities should not be read as confidence.")
-        if all(r["selected_epoch"] == len(r["validation_history"]) for r in runs_of(result, stage)) \
-                and len(runs_of(result, stage)[0]["validation_history"]) > 1:
+        if len(runs_of(result, stage)[0]["validation_history"]) > 1 and \
+                all(r["selected_epoch"] == len(r["validation_history"]) for r in runs_of(result, stage)):
             found.append(f"{name}: the last epoch was the best in every seed: more epochs may help.")
     if "teacher" in summary:
         for stage in summary:

@@ -31,8 +31,8 @@ def _save(fig, folder: Path, name: str) -> str:
 
 
 def loss_curves(result: dict, folder: Path) -> str:
-    """Per model: training CE and validation loss per epoch, one line per seed."""
-    stages = stage_ids(result)
+    """Per trained model: training CE and validation loss per epoch, one line per seed."""
+    stages = [s for s in stage_ids(result) if runs_of(result, s)[0]["validation_history"]]
     fig, axes = _grid(len(stages))
     for ax, stage in zip(axes, stages):
         for seed, r in zip(result["seeds"], runs_of(result, stage)):

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .analysis import analysis_lines, compare_pairs, runs_of, stage_ids, summarise
+from .analysis import add_ensembles, analysis_lines, compare_pairs, runs_of, stage_ids, summarise
 from .plots import draw_all
 from .runs import atomic_write_json, atomic_write_text
 
@@ -231,7 +231,7 @@ def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_se
                  alpha: float = 0.05) -> tuple[Path, dict]:
     """report.md, results.csv and plots/ from a results.json-shaped dict; returns (report path, summary)."""
     output_dir = Path(output_dir)
-    result = results["comparison"]
+    result = add_ensembles(results["comparison"])
     summary = summarise(result, resamples, boot_seed)
     pairs = compare_pairs(result, alpha)
     tmp = Path(tempfile.mkdtemp(prefix=".plots.tmp-", dir=output_dir))

@@ -75,7 +75,8 @@ def test_every_row_and_section(built):
     assert md.index("| Model Type | Layers |") < md.index("## Full results")  # the assignment's table first
     assert "± " in md and "[95% CI]" in md
     assert "LoRA makes training cheap, not the model smaller" in md
-    assert (out / "results.csv").read_text().count("\n") == 1 + 3 * len(ACCURACY)
+    assert "ensemble-odd+even" in md and "ensemble-odd+even+lora-student" in md
+    assert (out / "results.csv").read_text().count("\n") == 1 + 3 * (len(ACCURACY) + 2)
 
 
 def test_plots_are_png(built):
@@ -124,3 +125,16 @@ def test_report_command_rebuilds_from_results_json(results, tmp_path):
     assert (tmp_path / "report.md").exists() and len(list((tmp_path / "plots").glob("*.png"))) == 5
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "run compare first" in missing.output and "Traceback" not in missing.output
+
+
+def test_ensemble_is_the_mean_of_its_members(results):
+    from distill_lora.analysis import add_ensembles
+    with_ens = add_ensembles(results["comparison"])
+    for seed, stages in with_ens["per_seed"].items():
+        ens = stages["ensemble-odd+even"]
+        odd, even = stages["student-odd"], stages["student-even"]
+        mean = (np.array(odd["predictions"]["prob_positive"]) + np.array(even["predictions"]["prob_positive"])) / 2
+        np.testing.assert_allclose(ens["predictions"]["prob_positive"], mean)
+        assert ens["predictions"]["pred"] == (mean >= 0.5).astype(int).tolist()
+        assert ens["depth"] == 12 and ens["total_params"] == 2 * odd["total_params"]
+    assert "ensemble-odd+even" not in results["comparison"]["per_seed"]["0"]  # the input is not changed
