@@ -156,6 +156,35 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
     _user_errors(action)
 
 
+@app.command()
+def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished compare"),
+             data: str = typer.Option(..., "--data", help="another labelled data set: local folder or Hub id"),
+             name: Optional[str] = typer.Option(None, "--name", help="section name (default: the folder's name)"),
+             text_column: str = typer.Option("text", "--text-column"),
+             label_column: str = typer.Option("label", "--label-column"),
+             label_map: Optional[str] = typer.Option(None, "--label-map", help='JSON, e.g. \'{"hate": 1, "none": 0}\''),
+             split: str = typer.Option("test", "--split", help="train, validation or test"),
+             limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)")):
+    """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
+    import json
+    from pathlib import Path
+    try:
+        _quiet_libraries()
+        try:
+            mapping = json.loads(label_map) if label_map else {}
+        except ValueError:
+            raise UserError(f"--label-map {label_map!r} is not JSON; e.g. '{{\"hate\": 1, \"none\": 0}}'") from None
+        from .evaluate import evaluate_run
+        from .report import write_report
+        results = evaluate_run(Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping,
+                               split, limit)
+        out, _ = write_report(Path(run_dir), results)
+        print(f"report: {out}")
+    except UserError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 # ---------------------------------------------------------------- using the trained models
 
 RunDirArg = typer.Argument(..., help="run folder (with seed-S/ inside), or a stage or export folder itself")

@@ -210,6 +210,24 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], data: dict, r
     return "\n".join(md)
 
 
+def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int, boot_seed: int,
+                          alpha: float) -> str:
+    """Every model of the run on another data set: same metrics, CIs and tests, and the drop from in-domain."""
+    result = add_ensembles(ood["comparison"])
+    summary = summarise(result, resamples, boot_seed)
+    one = len(result["seeds"]) == 1
+    drop = [[stage, f"{in_domain[stage]['macro_f1']['mean']:.4f}", f"{s['macro_f1']['mean']:.4f}",
+             f"{s['macro_f1']['mean'] - in_domain[stage]['macro_f1']['mean']:+.4f}"]
+            for stage, s in summary.items() if stage in in_domain]
+    lines = [f"## Out-of-domain: {name}", "",
+             f"Every model of this run on `{ood['source']}` ({ood['split']} split, {ood['n']} examples, "
+             f"{ood['positive_share']:.1%} positive), evaluated once; nothing was tuned on it.", "",
+             _md_table(*full_rows(summary, one)), "",
+             _md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop), "",
+             _md_table(*pair_rows(compare_pairs(result, alpha), alpha)), ""]
+    return "\n".join(lines)
+
+
 def results_csv(result: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -245,6 +263,8 @@ def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_se
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     md = build_markdown(result, summary, pairs, results["data"], results["run"], alpha, plots)
+    for name, ood in results.get("out_of_domain", {}).items():
+        md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha)
     atomic_write_text(output_dir / "report.md", md)
     atomic_write_text(output_dir / "results.csv", results_csv(result))
     atomic_write_json(output_dir / "analysis.json", {"summary": summary, "pairs": pairs})

@@ -248,3 +248,28 @@ def test_compare_students_option(tiny_bert6, tiny_data, tmp_path):
     assert json.loads((seed / "student-first" / "metrics.json").read_text())["teacher_layers"] == [1, 2, 3]
     assert json.loads((seed / "student-last" / "metrics.json").read_text())["teacher_layers"] == [4, 5, 6]
     assert not (seed / "student-odd").exists()
+
+
+def test_evaluate_on_another_dataset(finished_run, tmp_path):
+    from conftest import tiny_texts, write_jsonl
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["output"], run)
+    other = tmp_path / "other"
+    rows = [{"tweet": r["text"], "y": "hate" if r["label"] else "ok"} for r in tiny_texts(30, 9)]
+    write_jsonl(other / "train.jsonl", rows)
+    write_jsonl(other / "test.jsonl", rows)
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--text-column", "tweet",
+                            "--label-column", "y", "--label-map", '{"hate": 1, "ok": 0}'])
+    assert r.exit_code == 0, r.output
+    results = json.loads((run / "results.json").read_text())
+    ood = results["out_of_domain"]["other"]
+    assert ood["n"] == 30 and ood["comparison"]["test_labels"] == [int(x["y"] == "hate") for x in rows]
+    teacher = ood["comparison"]["per_seed"]["0"]["teacher"]
+    # the scores are the teacher's own predictions on these texts
+    from distill_lora.predict import load_predictor
+    logits = load_predictor(run / "seed-0" / "teacher").logits([x["tweet"] for x in rows])
+    assert teacher["predictions"]["pred"] == logits.argmax(1).tolist()
+    report = (run / "report.md").read_text()
+    assert "## Out-of-domain: other" in report and "Macro-F1 in domain" in report
+    bad = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--label-map", '{"hate": 7}'])
+    assert bad.exit_code == 2 and "class indices" in bad.output

@@ -1,0 +1,61 @@
+"""Out-of-domain evaluation: every model of a run on another labelled data set, same metrics and tests.
+
+The result goes into results.json under "out_of_domain" and the report gains a section for it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig, SplitLimits, UserError
+from .data import load_splits
+from .metrics import classification_metrics, softmax
+from .predict import load_predictor
+from .runs import RunLock, atomic_write_json, read_json
+
+KEEP = ("stage", "model_type", "depth", "total_params", "trainable_params", "train_loss", "train_total_loss",
+        "wall_time_s", "samples_per_s", "validation_history", "selected_epoch", "weights_bytes", "teacher_layers")
+
+
+def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text", label_column: str = "label",
+                 label_map: dict | None = None, split: str = "test", limit: int | None = None) -> dict:
+    """Score every finished stage of every seed of the last compare on one split of another data set."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.exists():
+        raise UserError(f"{results_path} not found; run compare first")
+    results = read_json(results_path)
+    comparison = results["comparison"]
+    data_cfg = DataConfig(source=source, text_column=text_column, label_column=label_column,
+                          label_names=comparison["label_names"], label_map=label_map or {}, null_text="drop",
+                          limit=SplitLimits(**{split: limit}) if limit else SplitLimits())
+    bad = {k: v for k, v in (label_map or {}).items()
+           if not isinstance(v, int) or not 0 <= v < len(comparison["label_names"])}
+    if bad:
+        raise UserError(f"--label-map {bad}: values must be class indices 0..{len(comparison['label_names']) - 1}")
+    if split not in ("train", "validation", "test"):
+        raise UserError(f"--split {split!r}: use train, validation or test")
+    data = load_splits(data_cfg)[split]
+    per_seed = {}
+    for seed in comparison["seeds"]:
+        per_seed[str(seed)] = {}
+        for stage, m in comparison["per_seed"][str(seed)].items():
+            predictor = load_predictor(run_dir / f"seed-{seed}" / stage)
+            logits = predictor.logits(data.texts)
+            probs = softmax(logits)
+            per_seed[str(seed)][stage] = {
+                **{k: m[k] for k in KEEP if k in m},
+                "test": classification_metrics(data.labels, logits, comparison["label_names"]),
+                "predictions": {"pred": logits.argmax(1).tolist(), "prob_positive": probs[:, 1].tolist()},
+            }
+            print(f"[{name}] seed {seed} {stage}: macro-F1 {per_seed[str(seed)][stage]['test']['macro_f1']:.4f}")
+    ood = {"source": source, "split": split, "n": len(data), "positive_share": float(np.mean(data.labels)),
+           "comparison": {**{k: comparison[k] for k in ("seeds", "label_names")}, "test_labels": data.labels,
+                          "per_seed": per_seed}}
+    with RunLock(run_dir):
+        results = read_json(results_path)  # re-read under the lock
+        results.setdefault("out_of_domain", {})[name] = ood
+        atomic_write_json(results_path, results)
+    return results
+
