@@ -48,7 +48,7 @@ def add_ensembles(result: dict) -> dict:
         if not all(m in stages for stages in per_seed.values() for m in members):
             continue
         stage = "ensemble-" + "+".join(m.replace("student-", "") for m in members)
-        for seed, stages in per_seed.items():
+        for stages in per_seed.values():
             runs = [stages[m] for m in members]
             prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
             pred = (prob >= 0.5).astype(int)

@@ -12,13 +12,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def expected_calibration_error(labels, prob_positive, n_bins: int = 15) -> float:
-    """ECE of the predicted class's confidence: Σ_b (|b| / N) · |accuracy(b) − confidence(b)|, equal-width bins."""
+def _confidence_bins(labels, prob_positive, n_bins: int):
+    """Confidence of the predicted class, whether it was right, and its equal-width bin (0..n_bins-1)."""
     labels, p = np.asarray(labels), np.asarray(prob_positive, dtype=np.float64)
     preds = (p >= 0.5).astype(int)
     confidence = np.where(preds == 1, p, 1 - p)
     correct = (preds == labels).astype(float)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    return confidence, correct, np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+
+
+def expected_calibration_error(labels, prob_positive, n_bins: int = 15) -> float:
+    """ECE of the predicted class's confidence: Σ_b (|b| / N) · |accuracy(b) − confidence(b)|, equal-width bins."""
+    confidence, correct, bins = _confidence_bins(labels, prob_positive, n_bins)
     ece = 0.0
     for b in range(n_bins):
         inside = bins == b
@@ -29,11 +34,7 @@ def expected_calibration_error(labels, prob_positive, n_bins: int = 15) -> float
 
 def reliability_bins(labels, prob_positive, n_bins: int = 10) -> dict:
     """Per confidence bin: mean confidence, accuracy and count (for the reliability diagram)."""
-    labels, p = np.asarray(labels), np.asarray(prob_positive, dtype=np.float64)
-    preds = (p >= 0.5).astype(int)
-    confidence = np.where(preds == 1, p, 1 - p)
-    correct = (preds == labels).astype(float)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    confidence, correct, bins = _confidence_bins(labels, prob_positive, n_bins)
     out = {"confidence": [], "accuracy": [], "count": []}
     for b in range(n_bins):
         inside = bins == b
