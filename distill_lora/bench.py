@@ -24,7 +24,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DataCollato
                           TrainerCallback, TrainingArguments)
 
 from . import trainer
-from .config import DistillConfig, LoraConfig, TrainConfig, UserError
+from .config import DistillConfig, LoraConfig, TrainConfig
 from .costs import PeakMemory
 from .data import Encoded, Split, make_collate
 from .losses import cross_entropy, distillation_loss
@@ -35,7 +35,6 @@ SHAPES = {"bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention
           "quick": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU
 STEP_TYPES = ("teacher", "distill", "lora")
-RUNNERS = ("ours", "notebook", "hf_trainer")
 LR = {"teacher": 5e-5, "distill": 5e-5, "lora": LoraConfig().train["lr"], "lora-student": LoraConfig().train["lr"]}
 LABELS = ["not toxic", "toxic"]
 NOTEBOOK_BATCH = 32  # the course notebook's batch size, whatever batch sizes are benchmarked
@@ -83,9 +82,13 @@ def bench_data(max_length: int = 128, seed: int = 0):
     lengths = [min(max_length, max(4, round(rng.gammavariate(2.5, 37 / 2.5)))) for _ in range(12_000)]
     ids = [[101] + [rng.randrange(1000, 30_000) for _ in range(n - 2)] + [102] for n in lengths]
     labels = [int(rng.random() < 0.33) for _ in lengths]
-    from transformers import BertTokenizerFast  # only its pad() is used, by DataCollatorWithPadding
-    tokenizer = BertTokenizerFast(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4})
-    return Pretokenized(ids, labels), tokenizer, f"SYNTHETIC lengths matched to OLID (mean ≈ 37 tokens): no {missing}"
+    return Pretokenized(ids, labels), padding_tokenizer(), f"SYNTHETIC lengths matched to OLID (mean ≈ 37 tokens): no {missing}"
+
+
+def padding_tokenizer():
+    """A tokenizer for DataCollatorWithPadding when there is no real one: only its pad() is used (pad id 0)."""
+    from transformers import BertTokenizerFast
+    return BertTokenizerFast(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4})
 
 
 def make_teacher(shape: str, vocab_size: int = 30_522, seed: int = 0):
@@ -156,7 +159,7 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0) -> d
         loss_fn = cached_distill_loss(teacher, data, accelerator, pad_id) if step_type == "distill" else ce_step
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), memory:
             result = trainer.train(model, data, val, loss_fn, cfg, seed=0, label_names=LABELS, pad_id=pad_id,
-                                   log_path=Path(tmp) / "log.jsonl", desc=step_type, accelerator=accelerator)
+                                   work_dir=Path(tmp), desc=step_type, accelerator=accelerator)
         # drop accelerate's autocast wrapper, so that the next prepare() does not wrap forward twice
         return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result
 
@@ -207,8 +210,7 @@ def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=N
     teacher.to("cpu")
     del model, optimizer
     _free()
-    timed = pool.subset(steps * batch_size, seed=3)  # the same pool: tokens/s uses its mean length
-    return _measurement("notebook", step_type, batch_size, steps * batch_size / elapsed, timed, memory, "fp32", flops)
+    return _measurement("notebook", step_type, batch_size, steps * batch_size / elapsed, data, memory, "fp32", flops)
 
 
 class StepClock(TrainerCallback):
@@ -257,7 +259,8 @@ def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenize
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
                                  learning_rate=LR[step_type], bf16=bf16, report_to="none", eval_strategy="no",
-                                 save_strategy="no", disable_tqdm=True, label_names=["labels"], seed=0)
+                                 save_strategy="no", disable_tqdm=True, label_names=["labels"], seed=0,
+                                 dataloader_pin_memory=torch.cuda.is_available())
         kw = dict(model=model, args=args, train_dataset=items, data_collator=DataCollatorWithPadding(tokenizer),
                   callbacks=[clock])
         live_teacher = teacher.to(args.device).eval() if step_type == "distill" else None
@@ -326,6 +329,10 @@ def add_ratios_and_mfu(results: list[dict], device_name: str) -> str:
     return f"MFU n/a: no peak bf16 FLOPs known for {device_name} (known: {', '.join(PEAK_BF16_FLOPS)})"
 
 
+def _ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -342,15 +349,14 @@ def print_report(report: dict) -> None:
                         f"{report['steps']} timed steps after {report['warmup_steps']} warm-up")
     for col in ("Step type", "Batch", "Runner", "Precision", "samples/s", "real tokens/s", "× notebook",
                 "× HF Trainer", "Peak memory", "MFU"):
-        table.add_column(col, justify="left" if col in ("Step type", "Runner", "Precision") else "right")
-    ratio = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
+        table.add_column(col, justify="left" if col in ("Step type", "Runner", "Precision") else "right", no_wrap=True)
     previous = None
     for r in report["results"]:
         if previous and r["step_type"] != previous:
             table.add_section()
         previous = r["step_type"]
         table.add_row(r["step_type"], str(r["batch_size"]), r["runner"], r["precision"], f"{r['samples_per_s']:.1f}",
-                      f"{r['tokens_per_s']:,.0f}", ratio(r["vs_notebook"]), ratio(r["vs_hf_trainer"]),
+                      f"{r['tokens_per_s']:,.0f}", _ratio(r["vs_notebook"]), _ratio(r["vs_hf_trainer"]),
                       _gib(r["peak_memory_bytes"]), "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}")
     console.print(table)
     d = report["data"]
@@ -359,7 +365,8 @@ def print_report(report: dict) -> None:
         console.print(f"note: {note}")
     p = report["projection"]
     proj = Table(title=f"Projected wall time of the default experiment ({p['experiment']['train']:,} training examples, "
-                       f"{p['experiment']['epochs']} epochs per stage, our trainer at batch {p['batch_size']})")
+                       f"{p['experiment']['epochs']} epochs per stage) from our trainer at batch {p['batch_size']}, "
+                       f"{report['shape']['name']} model")
     for col in ("Stage", "Training", "Evaluation", "Total"):
         proj.add_column(col, justify="left" if col == "Stage" else "right")
     for stage, r in p["stages"].items():
@@ -406,16 +413,17 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
     projection = {**project_default_experiment(train_rates, eval_rates), "batch_size": projection_batch,
                   "eval_samples_per_s": eval_rates}
     mfu_note = add_ratios_and_mfu(results, device_name)
-    notes = [f"notebook = course-notebook loop, always at batch {NOTEBOOK_BATCH}; × notebook compares with it, "
-             "× HF Trainer with the HF Trainer at the same batch size",
-             "distill: our trainer reads teacher logits cached once; notebook and HF Trainer run the teacher on every batch",
-             "lora-student row: our trainer only, measured for the projection (6-layer LoRA on the pretrained teacher's cut)",
-             "projection: validation after each epoch and test once per stage at the measured trainer.evaluate rate "
-             f"(batch {EVAL_BATCH}; LoRA models at their base depth's rate), plus one teacher-logits pass over the "
-             f"training split; test split assumed as large as validation ({EXPERIMENT['test']:,}); excludes model "
-             "loading, saving and the per-stage inference-speed probe"]
+    depth = len(student_layers(teacher))
+    notes = [f"notebook: the course loop, always at batch {NOTEBOOK_BATCH}; × HF Trainer compares at the same batch size",
+             "distill: our trainer reads teacher logits cached once; notebook and HF Trainer run the teacher every batch",
+             f"lora-student: our trainer only, measured for the projection ({depth}-layer LoRA)",
+             f"projection: + validation each epoch and test once per stage, and one teacher-logits pass over the "
+             f"training split, at the measured trainer.evaluate rate of the stage's depth (batch {EVAL_BATCH}); test "
+             f"split assumed as large as validation; model loading, saving and the speed probe not counted"]
+    if quick:
+        notes.append("--quick: the projection uses the small model's rates; run without --quick for bert-base")
     if device.type == "cpu":
-        notes.append("peak memory on CPU: process RSS sampled during the measurement (includes the whole process)")
+        notes.append("peak memory on CPU: process RSS sampled during each measurement (the whole process)")
     return {"device": device_name, "device_type": device.type,
             "shape": {"name": shape, **SHAPES[shape], "student_layers": student_layers(teacher)},
             "quick": quick, "batch_sizes": batch_sizes, "steps": steps, "warmup_steps": warmup,

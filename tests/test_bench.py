@@ -1,0 +1,114 @@
+"""The training-speed benchmark: the CLI end to end on a tiny shape, the cached-teacher loss, each baseline.
+
+No timed assertions: this machine's timings are noise; only the plumbing and the loss are checked.
+"""
+import json
+import math
+import random
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+from typer.testing import CliRunner
+
+from distill_lora import bench, trainer
+from distill_lora.cli import app
+from distill_lora.config import DistillConfig
+from distill_lora.data import make_collate
+from distill_lora.losses import distillation_loss
+
+TINY_SHAPE = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=2, intermediate_size=48)
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads wait on each other and steps run ~20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_teacher(vocab_size: int = 100):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, num_labels=2, max_position_embeddings=64, **TINY_SHAPE)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_pool(n: int = 64, vocab_size: int = 100) -> bench.Pretokenized:
+    rng = random.Random(0)
+    ids = [[2] + [rng.randrange(5, vocab_size) for _ in range(rng.randint(1, 20))] + [3] for _ in range(n)]
+    return bench.Pretokenized(ids, [rng.randrange(2) for _ in range(n)])
+
+
+def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypatch):
+    # the real --quick shape takes about a minute; a tiny shape checks the same code paths in seconds
+    monkeypatch.setitem(bench.SHAPES, "quick", TINY_SHAPE)
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--quick", "--steps", "1", "--batch-sizes", "4,8", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["device"] and report["device"] in result.output
+    rows = {(r["step_type"], r["runner"], r["batch_size"]): r for r in report["results"]}
+    for step_type in bench.STEP_TYPES:
+        assert rows[(step_type, "notebook", bench.NOTEBOOK_BATCH)]["samples_per_s"] > 0
+        for bs in (4, 8):
+            for runner_name in ("ours", "hf_trainer"):
+                r = rows[(step_type, runner_name, bs)]
+                assert r["samples_per_s"] > 0 and r["tokens_per_s"] > r["samples_per_s"], r
+                assert r["peak_memory_bytes"] > 0 and r["vs_notebook"] > 0 and r["vs_hf_trainer"] > 0
+                assert r["mfu"] is None  # CPU: no peak-FLOPs figure
+    assert rows[("lora-student", "ours", 4)]["samples_per_s"] > 0  # measured for the projection
+    projection = report["projection"]
+    assert projection["batch_size"] == 4 and set(projection["stages"]) >= {
+        "teacher", "student-odd", "student-even", "lora-student", "lora-teacher"}
+    assert projection["compile_warmup_s"] == 0 and 0 < projection["total_s"] < math.inf
+    assert "MFU n/a: CPU" in report["mfu_note"] and "Projected wall time" in result.output
+    assert report["shape"]["student_layers"] == [1, 3]
+
+
+def test_bench_bad_options_are_one_line_errors(tmp_path):
+    for args, message in ((["--batch-sizes", "32,x"], "--batch-sizes"), (["--steps", "0"], "--steps"),
+                          (["--output", str(tmp_path / "missing" / "b.json")], "--output")):
+        result = runner.invoke(app, ["bench", "--quick", *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert result.output.lstrip().startswith("error:")
+
+
+def test_cached_teacher_logits_give_the_live_teacher_loss():
+    teacher, pool = tiny_teacher(), tiny_pool(40)
+    torch.nn.init.normal_(teacher.classifier.weight, std=1.0)  # logits far enough from 0 for KL and cosine to matter
+    student = bench.make_student(teacher, bench.student_layers(teacher)).eval()  # dropout off: same forward twice
+    accelerator = trainer.make_accelerator("fp32")
+    cached_loss_fn = bench.cached_distill_loss(teacher, pool, accelerator, pad_id=0)  # one pass, batch 64
+    batch = make_collate(0)([pool[i] for i in (3, 8, 11, 17, 30, 39)])  # padded to this batch's own width
+    with torch.no_grad():
+        cached, cached_parts = cached_loss_fn(student, batch)
+        teacher_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    k = DistillConfig()
+    live, live_parts = distillation_loss(student_logits, teacher_logits, batch["labels"], temperature=k.temperature,
+                                         w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos)
+    assert float(cached) == pytest.approx(float(live), abs=1e-6)
+    for key in ("ce", "kl", "cos"):
+        assert float(cached_parts[key]) == pytest.approx(float(live_parts[key]), abs=1e-6)
+    assert float(live_parts["kl"]) > 1e-6  # the student differs from the teacher: the comparison means something
+
+
+@pytest.mark.parametrize("step_type", bench.STEP_TYPES)
+def test_notebook_and_hf_trainer_baselines_report_sane_numbers(step_type):
+    teacher, pool = tiny_teacher(), tiny_pool()
+    notebook = bench.run_notebook(step_type, teacher, pool, steps=2, warmup=1, batch_size=4)
+    hf = bench.run_hf_trainer(step_type, teacher, pool, batch_size=4, steps=2, warmup=1,
+                              tokenizer=bench.padding_tokenizer())
+    for m, runner_name in ((notebook, "notebook"), (hf, "hf_trainer")):
+        assert m["runner"] == runner_name and m["step_type"] == step_type and m["batch_size"] == 4
+        assert 0 < m["samples_per_s"] < 1e6 and math.isfinite(m["samples_per_s"])
+        assert m["tokens_per_s"] == pytest.approx(m["samples_per_s"] * pool.subset(12, seed=3).mean_tokens)
+        assert m["peak_memory_bytes"] > 0 and m["precision"] == "fp32"  # CPU: no bf16
+        assert m["flops_per_token"] > 0
+    assert next(teacher.parameters()).device.type == "cpu"  # the shared teacher goes back where it was
+    if step_type == "distill":  # a live teacher forward counts 2N on top of the student's 6N
+        assert notebook["flops_per_token"] > bench.flops_per_token(bench.model_to_train("distill", teacher), False)
