@@ -212,7 +212,7 @@ def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):
     t1 = json.loads((out / "seed-1" / "teacher" / "metrics.json").read_text())
     assert t0["validation_history"] != t1["validation_history"]  # the seed changes training
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * len(STAGES)
+    assert len(rows) == 1 + 2 * (len(STAGES) + 2)  # + the two ensembles of each seed
     report = (out / "report.md").read_text()
     assert "mean ± sample std over 2 seeds" in report and " ± " in report.split("| Majority")[0]
 
