@@ -189,9 +189,3 @@ def parameter_counts(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total_params": total, "trainable_params": trainable}
-
-
-def save_label_info(model, label_names: list[str]) -> None:
-    model.config.id2label = dict(enumerate(label_names))
-    model.config.label2id = {n: i for i, n in enumerate(label_names)}
-
