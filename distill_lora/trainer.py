@@ -185,8 +185,12 @@ def _load_best(work_dir: Path, model):
 
 
 def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig, *, seed: int,
-          label_names: list[str], pad_id: int, work_dir: Path, desc: str, accelerator: Accelerator) -> TrainResult:
+          label_names: list[str], pad_id: int, work_dir: Path, desc: str, accelerator: Accelerator,
+          on_validated=None) -> TrainResult:
     """Train, validate after every epoch, keep the epoch with the best validation score.
+
+    on_validated(history_entry) is called after each epoch's validation (the sweep's pruner listens here);
+    it may raise to stop training.
 
     Checkpoints go to work_dir (every cfg.checkpoint_every steps and at each epoch end); if one is there,
     training resumes from it and ends exactly as an uninterrupted run would. The model ends holding the
@@ -238,6 +242,8 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
                 _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir)
                 st["epoch_done"] = True
                 save_checkpoint(log)
+                if on_validated is not None:
+                    on_validated(st["history"][-1])
             st.update(epoch=epoch + 1, batches_done=0, epoch_done=False, sums={})
     if progress:
         progress.stop()
