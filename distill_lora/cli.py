@@ -1,6 +1,7 @@
 """Command line: parsing only. Every command loads the config, then hands over to pipeline."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import List, Optional
 
@@ -31,8 +32,11 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
         from .trainer import Interrupted
         if lora_model not in ("all", "lora-student", "lora-teacher"):
             raise UserError(f"--model {lora_model!r}: use lora-student, lora-teacher or all")
+        from . import distributed
+        distributed.init()  # started by torchrun / accelerate launch: join the other processes
         ctx = pipeline.prepare(cfg, layer_specs)
-        with RunLock(ctx.output_dir):
+        # one writer per run folder: in a data-parallel run the main process holds the lock for all
+        with RunLock(ctx.output_dir) if distributed.is_main() else contextlib.nullcontext():
             try:
                 return action(pipeline, ctx)
             except Interrupted as e:

@@ -14,8 +14,8 @@ import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from . import faults, trainer
-from .config import Config, DistillConfig, config_hash
+from . import distributed, faults, trainer
+from .config import Config, DistillConfig, UserError, config_hash
 from .data import Encoded, Splits, load_splits, overlap_summary
 from .losses import cross_entropy, distillation_loss
 from .costs import PeakMemory, inference_speed, weights_size_bytes
@@ -24,6 +24,12 @@ from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classi
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
                    remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done)
+
+
+def say(*args) -> None:
+    """print, by the main process only (the others run the same stages in a data-parallel run)."""
+    if distributed.is_main():
+        print(*args, flush=True)
 
 
 @dataclass
@@ -59,7 +65,7 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     resolve_layers(cfg.lora.student_layers, depth)
     encoded = {s: Encoded(splits[s], tokenizer, cfg.data.max_length) for s in ("train", "validation", "test")}
     for note in splits.notes:
-        print(f"data: {note}")
+        say(f"data: {note}")
     output_dir = Path(cfg.output_dir).resolve()
     check_writable(output_dir)
     return Context(cfg, splits, tokenizer, encoded, output_dir, depth)
@@ -131,36 +137,47 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     """
     final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
     work = final.with_name(f".{stage_id}.work")  # checkpoints of an unfinished run of this stage
+    main = distributed.is_main()  # with several processes, only the main one writes
     if stage_is_done(final, chash):
-        shutil.rmtree(work, ignore_errors=True)
-        print(f"[{stage_id}] reusing finished stage in {final}")
+        distributed.barrier()  # every process has seen DONE before anything is removed
+        if main:
+            shutil.rmtree(work, ignore_errors=True)
+        say(f"[{stage_id}] reusing finished stage in {final}")
         return read_json(final / "metrics.json")
-    if final.exists():
-        print(f"[{stage_id}] config changed since {final} was made: training it again")
-    remove_stale_temporaries(final)
-    if work.exists() and read_json_or_none(work / "stage.json", {}).get("config_hash") != chash:
-        print(f"[{stage_id}] discarding the unfinished run in {work}: it was made with another config")
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(work / "stage.json", {"config_hash": chash})
+    if main:
+        if final.exists():
+            say(f"[{stage_id}] config changed since {final} was made: training it again")
+        remove_stale_temporaries(final)
+        if work.exists() and read_json_or_none(work / "stage.json", {}).get("config_hash") != chash:
+            say(f"[{stage_id}] discarding the unfinished run in {work}: it was made with another config")
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(work / "stage.json", {"config_hash": chash})
+    distributed.barrier()
     tcfg = ctx.cfg.stage_train(section)
-    accelerator = trainer.make_accelerator(tcfg.precision, tcfg.grad_accum)
+    accelerator = trainer.make_accelerator(tcfg.precision)
+    if tcfg.batch_size < accelerator.num_processes:
+        raise UserError(f"{section}: batch_size {tcfg.batch_size} is smaller than the {accelerator.num_processes} "
+                        "processes; the batch size is the global batch: raise it or start fewer processes")
     set_seed(ctx.cfg.seed)
     model, loss_fn, save_extra = build()
     label_names = ctx.cfg.data.label_names
-    print(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
-          f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
+    say(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
+        f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
     with PeakMemory(accelerator.device) as memory:
         result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
                                seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
                                work_dir=work, desc=stage_id, accelerator=accelerator)
+    # without accelerate's autocast wrapper: the test pass below and the saved model are the plain fp32 model
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    # the one and only pass over the test split for this model, after the epoch was chosen (all processes
+    # take part); in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it
+    test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id, mixed=False)
+    if not main:
+        distributed.barrier()  # the main process writes the stage folder
+        return read_json(final / "metrics.json")
     with stage_folder(final, chash) as tmp:
         shutil.copyfile(work / "train_log.jsonl", tmp / "train_log.jsonl")
-        model = accelerator.unwrap_model(model)
-        # the one and only pass over the test split for this model, after the epoch was chosen
-        # in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it exactly
-        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id,
-                                mixed=False)
         threshold = None
         if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
             threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
@@ -183,6 +200,7 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "depth": depth_of(model),
             **parameter_counts(model),
             "device": trainer.device_name(accelerator),
+            "processes": accelerator.num_processes,
             "precision": trainer.mixed_precision_for(tcfg.precision),
             "config_hash": chash,
             **(extra or {}),
@@ -201,8 +219,9 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
         atomic_write_json(tmp / "metrics.json", metrics)
     faults.maybe(f"{stage_id}:done")
     shutil.rmtree(work, ignore_errors=True)
+    distributed.barrier()
     t = metrics["test"]
-    print(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
+    say(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
           f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")
     return metrics
 
@@ -235,6 +254,7 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict
     path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
     if path.exists():
         return load_file(path)
+    distributed.barrier()  # every process has looked before the main one writes
     accelerator = trainer.make_accelerator(ctx.cfg.stage_train("teacher").precision)
     teacher.to(accelerator.device)
     out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
@@ -242,17 +262,19 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict
     tensors = {"logits": torch.from_numpy(out["logits"]).contiguous()}
     if cls_layers:
         tensors["cls"] = out["cls"].contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-    save_file(tensors, tmp)
-    os.replace(tmp, path)
+    if distributed.is_main():  # every process has the gathered targets; one writes them
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    distributed.barrier()
     return tensors
 
 
 def run_student(ctx: Context, spec) -> dict:
     """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
     if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"), teacher_hash(ctx)):
-        print("[teacher] no finished teacher for this config: fine-tuning it first")
+        say("[teacher] no finished teacher for this config: fine-tuning it first")
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
     layers = resolve_layers(spec, ctx.teacher_depth)
     stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
@@ -312,7 +334,7 @@ def run_compare(ctx: Context) -> dict:
     seeds = ctx.cfg.seeds or [ctx.cfg.seed]
     per_seed = {}
     for seed in seeds:
-        print(f"=== seed {seed} ===")
+        say(f"=== seed {seed} ===")
         stages = run_seed(ctx.for_seed(seed))
         # paired test predictions go with the metrics: the report's McNemar tests and CIs need them
         per_seed[str(seed)] = {st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)}
@@ -330,7 +352,8 @@ def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
 
 
 def write_run_files(ctx: Context, device: str) -> None:
-    atomic_write_json(ctx.output_dir / "run.json", provenance(device, ctx.splits.fingerprint))
+    if distributed.is_main():
+        atomic_write_json(ctx.output_dir / "run.json", provenance(device, ctx.splits.fingerprint))
 
 
 def gather_results(output_dir: Path) -> dict:
@@ -372,6 +395,8 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
     from .report import print_table, write_report
     device = _device()
+    if not distributed.is_main():
+        return result
     write_run_files(ctx, device)
     results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
                "all_stages": gather_results(ctx.output_dir)}
@@ -379,5 +404,5 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     r = ctx.cfg.report
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
     print_table(result, summary)
-    print(f"report: {report}")
+    say(f"report: {report}")
     return result

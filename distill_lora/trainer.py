@@ -6,6 +6,7 @@ which is what the report's "Training Loss" column shows for every model.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
-from . import checkpoint, faults
+from . import checkpoint, distributed, faults
 from .config import TrainConfig, UserError
 from .data import Encoded, make_collate
 from .metrics import classification_metrics
@@ -33,23 +34,24 @@ from .metrics import classification_metrics
 def mixed_precision_for(precision: str) -> str:
     """accelerate's mixed_precision for our precision setting, on this machine."""
     if precision == "auto":
-        if torch.cuda.is_available():
+        if not distributed.use_cpu():
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "no"
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
-def make_accelerator(precision: str = "auto", grad_accum: int = 1) -> Accelerator:
+def make_accelerator(precision: str = "auto") -> Accelerator:
+    """An Accelerator for one stage. Gradient accumulation and data sharding are done by train() itself."""
     # accelerate keeps process-wide singletons; each stage may want its own precision
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision_for(precision), gradient_accumulation_steps=grad_accum)
+    return Accelerator(mixed_precision=mixed_precision_for(precision), cpu=distributed.use_cpu())
 
 
 def device_name(accelerator: Accelerator) -> str:
-    if accelerator.device.type == "cuda":
-        return torch.cuda.get_device_name(accelerator.device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    name = (torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda"
+            else f"cpu ({torch.get_num_threads()} threads)")
+    return name if accelerator.num_processes == 1 else f"{accelerator.num_processes} processes × {name}"
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -71,18 +73,21 @@ def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator,
     fp32 even when training used bf16/fp16, so the recorded numbers can be reproduced by plain inference.
     """
     model.eval()
-    # a private generator: iterating a DataLoader otherwise draws a seed from the global RNG (dropout's)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id),
-                        generator=torch.Generator())
+    # a private generator: iterating a DataLoader otherwise draws a seed from the global RNG (dropout's).
+    # With several processes each evaluates every n-th batch; gather_for_metrics puts them back in order
+    # and drops the examples repeated to even out the last round.
+    loader = accelerator.prepare_data_loader(
+        DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id),
+                   generator=torch.Generator()))
     logits, cls = [], []
     for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast() if mixed else contextlib.nullcontext():
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         output_hidden_states=cls_layers is not None)
-        logits.append(out.logits.float().cpu())
+        logits.append(accelerator.gather_for_metrics(out.logits.float()).cpu())
         if cls_layers is not None:
-            cls.append(torch.stack([out.hidden_states[i][:, 0].float().cpu() for i in cls_layers], dim=1))
+            states = torch.stack([out.hidden_states[i][:, 0].float() for i in cls_layers], dim=1)
+            cls.append(accelerator.gather_for_metrics(states).cpu())
     logits = torch.cat(logits)
     labels = torch.tensor(dataset.labels)
     result = {"logits": logits.numpy(), "loss": float(torch.nn.functional.cross_entropy(logits, labels))}
@@ -170,11 +175,13 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[
 
 
 def _save_best(work_dir: Path, model, val_logits) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
-    tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
-    save_file(state, tmp)
-    os.replace(tmp, work_dir / "best.safetensors")
+    if distributed.is_main():
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
+        tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
+        save_file(state, tmp)
+        os.replace(tmp, work_dir / "best.safetensors")
+    distributed.barrier()
 
 
 def _load_best(work_dir: Path, model):
@@ -194,9 +201,11 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
 
     Checkpoints go to work_dir (every cfg.checkpoint_every steps and at each epoch end); if one is there,
     training resumes from it and ends exactly as an uninterrupted run would. The model ends holding the
-    weights of the selected epoch. The test split is not seen here.
+    weights of the selected epoch. The test split is not seen here. Started by torchrun / accelerate launch,
+    every process runs this; only the main one writes.
     """
     set_seed(seed)
+    main = distributed.is_main()
     work_dir.mkdir(parents=True, exist_ok=True)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -206,34 +215,41 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
     steps_per_epoch = math.ceil(n_batches_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler stays unprepared: accelerate would step it once per process (it assumes per-process batches)
+    model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
-    st = {"epoch": 1, "batches_done": 0, "epoch_done": False, "step": 0, "seen": 0, "train_time": 0.0,
-          "sums": {}, "history": [], "best_score": None, "selected_epoch": 0, "since_best": 0,
+    st = {"epoch": 1, "batches_done": 0, "examples_done": 0, "epoch_done": False, "step": 0, "seen": 0,
+          "train_time": 0.0, "sums": {}, "history": [], "best_score": None, "selected_epoch": 0, "since_best": 0,
           "stopped_early": False, "log_bytes": 0}
     last = checkpoint.latest(work_dir)
     if last is not None:
         st = checkpoint.load(last, raw_model, optimizer, scheduler)
-        print(f"  {desc}: resuming from {last.name} (epoch {st['epoch']}, step {st['step']})", flush=True)
+        if main:
+            print(f"  {desc}: resuming from {last.name} (epoch {st['epoch']}, step {st['step']})", flush=True)
     log_path = work_dir / "train_log.jsonl"
-    with open(log_path, "a", encoding="utf-8") as fh:
-        fh.truncate(st["log_bytes"])  # lines written after the checkpoint belong to the lost run
+    if main:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.truncate(st["log_bytes"])  # lines written after the checkpoint belong to the lost run
 
     def save_checkpoint(log):
         log.flush()
         st["log_bytes"] = log.tell()
         st["wall_time"] = wall_before + time.perf_counter() - start
         folder = work_dir / f"checkpoint-{st['step']:08d}"
-        checkpoint.save(folder, raw_model, optimizer, scheduler, st)
-        checkpoint.prune(work_dir, folder)
+        if main:
+            checkpoint.save(folder, raw_model, optimizer, scheduler, st)
+            checkpoint.prune(work_dir, folder)
+        distributed.barrier()
         faults.maybe(f"{desc}:checkpoint:{st['step']}")
 
     result = TrainResult()
-    progress = _progress(total_steps, desc)
+    progress = _progress(total_steps, desc) if main else None
     start = time.perf_counter()
     wall_before = st.get("wall_time", 0.0)  # training time spent by interrupted runs of this stage
-    with open(log_path, "a", encoding="utf-8") as log, _StopRequests() as stop:
+    # only the main process writes the step log; the others write into memory
+    log_file = open(log_path, "a", encoding="utf-8") if main else io.StringIO()
+    with log_file as log, _StopRequests() as stop:
         while st["epoch"] <= cfg.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             if not st["epoch_done"]:
@@ -244,7 +260,7 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
                 save_checkpoint(log)
                 if on_validated is not None:
                     on_validated(st["history"][-1])
-            st.update(epoch=epoch + 1, batches_done=0, epoch_done=False, sums={})
+            st.update(epoch=epoch + 1, batches_done=0, examples_done=0, epoch_done=False, sums={})
     if progress:
         progress.stop()
     result.selected_val_logits = _load_best(work_dir, raw_model)
@@ -257,65 +273,99 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
 
 def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, optimizer, scheduler, st, log, stop,
                  desc, total_steps, progress, save_checkpoint) -> None:
-    """One epoch from st["batches_done"] on: forward, loss, backward, step — and checkpoints."""
+    """One epoch from st["batches_done"] on: forward, loss, backward, step — and checkpoints.
+
+    Gradient accumulation is done here rather than by accelerate, so that a last, shorter group of
+    batches is averaged over its own size and the step/epoch bookkeeping stays in one place.
+    """
     epoch = st["epoch"]
     lengths = [len(ids) for ids in train_set.input_ids] if cfg.length_buckets else None
-    batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch, lengths)
-    loader = accelerator.prepare_data_loader(
-        DataLoader(train_set, batch_sampler=batches[st["batches_done"]:], collate_fn=make_collate(pad_id),
-                   generator=torch.Generator()))  # private: keeps the global RNG (dropout) as a resumed run expects
-    sums = {k: torch.tensor(v, dtype=torch.float32, device=accelerator.device) for k, v in st["sums"].items()}
+    batches = epoch_batches(len(train_set), cfg.batch_size, seed, epoch, lengths)  # global batches
+    n_batches = len(batches)
+    shards = [distributed.shard(b, accelerator.process_index, accelerator.num_processes)
+              for b in batches[st["batches_done"]:]]
+    loader = DataLoader(train_set, batch_sampler=[part for part, _ in shards], collate_fn=make_collate(pad_id),
+                        pin_memory=accelerator.device.type == "cuda",
+                        generator=torch.Generator())  # private: keeps the global RNG (dropout) as a resumed run expects
+    def restore_sums():
+        """Per-example loss sums of this epoch: the checkpoint's totals go to the main process, the others
+        start from 0 (float32 tensors, as in an uninterrupted run, so a resumed run adds up identically)."""
+        keep = distributed.is_main()
+        return {k: torch.tensor(v if keep else 0.0, dtype=torch.float32, device=accelerator.device)
+                for k, v in st["sums"].items()}
+
+    def global_sums():
+        """Sums of each loss part over the examples of this epoch so far, over all processes."""
+        keys = sorted(sums)
+        if not keys:
+            return {}
+        local = torch.stack([sums[k] for k in keys])
+        total = accelerator.reduce(local, "sum") if accelerator.num_processes > 1 else local
+        return {k: float(v) for k, v in zip(keys, total)}
+
+    sums = restore_sums()
+
     model.train()
     t0 = time.perf_counter()
-    for batch in loader:
-        with accelerator.accumulate(model):
-            loss, parts = loss_fn(model, batch)
+    for (part, weight), batch in zip(shards, loader):
+        b = st["batches_done"]
+        group_start = b - b % cfg.grad_accum
+        group_size = min(cfg.grad_accum, n_batches - group_start)
+        sync = b + 1 == group_start + group_size  # last batch of an accumulation group: step the optimiser
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            loss, parts = loss_fn(model, batch)  # the prepared model's forward runs under autocast already
             if faults.maybe(f"{desc}:nan:{st['step'] + 1}"):
                 loss = loss * float("nan")
-            if not torch.isfinite(loss):
+            bad, stopping = distributed.any_flag([not bool(torch.isfinite(loss)), False], accelerator.device)
+            if bad:
                 raise UserError(f"stage {desc}: the loss became {float(loss)} at step {st['step'] + 1} (epoch {epoch}); "
                                 "training stopped and the last good checkpoint is kept. Lower the learning rate or "
                                 "use train.precision: fp32, then run again")
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss * (weight / group_size))
+        n_real = len(part) if weight else 0
         for k, v in {"loss": loss, **parts}.items():
-            sums[k] = sums.get(k, 0.0) + v.detach().float()
+            sums[k] = sums.get(k, 0.0) + v.detach().float() * n_real
         st["batches_done"] += 1
-        st["seen"] += batch["labels"].shape[0]
-        if not accelerator.sync_gradients:
+        st["examples_done"] += len(batches[b])
+        st["seen"] += len(batches[b])
+        if not sync:
             continue
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         st["step"] += 1
         faults.maybe(f"{desc}:step:{st['step']}")
         if st["step"] % cfg.log_every == 0 or st["step"] == total_steps:
-            means = {k: round(float(v) / st["batches_done"], 6) for k, v in sums.items()}
+            means = {k: round(v / st["examples_done"], 6) for k, v in global_sums().items()}
             rate = st["seen"] / (st["train_time"] + time.perf_counter() - t0)
             log.write(json.dumps({"step": st["step"], "epoch": epoch, **means, "lr": scheduler.get_last_lr()[0],
                                   "samples_per_s": round(rate, 2)}) + "\n")
             info = f"loss {means['loss']:.4f}  {rate:.1f} samples/s"
             if progress:
                 progress.update(progress.task_ids[0], completed=st["step"], info=info)
-            else:
+            elif distributed.is_main():
                 print(f"  {desc} epoch {epoch} step {st['step']}/{total_steps}  {info}", flush=True)
-        checkpoint_now = cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0
-        if checkpoint_now or stop.signal:
+        stopping = distributed.any_flag([stop.signal is not None], accelerator.device)[0] \
+            if accelerator.num_processes > 1 else stop.signal is not None
+        if (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0) or stopping:
             st["train_time"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            st["sums"] = {k: float(v) for k, v in sums.items()}
+            st["sums"] = global_sums()
+            sums = restore_sums()
             save_checkpoint(log)
-            if stop.signal:
-                raise Interrupted(f"{stop.signal} received: stage {desc} stopped after step {st['step']} "
-                                  f"with a checkpoint; run the same command again to resume")
+            if stopping:
+                raise Interrupted(f"{stop.signal or 'a stop signal'} received: stage {desc} stopped after step "
+                                  f"{st['step']} with a checkpoint; run the same command again to resume")
     st["train_time"] += time.perf_counter() - t0
-    st["sums"] = {k: float(v) for k, v in sums.items()}
+    st["sums"] = global_sums()
 
 
 def _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir) -> None:
     """Validation after an epoch: history entry, best-epoch bookkeeping, early stopping."""
-    epoch, n = st["epoch"], st["batches_done"]
+    epoch, n = st["epoch"], st["examples_done"]
     sums = st["sums"]
     val = evaluate(model, val_set, cfg.eval_batch_size, accelerator, pad_id)
     val_metrics = classification_metrics(val_set.labels, val["logits"], label_names)
@@ -329,7 +379,8 @@ def _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, de
     score = val["loss"] if cfg.select_metric == "loss" else val_metrics[cfg.select_metric]
     line = (f"  {desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
             f"val acc {val_metrics['accuracy']:.4f}  val macro-F1 {val_metrics['macro_f1']:.4f}")
-    (progress.console.print if progress else print)(line)
+    if distributed.is_main():
+        (progress.console.print if progress else print)(line)
     faults.maybe(f"{desc}:validated:{epoch}")
     if _is_better(score, st["best_score"], cfg.select_metric):
         st.update(best_score=score, since_best=0, selected_epoch=epoch)

@@ -37,7 +37,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def build_tiny_bert(folder: Path, layers: int, seed: int = 0) -> Path:
+def build_tiny_bert(folder: Path, layers: int, seed: int = 0, dropout: float = 0.1) -> Path:
     """A random BERT classifier backbone + WordPiece tokenizer saved as a Hugging Face folder."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -47,7 +47,8 @@ def build_tiny_bert(folder: Path, layers: int, seed: int = 0) -> Path:
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=64, type_vocab_size=2)
+                        intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     model = BertForSequenceClassification(config)
     model.save_pretrained(folder)
     return folder

@@ -16,6 +16,7 @@ from distill_lora.data import Encoded, load_splits
 from distill_lora.models import LORA_BASE_DIR, load_stage_model
 
 STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
+INT8 = ["teacher-int8", "student-odd-int8", "student-even-int8"]  # report.quantize_int8 rows (tests/test_quantize.py)
 runner = CliRunner()
 
 
@@ -39,7 +40,7 @@ def test_compare_writes_every_stage(finished_run):
     assert "LoRA makes training cheap, not the model smaller" in report
     assert "Model Type" in finished_run["stdout"] and "Majority class" in finished_run["stdout"]
     results = json.loads((out / "results.json").read_text())
-    assert sorted(results["all_stages"]["seed-0"]) == sorted(STAGES)
+    assert sorted(results["all_stages"]["seed-0"]) == sorted(STAGES + INT8)
     assert results["comparison"]["per_seed"]["0"]["teacher"]["test"]["n"] == 40
     run = json.loads((out / "run.json").read_text())
     assert run["versions"]["torch"] and run["data_files"]
@@ -92,7 +93,7 @@ def test_second_compare_reuses_and_changed_config_reruns(finished_run, tmp_path)
     done_before = {s: (out / "seed-0" / s / "DONE").stat().st_mtime_ns for s in STAGES}
     again = runner.invoke(app, ["compare", "--config", cfg, "-o", str(out)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("reusing finished stage") == 5
+    assert again.output.count("reusing finished stage") == len(STAGES + INT8)
     assert {s: (out / "seed-0" / s / "DONE").stat().st_mtime_ns for s in STAGES} == done_before
     changed = runner.invoke(app, ["compare", "--config", cfg, "-o", str(out), "--set", "distill.temperature=4"])
     assert changed.exit_code == 0, changed.output
@@ -148,7 +149,7 @@ def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_da
     cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 2}))
     r = runner.invoke(app, ["compare", "--config", cfg])
     assert r.exit_code == 0, r.output
-    assert seen["test_evals"] == 5  # one per model, nothing else touched the test split
+    assert seen["test_evals"] == 5 + 3  # one per model (and per int8 row), nothing else touched the test split
     assert seen["train_evals"] == 1  # teacher logits on train: computed once, shared by both students
 
     finetuned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed-0" / "teacher").state_dict()
@@ -199,6 +200,15 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
                            cls_layers=[2, 4, 6])
     torch.testing.assert_close(tensors["logits"], torch.from_numpy(out["logits"]))
     torch.testing.assert_close(tensors["cls"], out["cls"])
+    # another teacher config is another cache key: its targets are computed anew, the old file is not reused
+    r = runner.invoke(app, ["distill", "--layers", "even", "--config", cfg, "--set", "distill.w_hidden=0.5",
+                            "--set", "teacher.train.lr=3e-3"])
+    assert r.exit_code == 0, r.output
+    (new,) = [c for c in (seed / "cache").glob("*-cls-2-4-6.safetensors") if c != cache]
+    fresh = load_file(new)
+    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0)
+    torch.testing.assert_close(fresh["logits"], torch.from_numpy(out["logits"]))
+    assert not torch.allclose(fresh["logits"], tensors["logits"])
 
 
 def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):
@@ -212,7 +222,7 @@ def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):
     t1 = json.loads((out / "seed-1" / "teacher" / "metrics.json").read_text())
     assert t0["validation_history"] != t1["validation_history"]  # the seed changes training
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * (len(STAGES) + 2)  # + the two ensembles of each seed
+    assert len(rows) == 1 + 2 * (len(STAGES + INT8) + 2)  # + the two ensembles of each seed
     report = (out / "report.md").read_text()
     assert "mean ± sample std over 2 seeds" in report and " ± " in report.split("| Majority")[0]
 
