@@ -109,6 +109,28 @@ def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_
 
 
 @app.command()
+def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
+          seed: Optional[int] = SeedOpt,
+          trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)")):
+    """Hyperparameter search for one stage (sweep: in the config), on validation macro-F1; test once, for the best."""
+    overrides = list(set_ or [])
+    if trials is not None:
+        overrides.append(f"sweep.trials={trials}")
+
+    def check():  # before any data is read: a sweep without a search space has nothing to do
+        from .config import flat_space
+        if not flat_space(load_config(config, overrides, output_dir, seed).sweep.space):
+            from .sweep import NO_SPACE
+            raise UserError(NO_SPACE)
+    _user_errors(check)
+
+    def action(p, ctx):
+        from .sweep import run_sweep
+        return run_sweep(ctx)
+    _run(action, config, overrides, output_dir, seed)
+
+
+@app.command()
 def report(run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
            resamples: int = typer.Option(1000, help="bootstrap resamples"),
            alpha: float = typer.Option(0.05, help="significance level")):

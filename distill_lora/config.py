@@ -117,6 +117,24 @@ class ReportConfig:
     bootstrap_seed: int = _f(0, "seed of the bootstrap")
     alpha: float = _f(0.05, "significance level of the McNemar and seed-paired tests")
     measure_speed: bool = _f(True, "time inference (batch 1 latency, batch 64 throughput) after each stage")
+    quantize_int8: bool = _f(True, "add int8 dynamic quantisation (torch, CPU) of the teacher and each distilled "
+                                   "student as extra rows: size, CPU latency and test quality beside the fp32 model")
+
+
+SWEEP_STAGES = {"distill": "distill", "teacher": "teacher", "lora-student": "lora", "lora-teacher": "lora"}
+SWEEP_SAMPLERS = ("tpe", "grid", "random")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    stage: str = _f("distill", "stage whose hyperparameters the sweep searches: distill, teacher, lora-student or lora-teacher")
+    layers: str | list = _f("odd", "student layers when stage is distill (odd, even, first[:k], last[:k], distilbert, or 1-based layers)")
+    sampler: str = _f("tpe", "tpe (Optuna's Bayesian TPE), grid (every combination of the choices) or random")
+    trials: int = _f(12, "trial budget: finished trials (complete, pruned, or failed on their own), counted over runs of the same study")
+    pruning: bool = _f(True, "stop a trial after an epoch whose validation macro-F1 is below the median of earlier trials")
+    sampler_seed: int = _f(0, "seed of the sampler")
+    space: dict = _f({}, "dotted config key → {low, high[, log][, step]} or {choices: [...]}, "
+                         "e.g. distill.temperature: {low: 1, high: 8, log: true}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA models"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training defaults"})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "statistics of the report"})
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "hyperparameter search (distill-lora sweep)"})
 
     def stage_train(self, section: str) -> TrainConfig:
         """The global train block with a stage's overrides applied (and the fast preset, when on)."""
@@ -189,7 +208,7 @@ def _build(cls, raw, path: str):
 
 
 _DATACLASSES = {c.__name__: c for c in (TrainConfig, SplitLimits, DataConfig, TeacherConfig,
-                                          DistillConfig, LoraConfig, ReportConfig, Config)}
+                                          DistillConfig, LoraConfig, ReportConfig, SweepConfig, Config)}
 
 
 def _validate(cfg: Config) -> None:
@@ -237,6 +256,7 @@ def _validate(cfg: Config) -> None:
     lo = cfg.lora
     if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
         raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
+    _validate_sweep(cfg)
 
 
 def _validate_train(t: TrainConfig, path: str) -> None:
@@ -252,6 +272,115 @@ def _validate_train(t: TrainConfig, path: str) -> None:
     if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_ratio < 1 or t.max_grad_norm < 0 or t.patience < 0:
         raise UserError(f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
                         "max_grad_norm >= 0, patience >= 0")
+
+
+# ---------------------------------------------------------------- the sweep's search space
+
+SPEC_KEYS = ("low", "high", "log", "step", "choices")
+# training settings that are not hyperparameters of the model (or that must stay fixed: the sweep selects on
+# validation macro-F1, so select_metric is not searched either)
+_NOT_SEARCHED = ("select_metric", "log_every", "checkpoint_every", "eval_batch_size", "precision", "tune_threshold",
+                 "gradient_checkpointing")
+
+
+def sweep_keys(stage: str) -> dict[str, str]:
+    """Config keys a sweep of `stage` may search → their type. Only what that stage uses: its own section and
+    train block (not the global train block, which would also change the teacher a student is distilled from)."""
+    section = SWEEP_STAGES[stage]
+    cls = {"teacher": TeacherConfig, "distill": DistillConfig, "lora": LoraConfig}[section]
+    keys = {f"{section}.{f.name}": f.type for f in dataclasses.fields(cls)
+            if f.name not in ("model", "layers", "models", "train")
+            and not (stage == "lora-teacher" and f.name == "student_layers")}
+    keys.update({f"{section}.train.{f.name}": f.type for f in dataclasses.fields(TrainConfig)
+                 if f.name not in _NOT_SEARCHED})
+    return keys
+
+
+def flat_space(space: dict, prefix: str = "") -> dict:
+    """sweep.space with dotted keys: {distill: {temperature: {...}}} (what --set sweep.space.distill.temperature.low=1
+    makes) and {distill.temperature: {...}} mean the same."""
+    flat = {}
+    for key, node in space.items():
+        full = f"{prefix}{key}"
+        if isinstance(node, dict) and node and not any(k in SPEC_KEYS for k in node):
+            flat.update(flat_space(node, full + "."))
+        else:
+            flat[full] = node
+    return flat
+
+
+def config_with(cfg: Config, values: dict) -> Config:
+    """cfg with dotted keys set to values (as --set would), validated; the sweep section is kept as it is."""
+    raw = cfg.to_dict()
+    raw.pop("sweep")  # validated on its own: checking it here again would recurse
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    new = _build(Config, raw, "")
+    _validate(new)
+    return dataclasses.replace(new, sweep=cfg.sweep)
+
+
+def _validate_sweep(cfg: Config) -> None:
+    s = cfg.sweep
+    if s.stage not in SWEEP_STAGES:
+        raise UserError(f"config: 'sweep.stage' must be one of {', '.join(SWEEP_STAGES)}, got {s.stage!r}")
+    if s.sampler not in SWEEP_SAMPLERS:
+        raise UserError(f"config: 'sweep.sampler' must be one of {', '.join(SWEEP_SAMPLERS)}, got {s.sampler!r}")
+    if s.trials < 1:
+        raise UserError(f"config: 'sweep.trials' must be >= 1, got {s.trials}")
+    tunable = sweep_keys(s.stage)
+    space = flat_space(s.space)
+    for key, spec in space.items():
+        where = f"sweep.space.{key}"
+        if key not in tunable:
+            known = [k for k, _, _ in describe()] + [f"{sec}.train.{k}" for sec in ("teacher", "distill", "lora")
+                                                      for k in TRAIN_KEYS]
+            if key not in known:
+                raise UserError(f"config: unknown key '{key}' in sweep.space" + _closest(key, list(tunable)))
+            same = [k for k in tunable if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+            raise UserError(f"config: '{key}' cannot be searched in a sweep of stage {s.stage} (only what that stage "
+                            "uses: its own section and train block)" +
+                            (f"; did you mean '{same[0]}'?" if same else f"; searchable: {', '.join(tunable)}"))
+        if not isinstance(spec, dict) or not spec:
+            raise UserError(f"config: '{where}' must be {{low: .., high: ..}} or {{choices: [..]}}, got {spec!r}")
+        for k in spec:
+            if k not in SPEC_KEYS:
+                raise UserError(f"config: unknown key '{where}.{k}'" + _closest(str(k), list(SPEC_KEYS)))
+        base = tunable[key].replace(" | None", "")
+        if "choices" in spec:
+            choices = spec["choices"]
+            if set(spec) != {"choices"} or not isinstance(choices, list) or not choices:
+                raise UserError(f"config: '{where}' needs either choices (a non-empty list) or low/high, not both")
+            if len({json.dumps(c, sort_keys=True) for c in choices}) != len(choices):
+                raise UserError(f"config: '{where}.choices' has duplicates: {choices}")
+            values = choices
+        else:
+            low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+            if base not in ("int", "float"):
+                raise UserError(f"config: '{where}': {key} is {base}, not a number; list its values as choices: [...]")
+            number = int if base == "int" else (int, float)
+            bounds = [low, high] + ([step] if step is not None else [])
+            if not all(isinstance(v, number) and not isinstance(v, bool) for v in bounds) or not low < high:
+                raise UserError(f"config: '{where}' needs {base} low < high{' (and step)' if step is not None else ''}, "
+                                f"got low={low!r} high={high!r}" + (f" step={step!r}" if step is not None else ""))
+            if not isinstance(log, bool) or log and low <= 0:
+                raise UserError(f"config: '{where}.log' must be true or false, and true needs low > 0")
+            if step is not None and (step <= 0 or log):
+                raise UserError(f"config: '{where}.step' must be > 0 and cannot be combined with log")
+            values = [low, high]
+        for v in values:  # every choice, or both ends of the range, must make a valid config
+            try:
+                config_with(cfg, {key: v})
+            except UserError as e:
+                raise UserError(f"config: '{where}' value {v!r}: {str(e).removeprefix('config: ')}") from None
+    ranged = [k for k, spec in space.items() if "choices" not in spec]
+    if s.sampler == "grid" and ranged:
+        raise UserError(f"config: sweep.sampler grid needs choices: [...] for every key of sweep.space; "
+                        f"{', '.join(ranged)} has low/high (list its values, or use sampler tpe or random)")
 
 
 # ---------------------------------------------------------------- loading

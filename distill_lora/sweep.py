@@ -1,0 +1,339 @@
+"""distill-lora sweep: hyperparameter search for one stage, selected on validation macro-F1 only.
+
+Each trial sets the sampled values in the config and trains the stage with trainer.train: validation after
+every epoch (reported to Optuna, which may prune the trial), never the test split. After the trial budget,
+the best trial's config is trained once more as a normal stage into sweep/best/, and that run is the one and
+only pass over the test split.
+
+OUTPUT_DIR/sweep/
+  study.db                 the Optuna study (SQLite): the same command again continues it
+  trial-NNNN/              params.json and train_log.jsonl of each trial (its checkpoints go when it ends)
+  trials.csv  sweep.md     every trial: state, values, validation macro-F1, epochs run
+  best_config.yaml         the whole config with the best values (loadable with --config)
+  best.json                the best trial and its test metrics
+  best/seed-S/<stage>/     the best config as a normal stage folder (predict, export and serve take it)
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import random
+import shutil
+
+import optuna
+import yaml
+from accelerate.utils import set_seed
+from optuna.trial import TrialState
+
+from . import pipeline, trainer
+from .config import SWEEP_STAGES, UserError, config_hash, config_with, flat_space, sweep_keys
+from .models import add_lora, load_classifier, resolve_layers
+from .runs import atomic_write_json, atomic_write_text, seed_dir, stage_dir, stage_is_done
+
+KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the trial has ended
+
+
+def run_sweep(ctx) -> dict:
+    s, space = ctx.cfg.sweep, flat_space(ctx.cfg.sweep.space)
+    if not space:
+        raise UserError(NO_SPACE)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would ask the study for its own trials
+        raise UserError("sweep runs in one process: start it without torchrun / accelerate launch")
+    layers = resolve_layers(s.layers, ctx.teacher_depth) if s.stage == "distill" else None
+    folder = ctx.output_dir / "sweep"
+    folder.mkdir(parents=True, exist_ok=True)
+    if ctx.cfg.stage_train(SWEEP_STAGES[s.stage]).select_metric != "macro_f1":
+        print("[sweep] note: train.select_metric is not macro_f1: each trial scores the validation macro-F1 "
+              "of the epoch that metric selects")
+    if ctx.cfg.seeds and ctx.cfg.seeds != [ctx.cfg.seed]:
+        print(f"[sweep] note: trials train with seed {ctx.cfg.seed} only (seeds are for compare: run it with "
+              "best_config.yaml to check the best values over seeds)")
+    if s.stage == "distill":  # every trial distils the same fine-tuned teacher: a normal stage, reused when done
+        pipeline.run_teacher(ctx)
+    study, budget = _open_study(ctx, folder, space, layers)
+    while (done := _n_done(study)) < budget:
+        _run_trial(ctx, study, study.ask(), space, layers, folder, f"{done + 1}/{budget}")
+    _write_tables(ctx, study, space, folder, None)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise UserError(f"no trial of the sweep completed (see {folder / 'sweep.md'}); widen or move the search "
+                        "space, e.g. lower learning rates, and run again with a larger --trials")
+    best = study.best_trial  # the argmax of validation macro-F1 over the complete trials
+    values = best.user_attrs["values"]
+    print(f"[sweep] best: trial {best.number}, validation macro-F1 {best.value:.4f}: {_fmt_values(values)}")
+
+    # the best config, trained again as a normal stage: the only evaluation on the test split
+    best_dir = folder / "best"
+    bcfg = config_with(ctx.cfg, {**values, "output_dir": str(best_dir)})
+    bctx = dataclasses.replace(ctx, cfg=bcfg, output_dir=best_dir)
+    atomic_write_text(folder / "best_config.yaml",
+                      f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
+                      f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False))
+    if s.stage == "distill":
+        _share_teacher(ctx, bctx)
+        metrics = pipeline.run_student(bctx, layers)
+    elif s.stage == "teacher":
+        metrics = pipeline.run_teacher(bctx)
+    else:
+        metrics = pipeline.run_lora(bctx, s.stage)
+    pipeline.finish_command(bctx, metrics)
+    val = metrics["validation_history"][metrics["selected_epoch"] - 1]["val_macro_f1"]
+    if abs(val - best.value) > 1e-6:  # the same seed and config: equal on CPU, close on GPU
+        print(f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
+              f"{best.value:.4f}); GPU kernels are not bit-deterministic")
+    result = {"study": study.study_name, "stage": s.stage, "trial": best.number, "values": values,
+              "val_macro_f1": best.value, "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
+              "test": metrics["test"], "selected_epoch": metrics["selected_epoch"],
+              "validation_history": metrics["validation_history"]}
+    atomic_write_json(folder / "best.json", result)
+    _write_tables(ctx, study, space, folder, result)
+    print(f"[sweep] wrote {folder / 'sweep.md'}, trials.csv, best_config.yaml and best.json")
+    return result
+
+
+NO_SPACE = ("sweep: the config has no search space; add one, e.g. 'sweep: {stage: distill, space: "
+            "{distill.temperature: {low: 1, high: 8, log: true}}}' (see the README's Hyperparameter search), "
+            "or --set 'sweep.space={distill.temperature: {low: 1, high: 8, log: true}}'")
+
+
+# ---------------------------------------------------------------- the study
+
+def _open_study(ctx, folder, space: dict, layers):
+    """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
+    s = ctx.cfg.sweep
+    base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir")}
+    name = "sweep-" + config_hash({"stage": s.stage, "layers": layers, "space": space, "config": base,
+                                   "data_files": ctx.splits.fingerprint})
+    storage = f"sqlite:///{folder / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    earlier = optuna.get_all_study_names(storage)
+    if earlier and name not in earlier:
+        print(f"[sweep] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
+              f"starting a new study {name} (the others are kept)")
+    # n_warmup_steps 0: a trial may be pruned after its first epoch (never after its last: see _run_trial)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if s.pruning else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=pruner)
+    # we hold the run lock, so a trial still RUNNING belongs to a process that died or was interrupted
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(_params(t), user_attrs={"resumes": t.number})
+        print(f"[sweep] trial {t.number} was interrupted: queued again (it resumes from its last checkpoint)")
+    n_before = len(study.trials)
+    budget = s.trials
+    if s.sampler == "grid":  # every combination queued once, in a seeded order: a smaller budget is a fair subset
+        keys = list(space)
+        combos = [dict(zip(keys, c)) for c in itertools.product(*[[_encode(v) for v in space[k]["choices"]]
+                                                                  for k in keys])]
+        random.Random(s.sampler_seed).shuffle(combos)
+        queued = {_key(_params(t)) for t in study.trials if t.state != TrialState.FAIL or "error" in t.user_attrs}
+        for params in combos:
+            if _key(params) not in queued:
+                study.enqueue_trial(params)
+        if len(combos) < budget:
+            print(f"[sweep] the grid has {len(combos)} combinations: {len(combos)} trials, not {budget}")
+            budget = len(combos)
+    # seeded by the trials so far: a resumed run must not replay the random draws of the first run
+    seed = s.sampler_seed + n_before
+    study.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.trials // 4)))
+                     if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
+    done = _n_done(study)
+    print(f"[sweep] study {name}: stage {s.stage}" + (f" (layers {s.layers})" if layers else "") +
+          f", sampler {s.sampler}, {done} of {budget} trials finished")
+    return study, budget
+
+
+def _n_done(study) -> int:
+    """Trials that count towards the budget: complete, pruned, or failed on their own (NaN loss), not interrupted."""
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) or
+               (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in study.get_trials(deepcopy=False))
+
+
+def _encode(value):
+    """Optuna's categorical choices are scalars: lists (e.g. target_modules) travel as JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _params(trial) -> dict:
+    """A trial's values so far: those sampled, and those it was queued with (not yet sampled if it never started)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _suggest(trial, key: str, spec: dict, kind: str):
+    if "choices" in spec:
+        decoded = {_encode(c): c for c in spec["choices"]}
+        return decoded[trial.suggest_categorical(key, list(decoded))]
+    if kind.startswith("int"):
+        return trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1, log=spec.get("log", False))
+    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), step=spec.get("step"),
+                               log=spec.get("log", False))
+
+
+# ---------------------------------------------------------------- one trial
+
+def _build(ctx, stage: str, layers):
+    """Model and step loss of a trial, made by the same functions as the pipeline's stages."""
+    if stage == "distill":
+        return pipeline.student_and_loss(ctx, layers)
+    if stage == "teacher":
+        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), pipeline.ce_step
+    return add_lora(pipeline.lora_base(ctx, stage), ctx.cfg.lora), pipeline.ce_step
+
+
+def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> None:
+    s = ctx.cfg.sweep
+    kinds = sweep_keys(s.stage)
+    values = {key: _suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
+    trial.set_user_attr("values", values)
+    print(f"[sweep] trial {trial.number} ({label}): {_fmt_values(values)}")
+    try:
+        cfg = config_with(ctx.cfg, values)
+    except UserError as e:  # a combination of valid values that is invalid together (e.g. every loss weight 0)
+        _fail(study, trial, str(e))
+        return
+    tctx = dataclasses.replace(ctx, cfg=cfg)
+    work = folder / f"trial-{trial.number:04d}"
+    resumes = trial.user_attrs.get("resumes")
+    previous = folder / f"trial-{resumes:04d}" if resumes is not None else None
+    if previous is not None and previous.exists() and not work.exists():
+        os.replace(previous, work)  # the same values: trainer.train resumes from the interrupted trial's checkpoint
+        for step, value in study.trials[resumes].intermediate_values.items():
+            trial.report(value, step)  # the pruner compares epochs, including those trained before the interruption
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "params.json", {"trial": trial.number, "values": values})
+    tcfg = cfg.stage_train(SWEEP_STAGES[s.stage])
+    accelerator = trainer.make_accelerator(tcfg.precision)
+    set_seed(cfg.seed)  # as in pipeline._run_stage, so the best trial retrained as a stage gives the same model
+    model, loss_fn = _build(tctx, s.stage, layers)
+
+    def on_validated(entry):
+        trial.report(entry["val_macro_f1"], entry["epoch"])
+        # pruning after the last epoch would only throw a finished trial away
+        if s.pruning and entry["epoch"] < tcfg.epochs and trial.should_prune():
+            raise optuna.TrialPruned()
+
+    try:
+        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg, seed=cfg.seed,
+                               label_names=cfg.data.label_names, pad_id=ctx.pad_id, work_dir=work, desc=work.name,
+                               accelerator=accelerator, on_validated=on_validated)
+    except optuna.TrialPruned:
+        _clean(work)
+        epochs = len(study.trials[trial.number].intermediate_values)
+        study.tell(trial, state=TrialState.PRUNED)
+        print(f"[sweep] trial {trial.number}: pruned after epoch {epochs} (validation macro-F1 below the median)")
+        return
+    except UserError as e:  # e.g. the loss became NaN at this learning rate: a finding of the search, not a bug
+        _clean(work)
+        _fail(study, trial, str(e))
+        return
+    _clean(work)
+    # the epoch trainer.train selected (train.select_metric, macro_f1 by default) gives the trial's score
+    value = result.history[result.selected_epoch - 1]["val_macro_f1"]
+    study.tell(trial, value)
+    best = study.best_trial
+    print(f"[sweep] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
+          f"trial {best.number})")
+
+
+def _fail(study, trial, message: str) -> None:
+    trial.set_user_attr("error", message)
+    study.tell(trial, state=TrialState.FAIL)
+    print(f"[sweep] trial {trial.number} failed: {message}")
+
+
+def _clean(work) -> None:
+    """A finished trial keeps its log and values; its checkpoints (whole models) would only fill the disk."""
+    for path in work.iterdir():
+        if path.name not in KEEP:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _share_teacher(ctx, bctx) -> None:
+    """The best student distils the sweep's teacher: hard links (no second fine-tuning, no copy on disk)."""
+    seed = ctx.cfg.seed
+    src, dst = stage_dir(ctx.output_dir, seed, "teacher"), stage_dir(bctx.output_dir, seed, "teacher")
+    if not stage_is_done(dst, pipeline.teacher_hash(bctx)):
+        tmp = dst.with_name(f".teacher.tmp-{os.getpid()}")  # moved into place whole, like any stage
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, copy_function=_link)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
+    cache = seed_dir(bctx.output_dir, seed) / "cache"
+    for f in (seed_dir(ctx.output_dir, seed) / "cache").glob(f"teacher-{pipeline.teacher_hash(ctx)}*"):
+        if not (cache / f.name).exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            _link(f, cache / f.name)
+
+
+def _link(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links there
+        shutil.copy2(src, dst)
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _fmt_values(values: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+
+
+def _rows(study, space: dict) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        values = t.user_attrs.get("values", {})
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running"}.get(
+            t.state, "failed" if "error" in t.user_attrs else "interrupted")
+        rows.append({"trial": t.number, "state": state, **{k: values.get(k, "") for k in space},
+                     "val_macro_f1": round(t.value, 6) if t.value is not None else "",
+                     "epochs": len(t.intermediate_values), "error": t.user_attrs.get("error", "")})
+    return rows
+
+
+def _write_tables(ctx, study, space: dict, folder, best: dict | None) -> None:
+    """trials.csv and sweep.md (written after the trials, and again with the best trial's test metrics)."""
+    s = ctx.cfg.sweep
+    rows = _rows(study, space)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["trial", "state", *space, "val_macro_f1", "epochs", "error"])
+    writer.writeheader()
+    writer.writerows({k: _encode(v) if k in space else v for k, v in r.items()} for r in rows)  # full precision
+    atomic_write_text(folder / "trials.csv", buf.getvalue())
+    head = ["Trial", "State", *space, "Val macro-F1", "Epochs"]
+    cells = [[str(r["trial"]), r["state"], *[_fmt(r[k]) for k in space],
+              f"{r['val_macro_f1']:.4f}" if r["val_macro_f1"] != "" else "–", str(r["epochs"])] for r in rows]
+    lines = [f"# Hyperparameter search: {s.stage}" + (f" (layers {s.layers})" if s.stage == "distill" else ""), "",
+             f"Study `{study.study_name}` in `study.db`: sampler {s.sampler}, {len(rows)} trials, pruning "
+             f"{'on (median rule after each epoch)' if s.pruning else 'off'}, seed {ctx.cfg.seed}. Trials are "
+             "compared on validation macro-F1 only; the test split is evaluated once, for the best trial.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(c) + " |" for c in cells]]
+    if best is not None:
+        t = best["test"]
+        lines += ["", f"## Best: trial {best['trial']}", "", f"Values: {_fmt_values(best['values'])}.", "",
+                  f"Validation macro-F1 {best['val_macro_f1']:.4f} (the maximum over trials, so optimistic). "
+                  f"Test split, evaluated once: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}.", "",
+                  f"Stage folder: `{best['stage_dir']}`; config: `best_config.yaml`."]
+    atomic_write_text(folder / "sweep.md", "\n".join(lines) + "\n")
+    if best is not None:  # and on the terminal
+        from rich.console import Console
+        from rich.table import Table
+        table = Table(title=f"Sweep: best trial {best['trial']}, test macro-F1 {t['macro_f1']:.4f} (evaluated once)")
+        for h in head:
+            table.add_column(h, overflow="fold")
+        for r, c in zip(rows, cells):
+            table.add_row(*c, style="bold" if r["trial"] == best["trial"] else None)
+        Console().print(table)
