@@ -98,12 +98,18 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         s["samples_per_s"] = _mean_std([r["samples_per_s"] for r in runs])
         s["peak_memory_bytes"] = max(r.get("peak_memory_bytes", 0) for r in runs)
         for key in ("total_params", "trainable_params", "weights_bytes", "teacher_layers", "device",
-                    "peak_memory_kind"):
+                    "peak_memory_kind", "quantized_from", "fp32_weights_bytes"):
             s[key] = runs[0].get(key)
         inf = [r["inference"] for r in runs if "inference" in r]
         if inf:
             s["latency_ms_batch1"] = _mean_std([i["latency_ms_batch1"] for i in inf])
             s["throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in inf])
+        if s["quantized_from"]:  # an int8 row: its fp32 source timed on the same CPU, and the quantising time
+            s["quantize_time_s"] = _mean_std([r["quantization"]["quantize_time_s"] for r in runs])
+            fp32 = [r["fp32_cpu_inference"] for r in runs if "fp32_cpu_inference" in r]
+            if fp32:
+                s["fp32_cpu_latency_ms_batch1"] = _mean_std([i["latency_ms_batch1"] for i in fp32])
+                s["fp32_cpu_throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in fp32])
         out[stage] = s
     return out
 
@@ -138,6 +144,59 @@ def compare_pairs(result: dict, alpha: float = 0.05) -> list[dict]:
                       "n_seeds": len(tests), "paired_t": paired_seed_test(f1_a, f1_b),
                       "verdict": verdict, "winner": winner})
     return pairs
+
+
+def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
+    """Each int8 row against its fp32 source: size and CPU speed ratios, macro-F1 change, and the pair's verdict.
+
+    Speed ratios compare the two models timed one after the other on the same CPU (fp32_cpu_* of the int8
+    row), not the source's own timing, which may be on a GPU.
+    """
+    out = []
+    for stage, s in summary.items():
+        source = s.get("quantized_from")
+        if not source or source not in summary:
+            continue
+        src, pair = summary[source], _pair(pairs, source, stage)
+        c = {"stage": stage, "source": source, "int8_bytes": s["weights_bytes"], "fp32_bytes": s["fp32_weights_bytes"],
+             "size_ratio": s["fp32_weights_bytes"] / s["weights_bytes"],
+             "macro_f1_fp32": src["macro_f1"]["mean"], "macro_f1_int8": s["macro_f1"]["mean"],
+             "macro_f1_change": s["macro_f1"]["mean"] - src["macro_f1"]["mean"], "pair": pair}
+        if "fp32_cpu_latency_ms_batch1" in s and "latency_ms_batch1" in s:
+            c["latency_ms_fp32"] = s["fp32_cpu_latency_ms_batch1"]["mean"]
+            c["latency_ms_int8"] = s["latency_ms_batch1"]["mean"]
+            c["speedup_batch1"] = c["latency_ms_fp32"] / c["latency_ms_int8"]
+            c["throughput_fp32"] = s["fp32_cpu_throughput_batch64"]["mean"]
+            c["throughput_int8"] = s["throughput_batch64"]["mean"]
+            c["speedup_batch64"] = c["throughput_int8"] / c["throughput_fp32"]
+        out.append(c)
+    return out
+
+
+def _times(ratio: float, more: str, less: str) -> str:
+    """2.0 → '2.0× faster'; 0.5 → '2.0× slower' (never a ratio below 1 with the wrong word)."""
+    return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
+
+
+def int8_sentence(summary: dict, c: dict) -> str:
+    """One line per int8 row, every claim taken from the numbers in `c` (and its pair's verdict)."""
+    p = c["pair"]
+    text = f"int8 {c['source']} [{c['stage']}]: {c['size_ratio']:.1f}× smaller ({c['int8_bytes'] / 2 ** 20:.1f} MiB vs " \
+           f"{c['fp32_bytes'] / 2 ** 20:.1f} MiB of fp32 tensors)"
+    if "speedup_batch1" in c:
+        text += (f", {_times(c['speedup_batch1'], 'faster', 'slower')} on CPU at batch 1 ({c['latency_ms_int8']:.2f} vs "
+                 f"{c['latency_ms_fp32']:.2f} ms per example) and {_times(c['speedup_batch64'], 'faster', 'slower')} "
+                 f"at batch 64 (timed on this machine's CPU)")
+    text += f"; macro-F1 {c['macro_f1_int8']:.4f} vs {c['macro_f1_fp32']:.4f} (change {c['macro_f1_change']:+.4f}): "
+    seeds = f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with McNemar p < alpha"
+    if p["verdict"] == "significant":
+        text += (f"significantly {'worse' if p['winner'] == c['source'] else 'better'} than its fp32 source "
+                 f"[{c['source']}] ({seeds}).")
+    elif p["verdict"] == "within noise":
+        text += f"the difference is within noise ({seeds})."
+    else:
+        text += f"the difference is not consistent across seeds ({seeds})."
+    return text
 
 
 def _pair(pairs: list[dict], a: str, b: str) -> dict | None:
@@ -192,7 +251,7 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
             found.append(f"{name}: the last epoch was the best in every seed: more epochs may help.")
     if "teacher" in summary:
         for stage in summary:
-            if stage.startswith("student-"):
+            if stage.startswith("student-") and not summary[stage].get("quantized_from"):
                 p = _pair(pairs, "teacher", stage)
                 if p and p["verdict"] == "significant" and p["winner"] == "teacher":
                     gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
@@ -221,6 +280,14 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
     lines.append("**Costs:**")
     for s in ranked:
         x = summary[s]
+        if x.get("quantized_from"):
+            cost = (f"- {_name(summary, s)}: {x['depth']} layers, no training of its own ({x['wall_time_s']['mean']:.0f} s "
+                    f"to obtain: the training of {x['quantized_from']}, then {x['quantize_time_s']['mean']:.1f} s "
+                    "quantising)")
+            if "latency_ms_batch1" in x:
+                cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1 on CPU"
+            lines.append(cost + ".")
+            continue
         cost = (f"- {_name(summary, s)}: {x['depth']} layers, {x['trainable_params'] / 1e6:.2f}M of "
                 f"{x['total_params'] / 1e6:.2f}M parameters trained, {x['wall_time_s']['mean']:.0f} s of training")
         if "wall_time_with_teacher_s" in x:
@@ -231,6 +298,10 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
     if any(s.startswith("lora") for s in summary):
         lines.append("- LoRA trains few parameters but keeps the depth of the model it adapts: it makes training "
                      "cheap, not inference.")
+    int8 = int8_comparisons(summary, pairs)
+    if int8:
+        lines += ["", "**int8 dynamic quantisation (the same model, int8 weights, no training):**"]
+        lines += [f"- {int8_sentence(summary, c)}" for c in int8]
     lines.append("")
     lines.append("**Challenges observed in this run:**")
     found = challenges(result, summary, pairs, majority_f1)

@@ -1,6 +1,7 @@
 """What a model costs: peak memory of a stage, inference latency and throughput, size on disk."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -48,6 +49,31 @@ class PeakMemory:
     @property
     def kind(self) -> str:
         return "cuda max allocated" if self.device.type == "cuda" else "process RSS (sampled during the stage)"
+
+
+class PlainCpu:
+    """A single-process, fp32 CPU stand-in for an Accelerator (for trainer.evaluate and inference_speed).
+
+    For measuring a model on the CPU (int8 rows, and their fp32 source beside them) whatever trained it: a
+    real Accelerator would pick the GPU, touch accelerate's global state, and in a data-parallel run shard
+    the data across processes while only the main process measures.
+    """
+    device = torch.device("cpu")
+    num_processes = 1
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def prepare_data_loader(self, loader):
+        return loader
+
+    def gather_for_metrics(self, tensor):
+        return tensor
+
+
+def state_dict_bytes(model) -> int:
+    """Bytes of the tensors a saved model holds (its state dict): the fp32 size, counted like int8 sizes."""
+    return sum(v.numel() * v.element_size() for v in model.state_dict().values() if torch.is_tensor(v))
 
 
 def _sync(device: torch.device) -> None:

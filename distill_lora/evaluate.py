@@ -41,7 +41,11 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
     for seed in comparison["seeds"]:
         per_seed[str(seed)] = {}
         for stage, m in comparison["per_seed"][str(seed)].items():
-            predictor = load_predictor(run_dir / f"seed-{seed}" / stage)
+            source = m.get("quantized_from")  # an int8 row holds no weights: quantise its source again
+            predictor = load_predictor(run_dir / f"seed-{seed}" / (source or stage), device="cpu" if source else None)
+            if source:
+                from .quantize import quantize_dynamic_int8
+                predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)
             probs = softmax(logits)
             per_seed[str(seed)][stage] = {

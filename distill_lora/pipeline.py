@@ -271,6 +271,22 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict
     return tensors
 
 
+def student_and_loss(ctx: Context, layers: list[int]):
+    """A student cut from the fine-tuned teacher of ctx's seed, and its distillation step loss."""
+    k = ctx.cfg.distill
+    teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
+    targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None)
+    return make_student(teacher.cpu(), layers), distill_step(targets, k, len(layers))
+
+
+def lora_base(ctx: Context, stage_id: str):
+    """The pretrained model a LoRA stage adapts: all of it (lora-teacher) or its student-sized cut."""
+    base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names)
+    if stage_id == "lora-student":
+        base = make_student(base, resolve_layers(ctx.cfg.lora.student_layers, ctx.teacher_depth))
+    return base
+
+
 def run_student(ctx: Context, spec) -> dict:
     """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
     if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"), teacher_hash(ctx)):
@@ -278,14 +294,9 @@ def run_student(ctx: Context, spec) -> dict:
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
     layers = resolve_layers(spec, ctx.teacher_depth)
     stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
-    k = ctx.cfg.distill
 
     def build():
-        teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
-        targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None)
-        student = make_student(teacher.cpu(), layers)
-        del teacher
-        return student, distill_step(targets, k, len(layers)), lambda folder: None
+        return (*student_and_loss(ctx, layers), lambda folder: None)
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
@@ -303,9 +314,7 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
         model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"
 
     def build():
-        base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names)
-        if stage_id == "lora-student":
-            base = make_student(base, extra["teacher_layers"])
+        base = lora_base(ctx, stage_id)
         base_copy = {k: v.clone() for k, v in base.state_dict().items()}
 
         def save_base(folder: Path):
@@ -326,6 +335,10 @@ def run_seed(ctx: Context) -> dict:
         results[m["stage"]] = m
     for stage_id in ctx.cfg.lora.models:
         results[stage_id] = run_lora(ctx, stage_id)
+    if ctx.cfg.report.quantize_int8:  # the cheapest baseline: the same models with int8 weights
+        from .quantize import int8_sources, run_int8
+        for source in int8_sources(list(results)):
+            results[f"{source}-int8"] = run_int8(ctx, source)
     return results
 
 

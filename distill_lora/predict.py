@@ -74,12 +74,26 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
 
 
 def _check_finished(path: Path, require_marker: bool = True) -> Path:
+    source = _int8_source(path)
+    if source:
+        raise UserError(f"'{path}' is an int8 row measured from {source} and holds no weights; use --model {source} "
+                        "or quantise it yourself (distill_lora.quantize.quantize_dynamic_int8)")
     if require_marker and not is_model_folder(path):
         raise UserError(f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "
                         "training; run its command again, or pick a finished stage")
     if not (path / "config.yaml").exists():
         raise UserError(f"'{path}' has no config.yaml, so its max_length and label names are unknown")
     return path
+
+
+def _int8_source(path: Path) -> str | None:
+    """The source stage of an int8 row (a stage folder with metrics and predictions but no weights), else None."""
+    if _looks_like_model_folder(path) or not (path / "metrics.json").exists():
+        return None
+    try:
+        return read_json(path / "metrics.json").get("quantized_from")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # ---------------------------------------------------------------- what the folder says about itself

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .analysis import add_ensembles, analysis_lines, compare_pairs, runs_of, stage_ids, summarise
+from .analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
 from .plots import draw_all
 from .runs import atomic_write_json, atomic_write_text
 
@@ -28,6 +28,10 @@ LORA_NOTE = ("LoRA makes training cheap, not the model smaller: a LoRA model has
 LOSS_NOTE = ("Training Loss = mean cross-entropy with the true labels over the training batches of the selected "
              "epoch (train mode, dropout on); for distilled students the total distillation loss "
              "(w_ce·CE + w_kl·T²·KL + w_cos·cosine) follows in brackets.")
+INT8_NOTE = ("int8 rows: the fp32 model above with post-training dynamic quantisation (torch): nn.Linear weights "
+             "in int8, activations quantised per batch at run time, on the CPU; nothing was trained. Size = int8 "
+             "weights + their scales + the fp32 rest (embeddings, LayerNorm, biases); the int8 weights are not saved "
+             "(rebuilt exactly from the fp32 stage folder).")
 TEST_NOTE = ("Test Set Performance: each model was evaluated once on the test split, after its epoch was "
              "selected on validation; the test split chose nothing.")
 
@@ -69,7 +73,9 @@ def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
     rows = []
     for stage, s in summary.items():
         loss = _ms(s["train_loss"], one_seed=one)
-        if stage.startswith("student-"):
+        if s.get("quantized_from"):
+            loss = f"– (int8 of {s['quantized_from']})"
+        elif stage.startswith("student-"):
             loss += f" ({_ms(s['train_total_loss'], one_seed=one)})"
         rows.append([s["model_type"], str(s["depth"]), f"{_millions(s['trainable_params'])} / "
                      f"{_millions(s['total_params'])}", loss, _ms(s["accuracy"], one_seed=one),
@@ -118,17 +124,47 @@ def cost_rows(summary: dict, one: bool) -> tuple[list[str], list[list[str]]]:
     header = ["Model", "Layers", "Total params", "Trainable params", "Weights on disk", "Training time (s)",
               "Training samples/s", "Peak memory", "Latency, batch 1 (ms/example)", "Throughput, batch 64 (examples/s)"]
     rows = []
+    first = next(iter(summary.values()))
     for stage, s in summary.items():
         time_s = _ms(s["wall_time_s"], 1, one)
-        if "wall_time_with_teacher_s" in s:
-            time_s += f" (with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)})"
+        with_teacher = f"with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)}" if "wall_time_with_teacher_s" in s else ""
         weights = _mib(s.get("weights_bytes"))
         if stage.startswith("lora"):
             weights += " adapter + head (base model shipped separately)"
+        if s.get("quantized_from"):  # not trained: the time is its source's training plus quantising
+            time_s += f" ({s['quantized_from']} + {_ms(s['quantize_time_s'], 1, one)} quantising" + \
+                      (f"; {with_teacher})" if with_teacher else ")")
+            weights += " int8 (not saved; rebuilt from its source)"
+        elif with_teacher:
+            time_s += f" ({with_teacher})"
+        memory = _mib(s["peak_memory_bytes"])
+        if s.get("peak_memory_kind") != first.get("peak_memory_kind"):  # int8 rows on a GPU run: CPU RSS
+            memory += f" ({s.get('peak_memory_kind')})"
+        latency = _ms(s["latency_ms_batch1"], 2, one) if "latency_ms_batch1" in s else "–"
+        throughput = _ms(s["throughput_batch64"], 1, one) if "throughput_batch64" in s else "–"
+        if s.get("device") != first.get("device") and "latency_ms_batch1" in s:
+            latency, throughput = f"{latency} on {s['device']}", f"{throughput} on {s['device']}"
         rows.append([stage, str(s["depth"]), _millions(s["total_params"]), _millions(s["trainable_params"]), weights,
-                     time_s, _ms(s["samples_per_s"], 1, one), _mib(s["peak_memory_bytes"]),
-                     _ms(s["latency_ms_batch1"], 2, one) if "latency_ms_batch1" in s else "–",
-                     _ms(s["throughput_batch64"], 1, one) if "throughput_batch64" in s else "–"])
+                     time_s, _ms(s["samples_per_s"], 1, one), memory, latency, throughput])
+    return header, rows
+
+
+def int8_rows(summary: dict, pairs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Each int8 row beside its fp32 source: size, speed on the same CPU, macro-F1 and the pair's verdict."""
+    header = ["int8 model", "Size int8 / fp32", "× smaller", "CPU latency batch 1, int8 / fp32 (ms)",
+              "× faster", "CPU throughput batch 64, int8 / fp32 (ex/s)", "× faster", "Macro-F1 int8 / fp32",
+              "Change", "verdict (McNemar, as above)"]
+    rows = []
+    for c in int8_comparisons(summary, pairs):
+        timed = "speedup_batch1" in c
+        p = c["pair"]
+        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+        rows.append([c["stage"], f"{_mib(c['int8_bytes'])} / {_mib(c['fp32_bytes'])}", f"{c['size_ratio']:.2f}",
+                     f"{c['latency_ms_int8']:.2f} / {c['latency_ms_fp32']:.2f}" if timed else "–",
+                     f"{c['speedup_batch1']:.2f}" if timed else "–",
+                     f"{c['throughput_int8']:.1f} / {c['throughput_fp32']:.1f}" if timed else "–",
+                     f"{c['speedup_batch64']:.2f}" if timed else "–",
+                     f"{c['macro_f1_int8']:.4f} / {c['macro_f1_fp32']:.4f}", f"{c['macro_f1_change']:+.4f}", verdict])
     return header, rows
 
 
@@ -182,25 +218,34 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], data: dict, r
     md = ["# distill-lora: distillation vs LoRA", "",
           f"Device: {run_info['device']}. Numbers: {_seeds_text(result)}.", "",
           _md_table(list(COLUMNS), assignment_rows(result, summary)), "",
-          f"- {LOSS_NOTE}", f"- {TEST_NOTE}", f"- {LORA_NOTE}", "",
-          "## Full results (test split)", "",
-          "Accuracy and macro-F1: mean over seeds with a 95% percentile bootstrap CI over test examples "
-          f"({summary[next(iter(summary))]['ci']['accuracy']['n_resamples']} resamples, fixed seed; the same "
-          "resampled examples for every seed). Other columns: " + ("value of the one seed." if one else
-                                                                  "mean ± sample std over seeds."), "",
-          _md_table(*full_rows(summary, one)), "", "Per class (mean over seeds):", "",
-          _md_table(*per_class_rows(result)), "",
-          "## Costs", "",
-          f"Measured on {run_info['device']}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
-          "Latency and throughput: validation inputs, after the stage trained.", "",
-          _md_table(*cost_rows(summary, one)), "", f"- {LORA_NOTE}", "",
-          "## Are the differences real?", "",
-          f"Exact McNemar test on paired test predictions for every pair, per seed (alpha = {alpha}). A pair is "
-          "called *significant* only when every seed gives p < alpha and the same model wins on both macro-F1 "
-          "and accuracy in every seed; *within noise* when no seed does; *mixed* otherwise. The paired t-test "
-          "over seeds of macro-F1 is shown as well (it has little power with few seeds).", "",
-          _md_table(*pair_rows(pairs, alpha)), "",
-          "## Data", ""] + data_section(data) + ["", "## Plots", ""]
+          f"- {LOSS_NOTE}", f"- {TEST_NOTE}", f"- {LORA_NOTE}"]
+    if any(s.get("quantized_from") for s in summary.values()):
+        md.append(f"- {INT8_NOTE}")
+    md += ["", "## Full results (test split)", "",
+           "Accuracy and macro-F1: mean over seeds with a 95% percentile bootstrap CI over test examples "
+           f"({summary[next(iter(summary))]['ci']['accuracy']['n_resamples']} resamples, fixed seed; the same "
+           "resampled examples for every seed). Other columns: " + ("value of the one seed." if one else
+                                                                   "mean ± sample std over seeds."), "",
+           _md_table(*full_rows(summary, one)), "", "Per class (mean over seeds):", "",
+           _md_table(*per_class_rows(result)), "",
+           "## Costs", "",
+           f"Measured on {run_info['device']}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+           "Latency and throughput: validation inputs, after the stage trained.", "",
+           _md_table(*cost_rows(summary, one)), "", f"- {LORA_NOTE}", ""]
+    if int8_comparisons(summary, pairs):
+        cpu = next(s.get("device") for s in summary.values() if s.get("quantized_from")) or "CPU"
+        md += ["## int8 dynamic quantisation", "", INT8_NOTE + " Sizes count the tensors of each model (fp32: 4 bytes "
+               "per value). Latency and throughput: the int8 model and its fp32 source timed one after the other on "
+               f"the same CPU ({cpu}), on validation inputs; single timings on a machine that may be busy, so treat "
+               "ratios near 1 as no difference. The verdict is the pair's McNemar verdict below.", "",
+               _md_table(*int8_rows(summary, pairs)), ""]
+    md += ["## Are the differences real?", "",
+           f"Exact McNemar test on paired test predictions for every pair, per seed (alpha = {alpha}). A pair is "
+           "called *significant* only when every seed gives p < alpha and the same model wins on both macro-F1 "
+           "and accuracy in every seed; *within noise* when no seed does; *mixed* otherwise. The paired t-test "
+           "over seeds of macro-F1 is shown as well (it has little power with few seeds).", "",
+           _md_table(*pair_rows(pairs, alpha)), "",
+           "## Data", ""] + data_section(data) + ["", "## Plots", ""]
     titles = {"loss_curves.png": "Training and validation loss per epoch",
               "metric_bars.png": "Test metrics with 95% CIs", "confusion_matrices.png": "Confusion matrices",
               "reliability.png": "Reliability diagram", "cost_vs_quality.png": "Cost vs quality"}

@@ -9,8 +9,12 @@ from distill_lora.metrics import metrics_from_predictions
 from distill_lora.report import write_report
 
 NAMES = ["not toxic", "toxic"]
-ACCURACY = {"teacher": 0.92, "student-odd": 0.86, "student-even": 0.86, "lora-student": 0.70, "lora-teacher": 0.90}
-DEPTH = {"teacher": 12, "student-odd": 6, "student-even": 6, "lora-student": 6, "lora-teacher": 12}
+ACCURACY = {"teacher": 0.92, "student-odd": 0.86, "student-even": 0.86, "lora-student": 0.70, "lora-teacher": 0.90,
+            "teacher-int8": 0.92, "student-odd-int8": 0.60}
+DEPTH = {"teacher": 12, "student-odd": 6, "student-even": 6, "lora-student": 6, "lora-teacher": 12,
+         "teacher-int8": 12, "student-odd-int8": 6}
+# int8 rows: 4x smaller; teacher-int8 2x faster than its fp32 source on the CPU, student-odd-int8 1.25x slower
+INT8_LATENCY = {"teacher-int8": (10.0, 5.0), "student-odd-int8": (10.0, 12.5)}  # (fp32, int8) ms at batch 1
 
 
 def fake_stage(stage, labels, preds, probs, seed, overfit=False):
@@ -20,11 +24,24 @@ def fake_stage(stage, labels, preds, probs, seed, overfit=False):
     return {"stage": stage, "model_type": f"type of {stage}", "depth": DEPTH[stage],
             "test": metrics_from_predictions(labels, preds, probs, NAMES), "validation_history": history,
             "selected_epoch": 3, "train_loss": 0.4, "train_total_loss": 0.3, "wall_time_s": 100.0 + seed,
-            "samples_per_s": 50.0, "peak_memory_bytes": 2 ** 30, "peak_memory_kind": "process RSS",
+            "samples_per_s": 50.0, "peak_memory_bytes": 2 ** 30, "peak_memory_kind": "cuda max allocated",
+            "device": "NVIDIA H100",
             "total_params": 110_000_000 if DEPTH[stage] == 12 else 67_000_000,
             "trainable_params": 300_000 if stage.startswith("lora") else 67_000_000, "weights_bytes": 2 ** 20,
             "inference": {"latency_ms_batch1": 5.0, "throughput_batch64": 900.0},
             "predictions": {"pred": preds.tolist(), "prob_positive": probs.tolist()}}
+
+
+def fake_int8_stage(stage, labels, preds, probs, seed):
+    m = fake_stage(stage, labels, preds, probs, seed)
+    fp32_ms, int8_ms = INT8_LATENCY[stage]
+    m.update(quantized_from=stage.removesuffix("-int8"), quantization={"quantize_time_s": 0.5},
+             validation_history=[], selected_epoch=None, train_loss=None, train_total_loss=None, samples_per_s=None,
+             weights_bytes=2 ** 20, fp32_weights_bytes=4 * 2 ** 20, device="cpu (2 threads)",
+             peak_memory_kind="process RSS (sampled during the stage)",
+             inference={"latency_ms_batch1": int8_ms, "throughput_batch64": 64000 / int8_ms},
+             fp32_cpu_inference={"latency_ms_batch1": fp32_ms, "throughput_batch64": 64000 / fp32_ms})
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +53,16 @@ def results():
     for seed in (0, 1, 2):
         stages = {}
         for stage, acc in ACCURACY.items():
-            if stage == "student-even":  # the odd student with three answers changed: a difference within noise
-                preds = np.array(stages["student-odd"]["predictions"]["pred"])
+            if stage in ("student-even", "teacher-int8"):  # three answers of another model changed: within noise
+                preds = np.array(stages["student-odd" if stage == "student-even" else "teacher"]["predictions"]["pred"])
                 preds[rng.choice(n, 3, replace=False)] ^= 1
             else:
                 preds = np.where(rng.random(n) < acc, labels, 1 - labels)
             probs = np.clip(np.where(preds == 1, 0.8, 0.2) + rng.normal(0, 0.05, n), 0.01, 0.99)
-            stages[stage] = fake_stage(stage, labels, preds, probs, seed, overfit=stage == "lora-teacher")
+            if stage.endswith("-int8"):
+                stages[stage] = fake_int8_stage(stage, labels, preds, probs, seed)
+            else:
+                stages[stage] = fake_stage(stage, labels, preds, probs, seed, overfit=stage == "lora-teacher")
         per_seed[str(seed)] = stages
     majority = metrics_from_predictions(labels, np.zeros(n, int), np.zeros(n), NAMES)
     comparison = {"seeds": [0, 1, 2], "label_names": NAMES, "test_labels": labels.tolist(), "per_seed": per_seed,
@@ -103,7 +123,7 @@ def test_analysis_never_calls_noise_better(built):
     better_lines = [line for line in section.splitlines() if "better than" in line]
     assert better_lines
     for line in better_lines:
-        stages = re.findall(r"\[([a-z-]+)\]", line)
+        stages = re.findall(r"\[([a-z0-9-]+)\]", line)
         assert frozenset(stages[:2]) in significant, line
     assert "student-odd] (" in section and "within noise" in section
 
@@ -114,6 +134,36 @@ def test_challenges_seen_in_numbers(built):
     assert "type of lora-teacher [lora-teacher], seed 0: validation loss rose" in section
     assert "type of teacher [teacher], seed 0: validation loss rose" not in section
     assert "never caught up with its teacher" in section
+    assert "[student-odd-int8] never caught up" not in section  # an int8 row is judged against its source
+
+
+def test_int8_rows_and_sentences_follow_the_numbers(built):
+    _, md, analysis = built
+    verdicts = {(p["a"], p["b"]): p for p in analysis["pairs"]}
+    assert verdicts[("teacher", "teacher-int8")]["verdict"] == "within noise"
+    assert verdicts[("student-odd", "student-odd-int8")]["winner"] == "student-odd"
+    assert "– (int8 of teacher)" in md and "## int8 dynamic quantisation" in md
+    table = md.split("## int8 dynamic quantisation", 1)[1].split("## Are the differences real?", 1)[0]
+    assert "| teacher-int8 | 1.0 MiB / 4.0 MiB | 4.00 | 5.00 / 10.00 | 2.00 |" in table
+    assert "| student-odd-int8 | 1.0 MiB / 4.0 MiB | 4.00 | 12.50 / 10.00 | 0.80 |" in table
+    section = md.split("## Analysis", 1)[1]
+    teacher = next(line for line in section.splitlines() if line.startswith("- int8 teacher [teacher-int8]"))
+    assert "4.0× smaller" in teacher and "2.0× faster on CPU at batch 1" in teacher and "within noise" in teacher
+    student = next(line for line in section.splitlines() if line.startswith("- int8 student-odd [student-odd-int8]"))
+    assert "1.2× slower on CPU at batch 1" in student  # 12.5 ms vs 10 ms: never 'faster'
+    assert "significantly worse than its fp32 source [student-odd]" in student
+    cost = next(line for line in md.splitlines() if line.startswith("| teacher-int8 | 12 |") and "quantising" in line)
+    assert "(teacher + 0.5 ± 0.0 quantising)" in cost and "int8 (not saved" in cost
+    # on a GPU run the int8 rows' CPU numbers say so, in the same columns as the GPU numbers
+    assert "5.00 ± 0.00 on cpu (2 threads)" in cost and "1024.0 MiB (process RSS" in cost
+    assert "the same CPU (cpu (2 threads))" in md
+
+
+def test_ensembles_never_take_int8_members(results):
+    from distill_lora.analysis import add_ensembles
+    for stages in add_ensembles(results["comparison"])["per_seed"].values():
+        members = [m for s in stages.values() for m in s.get("ensemble_of", [])]
+        assert members and not any(m.endswith("-int8") for m in members)
 
 
 def test_report_command_rebuilds_from_results_json(results, tmp_path):
