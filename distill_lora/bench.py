@@ -149,9 +149,9 @@ def cached_distill_loss(teacher, data, accelerator, pad_id):
     return distill_step({"logits": torch.from_numpy(logits)}, DistillConfig(), len(student_layers(teacher)))
 
 
-def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0) -> dict:
+def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, gradient_checkpointing=False) -> dict:
     """trainer.train with the stage's step loss, precision auto, one epoch of steps × batch examples."""
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=LR[step_type])
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=LR[step_type], gradient_checkpointing=gradient_checkpointing)
     val = pool.subset(32, seed=1)
 
     def train(model, data, memory):
@@ -173,7 +173,8 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0) -> d
     del model
     _free()
     precision = {"no": "fp32"}.get(trainer.mixed_precision_for("auto"), trainer.mixed_precision_for("auto"))
-    return _measurement("ours", step_type, batch_size, result.samples_per_s, data, memory, precision, flops)
+    runner = "ours+ckpt" if gradient_checkpointing else "ours"
+    return _measurement(runner, step_type, batch_size, result.samples_per_s, data, memory, precision, flops)
 
 
 def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=NOTEBOOK_BATCH) -> dict:
@@ -405,6 +406,8 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
     # the projection runs at the default batch 32; the lora-student rate is measured, not scaled
     projection_batch = 32 if 32 in batch_sizes else batch_sizes[0]
     record(run_ours("lora-student", teacher, pool, projection_batch, steps, warmup, pad_id))
+    # train.gradient_checkpointing: its memory saving and its time cost, beside the plain teacher row
+    record(run_ours("teacher", teacher, pool, projection_batch, steps, warmup, pad_id, gradient_checkpointing=True))
     n_eval = EVAL_BATCH * (2 if quick else 8)
     eval_rates = {"teacher": inference_rate(teacher, pool, n_eval, pad_id),
                   "student": inference_rate(make_student(teacher, student_layers(teacher)), pool, n_eval, pad_id)}
@@ -417,6 +420,8 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
     notes = [f"notebook: the course loop, always at batch {NOTEBOOK_BATCH}; × HF Trainer compares at the same batch size",
              "distill: our trainer reads teacher logits cached once; notebook and HF Trainer run the teacher every batch",
              f"lora-student: our trainer only, measured for the projection ({depth}-layer LoRA)",
+             "ours+ckpt: our trainer with train.gradient_checkpointing: true (activations recomputed in the "
+             "backward pass): compare its peak memory and samples/s with the teacher's ours row",
              f"projection: + validation each epoch and test once per stage, and one teacher-logits pass over the "
              f"training split, at the measured trainer.evaluate rate of the stage's depth (batch {EVAL_BATCH}); test "
              f"split assumed as large as validation; model loading, saving and the speed probe not counted"]

@@ -249,20 +249,22 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
     wall_before = st.get("wall_time", 0.0)  # training time spent by interrupted runs of this stage
     # only the main process writes the step log; the others write into memory
     log_file = open(log_path, "a", encoding="utf-8") if main else io.StringIO()
-    with log_file as log, _StopRequests() as stop:
-        while st["epoch"] <= cfg.epochs and not st["stopped_early"]:
-            epoch = st["epoch"]
-            if not st["epoch_done"]:
-                _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, optimizer, scheduler,
-                             st, log, stop, desc, total_steps, progress, save_checkpoint)
-                _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir)
-                st["epoch_done"] = True
-                save_checkpoint(log)
-                if on_validated is not None:
-                    on_validated(st["history"][-1])
-            st.update(epoch=epoch + 1, batches_done=0, examples_done=0, epoch_done=False, sums={})
-    if progress:
-        progress.stop()
+    try:
+        with log_file as log, _StopRequests() as stop:
+            while st["epoch"] <= cfg.epochs and not st["stopped_early"]:
+                epoch = st["epoch"]
+                if not st["epoch_done"]:
+                    _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, optimizer, scheduler,
+                                 st, log, stop, desc, total_steps, progress, save_checkpoint)
+                    _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, desc, progress, work_dir)
+                    st["epoch_done"] = True
+                    save_checkpoint(log)
+                    if on_validated is not None:
+                        on_validated(st["history"][-1])
+                st.update(epoch=epoch + 1, batches_done=0, examples_done=0, epoch_done=False, sums={})
+    finally:  # also when a stop, a NaN or a sweep's pruner ends training: the bar must not stay on screen
+        if progress:
+            progress.stop()
     result.selected_val_logits = _load_best(work_dir, raw_model)
     result.history, result.selected_epoch = st["history"], st["selected_epoch"]
     result.stopped_early = st["stopped_early"]

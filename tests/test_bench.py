@@ -60,6 +60,8 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
                 assert r["peak_memory_bytes"] > 0 and r["vs_notebook"] > 0 and r["vs_hf_trainer"] > 0
                 assert r["mfu"] is None  # CPU: no peak-FLOPs figure
     assert rows[("lora-student", "ours", 4)]["samples_per_s"] > 0  # measured for the projection
+    ckpt = rows[("teacher", "ours+ckpt", 4)]  # train.gradient_checkpointing beside the plain teacher row
+    assert ckpt["samples_per_s"] > 0 and ckpt["peak_memory_bytes"] > 0 and "ours+ckpt" in result.output
     projection = report["projection"]
     assert projection["batch_size"] == 4 and set(projection["stages"]) >= {
         "teacher", "student-odd", "student-even", "lora-student", "lora-teacher"}
