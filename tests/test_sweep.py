@@ -186,3 +186,64 @@ def test_cli_errors_are_one_line(args, message, tiny_bert6, tiny_data, tmp_path)
     assert message in r.output and "Traceback" not in r.output
     assert [line for line in r.output.splitlines() if line.startswith("error:")]
     assert not (tmp_path / "run").exists()
+
+
+def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_last_epoch(
+        tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    from distill_lora import sweep
+    monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)  # compare with one finished trial, to keep the test short
+    # the tiny random BERT learns nothing in 3 epochs, so the test scripts the validation scores the sweep
+    # sees (trial values follow from them): the lr-a trial scores 0.9, the lr-b trial 0.5, at every epoch
+    lr_a, lr_b = 1e-3, 2e-3
+    real_train = trainer.train
+
+    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+        def scored(entry):
+            entry["val_macro_f1"] = 0.9 if cfg.lr == lr_a else 0.5
+            on_validated(entry)
+        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+    monkeypatch.setattr(trainer, "train", scripted_train)
+    seed = next(s for s in range(50) if _grid_order(s, [lr_a, lr_b]) == [lr_a, lr_b])
+    space = {"teacher.train.lr": {"choices": [lr_a, lr_b]}}
+    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "sampler_seed": seed,
+                                                   "trials": 2, "space": space}, teacher={"train": {"epochs": 3}})
+    r = runner.invoke(app, ["sweep", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    first, second = _study(tmp_path / "run").trials
+    assert first.state == TrialState.COMPLETE and first.params["teacher.train.lr"] == lr_a
+    assert first.value == 0.9 and list(first.intermediate_values) == [1, 2, 3]
+    # below the median already after epoch 1, but the first epoch is never judged: stopped after epoch 2
+    assert second.state == TrialState.PRUNED and list(second.intermediate_values) == [1, 2]
+    assert "trial 1: pruned after epoch 2" in r.output
+    assert not list((tmp_path / "run" / "sweep" / "trial-0001").glob("checkpoint-*"))
+    rows = (tmp_path / "run" / "sweep" / "trials.csv").read_text().splitlines()
+    assert rows[2].split(",")[1] == "pruned"
+    assert json.loads((tmp_path / "run" / "sweep" / "best.json").read_text())["trial"] == 0
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    from distill_lora import sweep
+    monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)
+    real_train = trainer.train
+
+    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+        def scored(entry):
+            entry["val_macro_f1"] = 0.9 if cfg.lr == 1e-3 else 0.5
+            on_validated(entry)
+        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+    monkeypatch.setattr(trainer, "train", scripted_train)
+    seed = next(s for s in range(50) if _grid_order(s, [1e-3, 2e-3]) == [1e-3, 2e-3])
+    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "sampler_seed": seed,
+                                                   "trials": 2, "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}},
+                  teacher={"train": {"epochs": 2}})  # 2 epochs: epoch 2 is the last, so nothing can be pruned
+    r = runner.invoke(app, ["sweep", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert [t.state for t in _study(tmp_path / "run").trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def _grid_order(seed, values):
+    """The order in which the sweep queues a one-key grid (as sweep._open_study shuffles it)."""
+    import random
+    combos = list(values)
+    random.Random(seed).shuffle(combos)
+    return combos
