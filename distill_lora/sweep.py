@@ -66,6 +66,11 @@ def run_sweep(ctx) -> dict:
     best = study.best_trial  # the argmax of validation macro-F1 over the complete trials
     values = best.user_attrs["values"]
     print(f"[sweep] best: trial {best.number}, validation macro-F1 {best.value:.4f}: {_fmt_values(values)}")
+    tie = None
+    if len(complete) > 1 and len({round(t.value, 9) for t in complete}) == 1:
+        tie = (f"every complete trial scored validation macro-F1 {best.value:.4f}: the search space made no "
+               f"difference on validation, so the 'best' trial is only the first; widen the space or train longer")
+        print(f"[sweep] note: {tie}")
 
     # the best config, trained again as a normal stage: the only evaluation on the test split
     best_dir = folder / "best"
@@ -89,7 +94,7 @@ def run_sweep(ctx) -> dict:
     result = {"study": study.study_name, "stage": s.stage, "trial": best.number, "values": values,
               "val_macro_f1": best.value, "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
               "test": metrics["test"], "selected_epoch": metrics["selected_epoch"],
-              "validation_history": metrics["validation_history"]}
+              "validation_history": metrics["validation_history"], "note": tie}
     atomic_write_json(folder / "best.json", result)
     _write_tables(ctx, study, space, folder, result)
     print(f"[sweep] wrote {folder / 'sweep.md'}, trials.csv, best_config.yaml and best.json")
@@ -327,6 +332,7 @@ def _write_tables(ctx, study, space: dict, folder, best: dict | None) -> None:
     if best is not None:
         t = best["test"]
         lines += ["", f"## Best: trial {best['trial']}", "", f"Values: {_fmt_values(best['values'])}.", "",
+                  *([f"Note: {best['note']}.", ""] if best.get("note") else []),
                   f"Validation macro-F1 {best['val_macro_f1']:.4f} (the maximum over trials, so optimistic). "
                   f"Test split, evaluated once: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}.", "",
                   f"Stage folder: `{best['stage_dir']}`; config: `best_config.yaml`."]

@@ -247,3 +247,22 @@ def _grid_order(seed, values):
     combos = list(values)
     random.Random(seed).shuffle(combos)
     return combos
+
+
+def test_a_sweep_whose_trials_all_tie_says_so(tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    real_train = trainer.train
+
+    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+        def scored(entry):
+            entry["val_macro_f1"] = 0.5  # every trial alike, as LoRA at the majority class on OLID was
+            on_validated(entry)
+        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+    monkeypatch.setattr(trainer, "train", scripted_train)
+    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "trials": 2,
+                                                   "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}})
+    r = runner.invoke(app, ["sweep", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "every complete trial scored validation macro-F1 0.5000" in r.output
+    best = json.loads((tmp_path / "run" / "sweep" / "best.json").read_text())
+    assert "made no difference" in best["note"]
+    assert "made no difference" in (tmp_path / "run" / "sweep" / "sweep.md").read_text()
