@@ -220,7 +220,12 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
         loser = b if p["winner"] == a else a
         return (f"{_name(summary, p['winner'])} is significantly better than {_name(summary, loser)} "
                 f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {seeds}).")
-    what = "within noise" if p["verdict"] == "within noise" else "not consistent across seeds"
+    if p["verdict"] == "within noise":
+        what = "within noise"
+    elif p["seeds_significant"] == p["n_seeds"]:  # McNemar rejects in every seed, yet the winner or metric flips
+        what = "significant in every seed but not in one direction (the better model changes with the seed or the metric)"
+    else:
+        what = "not consistent across seeds"
     return (f"The difference between {_name(summary, a)} ({fa:.4f}) and {_name(summary, b)} ({fb:.4f}) "
             f"in macro-F1 is {what} ({seeds}); do not read it as a ranking.")
 

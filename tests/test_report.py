@@ -188,3 +188,26 @@ def test_ensemble_is_the_mean_of_its_members(results):
         assert ens["predictions"]["pred"] == (mean >= 0.5).astype(int).tolist()
         assert ens["depth"] == 12 and ens["total_params"] == 2 * odd["total_params"]
     assert "ensemble-odd+even" not in results["comparison"]["per_seed"]["0"]  # the input is not changed
+
+
+def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
+    from distill_lora.analysis import compare_pairs, _difference_sentence
+    labels = [0, 1] * 20
+    right = labels
+    wrong = [1 - y for y in labels]
+    # seed 0: a is right everywhere, b wrong; seed 1: the other way round. McNemar p < 0.05 in both seeds
+    result = {"test_labels": labels, "seeds": [0, 1], "per_seed": {
+        "0": {"a": _run(labels, right), "b": _run(labels, wrong)},
+        "1": {"a": _run(labels, wrong), "b": _run(labels, right)}}}
+    (pair,) = compare_pairs(result)
+    assert pair["seeds_significant"] == 2 and pair["verdict"] == "mixed" and pair["winner"] is None
+    summary = {s: {"model_type": s.upper(), "macro_f1": {"mean": 0.5}} for s in ("a", "b")}
+    sentence = _difference_sentence(summary, [pair], "a", "b")
+    assert "significant in every seed but not in one direction" in sentence and "do not read it as a ranking" in sentence
+    assert "better than" not in sentence
+
+
+def _run(labels, pred):
+    from distill_lora.metrics import metrics_from_predictions
+    return {"test": metrics_from_predictions(labels, pred, [float(x) for x in pred], ["no", "yes"]),
+            "predictions": {"pred": pred}}
