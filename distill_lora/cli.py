@@ -157,7 +157,9 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
 def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"),
           batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"),
           steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),
-          output: str = typer.Option("bench.json", "--output", help="JSON file for every number")):
+          output: str = typer.Option("bench.json", "--output", help="JSON file for every number"),
+          texts: Optional[str] = typer.Option(None, "--texts", help="JSON Lines file with a \"text\" field whose lengths to use (default: OLID train)"),
+          tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder for --texts (default: MiniLM's bert-base uncased vocabulary)")):
     """Time training steps (teacher, distillation, LoRA): our trainer vs the course-notebook loop vs the HF Trainer."""
     def action():
         from pathlib import Path
@@ -175,7 +177,7 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
         _quiet_libraries()
         from .bench import print_report, run_bench
         from .runs import atomic_write_json
-        report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps)
+        report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps, texts=texts, tokenizer=tokenizer)
         print_report(report_)
         atomic_write_json(out, report_)
         typer.echo(f"wrote {out}")

@@ -71,8 +71,11 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
 
 
 def test_bench_bad_options_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
     for args, message in ((["--batch-sizes", "32,x"], "--batch-sizes"), (["--steps", "0"], "--steps"),
-                          (["--output", str(tmp_path / "missing" / "b.json")], "--output")):
+                          (["--output", str(tmp_path / "missing" / "b.json")], "--output"),
+                          (["--texts", str(tmp_path / "none.jsonl")], "--texts"),
+                          (["--tokenizer", str(tmp_path / "empty")], "--tokenizer")):
         result = runner.invoke(app, ["bench", "--quick", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
@@ -114,3 +117,17 @@ def test_notebook_and_hf_trainer_baselines_report_sane_numbers(step_type):
     assert next(teacher.parameters()).device.type == "cpu"  # the shared teacher goes back where it was
     if step_type == "distill":  # a live teacher forward counts 2N on top of the student's 6N
         assert notebook["flops_per_token"] > bench.flops_per_token(bench.model_to_train("distill", teacher), False)
+
+
+def test_bench_times_your_own_texts_with_your_tokenizer(tiny_bert6, tmp_path):
+    from conftest import tiny_texts, write_jsonl
+    from transformers import AutoTokenizer
+    rows = tiny_texts(30, 5)
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"text": r["text"]} for r in rows])  # labels are optional
+    pool, tokenizer, source = bench.bench_data(texts=str(path), tokenizer=str(tiny_bert6))
+    assert source.startswith("texts (30 texts") and "SYNTHETIC" not in source
+    expected = AutoTokenizer.from_pretrained(tiny_bert6)([r["text"] for r in rows], truncation=True, max_length=128)
+    assert pool.input_ids == expected["input_ids"] and pool.labels == [0] * 30
+    (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
+    with pytest.raises(bench.UserError, match="text"):
+        bench.bench_data(texts=str(tmp_path / "bad.jsonl"), tokenizer=str(tiny_bert6))
