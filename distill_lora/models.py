@@ -140,6 +140,9 @@ def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model
     config = _from_pretrained(AutoConfig.from_pretrained, ref, what, num_labels=len(label_names),
                               id2label=id2label, label2id={v: k for k, v in id2label.items()})
     model = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, ref, what, config=config)
+    # transformers 5 keeps a checkpoint's own dtype: a bf16/fp16 checkpoint would train without fp32 master
+    # weights. Training starts in fp32 (mixed precision, when on, is autocast on top of it)
+    model = model.float()
     if not any(_LAYER_KEY.search(k) for k in model.state_dict()):
         raise UserError(f"{what} '{ref}': no encoder.layer.N weights found; only BERT-style encoders can be cut into students")
     return model
@@ -178,10 +181,11 @@ def load_stage_model(stage_dir: Path):
     """Reload a finished stage folder: a plain HF classifier, or a PEFT adapter on its base."""
     stage_dir = Path(stage_dir)
     if not (stage_dir / "adapter_config.json").exists():
-        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True, use_safetensors=True)
+        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True,
+                                                                  use_safetensors=True).float()
     from peft import PeftModel
     base_dir = stage_dir / LORA_BASE_DIR
-    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True, use_safetensors=True)
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True, use_safetensors=True).float()
     return PeftModel.from_pretrained(base, stage_dir, is_trainable=False)
 
 

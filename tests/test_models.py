@@ -112,3 +112,17 @@ def test_lora_dora_and_gradient_checkpointing_train(tiny_bert6, tiny_data, tmp_p
     assert r.exit_code == 0, r.output
     cfg_json = (tmp_path / "run" / "seed-0" / "lora-teacher" / "adapter_config.json").read_text()
     assert '"use_dora": true' in cfg_json
+
+
+def test_a_half_precision_checkpoint_trains_from_fp32_weights(tiny_bert6, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from distill_lora.models import load_classifier
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert6).to(torch.bfloat16).save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text((tiny_bert6 / "vocab.txt").read_text())
+    model = load_classifier(str(tmp_path), ["no", "yes"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    original = AutoModelForSequenceClassification.from_pretrained(tmp_path)  # transformers keeps bf16 here
+    assert next(original.parameters()).dtype == torch.bfloat16
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(model.state_dict()[key], original.state_dict()[key].float())
