@@ -41,9 +41,9 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
     for seed in comparison["seeds"]:
         per_seed[str(seed)] = {}
         for stage, m in comparison["per_seed"][str(seed)].items():
-            source = m.get("quantized_from")  # an int8 row holds no weights: quantise its source again
-            predictor = load_predictor(run_dir / f"seed-{seed}" / (source or stage), device="cpu" if source else None)
-            if source:
+            int8_of = m.get("quantized_from")  # an int8 row holds no weights: quantise its source again
+            predictor = load_predictor(run_dir / f"seed-{seed}" / (int8_of or stage), device="cpu" if int8_of else None)
+            if int8_of:
                 from .quantize import quantize_dynamic_int8
                 predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)

@@ -274,6 +274,7 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
     results = json.loads((run / "results.json").read_text())
     ood = results["out_of_domain"]["other"]
     assert ood["n"] == 30 and ood["comparison"]["test_labels"] == [int(x["y"] == "hate") for x in rows]
+    assert ood["source"] == str(other)  # the data set evaluated on, not a stage name
     teacher = ood["comparison"]["per_seed"]["0"]["teacher"]
     # the scores are the teacher's own predictions on these texts
     from distill_lora.predict import load_predictor
@@ -281,5 +282,6 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
     assert teacher["predictions"]["pred"] == logits.argmax(1).tolist()
     report = (run / "report.md").read_text()
     assert "## Out-of-domain: other" in report and "Macro-F1 in domain" in report
+    assert f"Every model of this run on `{other}`" in report
     bad = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--label-map", '{"hate": 7}'])
     assert bad.exit_code == 2 and "class indices" in bad.output
