@@ -90,11 +90,13 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         s["train_loss"] = _mean_std([r["train_loss"] for r in runs])
         s["train_total_loss"] = _mean_std([r["train_total_loss"] for r in runs])
         s["wall_time_s"] = _mean_std([r["wall_time_s"] for r in runs])
-        if stage.startswith("student-"):  # a distilled student needs its teacher trained first
-            teachers = runs_of(result, "teacher") if "teacher" in stage_ids(result) else []
-            if teachers:
-                s["wall_time_with_teacher_s"] = _mean_std([r["wall_time_s"] + t["wall_time_s"]
-                                                           for r, t in zip(runs, teachers)])
+        # a distilled student needs its teacher trained first; an ensemble of students needs it once
+        needs_teacher = stage.startswith("student-") or any(
+            m.startswith("student-") for m in runs[0].get("ensemble_of", []))
+        teachers = runs_of(result, "teacher") if needs_teacher and "teacher" in stage_ids(result) else []
+        if teachers:
+            s["wall_time_with_teacher_s"] = _mean_std([r["wall_time_s"] + t["wall_time_s"]
+                                                       for r, t in zip(runs, teachers)])
         s["samples_per_s"] = _mean_std([r["samples_per_s"] for r in runs])
         s["peak_memory_bytes"] = max(r.get("peak_memory_bytes", 0) for r in runs)
         for key in ("total_params", "trainable_params", "weights_bytes", "teacher_layers", "device",

@@ -211,3 +211,14 @@ def _run(labels, pred):
     from distill_lora.metrics import metrics_from_predictions
     return {"test": metrics_from_predictions(labels, pred, [float(x) for x in pred], ["no", "yes"]),
             "predictions": {"pred": pred}}
+
+
+def test_an_ensemble_of_students_counts_the_teacher_once_in_its_training_time(results):
+    from distill_lora.analysis import add_ensembles, summarise
+    result = add_ensembles(results["comparison"])
+    summary = summarise(result, 100, 0)
+    per_seed = result["per_seed"]
+    expected = [s["student-odd"]["wall_time_s"] + s["student-even"]["wall_time_s"] + s["teacher"]["wall_time_s"]
+                for s in per_seed.values()]
+    assert summary["ensemble-odd+even"]["wall_time_with_teacher_s"]["mean"] == pytest.approx(np.mean(expected))
+    assert "wall_time_with_teacher_s" not in summary["lora-student"]  # LoRA adapts the pretrained model
