@@ -23,7 +23,7 @@ from .metrics import classification_metrics, majority_baseline, softmax, tune_th
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
-                   remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done)
+                   remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done, write_test_predictions)
 
 
 def say(*args) -> None:
@@ -214,7 +214,7 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
         ctx.tokenizer.save_pretrained(tmp)
         save_extra(tmp)
         metrics["weights_bytes"] = weights_size_bytes(tmp)
-        _write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
+        write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
         atomic_write_json(tmp / "metrics.json", metrics)
     faults.maybe(f"{stage_id}:done")
@@ -224,18 +224,6 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     say(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
           f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")
     return metrics
-
-
-def _write_test_predictions(path: Path, labels: list[int], logits, threshold: float | None) -> None:
-    """One line per test example, in test order: label, prediction, logits (and the thresholded prediction)."""
-    probs = softmax(logits)
-    lines = []
-    for i, (y, row) in enumerate(zip(labels, logits)):
-        r = {"i": i, "label": int(y), "pred": int(row.argmax()), "logits": [float(x) for x in row]}
-        if threshold is not None:
-            r["pred_threshold"] = int(probs[i, 1] >= threshold)
-        lines.append(json.dumps(r) + "\n")
-    atomic_write_text(path, "".join(lines))
 
 
 # ---------------------------------------------------------------- stages

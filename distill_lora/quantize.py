@@ -23,7 +23,7 @@ from .costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from .metrics import classification_metrics
 from .models import load_stage_model
 from .runs import (atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries, stage_dir, stage_folder,
-                   stage_is_done)
+                   stage_is_done, write_test_predictions)
 
 QUANT_VERSION = "torch-dynamic-int8-v1"  # part of the int8 stage's config hash: a change here re-measures
 ZERO_POINT_BYTES, SCALE_BYTES = 1, 4  # per quantisation group: an int8 zero point and an fp32 scale
@@ -98,7 +98,6 @@ def run_int8(ctx, source: str) -> dict:
     Writes `seed-S/<source>-int8/` (metrics.json, test_predictions.jsonl, config.yaml, DONE); reused when
     its source is unchanged.
     """
-    from .pipeline import _write_test_predictions
     src_dir = stage_dir(ctx.output_dir, ctx.cfg.seed, source)
     src = read_json(src_dir / "metrics.json")
     stage_id = f"{source}-int8"
@@ -120,7 +119,7 @@ def run_int8(ctx, source: str) -> dict:
     eval_batch = ctx.cfg.stage_train("teacher" if source == "teacher" else "distill").eval_batch_size
     labels, label_names = ctx.encoded["test"].labels, ctx.cfg.data.label_names
     with PeakMemory(cpu.device) as memory:
-        fp32 = load_stage_model(src_dir).float().eval()
+        fp32 = load_stage_model(src_dir).eval()  # loaded in fp32
         t0 = time.perf_counter()
         qmodel = quantize_dynamic_int8(fp32)
         quantize_s = time.perf_counter() - t0
@@ -167,7 +166,7 @@ def run_int8(ctx, source: str) -> dict:
     with stage_folder(final, chash) as tmp:
         if threshold is not None:
             shutil.copyfile(src_dir / "decision.json", tmp / "decision.json")
-        _write_test_predictions(tmp / "test_predictions.jsonl", labels, test["logits"], threshold)
+        write_test_predictions(tmp / "test_predictions.jsonl", labels, test["logits"], threshold)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
         atomic_write_json(tmp / "metrics.json", metrics)
     distributed.barrier()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import faults
 from .config import UserError
+from .metrics import softmax
 
 DONE = "DONE"
 
@@ -49,6 +50,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_test_predictions(path: Path, labels: list[int], logits, threshold: float | None) -> None:
+    """One line per test example, in test order: label, prediction, logits (and the thresholded prediction)."""
+    probs = softmax(logits)
+    lines = []
+    for i, (y, row) in enumerate(zip(labels, logits)):
+        r = {"i": i, "label": int(y), "pred": int(row.argmax()), "logits": [float(x) for x in row]}
+        if threshold is not None:
+            r["pred_threshold"] = int(probs[i, 1] >= threshold)
+        lines.append(json.dumps(r) + "\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def read_json(path: Path):

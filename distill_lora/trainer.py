@@ -319,8 +319,7 @@ def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, opti
             loss, parts = loss_fn(model, batch)  # the prepared model's forward runs under autocast already
             if faults.maybe(f"{desc}:nan:{st['step'] + 1}"):
                 loss = loss * float("nan")
-            bad, stopping = distributed.any_flag([not bool(torch.isfinite(loss)), False], accelerator.device)
-            if bad:
+            if distributed.any_flag([not bool(torch.isfinite(loss))], accelerator.device)[0]:
                 raise UserError(f"stage {desc}: the loss became {float(loss)} at step {st['step'] + 1} (epoch {epoch}); "
                                 "training stopped and the last good checkpoint is kept. Lower the learning rate or "
                                 "use train.precision: fp32, then run again")
@@ -350,8 +349,7 @@ def _train_epoch(model, train_set, loss_fn, cfg, seed, pad_id, accelerator, opti
                 progress.update(progress.task_ids[0], completed=st["step"], info=info)
             elif distributed.is_main():
                 print(f"  {desc} epoch {epoch} step {st['step']}/{total_steps}  {info}", flush=True)
-        stopping = distributed.any_flag([stop.signal is not None], accelerator.device)[0] \
-            if accelerator.num_processes > 1 else stop.signal is not None
+        stopping = distributed.any_flag([stop.signal is not None], accelerator.device)[0]
         if (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0) or stopping:
             st["train_time"] += time.perf_counter() - t0
             t0 = time.perf_counter()
