@@ -76,6 +76,31 @@ class DataConfig:
     max_length: int = _f(128, "tokens per text; longer texts are truncated")
     limit: SplitLimits = field(default_factory=SplitLimits, metadata={"help": "per-split stratified limits"})
 
+    def __post_init__(self):
+        # YAML reads `{0: 1}` with int keys and `{true: 1}` with bool keys; data values are matched by one
+        # canonical text form, so every spelling of a key means the same label
+        normal = {}
+        for raw, idx in self.label_map.items():
+            key = label_key(raw, "data.label_map")
+            if key in normal and normal[key] != idx:
+                raise UserError(f"config: data.label_map maps {key!r} twice, to {normal[key]!r} and {idx!r}")
+            normal[key] = idx
+        object.__setattr__(self, "label_map", normal)
+
+
+def label_key(value, where: str = "data") -> str:
+    """The canonical text of a raw label: 1, 1.0 and "1" → "1"; True and "true" → "true"; strings as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (str, float)):
+        return str(value)
+    raise UserError(f"config: {where} key {value!r} is not a single value; keys must be numbers, "
+                    "true/false or strings")
+
 
 @dataclass(frozen=True)
 class TeacherConfig:
@@ -226,8 +251,11 @@ def _validate(cfg: Config) -> None:
         raise UserError("config: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]")
     if len(set(d.label_names)) != len(d.label_names):
         raise UserError(f"config: 'data.label_names' has duplicates: {d.label_names}")
+    if len(d.label_names) > 2:
+        raise UserError(f"config: 'data.label_names' has {len(d.label_names)} classes; this version supports two "
+                        "(binary: index 1 is the positive class): merge classes with data.label_map")
     for raw, idx in d.label_map.items():
-        if not isinstance(idx, int) or not 0 <= idx < len(d.label_names):
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(d.label_names):
             raise UserError(f"config: data.label_map['{raw}'] = {idx!r} is not a class index 0..{len(d.label_names) - 1}")
     if d.null_text not in ("error", "drop"):
         raise UserError(f"config: 'data.null_text' must be error or drop, got {d.null_text!r}")

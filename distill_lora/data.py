@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, UserError
+from .config import DataConfig, UserError, label_key
 from .sources import require_hub, resolve
 
 SPLITS = ("train", "validation", "test")
@@ -106,17 +106,26 @@ def _as_text(value):
 
 
 def _as_label(value, cfg: DataConfig):
-    if isinstance(value, str) and value in cfg.label_map:
-        return cfg.label_map[value]
+    """The class index of a raw label: through data.label_map first (any spelling of a key: 1, "1", true,
+    "hate"), else an integer 0..C-1 given as a number or a numeric string; None when neither."""
+    if cfg.label_map and value is not None and not (isinstance(value, float) and math.isnan(value)):
+        key = label_key(value) if isinstance(value, (str, int, float)) else None
+        if key in cfg.label_map:
+            return cfg.label_map[key]
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and str(value) in cfg.label_map:
-        return cfg.label_map[str(value)]
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(cfg.label_names):
         return value
     return None
+
+
+def _map_example(raw) -> str:
+    try:
+        return json.dumps(label_key(raw))
+    except UserError:
+        return '"hate"'
 
 
 def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str]) -> Split:
@@ -144,7 +153,8 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
         label = _as_label(raw_label, cfg)
         if label is None:
             raise UserError(f"data: split {where} row {i} has label {raw_label!r}, outside the label set "
-                            f"0..{n_classes - 1} ({', '.join(cfg.label_names)}); fix the data or map it with data.label_map")
+                            f"0..{n_classes - 1} ({', '.join(cfg.label_names)}); fix the data or map it with "
+                            f"data.label_map, e.g. {{{_map_example(raw_label)}: 1}}")
         texts.append(text)
         labels.append(label)
     if dropped:
@@ -235,9 +245,12 @@ def load_splits(cfg: DataConfig) -> Splits:
         if n is not None and n < len(checked[s]):
             checked[s] = _subset(checked[s], _stratified_pick(checked[s].labels, n, seed))
             notes.append(f"{s}: limited to {n} examples (stratified, seed {seed})")
-    for s in SPLITS:
-        if len(set(checked[s].labels)) < 2 and s != "test":
-            notes.append(f"warning: split {s} holds a single class")
+    for s in SPLITS:  # a class missing from a split leaves training blind to it or its test metrics undefined
+        missing = [c for c in range(len(cfg.label_names)) if c not in set(checked[s].labels)]
+        if missing:
+            raise UserError(f"data: split {s} has no example of class {missing[0]} ({cfg.label_names[missing[0]]!r}); "
+                            "every class needs examples in every split: check data.label_names, data.label_map "
+                            "and data.limit")
     return Splits(checked["train"], checked["validation"], checked["test"], notes, fingerprint)
 
 

@@ -42,10 +42,15 @@ def resolve_layers(spec, depth: int) -> list[int]:
     if isinstance(spec, str):
         name, _, k = spec.strip().lower().partition(":")
         if name in LAYER_PRESETS:
-            if k and (not k.isdigit() or not 1 <= int(k) < depth) or (k and name in ("odd", "even")):
-                raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1} "
-                                "(first and last only)")
+            if k and name in ("odd", "even"):
+                raise UserError(f"layers '{spec}': odd and even take no depth; ':k' is for first, last and distilbert")
+            if k and (not k.isdigit() or not 1 <= int(k) < depth):
+                raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1}")
             spec = preset_layers(name, depth, int(k) if k else None)
+            if len(spec) != (int(k) if k else len(spec)):  # distilbert's bottom and top halves met
+                raise UserError(f"layers '{spec_text(name, k)}': distilbert takes every other layer from the bottom "
+                                f"and from the top, which for {k} layers needs a teacher of at least {2 * int(k) - 2} "
+                                f"layers (this one has {depth}); use a smaller depth, first:{k} or a list of layers")
         else:
             try:
                 spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
@@ -62,6 +67,10 @@ def resolve_layers(spec, depth: int) -> list[int]:
     if len(layers) == depth:
         raise UserError(f"layers {layers}: keeps all {depth} teacher layers; a student must be shallower")
     return layers
+
+
+def spec_text(name: str, k: str) -> str:
+    return f"{name}:{k}" if k else name
 
 
 def layers_name(layers: list[int], depth: int) -> str:

@@ -58,7 +58,9 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     """
     splits = load_splits(cfg.data)
     tokenizer = load_tokenizer(cfg.teacher.model)
-    depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
+    model_config = load_model_config(cfg.teacher.model)
+    depth = int(getattr(model_config, "num_hidden_layers", 0))
+    _check_max_length(cfg.data.max_length, model_config)
     # check every layer list now, so a bad one fails before hours of teacher training
     for spec in [*cfg.distill.layers, *layer_specs]:
         resolve_layers(spec, depth)
@@ -69,6 +71,19 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     output_dir = Path(cfg.output_dir).resolve()
     check_writable(output_dir)
     return Context(cfg, splits, tokenizer, encoded, output_dir, depth)
+
+
+def _check_max_length(max_length: int, model_config) -> None:
+    """Texts longer than the model's position table would crash (or wrap around) mid-training: refuse now."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not positions:
+        return
+    # RoBERTa-style models number positions from padding_idx + 1, so two fewer are usable
+    offset = (model_config.pad_token_id or 0) + 1 if model_config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    if max_length > positions - offset:
+        raise UserError(f"data.max_length {max_length} is more than the teacher takes ({positions - offset} tokens: "
+                        f"max_position_embeddings {positions}" + (f" minus {offset}" if offset else "") +
+                        f"); set data.max_length to at most {positions - offset}")
 
 
 # ---------------------------------------------------------------- config hashes (reuse decisions)
@@ -155,12 +170,14 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
         atomic_write_json(work / "stage.json", {"config_hash": chash})
     distributed.barrier()
     tcfg = ctx.cfg.stage_train(section)
-    accelerator = trainer.make_accelerator(tcfg.precision)
-    if tcfg.batch_size < accelerator.num_processes:
-        raise UserError(f"{section}: batch_size {tcfg.batch_size} is smaller than the {accelerator.num_processes} "
+    if tcfg.batch_size < distributed.world_size():
+        raise UserError(f"{section}: batch_size {tcfg.batch_size} is smaller than the {distributed.world_size()} "
                         "processes; the batch size is the global batch: raise it or start fewer processes")
     set_seed(ctx.cfg.seed)
     model, loss_fn, save_extra = build()
+    # made after build(): a student's build computes the teacher's targets under the teacher's own accelerator,
+    # and accelerate keeps one process-wide state, so an earlier stage accelerator would lose its precision
+    accelerator = trainer.make_accelerator(tcfg.precision)
     label_names = ctx.cfg.data.label_names
     say(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
         f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")

@@ -218,9 +218,9 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "params.json", {"trial": trial.number, "values": values})
     tcfg = cfg.stage_train(SWEEP_STAGES[s.stage])
-    accelerator = trainer.make_accelerator(tcfg.precision)
     set_seed(cfg.seed)  # as in pipeline._run_stage, so the best trial retrained as a stage gives the same model
     model, loss_fn = _build(tctx, s.stage, layers)
+    accelerator = trainer.make_accelerator(tcfg.precision)  # after _build: see pipeline._run_stage
 
     def on_validated(entry):
         trial.report(entry["val_macro_f1"], entry["epoch"])

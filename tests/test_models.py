@@ -34,7 +34,7 @@ def test_presets_are_one_based():
     (list(range(1, 13)), "must be shallower"),
     ("middle", "odd, even, first"),
     ("first:12", "student depth after ':'"),
-    ("odd:3", "student depth after ':'"),
+    ("odd:3", "odd and even take no depth"),
 ])
 def test_invalid_layer_lists_rejected(spec, message):
     with pytest.raises(UserError, match=message):

@@ -1,0 +1,137 @@
+"""Settings that used to give quiet wrong results: each either gives correct numbers or a one-line error."""
+import pytest
+
+from conftest import write_jsonl
+from distill_lora.config import DataConfig, UserError, load_config
+from distill_lora.data import load_splits
+
+ROWS = [{"text": f"text number {i}", "label": i % 2} for i in range(20)]
+
+
+def _folder(tmp_path, rows, validation=None, test=None):
+    for name, split in (("train", rows), ("validation", validation or rows[:6]), ("test", test or rows[:6])):
+        write_jsonl(tmp_path / f"{name}.jsonl", split)
+    return tmp_path
+
+
+def _yaml_config(tmp_path, data_yaml: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  source: {tmp_path}\n{data_yaml}", encoding="utf-8")
+    return load_config(str(path))
+
+
+# ---------------------------------------------------------------- data.label_map
+
+def test_label_map_with_integer_keys_swaps_the_classes(tmp_path):
+    # YAML reads {0: 1, 1: 0} with int keys; they were ignored (looked up as strings), so nothing was swapped
+    _folder(tmp_path, ROWS)
+    cfg = _yaml_config(tmp_path, "  label_map: {0: 1, 1: 0}\n")
+    assert cfg.data.label_map == {"0": 1, "1": 0}
+    splits = load_splits(cfg.data)
+    assert splits.train.labels == [1 - r["label"] for r in ROWS]
+
+
+@pytest.mark.parametrize("keys", ["{'0': 1, '1': 0}", "{0.0: 1, 1.0: 0}", "{0: 1, '1': 0}"])
+def test_label_map_key_spellings_mean_the_same(tmp_path, keys):
+    rows = [{"text": r["text"], "label": str(r["label"])} for r in ROWS[:10]] + ROWS[10:]  # "1" and 1 in the data
+    _folder(tmp_path, rows)
+    splits = load_splits(_yaml_config(tmp_path, f"  label_map: {keys}\n").data)
+    assert splits.train.labels == [1 - r["label"] for r in ROWS]
+
+
+def test_boolean_labels_can_be_mapped(tmp_path):
+    rows = [{"text": r["text"], "label": bool(r["label"])} for r in ROWS]
+    _folder(tmp_path, rows)
+    with pytest.raises(UserError, match=r"row 1 has label False.*data.label_map, e.g. \{\"false\": 1\}"):
+        load_splits(DataConfig(source=str(tmp_path)))
+    for spelling in ("{true: 1, false: 0}", "{'true': 1, 'false': 0}"):
+        splits = load_splits(_yaml_config(tmp_path, f"  label_map: {spelling}\n").data)
+        assert splits.train.labels == [r["label"] for r in ROWS]
+
+
+def test_string_labels_mapped(tmp_path):
+    rows = [{"text": r["text"], "label": "hate" if r["label"] else "none"} for r in ROWS]
+    _folder(tmp_path, rows)
+    splits = load_splits(_yaml_config(tmp_path, "  label_map: {hate: 1, none: 0}\n").data)
+    assert splits.train.labels == [r["label"] for r in ROWS]
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ("{null: 1}", "key None is not a single value"),
+    ("{1: 0, '1': 1}", "maps '1' twice"),
+    ("{1: true}", "is not a class index"),
+    ("{1: 2}", "is not a class index"),
+])
+def test_bad_label_maps_are_one_line_errors(tmp_path, mapping, message):
+    _folder(tmp_path, ROWS)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  label_map: {mapping}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        load_config(str(path))
+
+
+# ---------------------------------------------------------------- classes
+
+def test_three_classes_are_refused_at_load():
+    with pytest.raises(UserError, match="has 3 classes; this version supports two"):
+        load_config("demo", ["data.label_names=[a, b, c]"])
+
+
+def test_a_split_without_a_class_is_an_error_naming_it(tmp_path):
+    _folder(tmp_path, ROWS, test=[r for r in ROWS if r["label"] == 0][:5])
+    with pytest.raises(UserError, match=r"split test has no example of class 1 \('toxic'\)"):
+        load_splits(DataConfig(source=str(tmp_path)))
+
+
+# ---------------------------------------------------------------- settings checked before training
+
+def test_max_length_beyond_the_teachers_positions_is_refused(tmp_path, tiny_bert6, tiny_data):
+    from conftest import tiny_config
+    from distill_lora import pipeline
+    cfg = load_config(str(tiny_config(tmp_path, tiny_bert6, tiny_data)), ["data.max_length=65"])
+    with pytest.raises(UserError, match=r"data.max_length 65 is more than the teacher takes \(64 tokens"):
+        pipeline.prepare(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("spec, depth, expected", [("distilbert:4", 6, [1, 3, 4, 6]), ("distilbert:3", 4, [1, 3, 4]),
+                                                   ("distilbert", 12, [1, 3, 5, 8, 10, 12])])
+def test_distilbert_preset_gives_k_layers(spec, depth, expected):
+    from distill_lora.models import resolve_layers
+    assert resolve_layers(spec, depth) == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("distilbert:4", "for 4 layers needs a teacher of at least 6 layers \\(this one has 5\\)"),
+    ("odd:2", "odd and even take no depth"),
+    ("last:5", "must be 1..4"),
+])
+def test_layer_presets_refuse_what_they_cannot_give(spec, message):
+    from distill_lora.models import resolve_layers
+    with pytest.raises(UserError, match=message):
+        resolve_layers(spec, 5)
+
+
+# ---------------------------------------------------------------- each stage keeps its own precision
+
+def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_path, tiny_bert6, tiny_data,
+                                                                          monkeypatch):
+    """accelerate keeps one process-wide state: building the teacher-logit cache inside a student's stage reset it
+    to the teacher's precision, so the student trained under the teacher's dtype."""
+    from typer.testing import CliRunner
+    from conftest import tiny_config
+    from distill_lora import trainer
+    from distill_lora.cli import app
+    seen = {}
+    real_train = trainer.train
+
+    def spy(model, *args, accelerator, desc, **kw):
+        seen[desc] = accelerator.mixed_precision
+        return real_train(model, *args, accelerator=accelerator, desc=desc, **kw)
+    monkeypatch.setattr(trainer, "train", spy)
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32},
+                      teacher={"model": str(tiny_bert6), "train": {"lr": 1e-3, "precision": "fp32"}},
+                      distill={"train": {"lr": 1e-3, "precision": "bf16"}}, report={"measure_speed": False})
+    result = CliRunner().invoke(app, ["distill", "--layers", "odd", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert seen == {"teacher": "no", "student-odd": "bf16"}
