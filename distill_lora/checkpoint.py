@@ -103,7 +103,7 @@ def latest(work_dir: Path) -> Path | None:
 
 
 def prune(work_dir: Path, keep: Path) -> None:
-    """Keep only the newest checkpoint (the best weights live apart, in best.safetensors)."""
+    """Keep only the newest checkpoint (the best weights live apart, in best-epoch-E.safetensors)."""
     for p in Path(work_dir).glob("checkpoint-*"):
         if p != keep:
             shutil.rmtree(p, ignore_errors=True)

@@ -22,6 +22,7 @@ from .costs import PeakMemory, inference_speed, weights_size_bytes
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
+from .sources import files_sha256, model_fingerprint
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
                    remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done, write_test_predictions)
 
@@ -88,26 +89,44 @@ def _check_max_length(max_length: int, model_config) -> None:
 
 # ---------------------------------------------------------------- config hashes (reuse decisions)
 
+# Bump when a fix changes the numbers a stage produces for an unchanged config: finished stages made by older
+# code then no longer match their hash and are trained again instead of reused.
+RESULTS_FORMAT = 2
+
+
 def _data_key(ctx: Context) -> dict:
-    return {"data": dataclasses.asdict(ctx.cfg.data), "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed}
+    return {"data": dataclasses.asdict(ctx.cfg.data), "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed,
+            "format": RESULTS_FORMAT}
+
+
+def _model_key(ctx: Context) -> dict:
+    # the files' contents, not the name: a folder whose weights were replaced is another teacher
+    return {"model": ctx.cfg.teacher.model, "model_files": model_fingerprint(ctx.cfg.teacher.model)}
 
 
 def teacher_hash(ctx: Context) -> str:
-    return config_hash({**_data_key(ctx), "model": ctx.cfg.teacher.model,
+    return config_hash({**_data_key(ctx), **_model_key(ctx),
                         "train": dataclasses.asdict(ctx.cfg.stage_train("teacher"))})
 
 
+def teacher_weights(ctx: Context) -> str:
+    """sha256 of the finished teacher's weights (recorded when it was saved): what its students are keyed on."""
+    return read_json(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher") / "metrics.json")["weights_sha256"]
+
+
 def student_hash(ctx: Context, layers: list[int]) -> str:
+    """Keyed on the fine-tuned teacher's weights, not only its config: a teacher trained again (another GPU run,
+    a deleted folder) makes new students."""
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.distill).items() if k not in ("layers", "train")}
-    return config_hash({"teacher": teacher_hash(ctx), "layers": layers, "distill": d,
-                        "train": dataclasses.asdict(ctx.cfg.stage_train("distill"))})
+    return config_hash({"teacher": teacher_hash(ctx), "teacher_weights": teacher_weights(ctx), "layers": layers,
+                        "distill": d, "train": dataclasses.asdict(ctx.cfg.stage_train("distill"))})
 
 
 def lora_hash(ctx: Context, stage_id: str) -> str:
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
     if stage_id == "lora-teacher":
         d.pop("student_layers")
-    return config_hash({**_data_key(ctx), "model": ctx.cfg.teacher.model, "stage": stage_id, "lora": d,
+    return config_hash({**_data_key(ctx), **_model_key(ctx), "stage": stage_id, "lora": d,
                         "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
 
 
@@ -231,6 +250,7 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
         ctx.tokenizer.save_pretrained(tmp)
         save_extra(tmp)
         metrics["weights_bytes"] = weights_size_bytes(tmp)
+        metrics["weights_sha256"] = files_sha256(list(tmp.rglob("*.safetensors")))
         write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
         atomic_write_json(tmp / "metrics.json", metrics)
@@ -254,7 +274,7 @@ def run_teacher(ctx: Context) -> dict:
 
 def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict:
     """The fine-tuned teacher's logits (and [CLS] states) on the training split, computed once and cached."""
-    thash = teacher_hash(ctx)
+    thash = f"{teacher_hash(ctx)}-{teacher_weights(ctx)[:16]}"
     name = f"teacher-{thash}" + (f"-cls-{'-'.join(map(str, cls_layers))}" if cls_layers else "") + ".safetensors"
     path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
     if path.exists():

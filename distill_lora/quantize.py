@@ -82,9 +82,10 @@ def int8_size_bytes(qmodel) -> int:
     return total
 
 
-def int8_hash(source_hash: str) -> str:
-    """Reuse key of an int8 stage: its source's config hash, the method, and the kernel library."""
-    return config_hash({"source": source_hash, "method": QUANT_VERSION, "engine": quantized_engine()})
+def int8_hash(source: dict) -> str:
+    """Reuse key of an int8 stage: its source's config hash and weights, the method, and the kernel library."""
+    return config_hash({"source": source["config_hash"], "source_weights": source["weights_sha256"],
+                        "method": QUANT_VERSION, "engine": quantized_engine()})
 
 
 def int8_sources(stage_ids) -> list[str]:
@@ -102,7 +103,7 @@ def run_int8(ctx, source: str) -> dict:
     src = read_json(src_dir / "metrics.json")
     stage_id = f"{source}-int8"
     final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
-    chash = int8_hash(src["config_hash"])
+    chash = int8_hash(src)
     distributed.barrier()  # in a data-parallel run: every process looks before the main one writes
     if stage_is_done(final, chash):
         if distributed.is_main():

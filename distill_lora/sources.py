@@ -5,6 +5,8 @@ for 25-50 s; we answer in a few seconds with a message that says what to do inst
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 import socket
@@ -77,3 +79,40 @@ def require_hub(ref: str, what: str) -> None:
     """Fail fast unless the Hub is reachable (cached copies are tried by the caller first)."""
     if is_offline() or not hub_reachable():
         raise UserError(hub_unreachable_message(ref, what))
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One sha256 over the names and contents of some files (a model folder's weights, config, tokenizer)."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=32)
+def _folder_sha256(folder: str, stamp: tuple) -> str:  # stamp: the files' sizes and times, so edits miss the cache
+    return files_sha256([Path(folder) / name for name, _, _ in stamp])
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 of every file of a model folder (not its subfolders): replacing the weights changes it."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _folder_sha256(str(Path(folder).resolve()), stamp)
+
+
+def model_fingerprint(ref: str, what: str = "teacher.model") -> str:
+    """What a stage's reuse key says about its pretrained model: the files' contents where they are on disk
+    (a local or package folder, or a Hub id's cached snapshot), else the Hub id itself."""
+    path, local = resolve(ref, what)
+    if not local:
+        try:
+            from huggingface_hub import snapshot_download
+            path, local = snapshot_download(path, local_files_only=True), True
+        except Exception:  # noqa: BLE001 - not cached (yet): the id is all we know
+            return ref
+    folder = Path(path)
+    return folder_fingerprint(folder if folder.is_dir() else folder.parent)

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
@@ -174,18 +175,37 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def _save_best(work_dir: Path, model, val_logits) -> None:
+def _best_path(work_dir: Path, epoch: int) -> Path:
+    return work_dir / f"best-epoch-{epoch:04d}.safetensors"
+
+
+def _save_best(work_dir: Path, model, val_logits, epoch: int) -> None:
+    """The weights of a new best epoch, in a file named by that epoch. The previous best stays until a checkpoint
+    records the new choice: a run killed in between resumes with the epoch its checkpoint names, and that
+    epoch's weights (a re-run of the epoch need not be better again on a non-deterministic GPU)."""
     if distributed.is_main():
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
         tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
-        save_file(state, tmp)
-        os.replace(tmp, work_dir / "best.safetensors")
+        save_file(state, tmp, metadata={"epoch": str(epoch)})
+        os.replace(tmp, _best_path(work_dir, epoch))
     distributed.barrier()
 
 
-def _load_best(work_dir: Path, model):
-    state = load_file(work_dir / "best.safetensors")
+def _prune_best(work_dir: Path, selected_epoch: int) -> None:
+    """After a checkpoint: only the selected epoch's weights are still needed."""
+    for path in work_dir.glob("best-epoch-*.safetensors"):
+        if path != _best_path(work_dir, selected_epoch):
+            path.unlink(missing_ok=True)
+
+
+def _load_best(work_dir: Path, model, epoch: int):
+    path = _best_path(work_dir, epoch)
+    with safe_open(path, "pt") as fh:
+        saved = int(fh.metadata()["epoch"])
+    if saved != epoch:  # a file renamed or mixed up by hand: never test weights of another epoch
+        raise UserError(f"{path} holds epoch {saved}, not the selected epoch {epoch}; delete {work_dir} and train again")
+    state = load_file(path)
     logits = state.pop("__val_logits__").numpy()
     model.load_state_dict(state)
     return logits
@@ -240,6 +260,7 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
         if main:
             checkpoint.save(folder, raw_model, optimizer, scheduler, st)
             checkpoint.prune(work_dir, folder)
+            _prune_best(work_dir, st["selected_epoch"])
         distributed.barrier()
         faults.maybe(f"{desc}:checkpoint:{st['step']}")
 
@@ -265,7 +286,7 @@ def train(model, train_set: Encoded, val_set: Encoded, loss_fn, cfg: TrainConfig
     finally:  # also when a stop, a NaN or a sweep's pruner ends training: the bar must not stay on screen
         if progress:
             progress.stop()
-    result.selected_val_logits = _load_best(work_dir, raw_model)
+    result.selected_val_logits = _load_best(work_dir, raw_model, st["selected_epoch"])
     result.history, result.selected_epoch = st["history"], st["selected_epoch"]
     result.stopped_early = st["stopped_early"]
     result.wall_time_s = wall_before + time.perf_counter() - start
@@ -384,7 +405,8 @@ def _validate(model, val_set, cfg, label_names, pad_id, accelerator, st, log, de
     faults.maybe(f"{desc}:validated:{epoch}")
     if _is_better(score, st["best_score"], cfg.select_metric):
         st.update(best_score=score, since_best=0, selected_epoch=epoch)
-        _save_best(work_dir, accelerator.unwrap_model(model), val["logits"])
+        _save_best(work_dir, accelerator.unwrap_model(model), val["logits"], epoch)
+        faults.maybe(f"{desc}:best-saved:{epoch}")
     else:
         st["since_best"] += 1
         if cfg.patience and st["since_best"] >= cfg.patience:

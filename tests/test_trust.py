@@ -1,4 +1,6 @@
 """Settings that used to give quiet wrong results: each either gives correct numbers or a one-line error."""
+import json
+
 import pytest
 
 from conftest import write_jsonl
@@ -135,3 +137,103 @@ def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_pa
     result = CliRunner().invoke(app, ["distill", "--layers", "odd", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert seen == {"teacher": "no", "student-odd": "bf16"}
+
+
+# ---------------------------------------------------------------- reuse is keyed on contents, not names
+
+def _tiny_run_config(tmp_path, model, data, epochs=1):
+    from conftest import tiny_config
+    return tiny_config(tmp_path, model, data, train={"epochs": epochs, "batch_size": 16, "eval_batch_size": 32},
+                       report={"measure_speed": False, "quantize_int8": False})
+
+
+def test_replacing_the_teacher_folders_weights_retrains_teacher_and_students(tmp_path, tiny_data):
+    """A local teacher was keyed by its path: new weights in the same folder reused the old teacher, cache and
+    students."""
+    from typer.testing import CliRunner
+    from conftest import build_tiny_bert
+    from distill_lora.cli import app
+    model = build_tiny_bert(tmp_path / "pretrained", 4, seed=0)
+    cfg = _tiny_run_config(tmp_path, model, tiny_data)
+    run = ["distill", "--layers", "odd", "--config", str(cfg)]
+    first = CliRunner().invoke(app, run)
+    assert first.exit_code == 0, first.output
+    seed = tmp_path / "run" / "seed-0"
+    before = {s: json.loads((seed / s / "metrics.json").read_text()) for s in ("teacher", "student-odd")}
+    again = CliRunner().invoke(app, run)
+    assert "[student-odd] reusing finished stage" in again.output and "training" not in again.output
+    build_tiny_bert(model, 4, seed=1)  # same path and config, other weights
+    third = CliRunner().invoke(app, run)
+    assert third.exit_code == 0, third.output
+    assert "reusing" not in third.output and "[teacher] no finished teacher for this config" in third.output
+    after = {s: json.loads((seed / s / "metrics.json").read_text()) for s in ("teacher", "student-odd")}
+    for s in after:
+        assert after[s]["config_hash"] != before[s]["config_hash"]
+        assert after[s]["weights_sha256"] != before[s]["weights_sha256"]
+    assert len(list((seed / "cache").glob("teacher-*.safetensors"))) == 2  # the old teacher's targets are not used
+
+
+def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_format(tmp_path, tiny_bert6, tiny_data,
+                                                                                     monkeypatch):
+    from distill_lora import pipeline
+    ctx = pipeline.prepare(load_config(str(_tiny_run_config(tmp_path, tiny_bert6, tiny_data))))
+    monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "a" * 64)
+    student, teacher, lora = pipeline.student_hash(ctx, [1, 3, 5]), pipeline.teacher_hash(ctx), pipeline.lora_hash(
+        ctx, "lora-student")
+    monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "b" * 64)
+    assert pipeline.student_hash(ctx, [1, 3, 5]) != student and pipeline.teacher_hash(ctx) == teacher
+    monkeypatch.setattr(pipeline, "RESULTS_FORMAT", pipeline.RESULTS_FORMAT + 1)
+    assert pipeline.teacher_hash(ctx) != teacher and pipeline.lora_hash(ctx, "lora-student") != lora
+
+
+# ---------------------------------------------------------------- the tested model is the selected epoch's
+
+def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tiny_bert6, tiny_data, monkeypatch):
+    """Killed after epoch 2's weights were saved as the new best but before a checkpoint recorded that choice, the
+    resumed run re-trains epoch 2; on a GPU that re-run need not win again (here: forced not to). The model tested
+    must then hold epoch 1's weights, not the killed run's epoch 2 (one best file used to serve both)."""
+    import os
+    import subprocess
+    import sys
+    from typer.testing import CliRunner
+    from conftest import REPO
+    from distill_lora import trainer
+    from distill_lora.cli import app
+
+    def config(name):
+        return _tiny_run_config(tmp_path / name, tiny_bert6, tiny_data, epochs=2)
+    killed, reference = config("killed"), config("reference")
+    env = {**os.environ, "DISTILL_LORA_FAULT": "kill@teacher:best-saved:2"}
+    # with these settings the tiny teacher's validation loss falls in epoch 2 (0.7135 → 0.7025): a new best to save
+    loss = [a for kv in ("train.select_metric=loss", "teacher.train.lr=5e-3", "train.batch_size=8",
+                         "train.warmup_ratio=0") for a in ("--set", kv)]
+    proc = subprocess.run([sys.executable, "-m", "distill_lora", "train-teacher", "--config", str(killed), *loss], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    monkeypatch.setattr(trainer, "_is_better", lambda score, best, metric: best is None)  # only epoch 1 ever wins
+    for cfg in (killed, reference):
+        result = CliRunner().invoke(app, ["train-teacher", "--config", str(cfg), *loss])
+        assert result.exit_code == 0, result.output
+    stage = "run/seed-0/teacher"
+    got, want = (json.loads((cfg.parent / stage / "metrics.json").read_text()) for cfg in (killed, reference))
+    assert got["selected_epoch"] == want["selected_epoch"] == 1
+    assert got["test"] == want["test"]
+    assert ((killed.parent / stage / "test_predictions.jsonl").read_text() ==
+            (reference.parent / stage / "test_predictions.jsonl").read_text())
+
+
+def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
+    """Re-evaluate each saved stage folder on validation: it must reproduce the selected epoch's recorded scores
+    (with the best-epoch reload removed, the last epoch's weights would be saved and tested)."""
+    from distill_lora import pipeline, trainer
+    from distill_lora.models import load_stage_model
+    ctx = pipeline.prepare(load_config(str(finished_run["config"])))
+    accelerator = trainer.make_accelerator("fp32")
+    for stage in ("teacher", "student-odd", "lora-student"):
+        folder = finished_run["output"] / "seed-0" / stage
+        m = json.loads((folder / "metrics.json").read_text())
+        val = trainer.evaluate(load_stage_model(folder), ctx.encoded["validation"], 32, accelerator, ctx.pad_id)
+        recorded = m["validation_history"][m["selected_epoch"] - 1]
+        assert val["loss"] == pytest.approx(recorded["val_loss"], abs=1e-5), stage
+        losses = [h["val_loss"] for h in m["validation_history"]]
+        assert len(set(round(x, 5) for x in losses)) == len(losses), "epochs must differ for this check to bite"
