@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import DataConfig, UserError, label_key
-from .sources import require_hub, resolve
+from .sources import hub_reachable, hub_unreachable_message, is_offline, resolve
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
@@ -189,35 +189,57 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_raw(cfg: DataConfig) -> tuple[dict[str, list[dict] | None], dict, dict]:
-    """rows per split (None when absent), a fingerprint, and where each split came from."""
+def _load_raw(cfg: DataConfig, wanted=SPLITS, required=("train", "test")) -> tuple[dict, dict, dict]:
+    """rows of each wanted split (None when absent), a fingerprint, and where each split came from."""
     ref, local = resolve(cfg.source, "data.source")
     if local:
         folder = Path(ref)
         if not folder.is_dir():
             raise UserError(f"data.source '{cfg.source}' must be a folder holding train/validation/test files "
                             f"({', '.join(EXTENSIONS)})")
-        files = {s: _find_split_file(folder, s) for s in SPLITS}
+        files = {s: _find_split_file(folder, s) for s in wanted}
+        for s in required:
+            if files[s] is None:
+                raise UserError(f"data: no {s} file in {folder} (looked for "
+                                f"{'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)")
         rows = {s: _read_rows(p) if p else None for s, p in files.items()}
         fingerprint = {str(p): _file_sha256(p) for p in files.values() if p}
-        where = {s: f"'{s}' ({p})" for s, p in files.items()}
-        if files["train"] is None or files["test"] is None:
-            missing = "train" if files["train"] is None else "test"
-            raise UserError(f"data: no {missing} file in {folder} (looked for {missing}.jsonl/.json/.csv/.parquet)")
-        return rows, fingerprint, where
-    require_hub(ref, "data.source")
+        return rows, fingerprint, {s: f"'{s}' ({p})" for s, p in files.items()}
+    ds = _load_hub_dataset(ref)
+    names = {s: next((n for n in SPLIT_FILE_NAMES[s] if n in ds), None) for s in wanted}
+    rows = {s: ds[n].to_list() if n else None for s, n in names.items()}
+    if any(rows[s] is None for s in required):
+        raise UserError(f"data.source '{ref}' has splits {list(ds)}; it needs {' and '.join(required)}")
+    fingerprint = {ref: {n: ds[n]._fingerprint for n in ds}}
+    return rows, fingerprint, {s: f"'{s}' ({ref})" for s in wanted}
+
+
+def _load_hub_dataset(ref: str):
+    """A Hub data set; offline (HF_HUB_OFFLINE=1), the copy in datasets' local cache, as models try theirs."""
+    if not is_offline() and not hub_reachable():
+        raise UserError(hub_unreachable_message(ref, "data.source") + "; if it was loaded on this machine before, "
+                        "set HF_HUB_OFFLINE=1 to use the cached copy")
     import datasets
     try:
-        ds = datasets.load_dataset(ref)
-    except Exception as e:  # noqa: BLE001 - any Hub failure becomes one clear line
+        return datasets.load_dataset(ref)
+    except Exception as e:  # noqa: BLE001 - any Hub or cache failure becomes one clear line
+        if is_offline():
+            raise UserError(hub_unreachable_message(ref, "data.source")) from None
         raise UserError(f"data.source '{ref}': could not load it from the Hub ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from None
-    names = {s: next((n for n in SPLIT_FILE_NAMES[s] if n in ds), None) for s in SPLITS}
-    rows = {s: ds[n].to_list() if n else None for s, n in names.items()}
-    if rows["train"] is None or rows["test"] is None:
-        raise UserError(f"data.source '{ref}' has splits {list(ds)}; it needs train and test")
-    fingerprint = {ref: {n: ds[n]._fingerprint for n in ds}}
-    return rows, fingerprint, {s: f"'{s}' ({ref})" for s in SPLITS}
+
+
+def load_split(cfg: DataConfig, split: str) -> tuple[Split, list[str]]:
+    """One split of a data set, checked and limited, and notes on it: scoring another data set (evaluate) reads
+    only the split it scores, so a test-only set (a functional test suite) needs no train file."""
+    rows, _, where = _load_raw(cfg, wanted=(split,), required=(split,))
+    notes: list[str] = []
+    data = _check_rows(rows[split], cfg, where[split], notes)
+    n = getattr(cfg.limit, split)
+    if n is not None and n < len(data):
+        data = _subset(data, _stratified_pick(data.labels, n, cfg.split_seed))
+        notes.append(f"{split}: limited to {n} examples (stratified, seed {cfg.split_seed})")
+    return data, notes
 
 
 def load_splits(cfg: DataConfig) -> Splits:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig, SplitLimits, UserError
-from .data import load_splits
+from .data import load_split
 from .metrics import classification_metrics, softmax
 from .predict import load_predictor
 from .runs import RunLock, atomic_write_json, read_json
@@ -36,7 +36,9 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
         raise UserError(f"--label-map {bad}: values must be class indices 0..{len(comparison['label_names']) - 1}")
     if split not in ("train", "validation", "test"):
         raise UserError(f"--split {split!r}: use train, validation or test")
-    data = load_splits(data_cfg)[split]
+    data, notes = load_split(data_cfg, split)
+    for note in notes:
+        print(f"[{name}] data: {note}")
     per_seed = {}
     for seed in comparison["seeds"]:
         per_seed[str(seed)] = {}

