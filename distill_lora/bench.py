@@ -1,4 +1,5 @@
-"""Training-speed benchmark: our trainer vs the course-notebook loop vs the Hugging Face Trainer.
+"""Training-speed benchmark: our trainer vs the course-notebook loop vs the Hugging Face Trainer, the latter
+both with its defaults and length-grouped as a careful user sets it (the baseline of the × ratios).
 
 Same data (OLID text lengths), same process, same random-init BERT, warm-up steps not timed. Three
 step types: teacher fine-tuning (full model, CE), distillation (half-depth student; our trainer reads
@@ -144,13 +145,26 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _measurement(runner, step_type, batch_size, samples_per_s, data, memory, precision, flops) -> dict:
+class TokenCount:
+    """Texts, real tokens and fed tokens (real + padding) of the batches a runner timed."""
+
+    def __init__(self):
+        self.texts, self.real, self.fed = 0, 0, 0
+
+    def add(self, input_ids, attention_mask) -> None:
+        self.texts += input_ids.shape[0]
+        self.real += int(attention_mask.sum())
+        self.fed += input_ids.numel()
+
+
+def _measurement(runner, step_type, batch_size, samples_per_s, count, memory, precision, flops) -> dict:
     return {"step_type": step_type, "runner": runner, "batch_size": batch_size, "precision": precision,
-            "samples_per_s": samples_per_s, "tokens_per_s": samples_per_s * data.mean_tokens,
-            "peak_memory_bytes": memory.peak_bytes, "peak_memory_kind": memory.kind, "flops_per_token": flops}
+            "samples_per_s": samples_per_s, "tokens_per_s": samples_per_s * count.real / count.texts,
+            "fed_tokens_per_text": count.fed / count.texts, "peak_memory_bytes": memory.peak_bytes,
+            "peak_memory_kind": memory.kind, "flops_per_token": flops}
 
 
-# ---------------------------------------------------------------- the three runners
+# ---------------------------------------------------------------- the runners
 
 def cached_distill_loss(teacher, data, accelerator, pad_id):
     """distill_step on teacher logits computed once over `data` (eval mode), as the distill stage caches them."""
@@ -165,9 +179,14 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, grad
     cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=LR[step_type], gradient_checkpointing=gradient_checkpointing)
     val = pool.subset(32, seed=1)
 
-    def train(model, data, memory):
+    def train(model, data, memory, count=None):
         accelerator = trainer.make_accelerator("auto")
-        loss_fn = cached_distill_loss(teacher, data, accelerator, pad_id) if step_type == "distill" else ce_step
+        step_loss = cached_distill_loss(teacher, data, accelerator, pad_id) if step_type == "distill" else ce_step
+
+        def loss_fn(model, batch):
+            if count is not None:
+                count.add(batch["input_ids"], batch["attention_mask"])
+            return step_loss(model, batch)
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), memory:
             result = trainer.train(model, data, val, loss_fn, cfg, seed=0, label_names=LABELS, pad_id=pad_id,
                                    work_dir=Path(tmp), desc=step_type, accelerator=accelerator)
@@ -178,14 +197,14 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, grad
     if warmup:  # a separate short call: the timed call's epoch then holds no first-step costs
         model, _ = train(model, pool.subset(warmup * batch_size, seed=2), contextlib.nullcontext())
     data = pool.subset(steps * batch_size, seed=3)
-    memory = PeakMemory(_device())
-    model, result = train(model, data, memory)
+    memory, count = PeakMemory(_device()), TokenCount()
+    model, result = train(model, data, memory, count)
     flops = flops_per_token(model, step_type.startswith("lora"))
     del model
     _free()
     precision = {"no": "fp32"}.get(trainer.mixed_precision_for("auto"), trainer.mixed_precision_for("auto"))
     runner = "ours+ckpt" if gradient_checkpointing else "ours"
-    return _measurement(runner, step_type, batch_size, result.samples_per_s, data, memory, precision, flops)
+    return _measurement(runner, step_type, batch_size, result.samples_per_s, count, memory, precision, flops)
 
 
 def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=NOTEBOOK_BATCH) -> dict:
@@ -197,12 +216,14 @@ def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=N
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LR[step_type])
     data = pool.subset((warmup + steps) * batch_size, seed=3)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=make_collate(pad_id))
-    k, running_loss, start = DistillConfig(), 0.0, time.perf_counter()
+    k, running_loss, start, count = DistillConfig(), 0.0, time.perf_counter(), TokenCount()
     with PeakMemory(device) as memory:
         for i, batch in enumerate(loader):
             if i == warmup:
                 _sync(device)
                 start = time.perf_counter()
+            if i >= warmup:
+                count.add(batch["input_ids"], batch["attention_mask"])
             ids, mask, labels = (batch[key].to(device) for key in ("input_ids", "attention_mask", "labels"))
             logits = model(input_ids=ids, attention_mask=mask).logits
             if live_teacher is None:
@@ -222,24 +243,38 @@ def run_notebook(step_type, teacher, pool, steps, warmup, pad_id=0, batch_size=N
     teacher.to("cpu")
     del model, optimizer
     _free()
-    return _measurement("notebook", step_type, batch_size, steps * batch_size / elapsed, data, memory, "fp32", flops)
+    return _measurement("notebook", step_type, batch_size, steps * batch_size / elapsed, count, memory, "fp32", flops)
 
 
 class StepClock(TrainerCallback):
-    """Wall time from the end of the warm-up steps to the end of the last step (one sync at each end)."""
+    """Wall time of one Trainer.train call: from its start to the end of its last step (one sync at each end)."""
 
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, None, None
+    def __init__(self):
+        self.start, self.end = None, None
 
     def on_train_begin(self, args, state, control, **kw):
+        _sync(args.device)
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step in (self.warmup, state.max_steps):
+        if state.global_step == state.max_steps:
             _sync(args.device)
-            now = time.perf_counter()
-            self.start = now if state.global_step == self.warmup else self.start
-            self.end = now
+            self.end = time.perf_counter()
+
+
+class CountingCollator:
+    """DataCollatorWithPadding that also counts the tokens of the first `batches` batches it pads (the timed
+    ones: the sampler's order is the order of the steps; accelerate's loader may pad one batch ahead)."""
+
+    def __init__(self, tokenizer, batches: int):
+        self.pad, self.batches, self.count = DataCollatorWithPadding(tokenizer), batches, TokenCount()
+
+    def __call__(self, features):
+        batch = self.pad(features)
+        if self.batches > 0:
+            self.batches -= 1
+            self.count.add(batch["input_ids"], batch["attention_mask"])
+        return batch
 
 
 class LiveTeacherTrainer(Trainer):
@@ -260,31 +295,56 @@ class LiveTeacherTrainer(Trainer):
         return (loss, out) if return_outputs else loss
 
 
-def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenizer) -> dict:
-    """transformers.Trainer with its usual settings (AdamW, dynamic padding, bf16 where the GPU has it),
-    no evaluation, no saving, limited by max_steps."""
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenizer, group_by_length=False) -> dict:
+    """transformers.Trainer, no evaluation, no saving, limited by max_steps; timed like run_ours: a separate,
+    untimed warm-up call, then one timed call of `steps` steps.
+
+    group_by_length=False ("hf_trainer"): its usual settings (default sampler: random order; AdamW as
+    TrainingArguments picks it; dynamic padding; bf16 where the GPU has it).
+    group_by_length=True ("hf_grouped"): as a careful user sets it: train_sampling_strategy="group_by_length"
+    (the Trainer's LengthGroupedSampler: less padding), fused AdamW, and our trainer's precision."""
+    if group_by_length:
+        precision = trainer.mixed_precision_for("auto")
+        settings = dict(train_sampling_strategy="group_by_length", optim="adamw_torch_fused")
+    else:
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        settings = {}
     model = model_to_train(step_type, teacher)
-    data = pool.subset((warmup + steps) * batch_size, seed=3)
-    items = [{"input_ids": x, "labels": y} for x, y in zip(data.input_ids, data.labels)]
-    clock = StepClock(warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
-                                 learning_rate=LR[step_type], bf16=bf16, report_to="none", eval_strategy="no",
-                                 save_strategy="no", disable_tqdm=True, label_names=["labels"], seed=0,
-                                 dataloader_pin_memory=torch.cuda.is_available())
-        kw = dict(model=model, args=args, train_dataset=items, data_collator=DataCollatorWithPadding(tokenizer),
-                  callbacks=[clock])
-        live_teacher = teacher.to(args.device).eval() if step_type == "distill" else None
-        hf = LiveTeacherTrainer(teacher=live_teacher, **kw) if live_teacher is not None else Trainer(**kw)
-        with PeakMemory(args.device) as memory, contextlib.redirect_stdout(io.StringIO()):  # its final log line
-            hf.train()
+    live_teacher = teacher.to(_device()).eval() if step_type == "distill" else None
+
+    def train(model, data, max_steps, callbacks, collator):
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size,
+                                     max_steps=max_steps, learning_rate=LR[step_type],
+                                     bf16=precision == "bf16", fp16=precision == "fp16", report_to="none",
+                                     eval_strategy="no", save_strategy="no", disable_tqdm=True,
+                                     label_names=["labels"], seed=0, dataloader_pin_memory=torch.cuda.is_available(),
+                                     **settings)
+            items = [{"input_ids": x, "labels": y} for x, y in zip(data.input_ids, data.labels)]
+            kw = dict(model=model, args=args, train_dataset=items, data_collator=collator, callbacks=callbacks)
+            hf = LiveTeacherTrainer(teacher=live_teacher, **kw) if live_teacher is not None else Trainer(**kw)
+            with contextlib.redirect_stdout(io.StringIO()):  # its final log line
+                hf.train()
+        # drop accelerate's autocast wrapper, so that the timed call does not wrap forward twice
+        return hf.accelerator.unwrap_model(hf.model, keep_fp32_wrapper=False), hf
+
+    if warmup:
+        model, _ = train(model, pool.subset(warmup * batch_size, seed=2), warmup, [], DataCollatorWithPadding(tokenizer))
+    # 4 × the timed examples: the LengthGroupedSampler then sorts mega-batches of min(steps, 50) batches (it
+    # takes 50, or fewer to make 4 of them), and the timed steps are its first one, a random draw sorted by
+    # length; our trainer sorts chunks of min(steps, 50) batches too. On a whole data set both use 50.
+    data = pool.subset(4 * steps * batch_size, seed=3)
+    clock, collator = StepClock(), CountingCollator(tokenizer, steps)
+    with PeakMemory(_device()) as memory:
+        model, hf = train(model, data, steps, [clock], collator)
     flops = flops_per_token(model, step_type.startswith("lora"), live_teacher)
     teacher.to("cpu")
     del model, hf
     _free()
     samples_per_s = steps * batch_size / (clock.end - clock.start)
-    return _measurement("hf_trainer", step_type, batch_size, samples_per_s, data, memory, "bf16" if bf16 else "fp32", flops)
+    runner = "hf_grouped" if group_by_length else "hf_trainer"
+    return _measurement(runner, step_type, batch_size, samples_per_s, collator.count, memory,
+                        {"no": "fp32"}.get(precision, precision), flops)
 
 
 # ---------------------------------------------------------------- inference rate, projection, table
@@ -324,14 +384,15 @@ def peak_flops(device_name: str) -> float | None:
 
 
 def add_ratios_and_mfu(results: list[dict], device_name: str) -> str:
-    """Fill vs_notebook, vs_hf_trainer and mfu into every row; return the note that explains MFU."""
+    """Fill vs_notebook, vs_hf_grouped (the length-grouped Trainer: the careful baseline) and mfu into every row;
+    return the note that explains MFU."""
     by = {(r["step_type"], r["runner"], r["batch_size"]): r["samples_per_s"] for r in results}
     peak = peak_flops(device_name)
     for r in results:
         notebook = by.get((r["step_type"], "notebook", NOTEBOOK_BATCH))
-        hf = by.get((r["step_type"], "hf_trainer", r["batch_size"]))
+        hf = by.get((r["step_type"], "hf_grouped", r["batch_size"]))
         r["vs_notebook"] = r["samples_per_s"] / notebook if notebook else None
-        r["vs_hf_trainer"] = r["samples_per_s"] / hf if hf else None
+        r["vs_hf_grouped"] = r["samples_per_s"] / hf if hf else None
         r["mfu"] = r["tokens_per_s"] * r["flops_per_token"] / peak if peak else None
     if peak:
         return (f"MFU = model FLOPs/s ÷ {peak / 1e12:.0f} TFLOP/s (dense bf16 peak of the {device_name}); model FLOPs "
@@ -359,8 +420,8 @@ def print_report(report: dict) -> None:
     console = Console(width=max(120, Console().width))
     table = Table(title=f"Training speed on {report['device']}: {report['shape']['name']} model, "
                         f"{report['steps']} timed steps after {report['warmup_steps']} warm-up")
-    for col in ("Step type", "Batch", "Runner", "Precision", "samples/s", "real tokens/s", "× notebook",
-                "× HF Trainer", "Peak memory", "MFU"):
+    for col in ("Step type", "Batch", "Runner", "Precision", "samples/s", "real tokens/s", "fed tokens/text",
+                "× notebook", "× HF grouped", "Peak memory", "MFU"):
         table.add_column(col, justify="left" if col in ("Step type", "Runner", "Precision") else "right", no_wrap=True)
     previous = None
     for r in report["results"]:
@@ -368,7 +429,8 @@ def print_report(report: dict) -> None:
             table.add_section()
         previous = r["step_type"]
         table.add_row(r["step_type"], str(r["batch_size"]), r["runner"], r["precision"], f"{r['samples_per_s']:.1f}",
-                      f"{r['tokens_per_s']:,.0f}", _ratio(r["vs_notebook"]), _ratio(r["vs_hf_trainer"]),
+                      f"{r['tokens_per_s']:,.0f}", f"{r['fed_tokens_per_text']:.1f}", _ratio(r["vs_notebook"]),
+                      _ratio(r["vs_hf_grouped"]),
                       _gib(r["peak_memory_bytes"]), "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}")
     console.print(table)
     d = report["data"]
@@ -414,6 +476,7 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
         for bs in batch_sizes:
             record(run_ours(step_type, teacher, pool, bs, steps, warmup, pad_id))
             record(run_hf_trainer(step_type, teacher, pool, bs, steps, warmup, tokenizer))
+            record(run_hf_trainer(step_type, teacher, pool, bs, steps, warmup, tokenizer, group_by_length=True))
     # the projection runs at the default batch 32; the lora-student rate is measured, not scaled
     projection_batch = 32 if 32 in batch_sizes else batch_sizes[0]
     record(run_ours("lora-student", teacher, pool, projection_batch, steps, warmup, pad_id))
@@ -428,7 +491,12 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
                   "eval_samples_per_s": eval_rates}
     mfu_note = add_ratios_and_mfu(results, device_name)
     depth = len(student_layers(teacher))
-    notes = [f"notebook: the course loop, always at batch {NOTEBOOK_BATCH}; × HF Trainer compares at the same batch size",
+    notes = [f"notebook: the course loop, always at batch {NOTEBOOK_BATCH}",
+             "hf_trainer: the HF Trainer's defaults (random order); hf_grouped: as a careful user sets it "
+             "(train_sampling_strategy=group_by_length, fused AdamW, our precision); × HF grouped compares with "
+             "hf_grouped at the same batch size",
+             "fed tokens/text: tokens per text the model ran on in the timed steps, padding included (real: "
+             f"{pool.mean_tokens:.1f} on average in the pool)",
              "distill: our trainer reads teacher logits cached once; notebook and HF Trainer run the teacher every batch",
              f"lora-student: our trainer only, measured for the projection ({depth}-layer LoRA)",
              "ours+ckpt: our trainer with train.gradient_checkpointing: true (activations recomputed in the "

@@ -54,10 +54,12 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
     for step_type in bench.STEP_TYPES:
         assert rows[(step_type, "notebook", bench.NOTEBOOK_BATCH)]["samples_per_s"] > 0
         for bs in (4, 8):
-            for runner_name in ("ours", "hf_trainer"):
+            grouped = rows[(step_type, "hf_grouped", bs)]["samples_per_s"]
+            for runner_name in ("ours", "hf_trainer", "hf_grouped"):
                 r = rows[(step_type, runner_name, bs)]
                 assert r["samples_per_s"] > 0 and r["tokens_per_s"] > r["samples_per_s"], r
-                assert r["peak_memory_bytes"] > 0 and r["vs_notebook"] > 0 and r["vs_hf_trainer"] > 0
+                assert r["peak_memory_bytes"] > 0 and r["vs_notebook"] > 0
+                assert r["vs_hf_grouped"] == pytest.approx(r["samples_per_s"] / grouped)  # the careful baseline
                 assert r["mfu"] is None  # CPU: no peak-FLOPs figure
     assert rows[("lora-student", "ours", 4)]["samples_per_s"] > 0  # measured for the projection
     ckpt = rows[("teacher", "ours+ckpt", 4)]  # train.gradient_checkpointing beside the plain teacher row
@@ -67,6 +69,7 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
         "teacher", "student-odd", "student-even", "lora-student", "lora-teacher"}
     assert projection["compile_warmup_s"] == 0 and 0 < projection["total_s"] < math.inf
     assert "MFU n/a: CPU" in report["mfu_note"] and "Projected wall time" in result.output
+    assert "hf_grouped" in result.output and "× HF grouped" in result.output
     assert report["shape"]["student_layers"] == [1, 3]
 
 
@@ -108,10 +111,14 @@ def test_notebook_and_hf_trainer_baselines_report_sane_numbers(step_type):
     notebook = bench.run_notebook(step_type, teacher, pool, steps=2, warmup=1, batch_size=4)
     hf = bench.run_hf_trainer(step_type, teacher, pool, batch_size=4, steps=2, warmup=1,
                               tokenizer=bench.padding_tokenizer())
-    for m, runner_name in ((notebook, "notebook"), (hf, "hf_trainer")):
+    grouped = bench.run_hf_trainer(step_type, teacher, pool, batch_size=4, steps=2, warmup=1,
+                                   tokenizer=bench.padding_tokenizer(), group_by_length=True)
+    lengths = [len(x) for x in pool.input_ids]
+    for m, runner_name in ((notebook, "notebook"), (hf, "hf_trainer"), (grouped, "hf_grouped")):
         assert m["runner"] == runner_name and m["step_type"] == step_type and m["batch_size"] == 4
         assert 0 < m["samples_per_s"] < 1e6 and math.isfinite(m["samples_per_s"])
-        assert m["tokens_per_s"] == pytest.approx(m["samples_per_s"] * pool.subset(12, seed=3).mean_tokens)
+        real_per_text = m["tokens_per_s"] / m["samples_per_s"]  # counted over the timed batches
+        assert min(lengths) <= real_per_text <= m["fed_tokens_per_text"] <= max(lengths)
         assert m["peak_memory_bytes"] > 0 and m["precision"] == "fp32"  # CPU: no bf16
         assert m["flops_per_token"] > 0
     assert next(teacher.parameters()).device.type == "cpu"  # the shared teacher goes back where it was
@@ -131,3 +138,39 @@ def test_bench_times_your_own_texts_with_your_tokenizer(tiny_bert6, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
     with pytest.raises(bench.UserError, match="text"):
         bench.bench_data(texts=str(tmp_path / "bad.jsonl"), tokenizer=str(tiny_bert6))
+
+
+def test_ours_counts_the_tokens_of_exactly_its_timed_examples():
+    teacher, pool = tiny_teacher(), tiny_pool()
+    ours = bench.run_ours("teacher", teacher, pool, batch_size=4, steps=3, warmup=0)
+    timed = pool.subset(12, seed=3)  # the timed epoch: every example once
+    assert ours["tokens_per_s"] / ours["samples_per_s"] == pytest.approx(timed.mean_tokens)
+    # bucketed: one chunk of 12 sorted by length, cut into 3 batches of 4, each padded to its longest
+    width = sorted(timed.full_lengths)
+    assert ours["fed_tokens_per_text"] == pytest.approx((width[3] + width[7] + width[11]) * 4 / 12)
+
+
+def test_hf_grouped_row_is_length_grouped_and_pads_less_than_the_defaults():
+    """The careful baseline really uses the Trainer's length grouping: on the same data (and seed) it feeds the
+    model far fewer padding tokens per text than the Trainer's defaults (random order)."""
+    teacher, pool = tiny_teacher(), tiny_pool(200)
+    kw = dict(batch_size=4, steps=8, warmup=0, tokenizer=bench.padding_tokenizer())
+    defaults = bench.run_hf_trainer("lora", teacher, pool, **kw)
+    grouped = bench.run_hf_trainer("lora", teacher, pool, group_by_length=True, **kw)
+
+    def padding(m):  # fed - real tokens per text in the timed steps
+        return m["fed_tokens_per_text"] - m["tokens_per_s"] / m["samples_per_s"]
+    # measured: 20.25 - 13.75 = 6.5 (defaults) vs 13.0 - 12.31 = 0.69 (32 texts sorted into 8 batches)
+    assert padding(grouped) < 1.5 and padding(defaults) > 4
+
+
+def test_ratios_are_against_the_length_grouped_trainer():
+    rows = [{"step_type": "teacher", "runner": r, "batch_size": b, "samples_per_s": v, "tokens_per_s": 1.0,
+             "flops_per_token": 1.0}
+            for r, b, v in (("notebook", 32, 40.0), ("ours", 32, 100.0), ("hf_trainer", 32, 50.0),
+                            ("hf_grouped", 32, 80.0), ("ours", 64, 150.0), ("hf_grouped", 64, 120.0))]
+    bench.add_ratios_and_mfu(rows, "cpu")
+    by = {(r["runner"], r["batch_size"]): r for r in rows}
+    assert by[("ours", 32)]["vs_hf_grouped"] == 100 / 80 and by[("hf_trainer", 32)]["vs_hf_grouped"] == 50 / 80
+    assert by[("ours", 64)]["vs_hf_grouped"] == 150 / 120  # the same batch size
+    assert by[("ours", 64)]["vs_notebook"] == 150 / 40 and "vs_hf_trainer" not in by[("ours", 32)]

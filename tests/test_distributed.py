@@ -38,7 +38,7 @@ def _stage(out, stage):
     folder = out / "seed-0" / stage
     metrics = json.loads((folder / "metrics.json").read_text())
     rows = [json.loads(line) for line in (folder / "test_predictions.jsonl").read_text().splitlines()]
-    return metrics, np.array([r["logits"] for r in rows]), [r["i"] for r in rows]
+    return metrics, np.array([r["logits"] for r in rows]), rows
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ def runs(tmp_path_factory):
     # evaluation round that accelerate pads with repeated examples (gather_for_metrics must drop them)
     write_jsonl(data / "train.jsonl", tiny_texts(91, 0))
     write_jsonl(data / "validation.jsonl", tiny_texts(41, 1))
-    write_jsonl(data / "test.jsonl", tiny_texts(41, 2))
+    test = tiny_texts(41, 2)
+    write_jsonl(data / "test.jsonl", test)
     config = tiny_config(tmp, model, data, distill={"layers": ["odd"]}, lora={"models": ["lora-student"]},
                          report={"measure_speed": False, "bootstrap_resamples": 100},
                          train={"epochs": 2, "batch_size": 16, "eval_batch_size": 16, "log_every": 1})
@@ -58,7 +59,7 @@ def runs(tmp_path_factory):
     assert one.returncode == 0, one.stderr[-3000:]
     two = _compare(config, tmp / "two", 2)
     assert two.returncode == 0, two.stderr[-3000:]
-    return {"one": tmp / "one", "two": tmp / "two", "stdout_two": two.stdout}
+    return {"one": tmp / "one", "two": tmp / "two", "stdout_two": two.stdout, "test_labels": [r["label"] for r in test]}
 
 
 def test_two_processes_really_ran(runs):
@@ -73,10 +74,15 @@ def test_two_processes_really_ran(runs):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_two_processes_match_one_at_the_same_global_batch(runs, stage):
-    m1, logits1, idx1 = _stage(runs["one"], stage)
-    m2, logits2, idx2 = _stage(runs["two"], stage)
-    # evaluation gathered every test example exactly once, in order
-    assert idx1 == idx2 == list(range(41))
+    m1, logits1, rows1 = _stage(runs["one"], stage)
+    m2, logits2, rows2 = _stage(runs["two"], stage)
+    # one line per test text, in the test split's order: the recorded labels are the split's labels
+    assert len(runs["test_labels"]) == 41 and 0 < sum(runs["test_labels"]) < 41
+    assert [r["label"] for r in rows1] == [r["label"] for r in rows2] == runs["test_labels"]
+    # and the gathered logits are in that order too: each line's prediction is its own logits' argmax, and
+    # the two-process logits match the one-process ones line by line (below)
+    for rows, logits in ((rows1, logits1), (rows2, logits2)):
+        assert [r["pred"] for r in rows] == logits.argmax(1).tolist()
     # the same global batches, split over two processes: equal up to float summation order (stated tolerance)
     assert np.abs(logits1 - logits2).max() < 1e-4
     for h1, h2 in zip(m1["validation_history"], m2["validation_history"], strict=True):

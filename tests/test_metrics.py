@@ -41,3 +41,22 @@ def test_majority_baseline():
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["f1_positive"] == 0.0
     assert m["macro_f1"] == pytest.approx((2 * 2 / (2 * 2 + 2)) / 2)
+
+
+def test_ece_and_reliability_bins_by_hand_with_three_bins():
+    from distill_lora.metrics import expected_calibration_error, reliability_bins
+    # p(class 1) and label; prediction = p >= 0.5, confidence = max(p, 1 - p); 15 bins of width 1/15
+    p = np.array([0.90, 0.92, 0.10, 0.88, 0.62, 0.35, 0.70])
+    labels = np.array([1, 1, 0, 0, 1, 1, 0])
+    # confidence  0.90 0.92 0.90 0.88 | 0.62 0.65 | 0.70
+    # right?       yes  yes  yes  no  | yes  no   | no
+    # bin = int(conf * 15): 13.5 13.8 13.5 13.2 -> 13;  9.3 9.75 -> 9;  10.5 -> 10
+    # bin 13: 4 examples, accuracy 3/4 = 0.75, confidence (0.90 + 0.92 + 0.90 + 0.88) / 4 = 0.90 -> gap 0.15
+    # bin 9:  2 examples, accuracy 1/2 = 0.5,  confidence (0.62 + 0.65) / 2 = 0.635             -> gap 0.135
+    # bin 10: 1 example,  accuracy 0,          confidence 0.70                                   -> gap 0.70
+    # ECE = 4/7 * 0.15 + 2/7 * 0.135 + 1/7 * 0.70 = (0.6 + 0.27 + 0.7) / 7 = 1.57 / 7
+    assert expected_calibration_error(labels, p) == pytest.approx(1.57 / 7)
+    bins = reliability_bins(labels, p, n_bins=15)  # non-empty bins in bin order: 9, 10, 13
+    assert bins["count"] == [2, 1, 4]
+    assert bins["accuracy"] == pytest.approx([0.5, 0.0, 0.75])
+    assert bins["confidence"] == pytest.approx([0.635, 0.70, 0.90])

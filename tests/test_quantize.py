@@ -40,9 +40,11 @@ def test_quantised_model_loads_and_predicts(finished_run):
     batch = tok([r["text"] for r in tiny_texts(200, 5)], padding=True, return_tensors="pt")
     with torch.inference_mode():
         a, b = fp32(**batch).logits.numpy(), q(**batch).logits.numpy()
-    # int8 rounding moves the tiny model's logits by about 3% of their range (measured: 4e-4 of 0.013)
-    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
-    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.9
+    # measured on CPU (fbgemm): max |fp32 - int8| = 4.22e-4 with max |logit| = 0.01265, a ratio of 0.0334, and
+    # 200 of 200 argmax agree. Bounds at about twice that: 0.067 of the largest logit, at most 2 of 200 flips.
+    # (Weights rounded to 5 bits instead of 8 give 0.099: inside the old 10% bound, outside this one.)
+    assert np.abs(a - b).max() < 0.067 * np.abs(a).max()
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.99
     assert int8_size_bytes(q) < state_dict_bytes(fp32) / 3  # embeddings stay fp32: not quite 4x here
 
 

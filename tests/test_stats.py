@@ -70,3 +70,30 @@ def test_threshold_tuning_on_validation():
     p1 = np.array([0.1, 0.2, 0.35, 0.4, 0.45])  # all positives sit below 0.5: the best cut is 0.4
     logits = np.log(np.stack([1 - p1, p1], axis=1))
     assert tune_threshold(labels, logits) == pytest.approx(0.4)
+
+
+def test_bootstrap_percentiles_of_a_known_resample_by_hand():
+    # 5 test examples, 2 seeds, 6 resamples. The CI resamples indices with numpy's default_rng(seed):
+    # scipy draws rng.integers(0, n, (n_resamples, n)) once; with seed 0 those rows are the ones below.
+    labels = np.array([1, 0, 1, 1, 0])
+    seed_a = np.array([1, 0, 0, 1, 1])  # right on examples 0, 1, 3
+    seed_b = np.array([1, 1, 1, 1, 0])  # right on examples 0, 2, 3, 4
+    rows = [[4, 3, 2, 1, 1], [0, 0, 0, 0, 4], [3, 4, 2, 3, 4], [3, 3, 2, 2, 4], [1, 4, 3, 0, 1], [4, 2, 0, 3, 3]]
+    assert np.random.default_rng(0).integers(0, 5, (6, 5)).tolist() == rows
+    # accuracy of each seed on each resample, then the mean over the two seeds:
+    #   [4,3,2,1,1]: a 0+1+0+1+1 = 3/5, b 1+1+1+0+0 = 3/5 -> 0.6
+    #   [0,0,0,0,4]: a 1+1+1+1+0 = 4/5, b 5/5             -> 0.9
+    #   [3,4,2,3,4]: a 1+0+0+1+0 = 2/5, b 5/5             -> 0.7
+    #   [3,3,2,2,4]: a 1+1+0+0+0 = 2/5, b 5/5             -> 0.7
+    #   [1,4,3,0,1]: a 1+0+1+1+1 = 4/5, b 0+1+1+1+0 = 3/5 -> 0.7
+    #   [4,2,0,3,3]: a 0+0+1+1+1 = 3/5, b 5/5             -> 0.8
+    # sorted: 0.6 0.7 0.7 0.7 0.8 0.9. An 80% interval takes the 10th and 90th percentiles, linear
+    # interpolation between order statistics (positions q * (6 - 1)):
+    #   low  at 0.1 * 5 = 0.5: 0.6 + 0.5 * (0.7 - 0.6) = 0.65
+    #   high at 0.9 * 5 = 4.5: 0.8 + 0.5 * (0.9 - 0.8) = 0.85
+    ci = bootstrap_ci(labels, [seed_a, seed_b], "accuracy", n_resamples=6, seed=0, confidence=0.8)
+    assert ci["low"] == pytest.approx(0.65) and ci["high"] == pytest.approx(0.85)
+    assert ci["point"] == pytest.approx((3 / 5 + 4 / 5) / 2)  # on all five examples: a 3/5, b 4/5
+    # a 50% interval: low at 0.25 * 5 = 1.25 -> 0.7; high at 0.75 * 5 = 3.75 -> 0.7 + 0.75 * 0.1 = 0.775
+    ci = bootstrap_ci(labels, [seed_a, seed_b], "accuracy", n_resamples=6, seed=0, confidence=0.5)
+    assert ci["low"] == pytest.approx(0.7) and ci["high"] == pytest.approx(0.775)
