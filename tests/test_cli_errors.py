@@ -70,3 +70,47 @@ def test_python_dash_m_entry_point():
     assert result.returncode == 0
     for command in ("train-teacher", "distill", "lora", "compare"):
         assert command in result.stdout
+
+
+# ---------------------------------------------------------------- one error path for every command (issue 11)
+
+def one_error_line(result, code, *needles):
+    """The command failed with `code` and said so in exactly one line starting with 'error:'."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-1"], "'seed' must be an integer from 0 to 4294967295"),
+    (["--seed", "99999999999"], "'seed' must be an integer from 0 to 4294967295 (2**32 - 1), got 99999999999"),
+    (["--set", "seeds=[0, 4294967296]"], "'seeds[1]' must be an integer"),
+    (["--set", "data.split_seed=-2"], "'data.split_seed' must be an integer"),
+])
+def test_seeds_outside_what_numpy_accepts_fail_before_anything_is_written(args, needle, tiny_bert6, tiny_data,
+                                                                          tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    one_error_line(runner.invoke(app, ["train-teacher", "--config", str(cfg), *args]), 2, needle)
+    assert not (tmp_path / "run").exists()  # no seed--1/.teacher.work/ left behind
+
+
+def test_global_train_value_is_blamed_on_the_key_the_user_set(tiny_bert6, tiny_data, tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    line = one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "--set", "train.batch_size=0"]), 2)
+    assert line == "error: config: 'train.batch_size' must be >= 1, got 0"
+    line = one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "--set", "distill.train.batch_size=0"]), 2)
+    assert line == "error: config: 'distill.train.batch_size' must be >= 1, got 0"
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 1.0e-4\n   epochs: 2\n")  # line 3 is indented one space too far
+    one_error_line(runner.invoke(app, ["compare", "-c", str(bad)]), 2,
+                   "is not valid YAML: line 3, column 10: mapping values are not allowed here")
+    one_error_line(runner.invoke(app, ["compare", "--set", "distill.layers=[1,2"]), 2,
+                   "--set 'distill.layers=[1,2': the value is not valid YAML: column 5: expected ',' or ']'")
