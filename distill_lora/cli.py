@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -18,43 +19,65 @@ OutOpt = typer.Option(None, "--output-dir", "-o", help="run folder (overrides ou
 SeedOpt = typer.Option(None, "--seed", help="seed (overrides seed)")
 
 
+RESUME_HINT = ("unfinished stages keep their last checkpoint: fix this (e.g. free disk space) and run the same "
+               "command again")
+
+
+def _user_errors(action, resume_hint: bool = False):
+    """Run `action()` for a command: the one place where errors become one line and an exit code.
+
+    UserError → exit 2; a file that cannot be read or written (OSError) → one line naming it, exit 1;
+    Ctrl+C → exit 130. No traceback for any of them.
+    """
+    try:
+        return action()
+    except UserError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        hint = f"; {RESUME_HINT}" if resume_hint else ""
+        typer.secho(f"error: could not read or write{where}: {e.strerror or e}{hint}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        note = (": finished stages are kept and reused; an unfinished stage resumes from its last checkpoint when "
+                "you run the same command again") if resume_hint else ""
+        typer.secho(f"interrupted{note}", err=True)
+        raise typer.Exit(130) from None
+
+
 def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int],
          layer_specs: tuple = (), lora_model: str = "all"):
     """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
 
-    User errors become one line and exit code 2; interruptions say how to resume; nothing shows a traceback.
+    The lock and the writability check come before the data is loaded: a busy or unwritable run folder is
+    refused at once, not after minutes of loading. Errors go through _user_errors.
     """
-    try:
+    def run():
         cfg = load_config(config, overrides or [], output_dir, seed)
         _quiet_libraries()
         from . import pipeline  # heavy imports only after the config is known to be good
-        from .runs import RunLock
+        from .runs import RunLock, check_writable, made_folders, remove_empty_folders
         from .trainer import Interrupted
         if lora_model not in ("all", "lora-student", "lora-teacher"):
             raise UserError(f"--model {lora_model!r}: use lora-student, lora-teacher or all")
         from . import distributed
         distributed.init()  # started by torchrun / accelerate launch: join the other processes
-        ctx = pipeline.prepare(cfg, layer_specs)
-        # one writer per run folder: in a data-parallel run the main process holds the lock for all
-        with RunLock(ctx.output_dir) if distributed.is_main() else contextlib.nullcontext():
-            try:
-                return action(pipeline, ctx)
-            except Interrupted as e:
-                typer.secho(f"interrupted: {e}", fg="yellow", err=True)
-                raise typer.Exit(143 if "SIGTERM" in str(e) else 130) from None
-    except UserError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        typer.secho(f"error: could not read or write a file: {e.strerror or e}{where}; unfinished stages keep "
-                    "their last checkpoint: fix this (e.g. free disk space) and run the same command again",
-                    fg="red", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.secho("interrupted: finished stages are kept and reused; an unfinished stage resumes from its last "
-                    "checkpoint when you run the same command again", err=True)
-        raise typer.Exit(130) from None
+        out = Path(cfg.output_dir).resolve()
+        new = made_folders(out)  # the folders check_writable creates; removed again if nothing gets written
+        check_writable(out)
+        try:
+            # one writer per run folder: in a data-parallel run the main process holds the lock for all
+            with RunLock(out) if distributed.is_main() else contextlib.nullcontext():
+                ctx = pipeline.prepare(cfg, layer_specs)
+                try:
+                    return action(pipeline, ctx)
+                except Interrupted as e:
+                    typer.secho(f"interrupted: {e}", fg="yellow", err=True)
+                    raise typer.Exit(143 if "SIGTERM" in str(e) else 130) from None
+        finally:
+            remove_empty_folders(new)  # bad input found while preparing: leave no empty run folder behind
+    return _user_errors(run, resume_hint=True)
 
 
 def _quiet_libraries() -> None:
@@ -136,21 +159,24 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
            alpha: float = typer.Option(0.05, help="significance level")):
     """Rebuild report.md, results.csv and the plots from a run's results.json, without the models."""
     import json
-    from pathlib import Path
-    path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        if "comparison" not in results:
+
+    def action():
+        # the limits of report.bootstrap_resamples and report.alpha in the config
+        if resamples < 100:
+            raise UserError(f"--resamples {resamples}: use at least 100 (e.g. the default 1000)")
+        if not 0 < alpha < 1:
+            raise UserError(f"--alpha {alpha}: use a significance level between 0 and 1 (e.g. the default 0.05)")
+        path = Path(run_dir) / "results.json"
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {path} ({e.__class__.__name__}); run compare first") from None
+        if not isinstance(results, dict) or "comparison" not in results:
             raise UserError(f"{path} has no comparison; run compare first")
-    except (OSError, ValueError) as e:
-        typer.secho(f"error: cannot read {path} ({e.__class__.__name__}); run compare first", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except UserError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    from .report import write_report
-    out, _ = write_report(Path(run_dir), results, resamples, 0, alpha)
-    print(f"report: {out}")
+        from .report import write_report
+        out, _ = write_report(Path(run_dir), results, resamples, 0, alpha)
+        print(f"report: {out}")
+    _user_errors(action)
 
 
 @app.command()
@@ -162,7 +188,6 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
           tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder for --texts (default: MiniLM's bert-base uncased vocabulary)")):
     """Time training steps (teacher, distillation, LoRA): our trainer vs the course-notebook loop vs the HF Trainer."""
     def action():
-        from pathlib import Path
         sizes = None
         if batch_sizes is not None:
             parts = [p.strip() for p in batch_sizes.split(",") if p.strip()]
@@ -195,8 +220,8 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
              limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)")):
     """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
     import json
-    from pathlib import Path
-    try:
+
+    def action():
         _quiet_libraries()
         try:
             mapping = json.loads(label_map) if label_map else {}
@@ -208,9 +233,7 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
                                split, limit)
         out, _ = write_report(Path(run_dir), results)
         print(f"report: {out}")
-    except UserError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
+    _user_errors(action)
 
 
 # ---------------------------------------------------------------- using the trained models
@@ -218,15 +241,6 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
 RunDirArg = typer.Argument(..., help="run folder (with seed-S/ inside), or a stage or export folder itself")
 StageOpt = typer.Option(None, "--model", "-m", help="stage id: teacher, student-odd, student-even, lora-student, lora-teacher… (default teacher)")
 UseSeedOpt = typer.Option(None, "--seed", help="seed folder to use (default: the smallest seed that has the stage)")
-
-
-def _user_errors(action):
-    """Run `action()`; user errors become one red line and exit code 2, as for the training commands."""
-    try:
-        return action()
-    except UserError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -239,7 +253,11 @@ def predict(run_dir: str = RunDirArg,
     """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
     def action():
         _quiet_libraries()
-        from .predict import find_model_dir, format_lines, load_predictor, read_texts_file, to_json
+        from .predict import find_model_dir, format_lines, load_predictor, read_texts_file, text_problem, to_json
+        for i, text in enumerate(texts or [], 1):  # the rule the web API applies; before the model loads
+            problem = text_problem(text)
+            if problem:
+                raise UserError(f"text argument {i} {problem}")
         predictor = load_predictor(find_model_dir(run_dir, model, seed), batch_size=batch_size)
         all_texts = list(texts or []) + (read_texts_file(file, predictor.text_column) if file else [])
         if not all_texts:
@@ -278,12 +296,16 @@ def serve(run_dir: str = RunDirArg, model: Optional[str] = StageOpt, seed: Optio
             raise UserError("serve needs FastAPI and uvicorn: pip install 'distill-lora[serve]'") from None
         _quiet_libraries()
         from .predict import find_model_dir
-        from .serve import create_app
-        app_ = create_app(find_model_dir(run_dir, model, seed))
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True)
-        typer.echo(f"serving {app_.state.model_dir} on http://{host}:{port}/  (Ctrl+C stops)")
-        uvicorn.run(app_, host=host, port=port, log_level="info")
+        from .serve import bind, create_app
+        model_dir = find_model_dir(run_dir, model, seed)
+        sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
+        with sock:
+            app_ = create_app(model_dir)
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the model",
+                            err=True)
+            typer.echo(f"serving {app_.state.model_dir} on http://{host}:{port}/  (Ctrl+C stops)")
+            uvicorn.Server(uvicorn.Config(app_, log_level="info")).run(sockets=[sock])
     _user_errors(action)
 
 

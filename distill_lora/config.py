@@ -236,7 +236,18 @@ _DATACLASSES = {c.__name__: c for c in (TrainConfig, SplitLimits, DataConfig, Te
                                           DistillConfig, LoraConfig, ReportConfig, SweepConfig, Config)}
 
 
+SEED_LIMIT = 2 ** 32  # numpy (and so accelerate's set_seed and Optuna) accepts seeds 0 <= s < 2**32
+
+
 def _validate(cfg: Config) -> None:
+    # seeds first: a bad one must fail before anything is written (seed-S/ names a folder)
+    seeds = {"seed": cfg.seed, "data.split_seed": cfg.data.split_seed, "report.bootstrap_seed": cfg.report.bootstrap_seed,
+             "sweep.sampler_seed": cfg.sweep.sampler_seed, **{f"seeds[{i}]": s for i, s in enumerate(cfg.seeds)}}
+    for key, s in seeds.items():
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT:
+            raise UserError(f"config: '{key}' must be an integer from 0 to {SEED_LIMIT - 1} (2**32 - 1), got {s!r}")
+    # the global block before the per-stage ones: a bad global value is blamed on the key the user set
+    _validate_train(cfg.train, "train")
     for section in ("teacher", "distill", "lora"):
         override = getattr(cfg, section).train
         for key, value in override.items():
@@ -245,7 +256,6 @@ def _validate(cfg: Config) -> None:
             ftype = next(f.type for f in dataclasses.fields(TrainConfig) if f.name == key)
             _check_type(value, ftype, f"{section}.train.{key}")
         _validate_train(cfg.stage_train(section), f"{section}.train")
-    _validate_train(cfg.train, "train")
     d = cfg.data
     if len(d.label_names) < 2:
         raise UserError("config: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]")
@@ -267,9 +277,8 @@ def _validate(cfg: Config) -> None:
         n = getattr(d.limit, split)
         if n is not None and n < 2:
             raise UserError(f"config: 'data.limit.{split}' must be at least 2, got {n}")
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in cfg.seeds) or \
-            len(set(cfg.seeds)) != len(cfg.seeds):
-        raise UserError(f"config: 'seeds' must be distinct integers >= 0, got {cfg.seeds}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise UserError(f"config: 'seeds' must be distinct, got {cfg.seeds}")
     if cfg.report.bootstrap_resamples < 100 or not 0 < cfg.report.alpha < 1:
         raise UserError("config: report needs bootstrap_resamples >= 100 and 0 < alpha < 1")
     k = cfg.distill
@@ -439,6 +448,13 @@ def shipped_config_path(name: str) -> Path:
     return Path(str(files("distill_lora.configs") / f"{name}.yaml"))
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """'line L, column C: what is wrong' (1-based, as editors count), or the first line of the message."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def read_yaml(ref: str) -> dict:
     """Read a config file, or one of the shipped configs by name."""
     path = Path(ref)
@@ -449,7 +465,7 @@ def read_yaml(ref: str) -> dict:
     try:
         raw = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"config file '{path}' is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError:
         raise UserError(f"config file '{path}' is not UTF-8 text; save it as UTF-8") from None
     except OSError as e:
@@ -469,7 +485,12 @@ def apply_override(raw: dict, assignment: str) -> None:
     parts = key.strip().split(".")
     try:
         value = _yaml(text)
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        # a list, mapping or quoted value that does not parse is a typo; anything else is a plain string
+        # (e.g. a path holding ': ')
+        if text.strip()[:1] in ("[", "{", '"', "'"):
+            raise UserError(f"--set '{assignment}': the value is not valid YAML: "
+                            f"{_yaml_problem(e).replace('line 1, ', '')}") from None
         value = text
     node = raw
     for part in parts[:-1]:

@@ -391,7 +391,8 @@ def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
 
 def write_run_files(ctx: Context, device: str) -> None:
     if distributed.is_main():
-        atomic_write_json(ctx.output_dir / "run.json", provenance(device, ctx.splits.fingerprint))
+        atomic_write_json(ctx.output_dir / "run.json",  # appends this command to the run's history
+                          provenance(device, ctx.splits.fingerprint, read_json_or_none(ctx.output_dir / "run.json")))
 
 
 def gather_results(output_dir: Path) -> dict:

@@ -213,6 +213,22 @@ def load_predictor(model_dir: str | Path, device: str | None = None, batch_size:
                      info=model_info(model_dir))
 
 
+# ---------------------------------------------------------------- which texts can be classified
+
+def text_problem(text) -> str | None:
+    """Why `text` cannot be classified, or None: the one rule for the command line, files and the web API."""
+    if not isinstance(text, str):
+        return f"must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "is empty"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone UTF-16 surrogate: JSON "\ud800", or bytes that are not UTF-8 in argv
+        return (f"is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} at character {e.start} "
+                "(send text as UTF-8, with surrogates only in pairs)")
+    return None
+
+
 # ---------------------------------------------------------------- texts from a file
 
 def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
@@ -234,6 +250,9 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
         if not text:  # None (missing / blank) or False (not a text)
             raise UserError(f"--file '{path}' row {i}: no text in column '{column}'"
                             + ("" if column == text_column else f" (nor '{text_column}')"))
+        problem = text_problem(text)
+        if problem:
+            raise UserError(f"--file '{path}' row {i}: the text {problem}")
         texts.append(text)
     return texts
 

@@ -10,7 +10,6 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +17,7 @@ from rich.table import Table
 
 from .analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
 from .plots import draw_all
-from .runs import atomic_write_json, atomic_write_text
+from .runs import atomic_write_json, atomic_write_text, make_temp_dir
 
 COLUMNS = ("Model Type", "Layers", "Trainable / total params", "Training Loss",
            "Test Set Performance: Accuracy", "Test Set Performance: Macro-F1")
@@ -120,6 +119,19 @@ def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def measured_on(summary: dict, fallback: str) -> str:
+    """The device(s) the costs were measured on, from each stage's own metrics.json: the process that writes the
+    report (e.g. a no-op re-run with another thread count) measured nothing. One device: its name; several:
+    each with its stages. int8 rows are timed on the CPU and say so in their own section."""
+    stages_on: dict[str, list[str]] = {}
+    for stage, s in summary.items():
+        if not s.get("quantized_from"):
+            stages_on.setdefault(s.get("device") or fallback, []).append(stage)
+    if len(stages_on) <= 1:
+        return next(iter(stages_on), fallback)
+    return "; ".join(f"{device} ({', '.join(stages)})" for device, stages in stages_on.items())
+
+
 def cost_rows(summary: dict, one: bool) -> tuple[list[str], list[list[str]]]:
     header = ["Model", "Layers", "Total params", "Trainable params", "Weights on disk", "Training time (s)",
               "Training samples/s", "Peak memory", "Latency, batch 1 (ms/example)", "Throughput, batch 64 (examples/s)"]
@@ -137,6 +149,8 @@ def cost_rows(summary: dict, one: bool) -> tuple[list[str], list[list[str]]]:
             weights += " int8 (not saved; rebuilt from its source)"
         elif with_teacher:
             time_s += f" ({with_teacher})"
+        if s.get("device") != first.get("device") and not s.get("quantized_from"):  # trained somewhere else
+            time_s += f" on {s.get('device')}"
         memory = _mib(s["peak_memory_bytes"])
         if s.get("peak_memory_kind") != first.get("peak_memory_kind"):  # int8 rows on a GPU run: CPU RSS
             memory += f" ({s.get('peak_memory_kind')})"
@@ -215,8 +229,9 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], data: dict, r
                    plots: list[str]) -> str:
     one = len(result["seeds"]) == 1
     majority_f1 = result["majority_baseline"]["test"]["macro_f1"]
+    device = measured_on(summary, run_info["device"])
     md = ["# distill-lora: distillation vs LoRA", "",
-          f"Device: {run_info['device']}. Numbers: {_seeds_text(result)}.", "",
+          f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {_seeds_text(result)}.", "",
           _md_table(list(COLUMNS), assignment_rows(result, summary)), "",
           f"- {LOSS_NOTE}", f"- {TEST_NOTE}", f"- {LORA_NOTE}"]
     if any(s.get("quantized_from") for s in summary.values()):
@@ -229,7 +244,7 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], data: dict, r
            _md_table(*full_rows(summary, one)), "", "Per class (mean over seeds):", "",
            _md_table(*per_class_rows(result)), "",
            "## Costs", "",
-           f"Measured on {run_info['device']}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+           f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
            "Latency and throughput: validation inputs, after the stage trained.", "",
            _md_table(*cost_rows(summary, one)), "", f"- {LORA_NOTE}", ""]
     if int8_comparisons(summary, pairs):
@@ -297,7 +312,7 @@ def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_se
     result = add_ensembles(results["comparison"])
     summary = summarise(result, resamples, boot_seed)
     pairs = compare_pairs(result, alpha)
-    tmp = Path(tempfile.mkdtemp(prefix=".plots.tmp-", dir=output_dir))
+    tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
         plots = draw_all(result, summary, tmp)
         final = output_dir / "plots"

@@ -31,12 +31,46 @@ def stage_dir(output_dir: str | Path, seed: int, stage_id: str) -> Path:
     return seed_dir(output_dir, seed) / stage_id
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # elsewhere the only way is to set it and put it back; 0o077 meanwhile, so that a file another thread
+    # creates in that instant is too private rather than too open
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+def make_temp_dir(prefix: str, dir: Path) -> Path:
+    """tempfile.mkdtemp, but with the mode a plain mkdir gives (mkdtemp always makes 0700, whatever the umask):
+    the folder is renamed into place and becomes a run's or export's ordinary folder."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file and folder under `folder` the mode open() and mkdir() give under the umask. Libraries that
+    write through temporary files of their own (safetensors 0.8 saves model.safetensors as 0600) would otherwise
+    leave a stage that only its owner can load, whatever the umask asks for."""
+    mask = umask()
+    for p in Path(folder).rglob("*"):
+        if not p.is_symlink():  # a link's target may lie outside the folder
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary name in the same folder, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; the renamed file gets what open() would give
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -95,6 +129,25 @@ def stage_is_done(path: Path, expected_hash: str) -> bool:
         return False
 
 
+def made_folders(path: Path) -> list[Path]:
+    """The folders that `path.mkdir(parents=True)` would create, deepest first."""
+    missing = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove those of `folders` (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something was written), or already gone
+            return
+
+
 def check_writable(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +166,10 @@ def stage_folder(final: Path, config_hash: str):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = make_temp_dir(f".{final.name}.tmp-", final.parent)
     try:
         yield tmp
+        follow_umask(tmp)
         faults.maybe(f"{final.name}:before-done")
         atomic_write_json(tmp / DONE, {"config_hash": config_hash})
         if final.exists():
@@ -140,7 +194,12 @@ def git_commit() -> str | None:
         return None
 
 
-def provenance(device: str, data_fingerprint: dict) -> dict:
+def provenance(device: str, data_fingerprint: dict, previous: dict | None = None) -> dict:
+    """run.json: the versions, device and commit of this command, plus `history`, one entry per command that
+    wrote to the run (the previous run.json's history with this command appended), so that numbers measured by
+    an earlier command stay attributed to it."""
+    import sys
+    import time
     from importlib.metadata import PackageNotFoundError, version
     versions = {}
     for pkg in ("distill-lora", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):
@@ -148,7 +207,16 @@ def provenance(device: str, data_fingerprint: dict) -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "device": device, "git_commit": git_commit(), "data_files": data_fingerprint}
+    commit = git_commit()
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": list(sys.argv), "device": device,
+             "versions": versions, "git_commit": commit}
+    previous = previous if isinstance(previous, dict) else {}
+    history = previous.get("history")
+    if not isinstance(history, list):  # a run.json from before the history was kept: its one command
+        history = [{"time": None, "argv": None, **{k: previous.get(k) for k in ("device", "versions", "git_commit")}}
+                   ] if previous.get("versions") else []
+    return {"versions": versions, "device": device, "git_commit": commit, "data_files": data_fingerprint,
+            "history": [*history, entry]}
 
 
 class RunLock:

@@ -10,10 +10,12 @@ gets a 4xx answer with {"error": "..."}; the server keeps serving.
 """
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
 import secrets
+import socket
 import threading
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .config import UserError
 from .export import ci_text
-from .predict import load_predictor
+from .predict import load_predictor, text_problem
 
 MAX_TEXT_CHARS = 5000
 MAX_TEXTS = 64
@@ -54,13 +57,44 @@ def parse_texts(body: bytes) -> tuple[list[str], bool]:
         raise BadInput(f'"texts" holds {len(texts)} texts; at most {MAX_TEXTS} per request', 413)
     for i, text in enumerate(texts):
         where = '"text"' if single else f'"texts"[{i}]'
-        if not isinstance(text, str):
-            raise BadInput(f"{where} must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise BadInput(f"{where} is empty")
+        problem = text_problem(text)  # the same rule as `distill-lora predict`
+        if problem:
+            raise BadInput(f"{where} {problem}")
         if len(text) > MAX_TEXT_CHARS:
             raise BadInput(f"{where} has {len(text)} characters; at most {MAX_TEXT_CHARS}", 413)
     return texts, single
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or UserError naming the port and the fix.
+
+    Bound before the model loads and before "serving on …" is printed; uvicorn then serves on this very
+    socket, so nothing can take the port in between.
+    """
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: use a port from 1 to 65535 (e.g. 8000)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError):
+        raise UserError(f"--host {host}: not an address or a known host name (e.g. 127.0.0.1 or 0.0.0.0)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart may reuse TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port}: already in use on {host}; stop what listens there or pick another "
+                            "port with --port") from None
+        if e.errno == errno.EACCES:
+            raise UserError(f"--port {port}: not allowed on {host} (ports below 1024 need root); pick a port "
+                            "from 1024 with --port") from None
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); use an address of this "
+                        "machine, e.g. 127.0.0.1") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:

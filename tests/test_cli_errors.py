@@ -70,3 +70,183 @@ def test_python_dash_m_entry_point():
     assert result.returncode == 0
     for command in ("train-teacher", "distill", "lora", "compare"):
         assert command in result.stdout
+
+
+# ---------------------------------------------------------------- one error path for every command (issue 11)
+
+def one_error_line(result, code, *needles):
+    """The command failed with `code` and said so in exactly one line starting with 'error:'."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-1"], "'seed' must be an integer from 0 to 4294967295"),
+    (["--seed", "99999999999"], "'seed' must be an integer from 0 to 4294967295 (2**32 - 1), got 99999999999"),
+    (["--set", "seeds=[0, 4294967296]"], "'seeds[1]' must be an integer"),
+    (["--set", "data.split_seed=-2"], "'data.split_seed' must be an integer"),
+])
+def test_seeds_outside_what_numpy_accepts_fail_before_anything_is_written(args, needle, tiny_bert6, tiny_data,
+                                                                          tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    one_error_line(runner.invoke(app, ["train-teacher", "--config", str(cfg), *args]), 2, needle)
+    assert not (tmp_path / "run").exists()  # no seed--1/.teacher.work/ left behind
+
+
+def test_global_train_value_is_blamed_on_the_key_the_user_set(tiny_bert6, tiny_data, tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    line = one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "--set", "train.batch_size=0"]), 2)
+    assert line == "error: config: 'train.batch_size' must be >= 1, got 0"
+    line = one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "--set", "distill.train.batch_size=0"]), 2)
+    assert line == "error: config: 'distill.train.batch_size' must be >= 1, got 0"
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 1.0e-4\n   epochs: 2\n")  # line 3 is indented one space too far
+    one_error_line(runner.invoke(app, ["compare", "-c", str(bad)]), 2,
+                   "is not valid YAML: line 3, column 10: mapping values are not allowed here")
+    one_error_line(runner.invoke(app, ["compare", "--set", "distill.layers=[1,2"]), 2,
+                   "--set 'distill.layers=[1,2': the value is not valid YAML: column 5: expected ',' or ']'")
+
+
+def test_locked_run_folder_is_refused_before_any_data_is_loaded(tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    import json
+    import os
+    import socket
+    from distill_lora import pipeline
+
+    def no_loading(*a, **kw):
+        raise AssertionError("data loaded before the run folder was checked")
+    monkeypatch.setattr(pipeline, "load_splits", no_loading)
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "just now"}  # a live process holds it
+    (out / ".lock").write_text(json.dumps(lock))
+    one_error_line(runner.invoke(app, ["train-teacher", "-c", str(cfg)]), 2,
+                   f"run folder {out} is in use by process {os.getpid()}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    one_error_line(runner.invoke(app, ["train-teacher", "-c", str(cfg), "-o", str(blocker / "run")]), 2,
+                   "is not writable")
+
+
+def test_bad_data_leaves_no_empty_run_folder(tiny_bert6, tiny_data, tmp_path):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
+    out = tmp_path / "deep" / "run"  # two folders made for the lock, both removed again
+    one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "-o", str(out), "--set",
+                                       "data.text_column=tweet"]), 2, "no column 'tweet'")
+    assert not (tmp_path / "deep").exists()
+
+
+# ---------------------------------------------------------------- report, export, evaluate, predict, serve
+
+@pytest.fixture
+def results_only(finished_run, tmp_path):
+    """A run folder holding only a copy of the finished run's results.json: all `report` reads."""
+    import shutil
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(finished_run["output"] / "results.json", run / "results.json")
+    return run
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--resamples", "0"], "--resamples 0: use at least 100"),
+    (["--resamples", "-5"], "--resamples -5: use at least 100"),
+    (["--alpha", "2"], "--alpha 2.0: use a significance level between 0 and 1"),
+    (["--alpha", "0"], "--alpha 0.0: use a significance level between 0 and 1"),
+])
+def test_report_flags_are_checked_like_the_config(results_only, args, needle):
+    one_error_line(runner.invoke(app, ["report", str(results_only), *args]), 2, needle)
+    assert sorted(p.name for p in results_only.iterdir()) == ["results.json"]
+
+
+def read_only(monkeypatch):
+    """What mkdtemp does in a folder we may not write (tests run as root, where chmod would not stop us)."""
+    import tempfile
+
+    def refuse(prefix=None, suffix=None, dir=None):
+        raise PermissionError(13, "Permission denied", str(dir))
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+
+
+def test_report_into_a_read_only_folder_is_one_line(results_only, monkeypatch):
+    read_only(monkeypatch)
+    one_error_line(runner.invoke(app, ["report", str(results_only), "--resamples", "100"]), 1,
+                   f"error: could not read or write {results_only}: Permission denied")
+    assert sorted(p.name for p in results_only.iterdir()) == ["results.json"]
+
+
+def test_export_into_a_read_only_folder_is_one_line(finished_run, tmp_path, monkeypatch):
+    read_only(monkeypatch)
+    one_error_line(runner.invoke(app, ["export", str(finished_run["output"]), str(tmp_path / "out")]), 1,
+                   f"could not read or write {tmp_path}: Permission denied")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_file_error_and_interrupt_take_the_same_path(tmp_path, monkeypatch):
+    from distill_lora import evaluate
+
+    def fails(*a, **kw):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "results.json"))
+    monkeypatch.setattr(evaluate, "evaluate_run", fails)
+    one_error_line(runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)]), 1,
+                   f"could not read or write {tmp_path / 'results.json'}: Permission denied")
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate, "evaluate_run", interrupted)
+    r = runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)])
+    assert r.exit_code == 130 and r.output.strip() == "interrupted" and "Traceback" not in r.output
+
+
+def fake_stage(tmp_path):
+    """Just enough of a finished stage folder for find_model_dir (no weights: nothing may load it)."""
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    (folder / "DONE").write_text("{}")
+    (folder / "config.yaml").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("texts, needle", [
+    (["fine", ""], "text argument 2 is empty"),
+    (["   "], "text argument 1 is empty"),
+    (["caf\udcc3"], "text argument 1 is not valid Unicode: lone surrogate U+DCC3 at character 3"),  # argv bytes not UTF-8
+])
+def test_predict_rejects_what_the_web_api_rejects(tmp_path, texts, needle):
+    one_error_line(runner.invoke(app, ["predict", str(fake_stage(tmp_path)), *texts]), 2, needle)
+
+
+def test_predict_file_with_a_lone_surrogate_names_the_row(tmp_path):
+    from distill_lora.config import UserError
+    from distill_lora.predict import read_texts_file
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "fine"}, {"text": "bad \ud800 text"}])
+    with pytest.raises(UserError, match=r"row 2: the text is not valid Unicode: lone surrogate U\+D800 at character 4"):
+        read_texts_file(path)
+
+
+@pytest.mark.parametrize("port, needle", [(99999, "--port 99999: use a port from 1 to 65535"),
+                                          (0, "--port 0: use a port from 1 to 65535")])
+def test_serve_port_out_of_range(tmp_path, port, needle):
+    one_error_line(runner.invoke(app, ["serve", str(fake_stage(tmp_path)), "--port", str(port)]), 2, needle)
+
+
+def test_serve_on_a_busy_port_fails_before_saying_serving(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = runner.invoke(app, ["serve", str(fake_stage(tmp_path)), "--port", str(port)])
+    line = one_error_line(r, 2, f"--port {port}: already in use on 127.0.0.1", "--port")
+    assert "serving" not in line

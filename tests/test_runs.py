@@ -1,0 +1,82 @@
+"""runs: file modes follow the umask; run.json keeps the history of the commands that wrote to the run."""
+import json
+import os
+import stat
+from types import SimpleNamespace
+
+import pytest
+
+from distill_lora import runs
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def with_umask():
+    """Set the umask for one test and put the old one back."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                       (0o002, 0o664, 0o775)])
+def test_written_files_and_stage_folders_follow_the_umask(tmp_path, with_umask, mask, file_mode, dir_mode):
+    with_umask(mask)
+    assert runs.umask() == mask
+    runs.atomic_write_text(tmp_path / "a.txt", "hi")
+    assert mode(tmp_path / "a.txt") == file_mode
+    with runs.stage_folder(tmp_path / "stage", "hash") as tmp:
+        (tmp / "model.bin").write_bytes(b"x")
+        (tmp / "private.bin").write_bytes(b"x")
+        (tmp / "private.bin").chmod(0o600)  # as safetensors 0.8 writes model.safetensors
+        (tmp / "sub").mkdir(mode=0o700)
+    stage = tmp_path / "stage"
+    assert mode(stage) == mode(stage / "sub") == dir_mode
+    assert mode(stage / "DONE") == mode(stage / "model.bin") == mode(stage / "private.bin") == file_mode
+    assert mode(runs.make_temp_dir(".x-", tmp_path)) == dir_mode
+
+
+def test_umask_is_read_without_changing_it(with_umask, monkeypatch):
+    with_umask(0o027)
+    assert runs.umask() == 0o027 and runs.umask() == 0o027
+    monkeypatch.setattr(runs, "Path", lambda p: SimpleNamespace(read_text=lambda: ""))  # no /proc: set and restore
+    assert runs.umask() == 0o027 and os.umask(0o027) == 0o027
+
+
+def test_a_finished_run_has_no_private_files(finished_run):
+    """Every file and folder of a real run (stages, checkpoints' leftovers, report, plots) as open() and mkdir() make
+    them under the umask the run had (that of this test session)."""
+    mask = runs.umask()
+    # not yet cache/: pipeline saves the teacher's logits with safetensors (0600) outside any stage folder
+    wrong = [(str(p), oct(mode(p))) for p in finished_run["output"].rglob("*")
+             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask and p.parent.name != "cache"]
+    assert not wrong
+
+
+def test_run_json_keeps_every_command(tmp_path, monkeypatch):
+    from distill_lora import pipeline
+    ctx = SimpleNamespace(output_dir=tmp_path, splits=SimpleNamespace(fingerprint={"train": "abc"}))
+    monkeypatch.setattr("sys.argv", ["distill-lora", "compare"])
+    pipeline.write_run_files(ctx, "cpu (2 threads)")
+    monkeypatch.setattr("sys.argv", ["distill-lora", "compare", "--seeds", "0,1"])
+    pipeline.write_run_files(ctx, "cpu (1 threads)")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert [h["argv"] for h in run["history"]] == [["distill-lora", "compare"],
+                                                   ["distill-lora", "compare", "--seeds", "0,1"]]
+    assert [h["device"] for h in run["history"]] == ["cpu (2 threads)", "cpu (1 threads)"]
+    assert run["device"] == "cpu (1 threads)" and run["data_files"] == {"train": "abc"}
+    assert all(h["versions"]["torch"] and h["time"] for h in run["history"])
+
+
+def test_run_json_from_before_the_history_keeps_its_command():
+    old = {"versions": {"torch": "2.0"}, "device": "NVIDIA A100", "git_commit": "abc", "data_files": {}}
+    history = runs.provenance("cpu (2 threads)", {}, old)["history"]
+    assert history[0] == {"time": None, "argv": None, "device": "NVIDIA A100", "versions": {"torch": "2.0"},
+                          "git_commit": "abc"}
+    assert len(history) == 2 and history[1]["device"] == "cpu (2 threads)"
+    assert len(runs.provenance("cpu", {}, None)["history"]) == 1
+    assert len(runs.provenance("cpu", {}, {"history": "garbage"})["history"]) == 1
