@@ -23,7 +23,7 @@ from .metrics import classification_metrics, majority_baseline, softmax, tune_th
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, make_student, parameter_counts, resolve_layers)
 from .sources import files_sha256, model_fingerprint
-from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
+from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none, umask,
                    remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done, write_test_predictions)
 
 
@@ -291,6 +291,7 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
         save_file(tensors, tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # safetensors writes 0600 whatever the umask
         os.replace(tmp, path)
     distributed.barrier()
     return tensors

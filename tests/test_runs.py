@@ -51,9 +51,8 @@ def test_a_finished_run_has_no_private_files(finished_run):
     """Every file and folder of a real run (stages, checkpoints' leftovers, report, plots) as open() and mkdir() make
     them under the umask the run had (that of this test session)."""
     mask = runs.umask()
-    # not yet cache/: pipeline saves the teacher's logits with safetensors (0600) outside any stage folder
     wrong = [(str(p), oct(mode(p))) for p in finished_run["output"].rglob("*")
-             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask and p.parent.name != "cache"]
+             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
     assert not wrong
 
 
