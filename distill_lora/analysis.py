@@ -10,7 +10,7 @@ import statistics
 
 import numpy as np
 
-from .stats import bootstrap_ci, mcnemar_exact, paired_seed_test
+from .stats import bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test
 
 METRICS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
 
@@ -30,6 +30,18 @@ def stage_ids(result: dict) -> list[str]:
 
 def runs_of(result: dict, stage: str) -> list[dict]:
     return [result["per_seed"][str(s)][stage] for s in result["seeds"]]
+
+
+def n_classes(result: dict) -> int:
+    """Classes of the task: every one counts in macro-F1, as in the table (labels=)."""
+    if "label_names" in result:
+        return len(result["label_names"])
+    return int(max(result["test_labels"])) + 1
+
+
+def groups_of(result: dict) -> list | None:
+    """Group id of each test text (data.group_column), or None: the unit the bootstrap resamples."""
+    return result.get("test_groups")
 
 
 ENSEMBLES = (("student-odd", "student-even"), ("student-odd", "student-even", "lora-student"))
@@ -73,9 +85,15 @@ def add_ensembles(result: dict) -> dict:
     return {**result, "per_seed": per_seed}
 
 
+def ci_of(result: dict, preds_per_seed: list, resamples: int = 1000, boot_seed: int = 0) -> dict:
+    """95% CIs of accuracy and macro-F1 over test texts (whole groups when the data names them): the report's
+    intervals, and each stage's metrics.json "test_ci" (the same resamples, so the two agree)."""
+    return {m: bootstrap_ci(result["test_labels"], preds_per_seed, m, resamples, boot_seed,
+                            groups=groups_of(result), n_classes=n_classes(result)) for m in ("accuracy", "macro_f1")}
+
+
 def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
     """Per model: mean/std over seeds of every test metric, bootstrap CIs, costs."""
-    labels = np.asarray(result["test_labels"])
     out = {}
     for stage in stage_ids(result):
         runs = runs_of(result, stage)
@@ -83,7 +101,7 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         s = {"model_type": runs[0]["model_type"], "depth": runs[0]["depth"]}
         for m in METRICS:
             s[m] = _mean_std([r["test"].get(m) for r in runs])
-        s["ci"] = {m: bootstrap_ci(labels, preds, m, resamples, boot_seed) for m in ("accuracy", "macro_f1")}
+        s["ci"] = ci_of(result, preds, resamples, boot_seed)
         if all("test_at_threshold" in r for r in runs):
             s["at_threshold"] = {m: _mean_std([r["test_at_threshold"][m] for r in runs]) for m in ("accuracy", "macro_f1")}
             s["threshold"] = _mean_std([r["threshold"] for r in runs])
@@ -98,6 +116,11 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
             s["wall_time_with_teacher_s"] = _mean_std([r["wall_time_s"] + t["wall_time_s"]
                                                        for r, t in zip(runs, teachers)])
         s["samples_per_s"] = _mean_std([r["samples_per_s"] for r in runs])
+        targets = [r["teacher_targets"] for r in runs if "teacher_targets" in r]
+        if targets:  # a distilled student's teacher-logit pass, a cost of its own beside its training
+            s["teacher_targets"] = {"time_s": _mean_std([t["time_s"] for t in targets]),
+                                    "peak_memory_bytes": max(t["peak_memory_bytes"] for t in targets),
+                                    "reused": any(t["reused"] for t in targets)}
         s["peak_memory_bytes"] = max(r.get("peak_memory_bytes", 0) for r in runs)
         for key in ("total_params", "trainable_params", "weights_bytes", "teacher_layers", "device",
                     "peak_memory_kind", "quantized_from", "fp32_weights_bytes"):
@@ -116,36 +139,76 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
     return out
 
 
-def compare_pairs(result: dict, alpha: float = 0.05) -> list[dict]:
-    """Every pair of models: McNemar per seed, seed-paired t-test of macro-F1, and a verdict.
+def compare_pairs(result: dict, alpha: float = 0.05, resamples: int = 1000, boot_seed: int = 0) -> list[dict]:
+    """Every pair of models: McNemar per seed (raw and Holm-adjusted), the paired difference in macro-F1 and
+    accuracy with its bootstrap CI, a seed-paired t-test of macro-F1, and a verdict.
 
-    Verdict rule (conservative, stated in the report): A is *significantly better* than B only if in
-    every seed McNemar's p < alpha and A beats B on both macro-F1 and accuracy; otherwise the
-    difference is *within noise* (no seed significant) or *mixed*.
+    Holm–Bonferroni adjusts the p-values of all pairs of one seed together (one family per seed). Verdict rule,
+    stated in the report:
+    - without groups ("mcnemar_holm"): A is *significantly better* than B only if in every seed McNemar's
+      Holm-adjusted p < alpha and A beats B on both macro-F1 and accuracy; *within noise* when no seed has an
+      adjusted p < alpha; *mixed* otherwise.
+    - with groups of near-duplicate texts ("cluster_bootstrap"): McNemar assumes independent texts, so it is
+      kept for reference only; the paired cluster bootstrap of the macro-F1 difference decides: *significant*
+      (the larger macro-F1 wins) when its Holm-adjusted bootstrap p < alpha, i.e. the Holm-level CI of the
+      difference excludes 0, else *within noise*.
     """
-    labels = np.asarray(result["test_labels"])
-    pairs = []
-    for a, b in itertools.combinations(stage_ids(result), 2):
-        ra, rb = runs_of(result, a), runs_of(result, b)
-        tests = [mcnemar_exact(labels, x["predictions"]["pred"], y["predictions"]["pred"]) for x, y in zip(ra, rb)]
-        f1_a = [x["test"]["macro_f1"] for x in ra]
-        f1_b = [y["test"]["macro_f1"] for y in rb]
-        acc_diff = [x["test"]["accuracy"] - y["test"]["accuracy"] for x, y in zip(ra, rb)]
-        f1_diff = [fa - fb for fa, fb in zip(f1_a, f1_b)]
-        n_sig = sum(t["p_value"] < alpha for t in tests)
-        if n_sig == len(tests) and all(d > 0 for d in f1_diff) and all(d > 0 for d in acc_diff):
-            verdict, winner = "significant", a
-        elif n_sig == len(tests) and all(d < 0 for d in f1_diff) and all(d < 0 for d in acc_diff):
-            verdict, winner = "significant", b
-        elif n_sig == 0:
-            verdict, winner = "within noise", None
-        else:
-            verdict, winner = "mixed", None
-        pairs.append({"a": a, "b": b, "macro_f1_diff": statistics.mean(f1_diff),
-                      "mcnemar_p": [t["p_value"] for t in tests], "seeds_significant": n_sig,
-                      "n_seeds": len(tests), "paired_t": paired_seed_test(f1_a, f1_b),
-                      "verdict": verdict, "winner": winner})
+    labels = result["test_labels"]
+    groups, k = groups_of(result), n_classes(result)
+    pairs = [_pair_entry(result, a, b, resamples, boot_seed, groups, k)
+             for a, b in itertools.combinations(stage_ids(result), 2)]
+    for i in range(len(result["seeds"])):  # one family per seed: every pair of that seed
+        for p, adjusted in zip(pairs, holm([p["mcnemar_p"][i] for p in pairs])):
+            p["mcnemar_p_holm"].append(adjusted)
+    if groups is not None:
+        for p, adjusted in zip(pairs, holm([p["diff"]["macro_f1"]["p_value"] for p in pairs])):
+            p["bootstrap_p_holm"] = adjusted
+    for p in pairs:
+        p["seeds_significant_raw"] = sum(x < alpha for x in p["mcnemar_p"])
+        p["seeds_significant"] = sum(x < alpha for x in p["mcnemar_p_holm"])
+        p["verdict_basis"] = "mcnemar_holm" if groups is None else "cluster_bootstrap"
+        p["verdict"], p["winner"] = (_mcnemar_verdict(p, result, labels) if groups is None else
+                                     _bootstrap_verdict(p, alpha))
     return pairs
+
+
+def _pair_entry(result: dict, a: str, b: str, resamples: int, boot_seed: int, groups, k: int) -> dict:
+    """A pair's tests and effect sizes, before the Holm adjustment (which needs every pair)."""
+    labels = result["test_labels"]
+    ra, rb = runs_of(result, a), runs_of(result, b)
+    pa, pb = [x["predictions"]["pred"] for x in ra], [y["predictions"]["pred"] for y in rb]
+    tests = [mcnemar_exact(labels, x, y) for x, y in zip(pa, pb)]
+    f1_a, f1_b = [x["test"]["macro_f1"] for x in ra], [y["test"]["macro_f1"] for y in rb]
+    diff = {m: paired_diff_ci(labels, pa, pb, m, resamples, boot_seed, groups=groups, n_classes=k)
+            for m in ("macro_f1", "accuracy")}
+    entry = {"a": a, "b": b, "macro_f1_diff": statistics.mean(fa - fb for fa, fb in zip(f1_a, f1_b)),
+             "mcnemar_p": [t["p_value"] for t in tests], "mcnemar_p_holm": [],
+             "discordant": [[t["a_only_right"], t["b_only_right"]] for t in tests],
+             "n_seeds": len(tests), "paired_t": paired_seed_test(f1_a, f1_b), "diff": diff}
+    if groups is not None:
+        entry["bootstrap_p"] = diff["macro_f1"]["p_value"]
+    return entry
+
+
+def _mcnemar_verdict(p: dict, result: dict, labels) -> tuple[str, str | None]:
+    ra, rb = runs_of(result, p["a"]), runs_of(result, p["b"])
+    f1_diff = [x["test"]["macro_f1"] - y["test"]["macro_f1"] for x, y in zip(ra, rb)]
+    acc_diff = [x["test"]["accuracy"] - y["test"]["accuracy"] for x, y in zip(ra, rb)]
+    every = p["seeds_significant"] == p["n_seeds"]
+    if every and all(d > 0 for d in f1_diff) and all(d > 0 for d in acc_diff):
+        return "significant", p["a"]
+    if every and all(d < 0 for d in f1_diff) and all(d < 0 for d in acc_diff):
+        return "significant", p["b"]
+    if p["seeds_significant"] == 0:
+        return "within noise", None
+    return "mixed", None
+
+
+def _bootstrap_verdict(p: dict, alpha: float) -> tuple[str, str | None]:
+    point = p["diff"]["macro_f1"]["point"]
+    if p["bootstrap_p_holm"] < alpha and point != 0:
+        return "significant", p["a"] if point > 0 else p["b"]
+    return "within noise", None
 
 
 def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
@@ -180,6 +243,15 @@ def _times(ratio: float, more: str, less: str) -> str:
     return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
 
 
+def evidence(p: dict) -> str:
+    """What decided a pair's verdict, with its numbers: Holm-adjusted McNemar per seed, or the cluster bootstrap."""
+    if p["verdict_basis"] == "cluster_bootstrap":
+        d = p["diff"]["macro_f1"]
+        return (f"paired cluster bootstrap: Δ macro-F1 {d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
+                f"Holm-adjusted p {p['bootstrap_p_holm']:.3g}")
+    return f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with Holm-adjusted McNemar p < alpha"
+
+
 def int8_sentence(summary: dict, c: dict) -> str:
     """One line per int8 row, every claim taken from the numbers in `c` (and its pair's verdict)."""
     p = c["pair"]
@@ -190,14 +262,13 @@ def int8_sentence(summary: dict, c: dict) -> str:
                  f"{c['latency_ms_fp32']:.2f} ms per example) and {_times(c['speedup_batch64'], 'faster', 'slower')} "
                  f"at batch 64 (timed on this machine's CPU)")
     text += f"; macro-F1 {c['macro_f1_int8']:.4f} vs {c['macro_f1_fp32']:.4f} (change {c['macro_f1_change']:+.4f}): "
-    seeds = f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with McNemar p < alpha"
     if p["verdict"] == "significant":
         text += (f"significantly {'worse' if p['winner'] == c['source'] else 'better'} than its fp32 source "
-                 f"[{c['source']}] ({seeds}).")
+                 f"[{c['source']}] ({evidence(p)}).")
     elif p["verdict"] == "within noise":
-        text += f"the difference is within noise ({seeds})."
+        text += f"the difference is within noise ({evidence(p)})."
     else:
-        text += f"the difference is not consistent across seeds ({seeds})."
+        text += f"the difference is not consistent across seeds ({evidence(p)})."
     return text
 
 
@@ -217,11 +288,10 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
     if p is None:
         return None
     fa, fb = summary[a]["macro_f1"]["mean"], summary[b]["macro_f1"]["mean"]
-    seeds = f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with McNemar p < alpha"
     if p["verdict"] == "significant":
         loser = b if p["winner"] == a else a
         return (f"{_name(summary, p['winner'])} is significantly better than {_name(summary, loser)} "
-                f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {seeds}).")
+                f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {evidence(p)}).")
     if p["verdict"] == "within noise":
         what = "within noise"
     elif p["seeds_significant"] == p["n_seeds"]:  # McNemar rejects in every seed, yet the winner or metric flips
@@ -229,7 +299,192 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
     else:
         what = "not consistent across seeds"
     return (f"The difference between {_name(summary, a)} ({fa:.4f}) and {_name(summary, b)} ({fb:.4f}) "
-            f"in macro-F1 is {what} ({seeds}); do not read it as a ranking.")
+            f"in macro-F1 is {what} ({evidence(p)}); do not read it as a ranking.")
+
+
+# ---------------------------------------------------------------- findings drawn from the numbers
+
+OVERFIT_LOSS_RISE = 1.05  # validation loss must end ≥ 5% above its minimum
+
+
+def overfitting(history: list[dict], select_metric: str = "macro_f1") -> dict | None:
+    """Whether a training curve shows overfitting, by a rule that needs two signals.
+
+    With val_loss and the selection metric m (val_macro_f1 or val_accuracy; val_macro_f1 when the epoch was
+    selected by loss) per epoch, n epochs:
+    - the loss signal: validation loss is lowest at an epoch k < n and ends ≥ 5% above that minimum;
+    - the metric signal: m is highest at an epoch e < n and is lower at epoch n.
+    Both: "overfits" after epoch e. Loss only: "loss only" (the model grew more confident on what it gets
+    wrong, but its selection metric did not fall: not called overfitting). Otherwise None.
+    """
+    if len(history) < 2:
+        return None
+    key = "val_macro_f1" if select_metric == "loss" else f"val_{select_metric}"
+    losses, scores = [h["val_loss"] for h in history], [h[key] for h in history]
+    n, k, e = len(history), int(np.argmin(losses)) + 1, int(np.argmax(scores)) + 1
+    if not (k < n and losses[-1] >= losses[k - 1] * OVERFIT_LOSS_RISE):
+        return None
+    found = {"loss_min_epoch": k, "loss_min": losses[k - 1], "loss_last": losses[-1], "epochs": n,
+             "metric": key, "metric_best_epoch": e, "metric_best": scores[e - 1], "metric_last": scores[-1]}
+    found["kind"] = "overfits" if e < n and scores[-1] < scores[e - 1] else "loss only"
+    return found
+
+
+def overfit_sentence(name: str, seed, o: dict) -> str:
+    metric = o["metric"].removeprefix("val_").replace("macro_f1", "macro-F1")
+    loss = (f"validation loss rose from {o['loss_min']:.4f} (epoch {o['loss_min_epoch']}) to {o['loss_last']:.4f} "
+            f"(epoch {o['epochs']})")
+    if o["kind"] == "overfits":
+        return (f"{name}, seed {seed}: {loss} and validation {metric} fell from {o['metric_best']:.4f} "
+                f"(epoch {o['metric_best_epoch']}) to {o['metric_last']:.4f}: it overfits after epoch "
+                f"{o['metric_best_epoch']}.")
+    return (f"{name}, seed {seed}: {loss}, but validation {metric} did not fall ({o['metric_best']:.4f} at epoch "
+            f"{o['metric_best_epoch']}, {o['metric_last']:.4f} at the last): not overfitting by the rule "
+            "(both must worsen).")
+
+
+def seed_lines(result: dict, summary: dict) -> list[str]:
+    """What the seeds can tell: nothing about ranking stability with one; the measured spread with several."""
+    seeds = result["seeds"]
+    if len(seeds) < 2:
+        return [f"One training seed ({seeds[0]}): the ranking and differences are of this seed only; how much "
+                "they move from seed to seed was not measured, so ranking across seeds is impossible here."]
+    spread = {s: x["macro_f1"]["std"] for s, x in summary.items() if x["macro_f1"]["std"] is not None}
+    hi, lo = max(spread, key=spread.get), min(spread, key=spread.get)
+    return [f"Seed-to-seed spread of test macro-F1 (sample std over {len(seeds)} seeds): from {spread[lo]:.4f} "
+            f"[{lo}] to {spread[hi]:.4f} [{hi}]."]
+
+
+RECALL_GAP = 0.05  # a class counts as missed when the model's recall is this far below the teacher's
+
+
+def _recall(labels: np.ndarray, pred: np.ndarray, c: int) -> float:
+    return float(np.mean(pred[labels == c] == c))
+
+
+def missed_class_lines(result: dict, summary: dict) -> list[str]:
+    """Per model, the class whose recall (from its test predictions, mean over seeds) falls furthest below the
+    teacher's, when it is at least RECALL_GAP below."""
+    if "teacher" not in summary:
+        return []
+    labels, names = np.asarray(result["test_labels"]), result["label_names"]
+
+    def recalls(stage):
+        return [np.mean([_recall(labels, np.asarray(r["predictions"]["pred"]), c) for r in runs_of(result, stage)])
+                for c in range(len(names))]
+    teacher = recalls("teacher")
+    lines = []
+    for stage in summary:
+        if stage == "teacher":
+            continue
+        own = recalls(stage)
+        c = int(np.argmax([t - o for t, o in zip(teacher, own)]))
+        if teacher[c] - own[c] >= RECALL_GAP:
+            lines.append(f"{_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
+                         f"teacher's {teacher[c]:.2f} ({int(np.sum(labels == c))} such test texts).")
+    return lines
+
+
+DISAGREEMENT_PAIRS = (("student-odd", "student-even"), ("student-odd", "lora-student"),
+                      ("student-even", "lora-student"), ("teacher", "lora-teacher"))
+DISAGREE_OVERLAP = 0.5  # errors "on different texts": under half of the texts either gets wrong are shared
+
+
+def error_overlap(result: dict, a: str, b: str) -> dict:
+    """Test texts each model gets wrong, pooled over seeds: A only, B only, both; Jaccard = both / either."""
+    labels = np.asarray(result["test_labels"])
+    wrong_a = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, a)])
+    wrong_b = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, b)])
+    both, either = int(np.sum(wrong_a & wrong_b)), int(np.sum(wrong_a | wrong_b))
+    out = {"a_only": int(np.sum(wrong_a & ~wrong_b)), "b_only": int(np.sum(~wrong_a & wrong_b)), "both": both,
+           "either": either, "jaccard": both / either if either else None}
+    groups = groups_of(result)
+    if groups is not None:  # the group holding most of each model's errors
+        g = np.tile(np.asarray(groups, dtype=str), len(result["seeds"]))
+        for key, wrong in (("a_group", wrong_a), ("b_group", wrong_b)):
+            if wrong.any():
+                ids, counts = np.unique(g[wrong], return_counts=True)
+                out[key] = (str(ids[np.argmax(counts)]), int(counts.max()), int(wrong.sum()))
+    return out
+
+
+def disagreement_lines(result: dict, summary: dict) -> list[str]:
+    """Pairs of models that get different texts wrong (their errors overlap less than DISAGREE_OVERLAP)."""
+    lines = []
+    seeds = "pooled over seeds" if len(result["seeds"]) > 1 else "one seed"
+    for a, b in DISAGREEMENT_PAIRS:
+        if a not in summary or b not in summary:
+            continue
+        o = error_overlap(result, a, b)
+        if o["jaccard"] is None or o["jaccard"] >= DISAGREE_OVERLAP or not o["a_only"] or not o["b_only"]:
+            continue
+        line = (f"[{a}] and [{b}] get different texts wrong: of the {o['either']} texts either misses, they share "
+                f"{o['both']} (overlap {o['jaccard']:.2f}); {o['a_only']} only [{a}] misses, {o['b_only']} only "
+                f"[{b}] ({seeds})")
+        if "a_group" in o and "b_group" in o and o["a_group"][0] != o["b_group"][0]:
+            line += (f"; most of [{a}]'s errors are in group '{o['a_group'][0]}' ({o['a_group'][1]} of "
+                     f"{o['a_group'][2]}), most of [{b}]'s in '{o['b_group'][0]}' ({o['b_group'][1]} of "
+                     f"{o['b_group'][2]})")
+        lines.append(line + ".")
+    return lines
+
+
+def reversal_lines(summary: dict, shown: int = 3) -> list[str]:
+    """Pairs ranked one way by macro-F1 (at the 0.5 cut) and the other way by ROC-AUC (threshold-free)."""
+    rows = [s for s in summary if summary[s]["roc_auc"]["mean"] is not None]
+    f1 = {s: summary[s]["macro_f1"]["mean"] for s in rows}
+    auc = {s: summary[s]["roc_auc"]["mean"] for s in rows}
+    flips = [(a, b) for a, b in itertools.permutations(rows, 2) if f1[a] > f1[b] and auc[a] < auc[b]]
+    flips.sort(key=lambda ab: f1[ab[0]] - f1[ab[1]], reverse=True)
+    if not flips:
+        return []
+    text = "; ".join(f"[{a}] is above [{b}] in macro-F1 ({f1[a]:.3f} vs {f1[b]:.3f}) but below it in ROC-AUC "
+                     f"({auc[a]:.3f} vs {auc[b]:.3f})" for a, b in flips[:shown])
+    more = f"; {len(flips) - shown} more pair(s) reverse" if len(flips) > shown else ""
+    return [f"ROC-AUC reverses {len(flips)} pair(s) of the macro-F1 ranking: {text}{more}."]
+
+
+def identical_prediction_lines(result: dict) -> list[str]:
+    """Derived rows (ensembles, int8) whose test predictions equal one member's in every seed."""
+    lines = []
+    n = len(result["test_labels"])
+    for stage in stage_ids(result):
+        runs = runs_of(result, stage)
+        members = runs[0].get("ensemble_of") or ([runs[0]["quantized_from"]] if runs[0].get("quantized_from") else [])
+        for m in members:
+            if m in stage_ids(result) and all(r["predictions"]["pred"] == x["predictions"]["pred"]
+                                              for r, x in zip(runs, runs_of(result, m))):
+                seeds = "in every seed" if len(runs) > 1 else "in its one seed"
+                lines.append(f"[{stage}] makes exactly [{m}]'s {n} test predictions {seeds}: as a classifier it "
+                             f"adds nothing over [{m}].")
+                break
+    return lines
+
+
+def lora_cost_lines(summary: dict) -> list[str]:
+    """Each LoRA model against the fully trained model of the same depth: trained parameters, measured training
+    time (with its ratio) and, when timed, latency; "cheaper to train" only when its time says so."""
+    lines = []
+    for lora, full in (("lora-teacher", "teacher"), ("lora-student", "student-odd"), ("lora-student", "student-even")):
+        if lora not in summary or full not in summary:
+            continue
+        lo, fu = summary[lora], summary[full]
+        t_lo = lo["wall_time_s"]["mean"]
+        t_fu = fu.get("wall_time_with_teacher_s", fu["wall_time_s"])["mean"]
+        counting = " counting the teacher it needs" if "wall_time_with_teacher_s" in fu else ""
+        ratio = t_fu / t_lo if t_lo else float("inf")
+        line = (f"[{lora}] trained {lo['trainable_params'] / 1e6:.2f}M parameters "
+                f"({lo['trainable_params'] / lo['total_params']:.1%} of its {lo['total_params'] / 1e6:.2f}M) against "
+                f"[{full}]'s {fu['trainable_params'] / 1e6:.2f}M; training took {t_lo:.0f} s vs {t_fu:.0f} s{counting} "
+                f"({_times(ratio, 'faster', 'slower')})")
+        line += ", so it was cheaper to train here" if t_lo < t_fu else ", so fewer trained parameters did not make " \
+                                                                       "training faster here"
+        if "latency_ms_batch1" in lo and "latency_ms_batch1" in fu:
+            line += (f"; at inference it has {lo['depth']} layers to [{full}]'s {fu['depth']}: "
+                     f"{lo['latency_ms_batch1']['mean']:.1f} vs {fu['latency_ms_batch1']['mean']:.1f} ms per example "
+                     "at batch 1")
+        lines.append(line + ".")
+    return lines
 
 
 def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
@@ -238,13 +493,9 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     for stage in stage_ids(result):
         name = _name(summary, stage)
         for seed, r in zip(result["seeds"], runs_of(result, stage)):
-            losses = [h["val_loss"] for h in r["validation_history"]]
-            if not losses:  # an ensemble: it was not trained
-                continue
-            best = int(np.argmin(losses))
-            if best < len(losses) - 1 and losses[-1] > losses[best] * 1.05:
-                found.append(f"{name}, seed {seed}: validation loss rose from {losses[best]:.4f} (epoch {best + 1}) "
-                             f"to {losses[-1]:.4f} (epoch {len(losses)}): it overfits after epoch {best + 1}.")
+            o = overfitting(r["validation_history"], r.get("select_metric", "macro_f1"))
+            if o:  # an ensemble or int8 row has no history: it was not trained
+                found.append(overfit_sentence(name, seed, o))
         f1 = summary[stage]["macro_f1"]["mean"]
         if f1 <= majority_f1 + 0.05:
             found.append(f"{name} barely beats or does not beat the majority-class baseline "
@@ -267,13 +518,44 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     return found
 
 
+def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
+    p = _pair(pairs, a, b)
+    if p is None:
+        return None
+    d = p["diff"]
+    if p["a"] != a:  # the pair was tested as B − A: report A − B, in the order asked
+        d = {m: {**x, "point": -x["point"], "low": -x["high"], "high": -x["low"]} for m, x in d.items()}
+    adjusted = p["bootstrap_p_holm"] if p["verdict_basis"] == "cluster_bootstrap" else max(p["mcnemar_p_holm"])
+    return {"a": a, "b": b, "macro_f1_a": summary[a]["macro_f1"]["mean"], "macro_f1_b": summary[b]["macro_f1"]["mean"],
+            "diff": d, "verdict": p["verdict"], "winner": p["winner"], "p_holm": adjusted,
+            "verdict_basis": p["verdict_basis"]}
+
+
+def key_findings(result: dict, summary: dict, pairs: list[dict]) -> dict:
+    """The numbers a five-line summary needs: the two questions' pairs (A − B with CI and verdict) and costs."""
+    students = [s for s in ("student-odd", "student-even") if s in summary]
+    best = max(students, key=lambda s: summary[s]["macro_f1"]["mean"]) if students else None
+    groups = groups_of(result)
+    return {
+        "n_seeds": len(result["seeds"]), "n_test": len(result["test_labels"]),
+        "n_groups": len(set(groups)) if groups is not None else None,
+        "verdict_basis": pairs[0]["verdict_basis"] if pairs else None,
+        "odd_vs_even": _finding(summary, pairs, "student-odd", "student-even"),
+        "distill_vs_lora": _finding(summary, pairs, best, "lora-student") if best else None,
+        "costs": {s: {"train_time_s": x["wall_time_s"]["mean"], "train_time_with_teacher_s":
+                      x.get("wall_time_with_teacher_s", {}).get("mean"), "trainable_params": x["trainable_params"],
+                      "total_params": x["total_params"], "depth": x["depth"],
+                      "latency_ms_batch1": x.get("latency_ms_batch1", {}).get("mean")}
+                  for s, x in summary.items() if not x.get("quantized_from") and not s.startswith("ensemble-")},
+    }
+
+
 def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
     """The report's Analysis section as markdown lines."""
     ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)
     lines = ["**Ranking by mean test macro-F1:** " + "; ".join(
         f"{i + 1}. {_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked)) + "."]
-    lines.append("")
-    lines.append("**Differences:**")
+    lines += ["", *seed_lines(result, summary), "", "**Differences:**"]
     key_pairs = list(zip(ranked, ranked[1:]))
     for a, b in (("student-odd", "student-even"), ("teacher", "lora-teacher"), ("lora-student", "student-odd"),
                  ("lora-student", "student-even")):
@@ -283,6 +565,10 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         sentence = _difference_sentence(summary, pairs, a, b)
         if sentence:
             lines.append(f"- {sentence}")
+    shown = (missed_class_lines(result, summary) + disagreement_lines(result, summary) + reversal_lines(summary)
+             + identical_prediction_lines(result))
+    if shown:
+        lines += ["", "**What the tables show:**"] + [f"- {x}" for x in shown]
     lines.append("")
     lines.append("**Costs:**")
     for s in ranked:
@@ -302,9 +588,7 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         if "latency_ms_batch1" in x:
             cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1"
         lines.append(cost + ".")
-    if any(s.startswith("lora") for s in summary):
-        lines.append("- LoRA trains few parameters but keeps the depth of the model it adapts: it makes training "
-                     "cheap, not inference.")
+    lines += [f"- {x}" for x in lora_cost_lines(summary)]
     int8 = int8_comparisons(summary, pairs)
     if int8:
         lines += ["", "**int8 dynamic quantisation (the same model, int8 weights, no training):**"]

@@ -129,11 +129,18 @@ def test_analysis_never_calls_noise_better(built):
 
 
 def test_challenges_seen_in_numbers(built):
-    _, md, _ = built
+    _, md, analysis = built
     section = md.split("## Analysis", 1)[1]
+    # lora-teacher's validation loss rises but its macro-F1 does not fall: named, and not called overfitting
     assert "type of lora-teacher [lora-teacher], seed 0: validation loss rose" in section
+    assert "not overfitting by the rule" in section and "it overfits" not in section
     assert "type of teacher [teacher], seed 0: validation loss rose" not in section
-    assert "never caught up with its teacher" in section
+    # "never caught up" exactly when the teacher wins the pair after Holm's adjustment (here not in every seed)
+    for stage in ("student-odd", "student-even"):
+        pair = next(p for p in analysis["pairs"] if (p["a"], p["b"]) == ("teacher", stage))
+        caught = pair["verdict"] == "significant" and pair["winner"] == "teacher"
+        assert (f"[{stage}] never caught up with its teacher" in section) == caught
+        assert pair["seeds_significant_raw"] == 3 and pair["seeds_significant"] < 3  # Holm changed this verdict
     assert "[student-odd-int8] never caught up" not in section  # an int8 row is judged against its source
 
 
