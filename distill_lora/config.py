@@ -65,6 +65,9 @@ class DataConfig:
                      "a Hub dataset id, or package:PKG/FOLDER")
     text_column: str = _f("text", "column holding the text")
     label_column: str = _f("label", "column holding the label")
+    group_column: str | None = _f(None, "column naming groups of near-duplicate texts (e.g. a template id): the "
+                                        "report's CIs and pairwise verdicts then resample whole test groups; "
+                                        "null: every text is its own group")
     label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
     label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
     split_seed: int = _f(0, "seed for carving a validation split and for limits; the same for every training "

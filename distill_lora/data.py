@@ -27,6 +27,7 @@ EXTENSIONS = ("jsonl", "json", "csv", "parquet")
 class Split:
     texts: list[str]
     labels: list[int]
+    groups: list[str] | None = None  # data.group_column of each text (near-duplicates share one); None when unset
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -133,11 +134,14 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
     if not rows:
         raise UserError(f"data: split {where} is empty; every split needs examples")
     columns = list(rows[0].keys())
-    for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+    wanted = [(cfg.text_column, "text_column"), (cfg.label_column, "label_column")]
+    if cfg.group_column is not None:
+        wanted.append((cfg.group_column, "group_column"))
+    for col, key in wanted:
         if not any(col in r for r in rows[:100]):
             raise UserError(f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); "
                             f"set data.{key}")
-    texts, labels, dropped = [], [], 0
+    texts, labels, groups, dropped = [], [], [], 0
     n_classes = len(cfg.label_names)
     for i, row in enumerate(rows, 1):
         text = _as_text(row.get(cfg.text_column))
@@ -157,11 +161,22 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
                             f"data.label_map, e.g. {{{_map_example(raw_label)}: 1}}")
         texts.append(text)
         labels.append(label)
+        if cfg.group_column is not None:
+            groups.append(_as_group(row.get(cfg.group_column), cfg.group_column, where, i))
     if dropped:
         notes.append(f"{where}: dropped {dropped} rows with null or blank text (data.null_text: drop)")
     if not labels:
         raise UserError(f"data: split {where} is empty after dropping rows without text")
-    return Split(texts, labels)
+    return Split(texts, labels, groups if cfg.group_column is not None else None)
+
+
+def _as_group(value, column: str, where: str, row: int) -> str:
+    """A group id as text: 3 and "3" are one group; a row without one would silently be a group of its own."""
+    group = _as_text(value)
+    if not group:
+        raise UserError(f"data: split {where} row {row} has no group id in column '{column}' (data.group_column); "
+                        "give every row one, or set data.group_column: null")
+    return group
 
 
 # ---------------------------------------------------------------- splitting and limiting
@@ -178,7 +193,8 @@ def _stratified_pick(labels: list[int], n: int, seed: int) -> list[int]:
 
 
 def _subset(split: Split, idx: list[int]) -> Split:
-    return Split([split.texts[i] for i in idx], [split.labels[i] for i in idx])
+    groups = None if split.groups is None else [split.groups[i] for i in idx]
+    return Split([split.texts[i] for i in idx], [split.labels[i] for i in idx], groups)
 
 
 def _file_sha256(path: Path) -> str:

@@ -3,7 +3,9 @@
 Texts come from templates with hard contrasts: direct hate and personal abuse (label 1) against
 negation, quoted or reported abuse, counter-speech, profanity that attacks no one and neutral
 mentions of groups (label 0). Each template belongs to exactly one split, so test texts are not
-near-copies of training texts. Run: python scripts/make_demo_data.py  (deterministic, seed 0).
+near-copies of training texts. Each row names its template ("template": "direct hate/8", the 8th template of
+that category): the texts of one template are near-duplicates, so the report resamples them together
+(configs/demo.yaml sets data.group_column: template). Run: python scripts/make_demo_data.py  (deterministic, seed 0).
 """
 import json
 import random
@@ -112,14 +114,14 @@ def main() -> None:
     seen = set()
     for split, (lo, hi) in {"train": (0, 5), "validation": (5, 7), "test": (7, 9)}.items():
         rows = []
-        for label, templates in TEMPLATES.values():
-            for template in templates[lo:hi]:
+        for category, (label, templates) in TEMPLATES.items():
+            for number, template in enumerate(templates[lo:hi], lo + 1):
                 made = 0
                 for _ in range(200):  # draw until enough distinct texts
                     text = fill(template, rng)
                     if text not in seen:
                         seen.add(text)
-                        rows.append({"text": text, "label": label})
+                        rows.append({"text": text, "label": label, "template": f"{category}/{number}"})
                         made += 1
                     if made == PER_TEMPLATE[split]:
                         break

@@ -175,3 +175,37 @@ def test_duplicates_counted_and_optionally_dropped(tmp_path):
     assert od["duplicates_in_train"] == 0 and od["shared_train_test"] == 0 and od["shared_train_validation"] == 0
     assert len(d.test) == len(test) and "leaks" not in d.train.texts
     assert len(d.train) == len(train) - 2 - 4 - 5 and any("drop_duplicates" in n for n in d.notes)
+
+
+GROUPED = [{"text": f"text number {i}", "label": i % 2, "template": i // 4} for i in range(20)]
+
+
+def test_group_column_read_and_kept_through_limits(tmp_path):
+    folder = folder_with(tmp_path, train=GROUPED, validation=GROUPED[:8], test=GROUPED)
+    assert load_splits(DataConfig(source=str(folder))).test.groups is None  # unset: no groups
+    s = load_splits(DataConfig(source=str(folder), group_column="template", limit=SplitLimits(test=10)))
+    assert s.train.groups == [str(i // 4) for i in range(20)]  # numbers become text: 3 and "3" are one group
+    # a limited split keeps each text's own group id
+    assert [int(t.split()[-1]) // 4 for t in s.test.texts] == [int(g) for g in s.test.groups]
+
+
+def test_group_column_missing_or_blank_is_one_line(tmp_path):
+    folder = folder_with(tmp_path, train=GROUPED, validation=GROUPED[:8], test=ROWS)
+    with pytest.raises(UserError, match=r"split 'test' .* has no column 'template' .*set data.group_column"):
+        load_splits(DataConfig(source=str(folder), group_column="template"))
+    blank = [dict(r, template=" ") if i == 3 else r for i, r in enumerate(GROUPED)]
+    folder = folder_with(tmp_path, train=blank, validation=GROUPED[:8], test=GROUPED)
+    with pytest.raises(UserError, match=r"row 4 has no group id in column 'template'") as e:
+        load_splits(DataConfig(source=str(folder), group_column="template"))
+    assert "\n" not in str(e.value)
+
+
+def test_demo_data_names_its_templates():
+    from distill_lora.config import load_config
+    cfg = load_config("demo")
+    s = load_splits(cfg.data)
+    assert cfg.data.group_column == "template"
+    assert len(s.test) == 140 and len(set(s.test.groups)) == 14  # 14 templates x 10 fills
+    assert all(s.test.groups.count(g) == 10 for g in set(s.test.groups))
+    # a template belongs to one split only
+    assert not set(s.test.groups) & set(s.train.groups) and not set(s.test.groups) & set(s.validation.groups)
