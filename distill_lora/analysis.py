@@ -44,6 +44,23 @@ def groups_of(result: dict) -> list | None:
     return result.get("test_groups")
 
 
+def report_settings(results: dict, **flags) -> tuple[dict, dict]:
+    """The settings a rebuilt report uses (bootstrap_resamples, bootstrap_seed, alpha) and where each came from:
+    "command line" (a flag given: not None), "results.json" (the run's own, stored by compare), or "default"
+    (the config default, for a results.json from before the settings were stored)."""
+    from .config import ReportConfig
+    default, stored = ReportConfig(), results.get("report_settings") or {}
+    values, source = {}, {}
+    for key in ("bootstrap_resamples", "bootstrap_seed", "alpha"):
+        if flags.get(key) is not None:
+            values[key], source[key] = flags[key], "command line"
+        elif key in stored:
+            values[key], source[key] = stored[key], "results.json"
+        else:
+            values[key], source[key] = getattr(default, key), "default"
+    return values, source
+
+
 ENSEMBLES = (("student-odd", "student-even"), ("student-odd", "student-even", "lora-student"))
 
 

@@ -155,17 +155,14 @@ def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_di
 
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
-           resamples: int = typer.Option(1000, help="bootstrap resamples"),
-           alpha: float = typer.Option(0.05, help="significance level")):
+           resamples: Optional[int] = typer.Option(None, help="bootstrap resamples (default: the run's report.bootstrap_resamples)"),
+           alpha: Optional[float] = typer.Option(None, help="significance level (default: the run's report.alpha)"),
+           bootstrap_seed: Optional[int] = typer.Option(None, help="seed of the bootstrap (default: the run's report.bootstrap_seed)")):
     """Rebuild report.md, results.csv and the plots from a run's results.json, without the models."""
     import json
 
     def action():
-        # the limits of report.bootstrap_resamples and report.alpha in the config
-        if resamples < 100:
-            raise UserError(f"--resamples {resamples}: use at least 100 (e.g. the default 1000)")
-        if not 0 < alpha < 1:
-            raise UserError(f"--alpha {alpha}: use a significance level between 0 and 1 (e.g. the default 0.05)")
+        _check_report_flags(resamples, alpha, bootstrap_seed)
         path = Path(run_dir) / "results.json"
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
@@ -173,10 +170,30 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
             raise UserError(f"cannot read {path} ({e.__class__.__name__}); run compare first") from None
         if not isinstance(results, dict) or "comparison" not in results:
             raise UserError(f"{path} has no comparison; run compare first")
-        from .report import write_report
-        out, _ = write_report(Path(run_dir), results, resamples, 0, alpha)
-        print(f"report: {out}")
+        print(f"report: {_rebuild_report(Path(run_dir), results, resamples, alpha, bootstrap_seed)}")
     _user_errors(action)
+
+
+def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_seed: int | None) -> None:
+    """The limits of report.bootstrap_resamples, report.alpha and report.bootstrap_seed in the config."""
+    from .config import SEED_LIMIT
+    if resamples is not None and resamples < 100:
+        raise UserError(f"--resamples {resamples}: use at least 100 (e.g. the default 1000)")
+    if alpha is not None and not 0 < alpha < 1:
+        raise UserError(f"--alpha {alpha}: use a significance level between 0 and 1 (e.g. the default 0.05)")
+    if bootstrap_seed is not None and not 0 <= bootstrap_seed < SEED_LIMIT:
+        raise UserError(f"--bootstrap-seed {bootstrap_seed}: use an integer from 0 to {SEED_LIMIT - 1}")
+
+
+def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bootstrap_seed=None) -> Path:
+    """write_report with the run's stored report settings, flags overriding; results["report_settings_source"]
+    tells the report where each setting came from."""
+    from .analysis import report_settings
+    from .report import write_report
+    values, source = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)
+    results["report_settings_source"] = source
+    out, _ = write_report(run_dir, results, values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"])
+    return out
 
 
 @app.command()
@@ -228,11 +245,9 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
         except ValueError:
             raise UserError(f"--label-map {label_map!r} is not JSON; e.g. '{{\"hate\": 1, \"none\": 0}}'") from None
         from .evaluate import evaluate_run
-        from .report import write_report
         results = evaluate_run(Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping,
                                split, limit)
-        out, _ = write_report(Path(run_dir), results)
-        print(f"report: {out}")
+        print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
     _user_errors(action)
 
 

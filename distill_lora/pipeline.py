@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,9 @@ RESULTS_FORMAT = 2
 
 
 def _data_key(ctx: Context) -> dict:
-    return {"data": dataclasses.asdict(ctx.cfg.data), "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed,
-            "format": RESULTS_FORMAT}
+    # group_column only changes how the report resamples the test split, never what a stage trains
+    data = {k: v for k, v in dataclasses.asdict(ctx.cfg.data).items() if k != "group_column"}
+    return {"data": data, "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed, "format": RESULTS_FORMAT}
 
 
 def _model_key(ctx: Context) -> dict:
@@ -238,6 +240,8 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "device": trainer.device_name(accelerator),
             "processes": accelerator.num_processes,
             "precision": trainer.mixed_precision_for(tcfg.precision),
+            "select_metric": tcfg.select_metric,
+            "test_ci": stage_test_ci(ctx, test["logits"].argmax(axis=1).tolist()),
             "config_hash": chash,
             **(extra or {}),
         }
@@ -263,6 +267,17 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     return metrics
 
 
+def stage_test_ci(ctx: Context, preds: list[int]) -> dict:
+    """The report's 95% CIs of this model's test accuracy and macro-F1 (same resamples, groups and method, from
+    report.*), for metrics.json: the model card and the web page show them. With several seeds the report's
+    interval is of the mean over seeds; this one is of this seed's model."""
+    from .analysis import ci_of
+    r = ctx.cfg.report
+    result = {"test_labels": ctx.encoded["test"].labels, "label_names": ctx.cfg.data.label_names,
+              "test_groups": ctx.splits.test.groups}
+    return ci_of(result, [preds], r.bootstrap_resamples, r.bootstrap_seed)
+
+
 # ---------------------------------------------------------------- stages
 
 def run_teacher(ctx: Context) -> dict:
@@ -272,18 +287,31 @@ def run_teacher(ctx: Context) -> dict:
     return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build, "Teacher (fine-tuned)")
 
 
-def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict:
-    """The fine-tuned teacher's logits (and [CLS] states) on the training split, computed once and cached."""
+def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: dict | None = None) -> dict:
+    """The fine-tuned teacher's logits (and [CLS] states) on the training split, computed once and cached.
+
+    cost, when given, receives what the teacher-logit pass cost (part of distillation's price): time_s,
+    peak_memory_bytes (and its kind) as measured when the cache was made, and reused (this call read the cache).
+    """
     thash = f"{teacher_hash(ctx)}-{teacher_weights(ctx)[:16]}"
     name = f"teacher-{thash}" + (f"-cls-{'-'.join(map(str, cls_layers))}" if cls_layers else "") + ".safetensors"
     path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
+    cost_path = path.with_name(f"{name}.cost.json")
     if path.exists():
+        if cost is not None:  # a cache from before costs were recorded has none: unknown, not zero
+            cost.update({"time_s": None, "peak_memory_bytes": None, **read_json_or_none(cost_path, {}), "reused": True})
         return load_file(path)
     distributed.barrier()  # every process has looked before the main one writes
     accelerator = trainer.make_accelerator(ctx.cfg.stage_train("teacher").precision)
     teacher.to(accelerator.device)
-    out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
-                           accelerator, ctx.pad_id, cls_layers=cls_layers)
+    start = time.perf_counter()
+    with PeakMemory(accelerator.device) as memory:
+        out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
+                               accelerator, ctx.pad_id, cls_layers=cls_layers)
+    measured = {"time_s": round(time.perf_counter() - start, 3), "peak_memory_bytes": memory.peak_bytes,
+                "peak_memory_kind": memory.kind}
+    if cost is not None:
+        cost.update({**measured, "reused": False})
     tensors = {"logits": torch.from_numpy(out["logits"]).contiguous()}
     if cls_layers:
         tensors["cls"] = out["cls"].contiguous()
@@ -293,15 +321,17 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None) -> dict
         save_file(tensors, tmp)
         os.chmod(tmp, 0o666 & ~umask())  # safetensors writes 0600 whatever the umask
         os.replace(tmp, path)
+        atomic_write_json(cost_path, measured)
     distributed.barrier()
     return tensors
 
 
-def student_and_loss(ctx: Context, layers: list[int]):
-    """A student cut from the fine-tuned teacher of ctx's seed, and its distillation step loss."""
+def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
+    """A student cut from the fine-tuned teacher of ctx's seed, and its distillation step loss (cost: see
+    teacher_targets)."""
     k = ctx.cfg.distill
     teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
-    targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None)
+    targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None, cost)
     return make_student(teacher.cpu(), layers), distill_step(targets, k, len(layers))
 
 
@@ -320,14 +350,15 @@ def run_student(ctx: Context, spec) -> dict:
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
     layers = resolve_layers(spec, ctx.teacher_depth)
     stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
+    targets_cost = {}  # filled by build() (the teacher-logit pass), before _run_stage writes metrics.json
 
     def build():
-        return (*student_and_loss(ctx, layers), lambda folder: None)
+        return (*student_and_loss(ctx, layers, targets_cost), lambda folder: None)
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
     return _run_stage(ctx, stage_id, student_hash(ctx, layers), "distill", build, model_type,
-                      {"teacher_layers": layers})
+                      {"teacher_layers": layers, "teacher_targets": targets_cost})
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
@@ -379,8 +410,11 @@ def run_compare(ctx: Context) -> dict:
         per_seed[str(seed)] = {st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)}
                                for st, m in stages.items()}
     baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
-    return {"seeds": seeds, "label_names": ctx.cfg.data.label_names, "test_labels": ctx.encoded["test"].labels,
-            "per_seed": per_seed, "majority_baseline": {"test": baseline}}
+    comparison = {"seeds": seeds, "label_names": ctx.cfg.data.label_names, "test_labels": ctx.encoded["test"].labels,
+                  "test_texts": ctx.splits.test.texts, "per_seed": per_seed, "majority_baseline": {"test": baseline}}
+    if ctx.splits.test.groups is not None:  # the report's bootstrap resamples these whole
+        comparison["test_groups"] = ctx.splits.test.groups
+    return comparison
 
 
 def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
@@ -438,10 +472,13 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     if not distributed.is_main():
         return result
     write_run_files(ctx, device)
-    results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
-               "all_stages": gather_results(ctx.output_dir)}
-    atomic_write_json(ctx.output_dir / "results.json", results)
     r = ctx.cfg.report
+    # stored so that `report` and `evaluate` rebuild with the run's own settings
+    settings = {"bootstrap_resamples": r.bootstrap_resamples, "bootstrap_seed": r.bootstrap_seed, "alpha": r.alpha}
+    results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
+               "all_stages": gather_results(ctx.output_dir), "report_settings": settings}
+    atomic_write_json(ctx.output_dir / "results.json", results)
+    results["report_settings_source"] = {key: "config" for key in settings}
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
     print_table(result, summary)
     say(f"report: {report}")

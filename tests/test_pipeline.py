@@ -319,3 +319,32 @@ def test_first_logged_losses_are_the_recorded_ones(finished_run, stage):
     got = [{k: r[k] for k in expected} for r, expected in zip(first, PINNED_LOSSES[stage], strict=True)]
     for g, expected in zip(got, PINNED_LOSSES[stage]):
         assert g == pytest.approx(expected, abs=1e-5), f"{stage}: logged {got}, recorded {PINNED_LOSSES[stage]}"
+
+
+def test_metrics_json_test_ci_is_the_reports(finished_run):
+    """Each stage's metrics.json carries the report's CIs (same resamples and method), and the run stores its
+    report settings and test texts for the report to rebuild from."""
+    out = finished_run["output"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["report_settings"] == {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "alpha": 0.05}
+    comparison = results["comparison"]
+    assert len(comparison["test_texts"]) == len(comparison["test_labels"]) == 40
+    assert "test_groups" not in comparison  # data.group_column unset
+    summary = json.loads((out / "analysis.json").read_text())["summary"]
+    for stage in ("teacher", "student-odd", "lora-student"):
+        m = json.loads((out / "seed-0" / stage / "metrics.json").read_text())
+        assert m["test_ci"] == summary[stage]["ci"], stage  # one seed: the report's interval is this model's
+        for metric in ("accuracy", "macro_f1"):
+            assert m["test_ci"][metric]["point"] == m["test"][metric]  # the table's value (labels= all classes)
+            assert m["test_ci"][metric]["method"] in ("percentile bootstrap", "clopper-pearson")
+
+
+def test_student_records_the_teacher_logit_pass(finished_run):
+    seed = finished_run["output"] / "seed-0"
+    odd = json.loads((seed / "student-odd" / "metrics.json").read_text())["teacher_targets"]
+    even = json.loads((seed / "student-even" / "metrics.json").read_text())["teacher_targets"]
+    # odd computed the teacher's logits (measured); even read odd's cache and reports the same measured pass
+    assert odd["reused"] is False and even["reused"] is True
+    assert odd["time_s"] > 0 and odd["peak_memory_bytes"] > 0
+    assert (even["time_s"], even["peak_memory_bytes"]) == (odd["time_s"], odd["peak_memory_bytes"])
+    assert "teacher_targets" not in json.loads((seed / "teacher" / "metrics.json").read_text())

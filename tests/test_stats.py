@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from distill_lora.metrics import expected_calibration_error, tune_threshold
-from distill_lora.stats import bootstrap_ci, mcnemar_exact, paired_seed_test
+from distill_lora.stats import (bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test, resample_weights,
+                                weighted_metric)
 
 
 def test_mcnemar_known_table():
@@ -63,6 +64,14 @@ def test_paired_seed_test():
     assert r["mean_diff"] == pytest.approx((0.10 + 0.09 + 0.11) / 3)
     assert r["p_value"] < 0.01
     assert paired_seed_test([0.8], [0.7])["p_value"] is None
+    assert "one seed" in paired_seed_test([0.8], [0.7])["reason"]
+
+
+def test_paired_seed_test_without_spread_is_not_a_p_of_zero():
+    # every seed's difference is +0.1: the t statistic is 0.1 / 0, not evidence; p is n/a with the reason
+    r = paired_seed_test([0.8, 0.9, 0.7], [0.7, 0.8, 0.6])
+    assert r["p_value"] is None and "every seed's difference is +0.1000" in r["reason"]
+    assert paired_seed_test([0.8, 0.8], [0.8, 0.8])["p_value"] is None
 
 
 def test_threshold_tuning_on_validation():
@@ -97,3 +106,99 @@ def test_bootstrap_percentiles_of_a_known_resample_by_hand():
     # a 50% interval: low at 0.25 * 5 = 1.25 -> 0.7; high at 0.75 * 5 = 3.75 -> 0.7 + 0.75 * 0.1 = 0.775
     ci = bootstrap_ci(labels, [seed_a, seed_b], "accuracy", n_resamples=6, seed=0, confidence=0.5)
     assert ci["low"] == pytest.approx(0.7) and ci["high"] == pytest.approx(0.775)
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> running max 0.06)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # 2 x 0.5 = 1.0, capped; 0.6 takes the running max
+    assert holm([0.02]) == [0.02]  # one test: nothing to adjust
+
+
+def test_cluster_bootstrap_resamples_whole_groups_by_hand():
+    # 6 texts in groups a a b b b c; default_rng(0).integers(0, 3, (4, 3)) draws these group numbers
+    # (groups numbered by first appearance: a 0, b 1, c 2):
+    assert np.random.default_rng(0).integers(0, 3, (4, 3)).tolist() == [[2, 1, 1], [0, 0, 0], [0, 0, 0], [2, 1, 2]]
+    # so: c + b + b, a + a + a, a + a + a, c + b + c; each text counts as often as its group was drawn
+    w = resample_weights(6, ["a", "a", "b", "b", "b", "c"], 4, seed=0)
+    assert w.tolist() == [[0, 0, 2, 2, 2, 1], [3, 3, 0, 0, 0, 0], [3, 3, 0, 0, 0, 0], [0, 0, 1, 1, 1, 2]]
+    # group ids are labels, not positions: the same groups in another order and spelling resample alike
+    assert resample_weights(6, [7, 7, 2, 2, 2, "x"], 4, seed=0).tolist() == w.tolist()
+    # a right on both texts, b wrong on all three, c right: accuracy per resample
+    #   1/7 (c right once of 7 texts), 6/6, 6/6, 2/5 (c twice of 5); sorted 1/7, 2/5, 1, 1
+    # 50% interval: low at 0.25 * 3 = 0.75: 1/7 + 0.75 * (2/5 - 1/7); high at 2.25: 1
+    labels, preds = np.ones(6, int), np.array([1, 1, 0, 0, 0, 1])
+    ci = bootstrap_ci(labels, [preds], "accuracy", n_resamples=4, seed=0, confidence=0.5,
+                      groups=["a", "a", "b", "b", "b", "c"])
+    assert ci["low"] == pytest.approx(1 / 7 + 0.75 * (2 / 5 - 1 / 7)) and ci["high"] == pytest.approx(1.0)
+    assert ci["point"] == pytest.approx(3 / 6) and ci["method"] == "cluster bootstrap (3 groups)"
+    assert ci["n_resamples"] == 4
+
+
+def test_cluster_ci_is_wider_than_the_iid_one_when_groups_share_their_answers():
+    # 10 templates of 10 near-copies: a model right on whole templates (6) and wrong on whole templates (4)
+    groups = np.repeat(np.arange(10), 10)
+    labels = np.ones(100, int)
+    preds = np.where(groups < 6, 1, 0)
+    iid = bootstrap_ci(labels, [preds], "accuracy", n_resamples=1000, seed=0)
+    clustered = bootstrap_ci(labels, [preds], "accuracy", n_resamples=1000, seed=0, groups=groups)
+    assert iid["point"] == clustered["point"] == 0.6
+    # 100 independent texts vs 10 independent templates: about sqrt(10) wider
+    assert clustered["high"] - clustered["low"] > 2 * (iid["high"] - iid["low"])
+    assert iid["method"] == "percentile bootstrap" and clustered["method"] == "cluster bootstrap (10 groups)"
+
+
+def test_every_text_its_own_group_is_the_iid_bootstrap():
+    rng = np.random.default_rng(1)
+    labels, preds = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
+    iid = bootstrap_ci(labels, [preds], "macro_f1", n_resamples=200)
+    own = bootstrap_ci(labels, [preds], "macro_f1", n_resamples=200, groups=[f"g{i}" for i in range(50)])
+    assert (own["low"], own["high"]) == (iid["low"], iid["high"])
+
+
+def test_weighted_macro_f1_is_scikit_learns_on_the_resample():
+    from sklearn.metrics import f1_score
+    rng = np.random.default_rng(2)
+    labels, preds = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+    preds[labels == 2] = 0  # class 2 never found: its F1 is 0 and still counts in the macro mean
+    draws = rng.integers(0, 60, (5, 60))
+    w = np.stack([np.bincount(row, minlength=60) for row in draws])
+    ours = weighted_metric("macro_f1", w, labels, preds, 3)
+    theirs = [f1_score(labels[row], preds[row], labels=[0, 1, 2], average="macro", zero_division=0) for row in draws]
+    np.testing.assert_allclose(ours, theirs)
+
+
+def test_ci_point_is_the_tables_macro_f1_over_all_classes():
+    from distill_lora.metrics import metrics_from_predictions
+    # three classes named, two present in test: the table averages over all three (class 2's F1 is 0)
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    table = metrics_from_predictions(labels, labels, labels.astype(float), ["a", "b", "c"])["macro_f1"]
+    assert table == pytest.approx(2 / 3)
+    ci = bootstrap_ci(labels, [labels], "macro_f1", n_resamples=100, n_classes=3)
+    assert ci["point"] == table and ci["high"] <= 2 / 3 + 1e-12
+
+
+def test_collapsed_accuracy_bootstrap_gives_clopper_pearson():
+    labels = np.array([0, 1] * 70)
+    ci = bootstrap_ci(labels, [labels], "accuracy", n_resamples=200)  # 140 of 140 right: every resample 1.0
+    # exact interval with k = n: lower = (alpha / 2) ** (1 / n), upper = 1
+    assert ci["method"] == "clopper-pearson"
+    assert ci["low"] == pytest.approx(0.025 ** (1 / 140)) and ci["high"] == 1.0 and ci["point"] == 1.0
+    wrong_once = labels.copy()
+    wrong_once[0] = 1
+    assert bootstrap_ci(labels, [wrong_once], "accuracy", n_resamples=200)["method"] == "percentile bootstrap"
+
+
+def test_paired_difference_on_the_known_resamples_by_hand():
+    # the five examples and six resamples of test_bootstrap_percentiles_of_a_known_resample_by_hand, as two models
+    labels = np.array([1, 0, 1, 1, 0])
+    a = np.array([1, 0, 0, 1, 1])
+    b = np.array([1, 1, 1, 1, 0])
+    # accuracy a - b per resample: 3/5-3/5, 4/5-5/5, 2/5-5/5, 2/5-5/5, 4/5-3/5, 3/5-5/5
+    #   = 0, -0.2, -0.6, -0.6, +0.2, -0.4; sorted -0.6 -0.6 -0.4 -0.2 0 0.2
+    # 80%: low at 0.5 -> -0.6; high at 4.5 -> 0 + 0.5 * 0.2 = 0.1
+    # p = 2 * min(share <= 0, share >= 0) = 2 * min(5/6, 2/6) = 4/6
+    d = paired_diff_ci(labels, [a], [b], "accuracy", n_resamples=6, seed=0, confidence=0.8)
+    assert d["point"] == pytest.approx(-0.2)
+    assert d["low"] == pytest.approx(-0.6) and d["high"] == pytest.approx(0.1)
+    assert d["p_value"] == pytest.approx(4 / 6)
