@@ -192,6 +192,10 @@ def test_a_derived_row_that_predicts_exactly_like_a_member():
     result["per_seed"]["0"]["ens2"]["ensemble_of"] = ["student-odd", "lora-student"]
     (line,) = analysis.identical_prediction_lines(result)
     assert line.startswith("[ens] makes exactly [lora-student]'s 10 test predictions in its one seed")
+    # two seeds: the same in seed 0 only is not "exactly like" it
+    two = {**result, "seeds": [0, 1], "per_seed": {"0": result["per_seed"]["0"], "1": {
+        **result["per_seed"]["0"], "ens": {**result["per_seed"]["0"]["ens2"], "ensemble_of": ["student-odd", "lora-student"]}}}}
+    assert analysis.identical_prediction_lines(two) == []
 
 
 def test_lora_costs_as_measured():
@@ -211,7 +215,8 @@ def test_lora_costs_as_measured():
 
 def test_key_findings_name_the_two_questions():
     labels = [0, 1] * 20
-    result = result_of(labels, {"student-odd": B, "student-even": A, "lora-student": A})
+    # even listed first: the pair is tested as even − odd, and the finding turns it round to odd − even
+    result = result_of(labels, {"student-even": A, "student-odd": B, "lora-student": A})
     summary = analysis.summarise(result, 200)
     pairs = analysis.compare_pairs(result, resamples=200)
     k = analysis.key_findings(result, summary, pairs)
