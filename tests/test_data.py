@@ -198,6 +198,10 @@ def test_group_column_missing_or_blank_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"row 4 has no group id in column 'template'") as e:
         load_splits(DataConfig(source=str(folder), group_column="template"))
     assert "\n" not in str(e.value)
+    listed = [dict(r, template=[1, 2]) if i == 5 else r for i, r in enumerate(GROUPED)]  # not a single id
+    folder = folder_with(tmp_path, train=listed, validation=GROUPED[:8], test=GROUPED)
+    with pytest.raises(UserError, match=r"row 6 has no group id in column 'template'"):
+        load_splits(DataConfig(source=str(folder), group_column="template"))
 
 
 def test_demo_data_names_its_templates():
