@@ -143,7 +143,7 @@ class LoraConfig:
 class ReportConfig:
     bootstrap_resamples: int = _f(1000, "bootstrap resamples of the test set for 95% confidence intervals")
     bootstrap_seed: int = _f(0, "seed of the bootstrap")
-    alpha: float = _f(0.05, "significance level of the McNemar and seed-paired tests")
+    alpha: float = _f(0.05, "significance level of the pairwise verdicts (Holm-adjusted over the pairs of a seed) and the seed-paired test")
     measure_speed: bool = _f(True, "time inference (batch 1 latency, batch 64 throughput) after each stage")
     quantize_int8: bool = _f(True, "add int8 dynamic quantisation (torch, CPU) of the teacher and each distilled "
                                    "student as extra rows: size, CPU latency and test quality beside the fp32 model")
