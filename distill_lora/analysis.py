@@ -380,8 +380,9 @@ def _recall(labels: np.ndarray, pred: np.ndarray, c: int) -> float:
 
 
 def missed_class_lines(result: dict, summary: dict) -> list[str]:
-    """Per model, the class whose recall (from its test predictions, mean over seeds) falls furthest below the
-    teacher's, when it is at least RECALL_GAP below."""
+    """Per trained model, the class whose recall (from its test predictions, mean over seeds) falls furthest below
+    the teacher's, when it is at least RECALL_GAP below. Derived rows (int8, ensembles) are left out: their
+    members' lines and the identical-prediction lines cover them."""
     if "teacher" not in summary:
         return []
     labels, names = np.asarray(result["test_labels"]), result["label_names"]
@@ -392,7 +393,8 @@ def missed_class_lines(result: dict, summary: dict) -> list[str]:
     teacher = recalls("teacher")
     lines = []
     for stage in summary:
-        if stage == "teacher":
+        derived = summary[stage].get("quantized_from") or stage.startswith("ensemble-")
+        if stage == "teacher" or derived:
             continue
         own = recalls(stage)
         c = int(np.argmax([t - o for t, o in zip(teacher, own)]))
@@ -413,36 +415,42 @@ def error_overlap(result: dict, a: str, b: str) -> dict:
     wrong_a = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, a)])
     wrong_b = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, b)])
     both, either = int(np.sum(wrong_a & wrong_b)), int(np.sum(wrong_a | wrong_b))
-    out = {"a_only": int(np.sum(wrong_a & ~wrong_b)), "b_only": int(np.sum(~wrong_a & wrong_b)), "both": both,
-           "either": either, "jaccard": both / either if either else None}
-    groups = groups_of(result)
-    if groups is not None:  # the group holding most of each model's errors
-        g = np.tile(np.asarray(groups, dtype=str), len(result["seeds"]))
-        for key, wrong in (("a_group", wrong_a), ("b_group", wrong_b)):
-            if wrong.any():
-                ids, counts = np.unique(g[wrong], return_counts=True)
-                out[key] = (str(ids[np.argmax(counts)]), int(counts.max()), int(wrong.sum()))
-    return out
+    return {"a_only": int(np.sum(wrong_a & ~wrong_b)), "b_only": int(np.sum(~wrong_a & wrong_b)), "both": both,
+            "either": either, "jaccard": both / either if either else None}
+
+
+def failed_groups(result: dict, stage: str) -> list[str]:
+    """Groups (data.group_column) on which a model gets at least half of the texts wrong, pooled over seeds."""
+    labels, groups = np.asarray(result["test_labels"]), np.asarray(groups_of(result), dtype=str)
+    wrong = np.mean([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, stage)], axis=0)
+    return [g for g in dict.fromkeys(groups) if wrong[groups == g].mean() >= 0.5]
+
+
+def _quoted(groups: list[str]) -> str:
+    return ", ".join(f"'{g}'" for g in groups) or "none"
 
 
 def disagreement_lines(result: dict, summary: dict) -> list[str]:
-    """Pairs of models that get different texts wrong (their errors overlap less than DISAGREE_OVERLAP)."""
+    """Pairs of models that get different texts wrong (their errors overlap less than DISAGREE_OVERLAP), and,
+    when the data names groups, the groups only one of the two fails (half or more of their texts wrong)."""
     lines = []
     seeds = "pooled over seeds" if len(result["seeds"]) > 1 else "one seed"
     for a, b in DISAGREEMENT_PAIRS:
         if a not in summary or b not in summary:
             continue
         o = error_overlap(result, a, b)
-        if o["jaccard"] is None or o["jaccard"] >= DISAGREE_OVERLAP or not o["a_only"] or not o["b_only"]:
+        if o["jaccard"] is not None and o["jaccard"] < DISAGREE_OVERLAP and o["a_only"] and o["b_only"]:
+            lines.append(f"[{a}] and [{b}] get different texts wrong: of the {o['either']} texts either misses, they "
+                         f"share {o['both']} (overlap {o['jaccard']:.2f}); {o['a_only']} only [{a}] misses, "
+                         f"{o['b_only']} only [{b}] ({seeds}).")
+        if groups_of(result) is None:
             continue
-        line = (f"[{a}] and [{b}] get different texts wrong: of the {o['either']} texts either misses, they share "
-                f"{o['both']} (overlap {o['jaccard']:.2f}); {o['a_only']} only [{a}] misses, {o['b_only']} only "
-                f"[{b}] ({seeds})")
-        if "a_group" in o and "b_group" in o and o["a_group"][0] != o["b_group"][0]:
-            line += (f"; most of [{a}]'s errors are in group '{o['a_group'][0]}' ({o['a_group'][1]} of "
-                     f"{o['a_group'][2]}), most of [{b}]'s in '{o['b_group'][0]}' ({o['b_group'][1]} of "
-                     f"{o['b_group'][2]})")
-        lines.append(line + ".")
+        fa, fb = failed_groups(result, a), failed_groups(result, b)
+        only_a, only_b = [g for g in fa if g not in fb], [g for g in fb if g not in fa]
+        if only_a or only_b:
+            lines.append(f"[{a}] and [{b}] fail different groups (half or more of a group's texts wrong): only "
+                         f"[{a}] fails {_quoted(only_a)}; only [{b}] fails {_quoted(only_b)}; both fail "
+                         f"{_quoted([g for g in fa if g in fb])}.")
     return lines
 
 

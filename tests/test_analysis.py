@@ -159,6 +159,8 @@ def test_missed_class_against_the_teacher():
     (line,) = analysis.missed_class_lines(result, summary)
     assert "[student-odd] misses 'toxic' texts: recall 0.50 against the teacher's 0.90 (10 such" in line
     assert analysis.missed_class_lines(result, {"student-odd": {"model_type": "x"}}) == []  # no teacher, no claim
+    derived = {"teacher": {"model_type": "t"}, "student-odd": {"model_type": "s", "quantized_from": "student-even"}}
+    assert analysis.missed_class_lines(result, derived) == []  # an int8 row is not a model of its own here
 
 
 def test_models_that_err_on_different_texts():
@@ -170,9 +172,23 @@ def test_models_that_err_on_different_texts():
     summary = {"student-odd": {}, "student-even": {}}
     (line,) = analysis.disagreement_lines(result, summary)
     assert "of the 8 texts either misses, they share 0 (overlap 0.00); 4 only [student-odd] misses, 4 only" in line
-    assert "group 'g1' (4 of 4)" in line and "'g2' (4 of 4)" in line
     same = result_of(labels, {"student-odd": odd, "student-even": odd})
     assert analysis.disagreement_lines(same, summary) == []  # the same errors: no such claim
+
+
+def test_models_that_fail_different_groups():
+    # templates of 4 texts: odd fails t0 (4 of 4 wrong) and t3 (2 of 4: half), not t2 (1 of 4); even fails t1 and t3
+    labels = [1] * 16
+    groups = [f"t{i // 4}" for i in range(16)]
+    odd = [0] * 4 + [1] * 4 + [0, 1, 1, 1] + [0, 0, 1, 1]
+    even = [1] * 4 + [0] * 4 + [1] * 4 + [0, 0, 1, 1]
+    result = result_of(labels, {"student-odd": odd, "student-even": even}, test_groups=groups)
+    lines = analysis.disagreement_lines(result, {"student-odd": {}, "student-even": {}})
+    assert lines[-1] == ("[student-odd] and [student-even] fail different groups (half or more of a group's texts "
+                         "wrong): only [student-odd] fails 't0'; only [student-even] fails 't1'; both fail 't3'.")
+    assert analysis.failed_groups(result, "student-odd") == ["t0", "t3"]
+    alike = result_of(labels, {"student-odd": odd, "student-even": odd}, test_groups=groups)
+    assert analysis.disagreement_lines(alike, {"student-odd": {}, "student-even": {}}) == []
 
 
 def test_ranking_that_reverses_between_macro_f1_and_roc_auc():
