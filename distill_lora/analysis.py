@@ -427,7 +427,7 @@ def failed_groups(result: dict, stage: str) -> list[str]:
 
 
 def _quoted(groups: list[str]) -> str:
-    return ", ".join(f"'{g}'" for g in groups) or "none"
+    return ", ".join(f"'{g}'" for g in groups)
 
 
 def disagreement_lines(result: dict, summary: dict) -> list[str]:
@@ -447,10 +447,12 @@ def disagreement_lines(result: dict, summary: dict) -> list[str]:
             continue
         fa, fb = failed_groups(result, a), failed_groups(result, b)
         only_a, only_b = [g for g in fa if g not in fb], [g for g in fb if g not in fa]
-        if only_a or only_b:
-            lines.append(f"[{a}] and [{b}] fail different groups (half or more of a group's texts wrong): only "
-                         f"[{a}] fails {_quoted(only_a)}; only [{b}] fails {_quoted(only_b)}; both fail "
-                         f"{_quoted([g for g in fa if g in fb])}.")
+        shared = [g for g in fa if g in fb]
+        parts = [f"only [{x}] fails {_quoted(gs)}" for x, gs in ((a, only_a), (b, only_b)) if gs]
+        if parts:
+            parts += [f"both fail {_quoted(shared)}"] if shared else []
+            lines.append(f"[{a}] and [{b}] fail different groups (half or more of a group's texts wrong): "
+                         + "; ".join(parts) + ".")
     return lines
 
 

@@ -187,6 +187,9 @@ def test_models_that_fail_different_groups():
     assert lines[-1] == ("[student-odd] and [student-even] fail different groups (half or more of a group's texts "
                          "wrong): only [student-odd] fails 't0'; only [student-even] fails 't1'; both fail 't3'.")
     assert analysis.failed_groups(result, "student-odd") == ["t0", "t3"]
+    one_sided = result_of(labels, {"student-odd": odd, "student-even": [1] * 12 + [0, 0, 1, 1]}, test_groups=groups)
+    assert analysis.disagreement_lines(one_sided, {"student-odd": {}, "student-even": {}})[-1].endswith(
+        "wrong): only [student-odd] fails 't0'; both fail 't3'.")  # nothing named for a side that fails none
     alike = result_of(labels, {"student-odd": odd, "student-even": odd}, test_groups=groups)
     assert analysis.disagreement_lines(alike, {"student-odd": {}, "student-even": {}}) == []
 
