@@ -102,7 +102,9 @@ def paired_diff_ci(labels, preds_a: list, preds_b: list, metric: str, n_resample
     Both models are scored on each resample, so the interval is of the difference itself. p is the percentile
     bootstrap p-value of "no difference": twice the share of resampled differences on the far side of 0, at
     most 1 (0 when no resample reaches 0: a resolution of 1/n_resamples). The (1 − p) percentile interval just
-    touches 0, so p < alpha exactly when the (1 − alpha) interval excludes 0.
+    touches 0, so p < alpha when the (1 − alpha) interval excludes 0 (up to the interpolation between resamples).
+    Under Holm over m pairs, a nonzero p needs 2·m/alpha resamples to resolve, so with few resamples only p = 0
+    (every resample on one side) survives the adjustment.
     """
     labels = np.asarray(labels)
     pairs = list(zip(map(np.asarray, preds_a), map(np.asarray, preds_b)))
