@@ -137,6 +137,13 @@ def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_pa
     result = CliRunner().invoke(app, ["distill", "--layers", "odd", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert seen == {"teacher": "no", "student-odd": "bf16"}
+    # a sweep trial builds its student (and the teacher's targets, fresh in the sweep's own run) the same way
+    seen.clear()
+    sweep = ["sweep", "--config", str(cfg), "--set", "sweep.sampler=grid", "--set", "sweep.trials=1",
+             "--set", "sweep.space={distill.temperature: {choices: [3.0]}}", "-o", str(tmp_path / "sweep-run")]
+    result = CliRunner().invoke(app, sweep)
+    assert result.exit_code == 0, result.output
+    assert seen == {"teacher": "no", "trial-0000": "bf16", "student-odd": "bf16"}
 
 
 # ---------------------------------------------------------------- reuse is keyed on contents, not names
