@@ -238,6 +238,10 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "device": trainer.device_name(accelerator),
             "processes": accelerator.num_processes,
             "precision": trainer.mixed_precision_for(tcfg.precision),
+            # what the report's setup table shows: the settings this stage trained with
+            "train_settings": {"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs},
+            **({"loss_weights": {k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos",
+                                                                          "w_hidden")}} if section == "distill" else {}),
             "config_hash": chash,
             **(extra or {}),
         }
@@ -440,6 +444,11 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     write_run_files(ctx, device)
     results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
                "all_stages": gather_results(ctx.output_dir)}
+    if ctx.cfg.report.measure_speed:  # every model timed together; kept as it was when no stage changed
+        from .timing import time_run
+        previous = read_json_or_none(ctx.output_dir / "results.json", {}).get("timings")
+        results["timings"] = time_run(ctx.output_dir, result, ctx.encoded["validation"], ctx.pad_id,
+                                      torch.device("cuda" if torch.cuda.is_available() else "cpu"), previous)
     atomic_write_json(ctx.output_dir / "results.json", results)
     r = ctx.cfg.report
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
