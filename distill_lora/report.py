@@ -170,6 +170,9 @@ def _loss_text(run: dict) -> str:
     return text + (f" + {w['w_hidden']:.2g}·hidden cos" if w.get("w_hidden") else "")
 
 
+PRECISION = {"no": "fp32", "bf16": "bf16 mixed", "fp16": "fp16 mixed"}  # accelerate's names → the reader's
+
+
 def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """How each model was made: weights it started from, loss, what was trained, and how."""
     header = ["Model", "Starting weights", "Loss", "Trainable params", "Epochs run / selected", "Learning rate",
@@ -189,9 +192,10 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) \
             if stage.startswith("student-") else "–"
         rows.append([stage, _starting_weights(result, stage), _loss_text(run), _millions(run["trainable_params"]),
-                     f"{len(run['validation_history'])} of {t.get('epochs', '–')} / {run['selected_epoch']}",
-                     f"{t['lr']:g}" if "lr" in t else "–", str(t.get("batch_size", "–")),
-                     str(run.get("precision", "–")), total])
+                     f"{len(run['validation_history'])}" + (f" of {t['epochs']}" if "epochs" in t else "")
+                     + f" / {run['selected_epoch']}", f"{t['lr']:g}" if "lr" in t else "–",
+                     str(t.get("batch_size", "–")), PRECISION.get(run.get("precision"), str(run.get("precision", "–"))),
+                     total])
     return header, rows
 
 
@@ -402,9 +406,9 @@ def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
         delta = f"macro-F1 {a} − {b} = {sign * p['macro_f1_diff']:+.{d}f} (no CI recorded)"
     basis = BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted")
     if p["verdict"] == "significant":
-        return f"{p['winner']} is better: {delta}; significant by {basis}."
+        return f"{a} vs {b}: {p['winner']} is better; {delta}; significant by {basis}."
     what = "not significant" if p["verdict"] == "within noise" else "not consistent across seeds"
-    return f"no difference shown: {delta}; {what} by {basis}."
+    return f"{a} vs {b}: no difference shown; {delta}; {what} by {basis}."
 
 
 def _seconds(result: dict, stage: str) -> float:
@@ -660,7 +664,7 @@ def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_se
     pairs = compare_pairs(result, alpha)
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
-        plots = draw_all(result, summary, tmp)
+        plots = draw_all(result, summary, tmp, results.get("timings"))
         final = output_dir / "plots"
         if final.exists():
             shutil.rmtree(final)

@@ -56,3 +56,33 @@ def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, dev
             "inputs": f"the first {min(16, len(dataset))} validation examples one at a time, and the first "
                       f"{min(128, len(dataset))} in batches of 64",
             "models": timed}
+
+
+def retime_run(run_dir: Path, repeats: int = 5) -> Path:
+    """`distill-lora retime RUN`: time every model of a finished run together on this machine, store the timings
+    in results.json and rebuild the report from it (with the run's own report settings when it stored them)."""
+    from .config import UserError, load_config
+    from .pipeline import prepare
+    from .report import write_report
+    from .runs import RunLock, atomic_write_json, read_json
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise UserError(f"{path} not found; run compare first")
+    comparison = read_json(path)["comparison"]
+    config = stage_dir(run_dir, comparison["seeds"][0], "teacher") / "config.yaml"
+    if not config.exists():
+        raise UserError(f"{config} not found: retime needs the run's stage folders, not only its results.json")
+    cfg = load_config(str(config), [], str(run_dir))
+    ctx = prepare(cfg)  # the same validation inputs, tokenised as compare did
+    timings = time_run(run_dir, comparison, ctx.encoded["validation"], ctx.pad_id,
+                       torch.device("cuda" if torch.cuda.is_available() else "cpu"), repeats=repeats)
+    with RunLock(run_dir):
+        results = read_json(path)  # re-read under the lock
+        results["timings"] = timings
+        atomic_write_json(path, results)
+    settings = results.get("report_settings") or {}
+    report, _ = write_report(run_dir, results, settings.get("bootstrap_resamples", cfg.report.bootstrap_resamples),
+                             settings.get("bootstrap_seed", cfg.report.bootstrap_seed),
+                             settings.get("alpha", cfg.report.alpha))
+    return report
