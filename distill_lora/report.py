@@ -586,13 +586,15 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
            "Other columns: " + ("value of the one seed." if one else "mean ± sample std over seeds."), "",
            _md_table(*full_rows(result, summary)), "", "Per class (mean over seeds):", "",
            _md_table(*per_class_rows(result)), "", "## Costs", "",
-           f"Training measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+           f"Measured on {device} (training). Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
            + timing_note(timings), "", _md_table(*cost_rows(result, summary, timings)), "",
            f"- {ENSEMBLE_NOTE}", "- Teacher-logit pass: the fine-tuned teacher's forward pass over the training "
            "split that a distilled student needs, apart from the student's own training.", ""]
     if int8_comparisons(summary, pairs):
+        int8 = next(st for st, x in summary.items() if x.get("quantized_from"))
+        cpu = ((timings or {}).get("models", {}).get(int8) or summary[int8]).get("device") or "CPU"
         md += ["## int8 dynamic quantisation", "", INT8_NOTE + " Sizes count the tensors of each model (fp32: 4 "
-               "bytes per value). Latency and throughput: the int8 model and its fp32 source on the same CPU. "
+               f"bytes per value). Latency and throughput: the int8 model and its fp32 source on the same CPU ({cpu}). "
                "The verdict is the pair's verdict below.", "",
                _md_table(*int8_rows(summary, pairs, timings, d)), ""]
     md += ["## Are the differences real?", "",
