@@ -586,7 +586,7 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
            "Other columns: " + ("value of the one seed." if one else "mean ± sample std over seeds."), "",
            _md_table(*full_rows(result, summary)), "", "Per class (mean over seeds):", "",
            _md_table(*per_class_rows(result)), "", "## Costs", "",
-           f"Measured on {device} (training). Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+           f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
            + timing_note(timings), "", _md_table(*cost_rows(result, summary, timings)), "",
            f"- {ENSEMBLE_NOTE}", "- Teacher-logit pass: the fine-tuned teacher's forward pass over the training "
            "split that a distilled student needs, apart from the student's own training.", ""]
