@@ -165,7 +165,9 @@ def _starting_weights(result: dict, stage: str) -> str:
 def _loss_text(run: dict) -> str:
     w = run.get("loss_weights")
     if w is None:
-        return "CE" if not run["stage"].startswith("student-") else "w_ce·CE + w_kl·T²·KL + w_cos·cos (distillation)"
+        if run["stage"].startswith("student-"):  # a run from before metrics.json recorded the weights
+            return "w_ce·CE + w_kl·T²·KL + w_cos·cos (distillation)"
+        return "CE"
     text = f"{w['w_ce']:.2g}·CE + {w['w_kl']:.2g}·T²·KL + {w['w_cos']:.2g}·cos (T = {w['temperature']:g})"
     return text + (f" + {w['w_hidden']:.2g}·hidden cos" if w.get("w_hidden") else "")
 
@@ -181,8 +183,8 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     for stage in stage_ids(result):
         run, kind = runs_of(result, stage)[0], derived_from(result, stage)
         if kind == "int8":
-            rows.append([stage, f"{run['quantized_from']}, weights quantised to int8", "– (not trained)", "–", "–",
-                         "–", "–", run.get("precision", "int8 weights, fp32 activations"), "–"])
+            rows.append([stage, f"{run['quantized_from']}, weights quantised to int8", "– (not trained)", "–",
+                         "–", "–", "–", run.get("precision", "int8 weights, fp32 activations"), "–"])
             continue
         if kind == "ensemble":
             rows.append([stage, "mean probability of " + ", ".join(run["ensemble_of"]), "– (not trained)",
@@ -194,8 +196,8 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         rows.append([stage, _starting_weights(result, stage), _loss_text(run), _millions(run["trainable_params"]),
                      f"{len(run['validation_history'])}" + (f" of {t['epochs']}" if "epochs" in t else "")
                      + f" / {run['selected_epoch']}", f"{t['lr']:g}" if "lr" in t else "–",
-                     str(t.get("batch_size", "–")), PRECISION.get(run.get("precision"), str(run.get("precision", "–"))),
-                     total])
+                     str(t.get("batch_size", "–")),
+                     PRECISION.get(run.get("precision"), str(run.get("precision", "–"))), total])
     return header, rows
 
 
