@@ -33,7 +33,7 @@ INT8_NOTE = ("int8 rows: the fp32 model above with post-training dynamic quantis
 TEST_NOTE = ("Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
              "after its epoch was selected on validation; the test split chose nothing.")
 ENSEMBLE_NOTE = ("Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
-                 "of their members' (they run every member), not measurements.")
+                 "of their members' (they run every member), not measurements; their peak memory was not measured.")
 DEMO_SOURCE = "package:distill_lora/demo_data"
 EXAMPLE_CHARS = 160  # a misclassified text is cut here: enough to recognise it, short enough to scan
 
@@ -289,8 +289,10 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
             time_s += " (sum of members)"
         elif s.get("device") != first.get("device"):  # trained somewhere else
             time_s += f" on {s.get('device')}"
-        memory = _mib(s["peak_memory_bytes"])
-        if s.get("peak_memory_kind") != first.get("peak_memory_kind"):  # int8 rows on a GPU run: CPU RSS
+        # an ensemble's members ran apart: its peak memory was never measured
+        memory = "–" if kind == "ensemble" else _mib(s["peak_memory_bytes"])
+        # int8 rows on a GPU run: CPU RSS, said in the cell
+        if kind != "ensemble" and s.get("peak_memory_kind") != first.get("peak_memory_kind"):
             memory += f" ({s.get('peak_memory_kind')})"
         latency, throughput = timed_speed(result, summary, timings, stage)
         device = ((timings or {}).get("models", {}).get(stage) or {}).get("device") or s.get("device")
@@ -602,7 +604,9 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
     md += ["## Are the differences real?", "",
            f"Every pair of models (alpha = {alpha}). Δ: paired difference A − B. McNemar's exact test compares the "
            "pair's accuracy on the same test texts (not their macro-F1); b / c = texts only A / only B got right. "
-           "'decided by' names the test behind each verdict; Holm-adjusted p values account for testing every pair.",
+           "'decided by' names the test behind each verdict"
+           + ("; Holm-adjusted p values account for testing every pair." if any("mcnemar_p_holm" in p for p in pairs)
+              else "; these p values are not adjusted for testing every pair."),
            "", _md_table(*pair_rows(pairs, alpha, d)), "",
            "## Data", ""] + data_section(data) + [""] + examples_section(result, summary) + ["## Plots", ""]
     titles = {"loss_curves.png": "Training and validation loss per epoch",

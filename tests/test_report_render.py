@@ -94,6 +94,7 @@ def test_costs_use_joint_timings_and_show_the_teacher_pass(built):
     latency = next(h for h in header if h.startswith("Latency"))
     assert by_stage["teacher"][latency] == "2.00 [1.50–3.00]"
     assert by_stage["ensemble-odd+even"][latency] == "4.00 (sum)"  # two members of 2 ms each
+    assert by_stage["ensemble-odd+even"]["Peak memory"] == "–"  # never measured: not the max of its members
     assert by_stage["student-odd"]["Teacher-logit pass"] == "12.5 s, 3.0 MiB"
     assert by_stage["teacher-int8"]["Trainable params"] == "–"
     assert "on " not in by_stage["teacher-int8"][latency]  # timed with the others: no other device
