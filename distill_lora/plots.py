@@ -118,6 +118,7 @@ def reliability(result: dict, folder: Path) -> str:
         ax.set_xlim(0.45, 1.02)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("confidence", fontsize=8)
+        ax.tick_params(labelbottom=True)  # shared x: the last row may be short, so every panel keeps its ticks
         ax.set_ylabel("accuracy", fontsize=8)
     fig.suptitle("Reliability (test; dotted = perfect calibration; numbers = predictions per bin)", fontsize=10)
     return _save(fig, folder, "reliability.png")
