@@ -197,6 +197,19 @@ def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bo
 
 
 @app.command()
+def retime(run_dir: str = typer.Argument(..., help="run folder of a finished compare (with its stage folders)"),
+           repeats: int = typer.Option(5, help="timing repeats per model (the report shows their median and range)")):
+    """Time every model of a finished run together on this machine, store it in results.json, rebuild the report."""
+    def action():
+        if repeats < 1:
+            raise UserError(f"--repeats {repeats}: use at least 1 (e.g. the default 5)")
+        _quiet_libraries()
+        from .timing import retime_run
+        print(f"report: {retime_run(Path(run_dir), repeats)}")
+    _user_errors(action)
+
+
+@app.command()
 def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"),
           batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"),
           steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),

@@ -117,3 +117,60 @@ def inference_speed(model, dataset: Encoded, accelerator, pad_id: int, n_single:
 def weights_size_bytes(folder: Path) -> int:
     """Bytes of the weight files a user must ship (adapter only for LoRA; base_model/ counted apart)."""
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def _forward_timer(model, dataset: Encoded, device: torch.device, pad_id: int):
+    """forward(indices) -> seconds for one fp32 forward pass over those examples, synchronised on a GPU."""
+    collate = make_collate(pad_id)
+
+    def forward(indices) -> float:
+        batch = collate([dataset[i] for i in indices])
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask)
+        _sync(device)
+        return time.perf_counter() - t0
+    return forward
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+@torch.inference_mode()
+def time_together(models: dict, dataset: Encoded, pad_id: int, repeats: int = 5, n_single: int = 16,
+                  n_batched: int = 128, batch_size: int = 64) -> dict:
+    """Time several models on the same inputs, interleaved: {name: latency and throughput, median [min, max]}.
+
+    models: name -> (model, torch.device). Each repeat times every model once, in an order rotated by one per
+    repeat, so a busy spell of a shared machine falls on all models, not on whichever ran then; one warm-up
+    pass per model first. Per repeat: latency = median ms of n_single batch-1 passes; throughput = examples/s
+    over the first n_batched examples in batches of batch_size. Reported: the median over repeats, with the
+    smallest and largest repeat as its spread.
+    """
+    names = list(models)
+    n = len(dataset)
+    timers = {}
+    for name, (model, device) in models.items():
+        model.eval()
+        timers[name] = _forward_timer(model, dataset, device, pad_id)
+        timers[name](range(min(4, n)))  # warm-up: first-call allocations and kernel selection
+    latency = {name: [] for name in names}
+    throughput = {name: [] for name in names}
+    m = min(n_batched, n)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            forward = timers[name]
+            latency[name].append(1000 * statistics.median(forward([i]) for i in range(min(n_single, n))))
+            seconds = sum(forward(range(s, min(s + batch_size, m))) for s in range(0, m, batch_size))
+            throughput[name].append(m / seconds)
+    return {name: {"device": device_label(models[name][1]), "latency_ms_batch1": _spread(latency[name]),
+                   "throughput_batch64": _spread(throughput[name])} for name in names}
+
+
+def device_label(device: torch.device) -> str:
+    """'cpu (4 threads)' or the GPU's name: how the report names where a timing was made."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -242,6 +242,10 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
             "precision": trainer.mixed_precision_for(tcfg.precision),
             "select_metric": tcfg.select_metric,
             "test_ci": stage_test_ci(ctx, test["logits"].argmax(axis=1).tolist()),
+            # what the report's setup table shows: the settings this stage trained with
+            "train_settings": {"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs},
+            **({"loss_weights": {k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos",
+                                                                          "w_hidden")}} if section == "distill" else {}),
             "config_hash": chash,
             **(extra or {}),
         }
@@ -477,6 +481,11 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     settings = {"bootstrap_resamples": r.bootstrap_resamples, "bootstrap_seed": r.bootstrap_seed, "alpha": r.alpha}
     results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
                "all_stages": gather_results(ctx.output_dir), "report_settings": settings}
+    if r.measure_speed:  # every model timed together; kept as it was when no stage changed
+        from .timing import time_run
+        previous = read_json_or_none(ctx.output_dir / "results.json", {}).get("timings")
+        results["timings"] = time_run(ctx.output_dir, result, ctx.encoded["validation"], ctx.pad_id,
+                                      torch.device("cuda" if torch.cuda.is_available() else "cpu"), previous)
     atomic_write_json(ctx.output_dir / "results.json", results)
     results["report_settings_source"] = {key: "config" for key in settings}
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)

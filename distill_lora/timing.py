@@ -1,0 +1,88 @@
+"""Every model of a run timed together at the end, so that the report's latencies compare like with like.
+
+A stage's own timing (metrics.json "inference") is made right after it trained, under whatever else the
+machine was doing then; these timings are made in one sitting, interleaved, on the same inputs, and go
+into results.json under "timings" with the device they were made on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .costs import device_label, time_together
+from .data import Encoded
+from .models import load_stage_model
+from .runs import stage_dir
+
+
+def fingerprint(comparison: dict) -> dict:
+    """What the timings depend on: the weights of each stage of the timed (first) seed."""
+    seed = comparison["seeds"][0]
+    return {stage: m.get("weights_sha256") or m.get("source_config_hash") or m.get("config_hash")
+            for stage, m in comparison["per_seed"][str(seed)].items()}
+
+
+def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device) -> dict:
+    """name -> (model, device): fp32 stages on `device`; int8 rows (quantised again from their source) on the
+    CPU, and, when `device` is not the CPU, their fp32 sources on the CPU as well (named 'SOURCE (fp32 on CPU)')
+    so the int8 speed-up compares two models on one CPU."""
+    from .quantize import quantize_dynamic_int8
+    cpu = torch.device("cpu")
+    models = {}
+    for stage, m in stages.items():
+        source = m.get("quantized_from")
+        if source:
+            fp32 = load_stage_model(stage_dir(run_dir, seed, source)).eval()
+            models[stage] = (quantize_dynamic_int8(fp32), cpu)
+            if device.type != "cpu":
+                models[f"{source} (fp32 on CPU)"] = (fp32, cpu)
+        else:
+            models[stage] = (load_stage_model(stage_dir(run_dir, seed, stage)).to(device), device)
+    return models
+
+
+def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, device: torch.device,
+             previous: dict | None = None, repeats: int = 5) -> dict:
+    """results.json's "timings": every model of the first seed timed together; `previous` is kept unchanged
+    when it timed exactly these weights (a no-op re-run keeps the device its timings were made on)."""
+    fp = fingerprint(comparison)
+    if previous and previous.get("fingerprint") == fp:
+        return previous
+    seed = comparison["seeds"][0]
+    models = models_to_time(Path(run_dir), seed, comparison["per_seed"][str(seed)], device)
+    timed = time_together(models, dataset, pad_id, repeats=repeats)
+    return {"fingerprint": fp, "seed": seed, "repeats": repeats, "device": device_label(device),
+            "inputs": f"the first {min(16, len(dataset))} validation examples one at a time, and the first "
+                      f"{min(128, len(dataset))} in batches of 64",
+            "models": timed}
+
+
+def retime_run(run_dir: Path, repeats: int = 5) -> Path:
+    """`distill-lora retime RUN`: time every model of a finished run together on this machine, store the timings
+    in results.json and rebuild the report from it (with the run's own report settings when it stored them)."""
+    from .config import UserError, load_config
+    from .pipeline import prepare
+    from .report import write_report
+    from .runs import RunLock, atomic_write_json, read_json
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise UserError(f"{path} not found; run compare first")
+    comparison = read_json(path)["comparison"]
+    config = stage_dir(run_dir, comparison["seeds"][0], "teacher") / "config.yaml"
+    if not config.exists():
+        raise UserError(f"{config} not found: retime needs the run's stage folders, not only its results.json")
+    cfg = load_config(str(config), [], str(run_dir))
+    ctx = prepare(cfg)  # the same validation inputs, tokenised as compare did
+    timings = time_run(run_dir, comparison, ctx.encoded["validation"], ctx.pad_id,
+                       torch.device("cuda" if torch.cuda.is_available() else "cpu"), repeats=repeats)
+    with RunLock(run_dir):
+        results = read_json(path)  # re-read under the lock
+        results["timings"] = timings
+        atomic_write_json(path, results)
+    settings = results.get("report_settings") or {}
+    report, _ = write_report(run_dir, results, settings.get("bootstrap_resamples", cfg.report.bootstrap_resamples),
+                             settings.get("bootstrap_seed", cfg.report.bootstrap_seed),
+                             settings.get("alpha", cfg.report.alpha))
+    return report

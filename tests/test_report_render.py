@@ -1,0 +1,177 @@
+"""report.py's rendering from small constructed results: the assignment's table, setup, examples, summary,
+per-row thresholds, decimals, joint timings; and the timing itself (costs.time_together, timing.time_run)."""
+import numpy as np
+import pytest
+import torch
+
+from distill_lora import report
+from distill_lora.analysis import add_ensembles, summarise
+from distill_lora.metrics import metrics_from_predictions
+
+NAMES = ["not toxic", "toxic"]
+LABELS = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+# predictions per stage: lora-student misses the last three toxic texts; the others miss fewer
+PREDS = {"teacher": LABELS, "student-odd": [0, 0, 0, 0, 0, 1, 1, 1, 1, 1], "student-even": [0] * 7 + [1, 1, 1],
+         "lora-student": [0] * 7 + [1, 0, 0]}
+
+
+def stage(name, pred, **extra):
+    prob = [0.9 if p else 0.1 for p in pred]
+    history = [{"epoch": e, "train_loss": 0.5, "train_total_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.6 + e / 10,
+                "val_macro_f1": 0.5 + e / 10} for e in (1, 2, 3)]
+    m = {"stage": name, "model_type": f"type of {name}", "depth": 6 if name == "teacher" else 3,
+         "test": metrics_from_predictions(LABELS, pred, prob, NAMES), "validation_history": history,
+         "selected_epoch": 2, "train_loss": 0.25, "train_total_loss": 0.5, "wall_time_s": 100.0, "samples_per_s": 9.0,
+         "peak_memory_bytes": 2 ** 20, "peak_memory_kind": "process RSS", "device": "cpu (1 threads)",
+         "total_params": 22_710_000, "trainable_params": 22_710_000, "weights_bytes": 2 ** 20, "precision": "no",
+         "train_settings": {"lr": 1e-4, "batch_size": 16, "epochs": 3},
+         "predictions": {"pred": list(pred), "prob_positive": prob}}
+    m.update(extra)
+    return m
+
+
+@pytest.fixture(scope="module")
+def built():
+    stages = {name: stage(name, p) for name, p in PREDS.items()}
+    stages["student-odd"].update(teacher_layers=[1, 3, 5], loss_weights={
+        "temperature": 2.0, "w_ce": 0.5, "w_kl": 0.25, "w_cos": 0.25, "w_hidden": 0.0},
+        teacher_targets={"time_s": 12.5, "peak_memory_bytes": 3 * 2 ** 20, "reused": False})
+    stages["teacher"].update(threshold=0.4, test_at_threshold=stages["teacher"]["test"])
+    stages["teacher-int8"] = stage("teacher-int8", LABELS, quantized_from="teacher", validation_history=[],
+                                   selected_epoch=None, train_loss=None, train_total_loss=None,
+                                   quantization={"quantize_time_s": 0.5}, precision="int8 weights, fp32 activations")
+    comparison = {"seeds": [0], "label_names": NAMES, "test_labels": LABELS, "per_seed": {"0": stages},
+                  "majority_baseline": {"test": metrics_from_predictions(LABELS, [0] * 10, [0.0] * 10, NAMES)},
+                  "test_texts": [f"text {i}" for i in range(10)]}
+    result = add_ensembles(comparison)
+    return result, summarise(result, 100, 0)
+
+
+def test_assignment_table_has_three_columns_and_trained_models_only(built):
+    result, summary = built
+    rows = report.assignment_rows(result, summary)
+    assert [r[0] for r in rows] == [f"type of {s}" for s in PREDS]  # no int8, no ensembles, no majority row
+    assert all(len(r) == 3 for r in rows) and report.COLUMNS == ("Model Type", "Training Loss", "Test Set Performance")
+    assert rows[1] == ["type of student-odd", "0.250", "0.900 / 0.899"]  # 9 of 10 right; three decimals at n = 10
+
+
+def test_decimals_follow_the_test_size():
+    assert report.digits_for(140) == 3 and report.digits_for(9_999) == 3 and report.digits_for(10_000) == 4
+
+
+def test_threshold_columns_per_row(built):
+    result, summary = built
+    header, rows = report.full_rows(result, summary)
+    assert header[-2:] == ["Threshold (validation)", "Macro-F1 at threshold"]  # one row has one: the columns stay
+    by_stage = {r[0]: r for r in rows}
+    assert by_stage["teacher"][-2:] == ["0.400", "1.000"]
+    assert by_stage["student-odd"][-2:] == ["–", "–"] and by_stage["ensemble-odd+even"][-2:] == ["–", "–"]
+    assert by_stage["student-odd"][2] == "0.800 / 0.700"  # validation at the selected epoch 2
+    assert by_stage["teacher-int8"][2] == "–"
+
+
+def test_setup_rows(built):
+    result, _ = built
+    header, rows = report.setup_rows(result)
+    by_stage = {r[0]: dict(zip(header, r)) for r in rows}
+    odd = by_stage["student-odd"]
+    assert odd["Starting weights"] == "fine-tuned teacher, layers {1,3,5}"
+    assert odd["Loss"] == "0.5·CE + 0.25·T²·KL + 0.25·cos (T = 2)"
+    assert odd["Epochs run / selected"] == "3 of 3 / 2" and odd["Learning rate"] == "0.0001"
+    assert odd["Batch size"] == "16" and odd["Precision"] == "fp32"
+    assert by_stage["teacher-int8"]["Trainable params"] == "–" and by_stage["teacher-int8"]["Loss"] == "– (not trained)"
+    assert set(list(by_stage["ensemble-odd+even"].values())[2:]) == {"– (not trained)", "–"}
+
+
+def test_costs_use_joint_timings_and_show_the_teacher_pass(built):
+    result, summary = built
+    spread = {"median": 2.0, "min": 1.5, "max": 3.0}
+    timings = {"device": "cpu (1 threads)", "seed": 0, "repeats": 5, "inputs": "x", "models": {
+        s: {"device": "cpu (1 threads)", "latency_ms_batch1": spread,
+            "throughput_batch64": {"median": 100.0, "min": 90.0, "max": 110.0}} for s in [*PREDS, "teacher-int8"]}}
+    header, rows = report.cost_rows(result, summary, timings)
+    by_stage = {r[0]: dict(zip(header, r)) for r in rows}
+    latency = next(h for h in header if h.startswith("Latency"))
+    assert by_stage["teacher"][latency] == "2.00 [1.50–3.00]"
+    assert by_stage["ensemble-odd+even"][latency] == "4.00 (sum)"  # two members of 2 ms each
+    assert by_stage["ensemble-odd+even"]["Peak memory"] == "–"  # never measured: not the max of its members
+    assert by_stage["student-odd"]["Teacher-logit pass"] == "12.5 s, 3.0 MiB"
+    assert by_stage["teacher-int8"]["Trainable params"] == "–"
+    assert "on " not in by_stage["teacher-int8"][latency]  # timed with the others: no other device
+
+
+def test_examples_are_misclassified_texts_in_a_fence_no_text_can_close(built):
+    result, summary = built
+    texts = list(result["test_texts"])
+    texts[5] = "```\n# heading <script>alert(1)</script> ````"  # markdown and HTML in a test text
+    lines = report.examples_section({**result, "test_texts": texts}, summary)
+    odd = lines.index("**student-odd**: 1 of 10 wrong:")
+    fence, body, close = lines[odd + 1], lines[odd + 2], lines[odd + 3]
+    assert fence == "`````text" and close == "`````"  # longer than the four backticks inside
+    assert body.startswith("true not toxic | predicted toxic | p(toxic) 0.90 | ```") and "\n" not in body
+    assert "**teacher**: 0 of 10 wrong." in lines
+    assert report.examples_section({**result, "test_texts": None}, summary) == []
+
+
+def test_pair_sentence_is_oriented_and_computed():
+    pair = {"a": "student-even", "b": "student-odd", "macro_f1_diff": -0.05, "verdict": "within noise",
+            "winner": None, "verdict_basis": "cluster_bootstrap",
+            "diff": {"macro_f1": {"point": -0.05, "low": -0.12, "high": 0.03}}}
+    text = report.pair_sentence([pair], "student-odd", "student-even", 3)
+    assert "macro-F1 student-odd − student-even = +0.050 (95% CI -0.030 to +0.120)" in text
+    assert "no difference shown" in text and "paired cluster bootstrap, Holm-adjusted" in text
+    won = {**pair, "verdict": "significant", "winner": "student-odd", "verdict_basis": "mcnemar_holm"}
+    assert report.pair_sentence([won], "student-odd", "student-even", 3).startswith(
+        "student-odd vs student-even: student-odd is better;")
+
+
+def test_scope_names_the_demo_only_for_the_demo():
+    split = {"n": 140, "positive_share": 0.286}
+    data = {"source": report.DEMO_SOURCE, "splits": {"train": split, "validation": split, "test": split}}
+    demo = " ".join(report.scope_lines(data))
+    assert "test 140 (28.6% positive)" in demo and "synthetic smoke sample" in demo
+    assert "synthetic" not in " ".join(report.scope_lines({**data, "source": "christophsonntag/OLID"}))
+
+
+def test_how_sure_says_one_seed_cannot_rank(built):
+    result, _ = built
+    pairs = [{"verdict": "significant", "verdict_basis": "mcnemar_holm"}, {"verdict": "within noise"}]
+    text = report.how_sure_sentence({**result, "test_groups": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]}, pairs)
+    assert text.startswith("10 test texts in 5 groups of near-duplicates; 1 of 2 pairwise differences")
+    assert "no ranking across seeds" in text
+
+
+class Recorder(torch.nn.Module):
+    """A model that records when it ran (for the interleaving test)."""
+    def __init__(self, name, log):
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, input_ids, attention_mask):
+        self.log.append(self.name)
+
+
+def test_time_together_interleaves_and_reports_median_and_range():
+    from distill_lora.costs import time_together
+    log = []
+    data = [{"input_ids": [1, 2, 3], "label": 0, "idx": i} for i in range(4)]
+    models = {n: (Recorder(n, log), torch.device("cpu")) for n in ("a", "b", "c")}
+    out = time_together(models, data, pad_id=0, repeats=3, n_single=1, n_batched=2, batch_size=2)
+    calls = [n for i, n in enumerate(log) if i == 0 or log[i - 1] != n]  # runs of consecutive calls per model
+    assert calls[:3] == ["a", "b", "c"]  # warm-up in order
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each repeat starts one model later
+    x = out["a"]["latency_ms_batch1"]
+    assert x["min"] <= x["median"] <= x["max"] and out["a"]["device"].startswith("cpu (")
+
+
+def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
+    from distill_lora import timing
+    comparison = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "abc"}}}}
+    previous = {"fingerprint": {"teacher": "abc"}, "device": "NVIDIA H200", "models": {}}
+    monkeypatch.setattr(timing, "models_to_time", lambda *a: pytest.fail("a no-op re-run must not re-time"))
+    assert timing.time_run("run", comparison, [], 0, torch.device("cpu"), previous) is previous
+    monkeypatch.setattr(timing, "models_to_time", lambda *a: {"teacher": None})
+    monkeypatch.setattr(timing, "time_together", lambda models, *a, **k: {"teacher": "timed"})
+    changed = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "new"}}}}
+    fresh = timing.time_run("run", changed, [], 0, torch.device("cpu"), previous)
+    assert fresh["models"] == {"teacher": "timed"} and fresh["fingerprint"] == {"teacher": "new"}
