@@ -37,6 +37,9 @@ def _copy_stage(model_dir: Path, dest: Path) -> None:
         if src.name in NOT_EXPORTED or src.name.startswith("."):
             continue
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / src.name)
+    if (dest / "adapter_config.json").exists():  # stages saved before the note named their base by a local path
+        from .models import write_adapter_base_note  # transformers only when needed
+        write_adapter_base_note(dest)
 
 
 def _validation_texts(model_dir: Path) -> tuple[list[str], str | None]:
@@ -142,14 +145,19 @@ def _metrics_lines(info: dict) -> list[str]:
 
 
 def model_card(info: dict, cfg, export: dict) -> str:
+    from .models import LORA_AUTO_NOTE, LORA_LOAD_LINES
     names = list(cfg.data.label_names)
     positive = names[1]
     threshold = export.get("threshold")
     decision = (f"`{positive}` when p({positive}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
                 if threshold is not None else "the most probable class (argmax)")
-    load = {"plain": "AutoModelForSequenceClassification.from_pretrained(folder)",
-            "lora-merged": "AutoModelForSequenceClassification.from_pretrained(folder)  # LoRA merged, no PEFT needed",
-            "lora-adapter": "distill_lora.models.load_stage_model(folder)  # PEFT adapter on base_model/"}[export["format"]]
+    plain = ["from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+             "model = AutoModelForSequenceClassification.from_pretrained(folder)",
+             "tokenizer = AutoTokenizer.from_pretrained(folder)"]
+    load = {"plain": plain, "lora-merged": plain, "lora-adapter": list(LORA_LOAD_LINES)}[export["format"]]
+    load_note = {"plain": "", "lora-merged": "The LoRA adapter is merged into the weights: no PEFT needed.",
+                 "lora-adapter": "A PEFT LoRA adapter on the exact model it adapts, stored in `base_model/`. "
+                                 + LORA_AUTO_NOTE}[export["format"]]
     check = export.get("merge_check")
     check_line = ""
     if check and check.get("checked"):
@@ -172,11 +180,11 @@ def model_card(info: dict, cfg, export: dict) -> str:
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        f"model = {load}",
-        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        'folder = "path/to/this/folder"',
+        *load,
         "```",
         "",
+        *([load_note, ""] if load_note else []),
         f"or `distill-lora predict FOLDER \"some text\"`. Texts are truncated to {cfg.data.max_length} tokens. "
         f"Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}; the label is {decision}.",
         check_line,
