@@ -43,8 +43,10 @@ def test_train_pooler_accepts_auto_true_false(value, want):
 
 
 @pytest.mark.parametrize("value", ["maybe", "1", "yes please"])
-def test_train_pooler_rejects_other_values_in_one_line(value):
-    r = CliRunner().invoke(app, ["lora", "--config", "demo", "--set", f"lora.train_pooler={value}"])
+def test_train_pooler_rejects_other_values_in_one_line(value, tmp_path):
+    # a missing data folder too: config validation must answer first (and nothing trains if it does not)
+    r = CliRunner().invoke(app, ["lora", "--config", "demo", "--set", f"lora.train_pooler={value}",
+                                 "--set", f"data.source={tmp_path / 'missing'}"])
     assert r.exit_code == 2, r.output
     assert "'lora.train_pooler' must be auto, true or false" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
