@@ -198,6 +198,7 @@ def pooler_decision(model, setting) -> tuple[bool, str]:
         return True, f"auto: {name}.dense.bias is all zeros, so the pooler was never trained"
     return False, f"auto: {name} was trained (its bias is not zero), so it stays as pretrained"
 
+
 def add_lora(model, cfg: LoraConfig, log=None):
     """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable (fully) and saved.
 
