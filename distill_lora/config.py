@@ -136,7 +136,15 @@ class LoraConfig:
                                                   "linear layer (the classifier head is trained in full, not wrapped)")
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r")
     use_dora: bool = _f(False, "DoRA: weight-decomposed low-rank adaptation")
+    train_pooler: str | bool = _f("auto", "train BERT's pooler (dense + tanh before the classifier) in full beside the "
+                                          "head: true, false, or auto (train it when it was never trained: its bias is "
+                                          "all zeros or missing from the checkpoint; nothing to do without a pooler)")
     train: dict = _f({"lr": 5e-4}, "overrides of the global train block for this stage")
+
+    def __post_init__(self):
+        # YAML and --set give true/false as booleans; type() keeps 1 and 0 out (1 == True in Python)
+        if type(self.train_pooler) not in (str, bool) or self.train_pooler not in ("auto", True, False):
+            raise UserError(f"config: 'lora.train_pooler' must be auto, true or false, got {self.train_pooler!r}")
 
 
 @dataclass(frozen=True)

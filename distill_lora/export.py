@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from .config import UserError, load_config
 from .predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
-from .runs import DONE, atomic_write_json, atomic_write_text
+from .runs import DONE, atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
 
 MERGE_TOLERANCE = 1e-4        # max |Δlogit| allowed between the merged model and adapter + base
 MERGE_CHECK_MAX_TEXTS = 1000  # validation texts the merge check runs on (the first N; enough to catch a bad merge)
@@ -37,6 +36,9 @@ def _copy_stage(model_dir: Path, dest: Path) -> None:
         if src.name in NOT_EXPORTED or src.name.startswith("."):
             continue
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / src.name)
+    if (dest / "adapter_config.json").exists():  # stages saved before the note named their base by a local path
+        from .models import write_adapter_base_note  # transformers only when needed
+        write_adapter_base_note(dest)
 
 
 def _validation_texts(model_dir: Path) -> tuple[list[str], str | None]:
@@ -88,7 +90,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
     if merge and not is_lora:
         log(f"note: {model_dir.name} is already a plain model; --merge has nothing to merge")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
         merge_check = None
         if merge and is_lora:
@@ -105,6 +107,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
         _check_out_dir(out_dir)  # someone may have filled it meanwhile
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
+        follow_umask(tmp)  # copies and safetensors files keep 0600 otherwise: an export is meant to be shared
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -142,14 +145,19 @@ def _metrics_lines(info: dict) -> list[str]:
 
 
 def model_card(info: dict, cfg, export: dict) -> str:
+    from .models import LORA_AUTO_NOTE, LORA_LOAD_LINES
     names = list(cfg.data.label_names)
     positive = names[1]
     threshold = export.get("threshold")
     decision = (f"`{positive}` when p({positive}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
                 if threshold is not None else "the most probable class (argmax)")
-    load = {"plain": "AutoModelForSequenceClassification.from_pretrained(folder)",
-            "lora-merged": "AutoModelForSequenceClassification.from_pretrained(folder)  # LoRA merged, no PEFT needed",
-            "lora-adapter": "distill_lora.models.load_stage_model(folder)  # PEFT adapter on base_model/"}[export["format"]]
+    plain = ["from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+             "model = AutoModelForSequenceClassification.from_pretrained(folder)",
+             "tokenizer = AutoTokenizer.from_pretrained(folder)"]
+    load = {"plain": plain, "lora-merged": plain, "lora-adapter": list(LORA_LOAD_LINES)}[export["format"]]
+    load_note = {"plain": "", "lora-merged": "The LoRA adapter is merged into the weights: no PEFT needed.",
+                 "lora-adapter": "A PEFT LoRA adapter on the exact model it adapts, stored in `base_model/`. "
+                                 + LORA_AUTO_NOTE}[export["format"]]
     check = export.get("merge_check")
     check_line = ""
     if check and check.get("checked"):
@@ -172,11 +180,11 @@ def model_card(info: dict, cfg, export: dict) -> str:
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        f"model = {load}",
-        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        'folder = "path/to/this/folder"',
+        *load,
         "```",
         "",
+        *([load_note, ""] if load_note else []),
         f"or `distill-lora predict FOLDER \"some text\"`. Texts are truncated to {cfg.data.max_length} tokens. "
         f"Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}; the label is {decision}.",
         check_line,

@@ -1,9 +1,11 @@
 """Models: load the teacher, cut a student out of it (layer surgery), add LoRA, reload a stage."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import LoraConfig, UserError
@@ -143,12 +145,14 @@ def load_model_config(ref: str, what: str = "teacher.model"):
     return _from_pretrained(AutoConfig.from_pretrained, ref, what)
 
 
-def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model"):
+def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model", log=print):
     """A sequence classifier with our label names (the head is new when `ref` is a plain encoder)."""
     id2label = dict(enumerate(label_names))
     config = _from_pretrained(AutoConfig.from_pretrained, ref, what, num_labels=len(label_names),
                               id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    model = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, ref, what, config=config)
+    model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, ref, what, config=config,
+                                   output_loading_info=True)
+    note_new_weights(info["missing_keys"], ref, what, log)
     # transformers 5 keeps a checkpoint's own dtype: a bf16/fp16 checkpoint would train without fp32 master
     # weights. Training starts in fp32 (mixed precision, when on, is autocast on top of it)
     model = model.float()
@@ -157,20 +161,68 @@ def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model
     return model
 
 
+def note_new_weights(missing_keys, ref: str, what: str, log) -> None:
+    """One line of ours when weights outside the head were newly initialised (transformers' own report is silenced)."""
+    modules = sorted({k.rsplit(".", 1)[0] for k in missing_keys if k.split(".")[0] not in HEAD_NAMES})
+    if modules:
+        log(f"note: {what} '{ref}' has no weights for {', '.join(modules)}; they start random "
+            "(newly initialised), so they must be trained to mean anything")
+
+
 # ---------------------------------------------------------------- LoRA
 
-def add_lora(model, cfg: LoraConfig):
+HEAD_NAMES = {"classifier", "score"}  # the heads PEFT's SEQ_CLS task trains in full and saves
+# what adapter_config.json names as the base: not a path (PEFT would resolve it from the working directory and
+# could silently load another model there) but an invalid Hub id, so AutoPeftModel fails loudly and says why
+ADAPTER_BASE_NOTE = "base_model/ inside this adapter folder: PeftModel.from_pretrained(its model, folder); see README.md"
+
+
+def find_pooler(model) -> str | None:
+    """Dotted name of a BERT-style pooler (dense + tanh on [CLS], feeding the classifier), or None.
+
+    RoBERTa-style heads have no pooler: their dense + out_proj live inside `classifier`, which PEFT trains anyway.
+    """
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "pooler" and isinstance(getattr(module, "dense", None), torch.nn.Linear):
+            return name
+    return None
+
+
+def pooler_decision(model, setting) -> tuple[bool, str]:
+    """(train the pooler in full?, why in a few words) for lora.train_pooler = auto | True | False.
+
+    auto trains it when it was never trained: its bias is all zeros (transformers initialises biases to zero, so a
+    pooler missing from the checkpoint counts too; a trained pooler's bias is never exactly zero).
+    """
+    name = find_pooler(model)
+    if name is None:
+        if setting is True:
+            raise UserError("lora.train_pooler is true, but the model has no BERT pooler (its classifier head is "
+                            "trained in full already); use auto or false")
+        return False, "the model has no BERT pooler; the classifier head, trained in full, is the whole head"
+    if setting != "auto":
+        return setting, f"lora.train_pooler is {str(setting).lower()}"
+    bias = model.get_submodule(name).dense.bias
+    if bias is not None and not bool(bias.detach().any()):
+        return True, f"auto: {name}.dense.bias is all zeros, so the pooler was never trained"
+    return False, f"auto: {name} was trained (its bias is not zero), so it stays as pretrained"
+
+
+def add_lora(model, cfg: LoraConfig, log=None):
     """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable (fully) and saved.
 
+    The BERT pooler is trained in full and saved too when pooler_decision says so (lora.train_pooler).
     target_modules ["all-linear"] means every linear layer of the encoder, never the classifier head
-    (the head is trained in full instead).
+    (the head is trained in full instead), nor a pooler trained in full.
     """
-    import torch
     from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
+    train_pooler, why = pooler_decision(model, cfg.train_pooler)
+    pooler = [find_pooler(model)] if train_pooler else []
+    if log:
+        log(f"pooler {'trained in full' if train_pooler else 'frozen'} ({why})")
     if list(cfg.target_modules) == ["all-linear"]:
-        head = {"classifier", "score"}
-        targets = [n for n, m in model.named_modules()
-                   if isinstance(m, torch.nn.Linear) and n.split(".")[0] not in head]
+        targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                   and n.split(".")[0] not in HEAD_NAMES and not any(n.startswith(p + ".") for p in pooler)]
     else:
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
         missing = [t for t in cfg.target_modules if t not in names]
@@ -179,8 +231,20 @@ def add_lora(model, cfg: LoraConfig):
                             "or [all-linear]")
         targets = list(cfg.target_modules)
     peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora)
+                              target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
+                              modules_to_save=pooler or None)  # PEFT adds the classifier itself
     return get_peft_model(model, peft_cfg)
+
+
+def write_adapter_base_note(folder: Path) -> None:
+    """Name the base in a saved adapter_config.json with ADAPTER_BASE_NOTE instead of the training machine's path.
+
+    Done on the saved file, not the in-memory config: PEFT's save looks the base name up as a folder or Hub repo.
+    """
+    path = Path(folder) / "adapter_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = ADAPTER_BASE_NOTE
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 LORA_BASE_DIR = "base_model"
@@ -199,6 +263,26 @@ def load_stage_model(stage_dir: Path):
 
 
 def parameter_counts(model) -> dict:
-    total = sum(p.numel() for p in model.parameters())
+    """Parameters of the model as it predicts: PEFT keeps a frozen, unused original beside each module it
+    trains in full (classifier, pooler); those originals are not counted."""
+    total = sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total_params": total, "trainable_params": trainable}
+
+
+LORA_LOAD_LINES = (
+    "from peft import PeftModel",
+    "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+    'model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)',
+    "tokenizer = AutoTokenizer.from_pretrained(folder)",
+)
+LORA_AUTO_NOTE = ("`AutoPeftModelForSequenceClassification.from_pretrained(folder)` fails on purpose: PEFT would look for "
+                  "the base by a name relative to the working directory, not to this folder, and could load another "
+                  "model; `adapter_config.json` therefore names the base with a note instead of a path.")
+
+
+def lora_readme(title: str) -> str:
+    """The model card of a LoRA stage folder: the adapter loads on base_model/ with plain peft + transformers."""
+    return "\n".join([f"# {title}", "", "A PEFT LoRA adapter; `base_model/` holds the exact model it adapts "
+                      "(for a LoRA student, the cut of the pretrained teacher). Load it with:", "", "```python",
+                      *LORA_LOAD_LINES, "```", "", LORA_AUTO_NOTE, ""])

@@ -22,7 +22,8 @@ from .losses import cross_entropy, distillation_loss
 from .costs import PeakMemory, inference_speed, weights_size_bytes
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
-                     load_tokenizer, make_student, parameter_counts, resolve_layers)
+                     load_tokenizer, lora_readme, make_student, parameter_counts, pooler_decision, resolve_layers,
+                     write_adapter_base_note)
 from .sources import files_sha256, model_fingerprint
 from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none, umask,
                    remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done, write_test_predictions)
@@ -124,12 +125,13 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
                         "distill": d, "train": dataclasses.asdict(ctx.cfg.stage_train("distill"))})
 
 
-def lora_hash(ctx: Context, stage_id: str) -> str:
+def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
+    """train_pooler: the decision lora.train_pooler led to (auto depends on the checkpoint, not only the config)."""
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
     if stage_id == "lora-teacher":
         d.pop("student_layers")
     return config_hash({**_data_key(ctx), **_model_key(ctx), "stage": stage_id, "lora": d,
-                        "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
+                        "pooler_trained": train_pooler, "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
 
 
 # ---------------------------------------------------------------- the one stage runner
@@ -341,7 +343,7 @@ def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
 
 def lora_base(ctx: Context, stage_id: str):
     """The pretrained model a LoRA stage adapts: all of it (lora-teacher) or its student-sized cut."""
-    base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names)
+    base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names, log=say)
     if stage_id == "lora-student":
         base = make_student(base, resolve_layers(ctx.cfg.lora.student_layers, ctx.teacher_depth))
     return base
@@ -374,8 +376,14 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
         extra = {"teacher_layers": layers}
         model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"
 
+    # the base is loaded before the stage hash: the pooler decision (auto) depends on its weights. Seeded, as the
+    # head of a plain encoder starts random
+    set_seed(ctx.cfg.seed)
+    base = lora_base(ctx, stage_id)
+    train_pooler = pooler_decision(base, lo.train_pooler)[0]
+    extra["pooler_trained"] = train_pooler
+
     def build():
-        base = lora_base(ctx, stage_id)
         base_copy = {k: v.clone() for k, v in base.state_dict().items()}
 
         def save_base(folder: Path):
@@ -384,8 +392,10 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
             plain = AutoModelForSequenceClassification.from_config(base.config)
             plain.load_state_dict(base_copy)
             plain.save_pretrained(folder / LORA_BASE_DIR)
-        return add_lora(base, lo), ce_step, save_base
-    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id), "lora", build, model_type, extra)
+            write_adapter_base_note(folder)
+            atomic_write_text(folder / "README.md", lora_readme(model_type))
+        return add_lora(base, lo, log=lambda line: say(f"[{stage_id}] {line}")), ce_step, save_base
+    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id, train_pooler), "lora", build, model_type, extra)
 
 
 def run_seed(ctx: Context) -> dict:

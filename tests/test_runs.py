@@ -79,3 +79,14 @@ def test_run_json_from_before_the_history_keeps_its_command():
     assert len(history) == 2 and history[1]["device"] == "cpu (2 threads)"
     assert len(runs.provenance("cpu", {}, None)["history"]) == 1
     assert len(runs.provenance("cpu", {}, {"history": "garbage"})["history"]) == 1
+
+
+def test_an_export_has_no_private_files(finished_run, tmp_path):
+    """export built its folder with mkdtemp (0700) and kept safetensors' 0600 files: not shareable."""
+    from distill_lora.export import export_model
+    out = tmp_path / "exported"
+    export_model(finished_run["output"] / "seed-0" / "teacher", out, log=lambda line: None)
+    mask = runs.umask()
+    wrong = [(str(p), oct(mode(p))) for p in [out, *out.rglob("*")]
+             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
+    assert not wrong

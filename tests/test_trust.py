@@ -186,11 +186,11 @@ def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_fo
     ctx = pipeline.prepare(load_config(str(_tiny_run_config(tmp_path, tiny_bert6, tiny_data))))
     monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "a" * 64)
     student, teacher, lora = pipeline.student_hash(ctx, [1, 3, 5]), pipeline.teacher_hash(ctx), pipeline.lora_hash(
-        ctx, "lora-student")
+        ctx, "lora-student", True)
     monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "b" * 64)
     assert pipeline.student_hash(ctx, [1, 3, 5]) != student and pipeline.teacher_hash(ctx) == teacher
     monkeypatch.setattr(pipeline, "RESULTS_FORMAT", pipeline.RESULTS_FORMAT + 1)
-    assert pipeline.teacher_hash(ctx) != teacher and pipeline.lora_hash(ctx, "lora-student") != lora
+    assert pipeline.teacher_hash(ctx) != teacher and pipeline.lora_hash(ctx, "lora-student", True) != lora
 
 
 # ---------------------------------------------------------------- the tested model is the selected epoch's
