@@ -172,6 +172,16 @@ def _loss_text(stage: str, run: dict) -> str:
     return text + (f" + {w['w_hidden']:.2g}·hidden cos" if w.get("w_hidden") else "")
 
 
+def _derived_note(summary: dict) -> list[str]:
+    """What the rows marked – are, naming only the kinds this run has (no line when it has none)."""
+    kinds = []
+    if any(s.get("quantized_from") for s in summary.values()):
+        kinds.append("int8 rows quantise a trained model")
+    if any(stage.startswith("ensemble-") for stage in summary):
+        kinds.append("ensembles average trained models")
+    return [f"- Rows marked – were not trained: {'; '.join(kinds)}."] if kinds else []
+
+
 PRECISION = {"no": "fp32", "bf16": "bf16 mixed", "fp16": "fp16 mixed"}  # accelerate's names → the reader's
 
 
@@ -580,8 +590,7 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
            f"- {TEST_NOTE} Majority class (baseline): {majority['accuracy']:.{d}f} / {majority['macro_f1']:.{d}f}.",
            f"- {LOSS_NOTE}", "",
            "## Setup", "", _md_table(*setup_rows(result)), "",
-           "- Rows marked – were not trained: int8 rows quantise a trained model; ensembles average trained models.",
-           f"- {LAYERS_NOTE}"]
+           *_derived_note(summary), f"- {LAYERS_NOTE}"]
     if any(s.get("quantized_from") for s in summary.values()):
         md.append(f"- {INT8_NOTE}")
     resamples = summary[next(iter(summary))]["ci"]["accuracy"].get("n_resamples")
@@ -619,13 +628,17 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
     return "\n".join(md)
 
 
+def _has_int8(timings: dict) -> bool:
+    return any(stage.endswith("-int8") for stage in timings.get("models", {}))
+
+
 def timing_note(timings: dict | None) -> str:
     if not timings:
         return ("Latency and throughput: validation inputs, each model timed once right after it trained, under "
                 "whatever else the machine was doing: compare them with care (`distill-lora retime RUN` times "
                 "them together).")
     return (f"Latency and throughput: every model of seed {timings['seed']} timed together at the end of the run on "
-            f"{timings['device']} (int8 rows on the CPU), interleaved, {timings['repeats']} repeats after a warm-up, "
+            f"{timings['device']}{' (int8 rows on the CPU)' if _has_int8(timings) else ''}, interleaved, {timings['repeats']} repeats after a warm-up, "
             f"on the same inputs ({timings['inputs']}), in fp32; median [min–max] over the repeats.")
 
 

@@ -98,5 +98,7 @@ def test_teacher_targets_cache_is_the_same(runs):
     from safetensors.numpy import load_file
     [c1] = (runs["one"] / "seed-0" / "cache").glob("*.safetensors")
     [c2] = (runs["two"] / "seed-0" / "cache").glob("*.safetensors")
-    assert c1.name == c2.name
+    # same teacher config; the name also carries the teacher weights' sha256, which differs in the last bits
+    # (DDP's all-reduced gradients: max |Δ logit| ~1e-8), so only the config part must match
+    assert c1.name.split("-")[1] == c2.name.split("-")[1]
     np.testing.assert_allclose(load_file(c1)["logits"], load_file(c2)["logits"], atol=1e-5)

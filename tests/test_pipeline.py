@@ -312,13 +312,13 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
 # The first two logged training losses (train_log.jsonl, log_every 2: steps 2 and 4) of the tiny `compare` run
 # of conftest's finished_run (tiny 12-layer BERT, seed 0, dropout 0.1), recorded on CPU. A change of these
 # numbers means the training maths changed: if that was meant, record them again here (run this test and
-# read the values it prints on failure). LoRA is recorded with lora.train_pooler left at its default: when
-# that default or the LoRA set-up changes, re-record PINNED_LOSSES["lora-student"].
+# read the values it prints on failure). LoRA is recorded with lora.train_pooler at its default (auto: the tiny
+# BERT's pooler bias is zero, so the pooler is trained in full); re-record lora-student if that changes.
 PINNED_LOSSES = {
     "teacher": [{"loss": 0.700848, "ce": 0.700848}, {"loss": 0.697653, "ce": 0.697653}],
     "student-odd": [{"loss": 0.282046, "ce": 0.694139, "kl": 1.8e-05, "cos": 0.15198},
                     {"loss": 0.267121, "ce": 0.693616, "kl": 1.9e-05, "cos": 0.107728}],
-    "lora-student": [{"loss": 0.700102, "ce": 0.700102}, {"loss": 0.696219, "ce": 0.696219}],
+    "lora-student": [{"loss": 0.700102, "ce": 0.700102}, {"loss": 0.70347, "ce": 0.70347}],
 }
 
 

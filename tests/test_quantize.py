@@ -86,7 +86,7 @@ def test_compare_writes_int8_rows(finished_run):
     np.testing.assert_array_equal(logits, np.array([r["logits"] for r in recorded], dtype=np.float32))
     # the report treats them as rows: every table, the pairs, and one sentence each in the analysis
     report = (out / "report.md").read_text()
-    assert "## int8 dynamic quantisation" in report and "– (int8 of teacher)" in report
+    assert "## int8 dynamic quantisation" in report and "| teacher-int8 | teacher, weights quantised to int8 |" in report
     for stage in INT8_STAGES:
         assert f"| {stage} |" in report and f"[{stage}]:" in report.split("## Analysis", 1)[1]
     pairs = json.loads((out / "analysis.json").read_text())["pairs"]

@@ -59,8 +59,8 @@ def _nothing_corrupt(run_dir):
         assert (d / "DONE").exists(), f"{d} has no DONE marker but is visible"
         json.loads((d / "metrics.json").read_text())
         assert (d / "test_predictions.jsonl").exists() and (d / "config.yaml").exists()
-    for f in (seed / "cache").glob("*"):
-        assert f.name.endswith(".safetensors") and not f.name.startswith("."), f
+    for f in (seed / "cache").glob("*"):  # the teacher's targets and the cost of computing them, no temporaries
+        assert f.name.endswith((".safetensors", ".safetensors.cost.json")) and not f.name.startswith("."), f
 
 
 @pytest.fixture(scope="module")
