@@ -423,7 +423,12 @@ def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
     if p["verdict"] == "significant":
         return f"{a} vs {b}: {p['winner']} is better; {delta}; significant by {basis}."
     what = "not significant" if p["verdict"] == "within noise" else "not consistent across seeds"
-    return f"{a} vs {b}: no difference shown; {delta}; {what} by {basis}."
+    text = f"{a} vs {b}: no difference shown; {delta}; {what} by {basis}"
+    if x and p.get("verdict_basis") == "mcnemar_holm" and (x["low"] > 0 or x["high"] < 0):
+        # the two can disagree: McNemar counts errors (accuracy), and the CI is one of many, unadjusted
+        text += (" (McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0 but is not adjusted "
+                 "for the other comparisons)")
+    return text + "."
 
 
 def _seconds(result: dict, stage: str) -> float:

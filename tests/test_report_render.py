@@ -175,3 +175,15 @@ def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
     changed = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "new"}}}}
     fresh = timing.time_run("run", changed, [], 0, torch.device("cpu"), previous)
     assert fresh["models"] == {"teacher": "timed"} and fresh["fingerprint"] == {"teacher": "new"}
+
+
+def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
+    from distill_lora.report import pair_sentence
+    pair = {"a": "student-odd", "b": "lora-student", "macro_f1_diff": 0.048, "verdict": "within noise",
+            "winner": None, "verdict_basis": "mcnemar_holm",
+            "diff": {"macro_f1": {"point": 0.048, "low": 0.015, "high": 0.086}}}
+    text = pair_sentence([pair], "student-odd", "lora-student", 3)
+    assert "no difference shown" in text and "(95% CI +0.015 to +0.086)" in text
+    assert "McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0" in text
+    pair["diff"]["macro_f1"]["low"] = -0.01
+    assert "interval excludes 0" not in pair_sentence([pair], "student-odd", "lora-student", 3)
