@@ -682,12 +682,34 @@ def results_csv(result: dict) -> str:
     return buf.getvalue()
 
 
+def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None:
+    """Put the joint timings (every model timed together, results.json "timings") into the summary the analysis
+    reads, so its sentences quote the latencies of the Costs table; runs without them keep each stage's own."""
+    models = (timings or {}).get("models", {})
+    for stage, s in summary.items():
+        members = runs_of(result, stage)[0].get("ensemble_of") or []
+        names = [stage] if stage in models else members if members and all(m in models for m in members) else []
+        if not names:
+            continue
+        s["latency_ms_batch1"] = {"mean": sum(models[n]["latency_ms_batch1"]["median"] for n in names), "std": 0.0}
+        s["throughput_batch64"] = {"mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
+                                   "std": 0.0}
+        source = s.get("quantized_from")
+        # an int8 row's speed-up compares it with its source on the same CPU
+        on_cpu = f"{source} (fp32 on CPU)" if f"{source} (fp32 on CPU)" in models else \
+            source if str(timings.get("device", "")).startswith("cpu") else None
+        if source and on_cpu in models:
+            s["fp32_cpu_latency_ms_batch1"] = {"mean": models[on_cpu]["latency_ms_batch1"]["median"], "std": 0.0}
+            s["fp32_cpu_throughput_batch64"] = {"mean": models[on_cpu]["throughput_batch64"]["median"], "std": 0.0}
+
+
 def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_seed: int = 0,
                  alpha: float = 0.05) -> tuple[Path, dict]:
     """report.md, results.csv and plots/ from a results.json-shaped dict; returns (report path, summary)."""
     output_dir = Path(output_dir)
     result = add_ensembles(results["comparison"])
     summary = summarise(result, resamples, boot_seed)
+    use_joint_timings(result, summary, results.get("timings"))
     pairs = compare_pairs(result, alpha, resamples, boot_seed)
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:

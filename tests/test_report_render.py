@@ -187,3 +187,25 @@ def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
     assert "McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0" in text
     pair["diff"]["macro_f1"]["low"] = -0.01
     assert "interval excludes 0" not in pair_sentence([pair], "student-odd", "lora-student", 3)
+
+
+def test_analysis_quotes_the_joint_timings():
+    """The Costs table used the joint timings while the analysis quoted each stage's own (another load, another
+    moment): one report gave the same teacher 21.3 and 26.1 ms."""
+    from distill_lora.report import use_joint_timings
+    result = {"seeds": [0], "per_seed": {"0": {"teacher": {}, "teacher-int8": {"quantized_from": "teacher"},
+                                               "ens": {"ensemble_of": ["teacher", "teacher-int8"]}}}}
+    summary = {"teacher": {"latency_ms_batch1": {"mean": 26.1, "std": 0.0}},
+               "teacher-int8": {"quantized_from": "teacher"}, "ens": {}}
+    timings = {"device": "cpu (1 threads)", "models": {
+        "teacher": {"latency_ms_batch1": {"median": 21.3}, "throughput_batch64": {"median": 40.0}},
+        "teacher-int8": {"latency_ms_batch1": {"median": 14.0}, "throughput_batch64": {"median": 60.0}}}}
+    use_joint_timings(result, summary, timings)
+    assert summary["teacher"]["latency_ms_batch1"]["mean"] == 21.3
+    assert summary["teacher-int8"]["fp32_cpu_latency_ms_batch1"]["mean"] == 21.3
+    assert summary["ens"]["latency_ms_batch1"]["mean"] == pytest.approx(35.3)
+    assert summary["ens"]["throughput_batch64"]["mean"] == pytest.approx(24.0)
+    timings["device"] = "NVIDIA H200"  # the source was timed on the GPU: no CPU comparison to make
+    summary["teacher-int8"] = {"quantized_from": "teacher"}
+    use_joint_timings(result, summary, timings)
+    assert "fp32_cpu_latency_ms_batch1" not in summary["teacher-int8"]
