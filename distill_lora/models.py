@@ -50,7 +50,7 @@ def resolve_layers(spec, depth: int) -> list[int]:
                 raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1}")
             spec = preset_layers(name, depth, int(k) if k else None)
             if len(spec) != (int(k) if k else len(spec)):  # distilbert's bottom and top halves met
-                raise UserError(f"layers '{spec_text(name, k)}': distilbert takes every other layer from the bottom "
+                raise UserError(f"layers '{name}:{k}': distilbert takes every other layer from the bottom "
                                 f"and from the top, which for {k} layers needs a teacher of at least {2 * int(k) - 2} "
                                 f"layers (this one has {depth}); use a smaller depth, first:{k} or a list of layers")
         else:
@@ -69,10 +69,6 @@ def resolve_layers(spec, depth: int) -> list[int]:
     if len(layers) == depth:
         raise UserError(f"layers {layers}: keeps all {depth} teacher layers; a student must be shallower")
     return layers
-
-
-def spec_text(name: str, k: str) -> str:
-    return f"{name}:{k}" if k else name
 
 
 def layers_name(layers: list[int], depth: int) -> str:
