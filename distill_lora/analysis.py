@@ -10,6 +10,9 @@ import statistics
 
 import numpy as np
 
+from .records import StageRecord
+from .stage_ids import (LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, ensemble_id, is_derived,
+                        is_student, kind_of)
 from .stats import bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test
 
 METRICS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
@@ -61,7 +64,7 @@ def report_settings(results: dict, **flags) -> tuple[dict, dict]:
     return values, source
 
 
-ENSEMBLES = (("student-odd", "student-even"), ("student-odd", "student-even", "lora-student"))
+ENSEMBLES = ((STUDENT_ODD, STUDENT_EVEN), (STUDENT_ODD, STUDENT_EVEN, LORA_STUDENT))
 
 
 def add_ensembles(result: dict) -> dict:
@@ -70,36 +73,37 @@ def add_ensembles(result: dict) -> dict:
     Members' test probabilities of class 1 are averaged per seed; the ensemble predicts class 1 at
     mean ≥ 0.5. Its cost is the sum of its members' (it runs them all).
     """
-    from .metrics import metrics_from_predictions
     labels = np.asarray(result["test_labels"])
     per_seed = {seed: dict(stages) for seed, stages in result["per_seed"].items()}
     for members in ENSEMBLES:
         if not all(m in stages for stages in per_seed.values() for m in members):
             continue
-        stage = "ensemble-" + "+".join(m.replace("student-", "") for m in members)
+        stage = ensemble_id(members)
         for stages in per_seed.values():
-            runs = [stages[m] for m in members]
-            prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
-            pred = (prob >= 0.5).astype(int)
-            latency = [r.get("inference", {}).get("latency_ms_batch1") for r in runs]
-            through = [r.get("inference", {}).get("throughput_batch64") for r in runs]
-            stages[stage] = {
-                "stage": stage, "model_type": f"Ensemble: {' + '.join(members)} (mean probability)",
-                "ensemble_of": list(members), "depth": sum(r["depth"] for r in runs),
-                "total_params": sum(r["total_params"] for r in runs),
-                "trainable_params": sum(r["trainable_params"] for r in runs),
-                "weights_bytes": sum(r.get("weights_bytes") or 0 for r in runs),
-                "test": metrics_from_predictions(labels, pred, prob, result["label_names"]),
-                "validation_history": [], "selected_epoch": None, "train_loss": None, "train_total_loss": None,
-                "wall_time_s": sum(r["wall_time_s"] for r in runs), "samples_per_s": None,
-                "peak_memory_bytes": max(r.get("peak_memory_bytes", 0) for r in runs),
-                "peak_memory_kind": runs[0].get("peak_memory_kind"), "device": runs[0].get("device"),
-                "predictions": {"pred": pred.tolist(), "prob_positive": prob.tolist()},
-            }
-            if None not in latency and None not in through:
-                stages[stage]["inference"] = {"latency_ms_batch1": sum(latency),
-                                              "throughput_batch64": 1 / sum(1 / t for t in through)}
+            stages[stage] = _ensemble_record(stage, [stages[m] for m in members], members, labels,
+                                             result["label_names"]).to_dict()
     return {**result, "per_seed": per_seed}
+
+
+def _ensemble_record(stage: str, runs: list[dict], members, labels, label_names) -> StageRecord:
+    from .metrics import metrics_from_predictions
+    prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
+    pred = (prob >= 0.5).astype(int)
+    record = StageRecord(
+        stage=stage, model_type=f"Ensemble: {' + '.join(members)} (mean probability)", ensemble_of=list(members),
+        depth=sum(r["depth"] for r in runs), total_params=sum(r["total_params"] for r in runs),
+        trainable_params=sum(r["trainable_params"] for r in runs),
+        weights_bytes=sum(r.get("weights_bytes") or 0 for r in runs),
+        test=metrics_from_predictions(labels, pred, prob, label_names),
+        wall_time_s=sum(r["wall_time_s"] for r in runs),
+        peak_memory_bytes=max(r.get("peak_memory_bytes", 0) for r in runs),
+        peak_memory_kind=runs[0].get("peak_memory_kind"), device=runs[0].get("device"),
+        predictions={"pred": pred.tolist(), "prob_positive": prob.tolist()})
+    latency = [r.get("inference", {}).get("latency_ms_batch1") for r in runs]
+    through = [r.get("inference", {}).get("throughput_batch64") for r in runs]
+    if None not in latency and None not in through:
+        record.inference = {"latency_ms_batch1": sum(latency), "throughput_batch64": 1 / sum(1 / t for t in through)}
+    return record
 
 
 def ci_of(result: dict, preds_per_seed: list, resamples: int = 1000, boot_seed: int = 0) -> dict:
@@ -126,9 +130,8 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         s["train_total_loss"] = _mean_std([r["train_total_loss"] for r in runs])
         s["wall_time_s"] = _mean_std([r["wall_time_s"] for r in runs])
         # a distilled student needs its teacher trained first; an ensemble of students needs it once
-        needs_teacher = stage.startswith("student-") or any(
-            m.startswith("student-") for m in runs[0].get("ensemble_of", []))
-        teachers = runs_of(result, "teacher") if needs_teacher and "teacher" in stage_ids(result) else []
+        needs_teacher = is_student(stage) or any(is_student(m) for m in kind_of(stage).members)
+        teachers = runs_of(result, TEACHER) if needs_teacher and TEACHER in stage_ids(result) else []
         if teachers:
             s["wall_time_with_teacher_s"] = _mean_std([r["wall_time_s"] + t["wall_time_s"]
                                                        for r, t in zip(runs, teachers)])
@@ -383,18 +386,17 @@ def missed_class_lines(result: dict, summary: dict) -> list[str]:
     """Per trained model, the class whose recall (from its test predictions, mean over seeds) falls furthest below
     the teacher's, when it is at least RECALL_GAP below. Derived rows (int8, ensembles) are left out: their
     members' lines and the identical-prediction lines cover them."""
-    if "teacher" not in summary:
+    if TEACHER not in summary:
         return []
     labels, names = np.asarray(result["test_labels"]), result["label_names"]
 
     def recalls(stage):
         return [np.mean([_recall(labels, np.asarray(r["predictions"]["pred"]), c) for r in runs_of(result, stage)])
                 for c in range(len(names))]
-    teacher = recalls("teacher")
+    teacher = recalls(TEACHER)
     lines = []
     for stage in summary:
-        derived = summary[stage].get("quantized_from") or stage.startswith("ensemble-")
-        if stage == "teacher" or derived:
+        if stage == TEACHER or is_derived(stage) or summary[stage].get("quantized_from"):
             continue
         own = recalls(stage)
         c = int(np.argmax([t - o for t, o in zip(teacher, own)]))
@@ -404,8 +406,8 @@ def missed_class_lines(result: dict, summary: dict) -> list[str]:
     return lines
 
 
-DISAGREEMENT_PAIRS = (("student-odd", "student-even"), ("student-odd", "lora-student"),
-                      ("student-even", "lora-student"), ("teacher", "lora-teacher"))
+DISAGREEMENT_PAIRS = ((STUDENT_ODD, STUDENT_EVEN), (STUDENT_ODD, LORA_STUDENT),
+                      (STUDENT_EVEN, LORA_STUDENT), (TEACHER, LORA_TEACHER))
 DISAGREE_OVERLAP = 0.5  # errors "on different texts": under half of the texts either gets wrong are shared
 
 
@@ -492,7 +494,7 @@ def lora_cost_lines(summary: dict) -> list[str]:
     """Each LoRA model against the fully trained model of the same depth: trained parameters, measured training
     time (with its ratio) and, when timed, latency; "cheaper to train" only when its time says so."""
     lines = []
-    for lora, full in (("lora-teacher", "teacher"), ("lora-student", "student-odd"), ("lora-student", "student-even")):
+    for lora, full in ((LORA_TEACHER, TEACHER), (LORA_STUDENT, STUDENT_ODD), (LORA_STUDENT, STUDENT_EVEN)):
         if lora not in summary or full not in summary:
             continue
         lo, fu = summary[lora], summary[full]
@@ -534,11 +536,11 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
         if len(runs_of(result, stage)[0]["validation_history"]) > 1 and \
                 all(r["selected_epoch"] == len(r["validation_history"]) for r in runs_of(result, stage)):
             found.append(f"{name}: the last epoch was the best in every seed: more epochs may help.")
-    if "teacher" in summary:
+    if TEACHER in summary:
         for stage in summary:
-            if stage.startswith("student-") and not summary[stage].get("quantized_from"):
-                p = _pair(pairs, "teacher", stage)
-                if p and p["verdict"] == "significant" and p["winner"] == "teacher":
+            if is_student(stage) and not summary[stage].get("quantized_from"):
+                p = _pair(pairs, TEACHER, stage)
+                if p and p["verdict"] == "significant" and p["winner"] == TEACHER:
                     gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
                     found.append(f"{_name(summary, stage)} never caught up with its teacher "
                                  f"(macro-F1 {gap:.4f} lower, significant).")
@@ -560,20 +562,20 @@ def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
 
 def key_findings(result: dict, summary: dict, pairs: list[dict]) -> dict:
     """The numbers a five-line summary needs: the two questions' pairs (A − B with CI and verdict) and costs."""
-    students = [s for s in ("student-odd", "student-even") if s in summary]
+    students = [s for s in (STUDENT_ODD, STUDENT_EVEN) if s in summary]
     best = max(students, key=lambda s: summary[s]["macro_f1"]["mean"]) if students else None
     groups = groups_of(result)
     return {
         "n_seeds": len(result["seeds"]), "n_test": len(result["test_labels"]),
         "n_groups": len(set(groups)) if groups is not None else None,
         "verdict_basis": pairs[0]["verdict_basis"] if pairs else None,
-        "odd_vs_even": _finding(summary, pairs, "student-odd", "student-even"),
-        "distill_vs_lora": _finding(summary, pairs, best, "lora-student") if best else None,
+        "odd_vs_even": _finding(summary, pairs, STUDENT_ODD, STUDENT_EVEN),
+        "distill_vs_lora": _finding(summary, pairs, best, LORA_STUDENT) if best else None,
         "costs": {s: {"train_time_s": x["wall_time_s"]["mean"], "train_time_with_teacher_s":
                       x.get("wall_time_with_teacher_s", {}).get("mean"), "trainable_params": x["trainable_params"],
                       "total_params": x["total_params"], "depth": x["depth"],
                       "latency_ms_batch1": x.get("latency_ms_batch1", {}).get("mean")}
-                  for s, x in summary.items() if not x.get("quantized_from") and not s.startswith("ensemble-")},
+                  for s, x in summary.items() if not is_derived(s) and not x.get("quantized_from")},
     }
 
 
@@ -584,8 +586,8 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         f"{i + 1}. {_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked)) + "."]
     lines += ["", *seed_lines(result, summary), "", "**Differences:**"]
     key_pairs = list(zip(ranked, ranked[1:]))
-    for a, b in (("student-odd", "student-even"), ("teacher", "lora-teacher"), ("lora-student", "student-odd"),
-                 ("lora-student", "student-even")):
+    for a, b in ((STUDENT_ODD, STUDENT_EVEN), (TEACHER, LORA_TEACHER), (LORA_STUDENT, STUDENT_ODD),
+                 (LORA_STUDENT, STUDENT_EVEN)):
         if a in summary and b in summary and (a, b) not in key_pairs and (b, a) not in key_pairs:
             key_pairs.append((a, b))
     for a, b in key_pairs:

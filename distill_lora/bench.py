@@ -30,7 +30,7 @@ from .costs import PeakMemory
 from .data import Encoded, Split, make_collate
 from .losses import cross_entropy, distillation_loss
 from .models import add_lora, make_student, resolve_layers
-from .pipeline import ce_step, distill_step
+from .steps import ce_step, distill_step
 
 SHAPES = {"bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
           "quick": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)}

@@ -1,4 +1,4 @@
-"""The stages: teacher → distilled students → LoRA models → comparison. One helper runs any stage."""
+"""The stages: teacher → distilled students → LoRA models → comparison, each run by stage.run_stage."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,28 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from . import distributed, faults, trainer
-from .config import Config, DistillConfig, UserError, config_hash
-from .data import Encoded, Splits, load_splits, overlap_summary
-from .losses import cross_entropy, distillation_loss
+from . import distributed, trainer
+from .config import Config, UserError, config_hash
 from .costs import PeakMemory, inference_speed, weights_size_bytes
+from .data import Encoded, Splits, load_splits, overlap_summary
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
 from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, lora_readme, make_student, parameter_counts, pooler_decision, resolve_layers,
                      write_adapter_base_note)
+from .records import StageRecord
+from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
+                   seed_dir, stage_dir, stage_is_done, umask, write_test_predictions)
 from .sources import files_sha256, model_fingerprint
-from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none, umask,
-                   remove_stale_temporaries, seed_dir, stage_dir, stage_folder, stage_is_done, write_test_predictions)
-
-
-def say(*args) -> None:
-    """print, by the main process only (the others run the same stages in a data-parallel run)."""
-    if distributed.is_main():
-        print(*args, flush=True)
+from .stage import run_stage, say, train_model
+from .stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
+from .steps import ce_step, distill_step
 
 
 @dataclass
@@ -114,7 +110,7 @@ def teacher_hash(ctx: Context) -> str:
 
 def teacher_weights(ctx: Context) -> str:
     """sha256 of the finished teacher's weights (recorded when it was saved): what its students are keyed on."""
-    return read_json(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher") / "metrics.json")["weights_sha256"]
+    return read_json(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER) / "metrics.json")["weights_sha256"]
 
 
 def student_hash(ctx: Context, layers: list[int]) -> str:
@@ -128,149 +124,86 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
 def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
     """train_pooler: the decision lora.train_pooler led to (auto depends on the checkpoint, not only the config)."""
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
-    if stage_id == "lora-teacher":
+    if stage_id == LORA_TEACHER:
         d.pop("student_layers")
     return config_hash({**_data_key(ctx), **_model_key(ctx), "stage": stage_id, "lora": d,
                         "pooler_trained": train_pooler, "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
 
 
-# ---------------------------------------------------------------- the one stage runner
+# ---------------------------------------------------------------- trained stages
 
-def ce_step(model, batch):
-    """Step loss of the teacher and LoRA stages: cross-entropy with the true labels."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    loss = cross_entropy(out.logits, batch["labels"])
-    return loss, {"ce": loss}
+def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_type: str, **fields) -> dict:
+    """Build → train (validation picks the epoch) → test once → a DONE stage folder, through stage.run_stage.
 
-
-def distill_step(targets: dict, k: DistillConfig, n_layers: int):
-    """Step loss of a student: distillation against cached teacher targets, looked up by example index.
-
-    targets: {"logits": (N, C)} and, when k.w_hidden > 0, {"cls": (N, n_layers, H)} for the training split.
+    build() -> (model, step_loss, save_extra) where save_extra(folder) writes stage-specific files.
+    fields: the record's stage-specific fields (teacher_layers, teacher_targets, pooler_trained).
     """
-    cache = {}
+    section = kind_of(stage_id).section
+    built = {}
 
-    def loss_fn(model, batch):
-        if not cache:  # move the cached targets to the training device once
-            cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=k.w_hidden > 0)
-        idx = batch["idx"]
-        student_cls = teacher_cls = None
-        if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
-            student_cls = [out.hidden_states[i + 1][:, 0] for i in range(n_layers)]
-            teacher_cls = [cache["cls"][idx, i] for i in range(n_layers)]
-        return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
-                                 w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
-                                 student_cls=student_cls, teacher_cls=teacher_cls)
-    return loss_fn
+    def build_model():
+        model, loss_fn, built["save_extra"] = build()
+        return model, loss_fn
 
-
-def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, model_type: str,
-               extra: dict | None = None) -> dict:
-    """Build → train (validation picks the epoch) → test once → save a DONE stage folder.
-
-    build() -> (model, loss_fn, save_extra) where save_extra(folder) writes stage-specific files.
-    A finished stage with the same config hash is reused, not retrained.
-    """
-    final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
-    work = final.with_name(f".{stage_id}.work")  # checkpoints of an unfinished run of this stage
-    main = distributed.is_main()  # with several processes, only the main one writes
-    if stage_is_done(final, chash):
-        distributed.barrier()  # every process has seen DONE before anything is removed
-        if main:
-            shutil.rmtree(work, ignore_errors=True)
-        say(f"[{stage_id}] reusing finished stage in {final}")
-        return read_json(final / "metrics.json")
-    if main:
-        if final.exists():
-            say(f"[{stage_id}] config changed since {final} was made: training it again")
-        remove_stale_temporaries(final)
-        if work.exists() and read_json_or_none(work / "stage.json", {}).get("config_hash") != chash:
-            say(f"[{stage_id}] discarding the unfinished run in {work}: it was made with another config")
-            shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(work / "stage.json", {"config_hash": chash})
-    distributed.barrier()
-    tcfg = ctx.cfg.stage_train(section)
-    if tcfg.batch_size < distributed.world_size():
-        raise UserError(f"{section}: batch_size {tcfg.batch_size} is smaller than the {distributed.world_size()} "
-                        "processes; the batch size is the global batch: raise it or start fewer processes")
-    set_seed(ctx.cfg.seed)
-    model, loss_fn, save_extra = build()
-    # made after build(): a student's build computes the teacher's targets under the teacher's own accelerator,
-    # and accelerate keeps one process-wide state, so an earlier stage accelerator would lose its precision
-    accelerator = trainer.make_accelerator(tcfg.precision)
-    label_names = ctx.cfg.data.label_names
-    say(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
-        f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
-    with PeakMemory(accelerator.device) as memory:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
-                               seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
-                               work_dir=work, desc=stage_id, accelerator=accelerator)
-    # without accelerate's autocast wrapper: the test pass below and the saved model are the plain fp32 model
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    # the one and only pass over the test split for this model, after the epoch was chosen (all processes
-    # take part); in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it
-    test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id, mixed=False)
-    if not main:
-        distributed.barrier()  # the main process writes the stage folder
-        return read_json(final / "metrics.json")
-    with stage_folder(final, chash) as tmp:
-        shutil.copyfile(work / "train_log.jsonl", tmp / "train_log.jsonl")
-        threshold = None
-        if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
-            threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
-            atomic_write_json(tmp / "decision.json", {"threshold": threshold, "tuned_on": "validation macro-F1"})
-        selected = result.history[result.selected_epoch - 1]
-        test_labels = ctx.encoded["test"].labels
-        metrics = {
-            "stage": stage_id,
-            "model_type": model_type,
-            "test": classification_metrics(test_labels, test["logits"], label_names),
-            "validation_history": result.history,
-            "selected_epoch": result.selected_epoch,
-            "stopped_early": result.stopped_early,
-            "train_loss": selected["train_loss"],
-            "train_total_loss": selected["train_total_loss"],
-            "wall_time_s": round(result.wall_time_s, 3),
-            "samples_per_s": round(result.samples_per_s, 3),
-            "peak_memory_bytes": memory.peak_bytes,
-            "peak_memory_kind": memory.kind,
-            "depth": depth_of(model),
-            **parameter_counts(model),
-            "device": trainer.device_name(accelerator),
-            "processes": accelerator.num_processes,
-            "precision": trainer.mixed_precision_for(tcfg.precision),
-            "select_metric": tcfg.select_metric,
-            "test_ci": stage_test_ci(ctx, test["logits"].argmax(axis=1).tolist()),
-            # what the report's setup table shows: the settings this stage trained with
-            "train_settings": {"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs},
-            **({"loss_weights": {k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos",
-                                                                          "w_hidden")}} if section == "distill" else {}),
-            "config_hash": chash,
-            **(extra or {}),
-        }
-        if threshold is not None:
-            metrics["threshold"] = threshold
-            metrics["test_at_threshold"] = classification_metrics(test_labels, test["logits"], label_names, threshold)
+    def produce(work: Path):
+        model, result, accelerator, memory = train_model(ctx, section, build_model, work, stage_id)
+        # the one and only pass over the test split for this model, after the epoch was chosen (all processes
+        # take part); in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it
+        tcfg = ctx.cfg.stage_train(section)
+        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id,
+                                mixed=False)
+        if not distributed.is_main():  # the main process records and writes the stage
+            return None, None, None
+        record = _trained_record(ctx, stage_id, model_type, model, result, accelerator, memory, test["logits"])
+        record.config_hash = chash
+        for key, value in fields.items():
+            setattr(record, key, value)
         if ctx.cfg.report.measure_speed:
-            metrics["inference"] = inference_speed(model, ctx.encoded["validation"], accelerator, ctx.pad_id)
-        model.save_pretrained(tmp)
-        ctx.tokenizer.save_pretrained(tmp)
-        save_extra(tmp)
-        metrics["weights_bytes"] = weights_size_bytes(tmp)
-        metrics["weights_sha256"] = files_sha256(list(tmp.rglob("*.safetensors")))
-        write_test_predictions(tmp / "test_predictions.jsonl", test_labels, test["logits"], threshold)
-        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
-        atomic_write_json(tmp / "metrics.json", metrics)
-    faults.maybe(f"{stage_id}:done")
-    shutil.rmtree(work, ignore_errors=True)
-    distributed.barrier()
-    t = metrics["test"]
-    say(f"[{stage_id}] done: epoch {result.selected_epoch} selected on validation; "
-          f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} → {final}")
-    return metrics
+            record.inference = inference_speed(model, ctx.encoded["validation"], accelerator, ctx.pad_id)
+
+        def write_files(tmp: Path):
+            shutil.copyfile(work / "train_log.jsonl", tmp / "train_log.jsonl")
+            if record.threshold is not None:
+                atomic_write_json(tmp / "decision.json", {"threshold": record.threshold,
+                                                          "tuned_on": "validation macro-F1"})
+            model.save_pretrained(tmp)
+            ctx.tokenizer.save_pretrained(tmp)
+            built["save_extra"](tmp)
+            record.weights_bytes = weights_size_bytes(tmp)
+            record.weights_sha256 = files_sha256(list(tmp.rglob("*.safetensors")))
+            write_test_predictions(tmp / "test_predictions.jsonl", ctx.encoded["test"].labels, test["logits"],
+                                   record.threshold)
+        t = record.test
+        return record, write_files, (f"epoch {result.selected_epoch} selected on validation; test accuracy "
+                                     f"{t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")
+
+    return run_stage(ctx, stage_id, chash, produce, "config")
+
+
+def _trained_record(ctx: Context, stage_id: str, model_type: str, model, result, accelerator, memory,
+                    test_logits) -> StageRecord:
+    """The record of a freshly trained stage (before its folder is written)."""
+    section = kind_of(stage_id).section
+    tcfg, label_names, test_labels = ctx.cfg.stage_train(section), ctx.cfg.data.label_names, ctx.encoded["test"].labels
+    selected = result.history[result.selected_epoch - 1]
+    record = StageRecord(
+        stage=stage_id, model_type=model_type, test=classification_metrics(test_labels, test_logits, label_names),
+        validation_history=result.history, selected_epoch=result.selected_epoch, stopped_early=result.stopped_early,
+        train_loss=selected["train_loss"], train_total_loss=selected["train_total_loss"],
+        wall_time_s=round(result.wall_time_s, 3), samples_per_s=round(result.samples_per_s, 3),
+        peak_memory_bytes=memory.peak_bytes, peak_memory_kind=memory.kind, depth=depth_of(model),
+        **parameter_counts(model), device=trainer.device_name(accelerator), processes=accelerator.num_processes,
+        precision=trainer.mixed_precision_for(tcfg.precision), select_metric=tcfg.select_metric,
+        test_ci=stage_test_ci(ctx, test_logits.argmax(axis=1).tolist()),
+        # what the report's setup table shows: the settings this stage trained with
+        train_settings={"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs})
+    if section == "distill":
+        record.loss_weights = {k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos",
+                                                                        "w_hidden")}
+    if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
+        record.threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
+        record.test_at_threshold = classification_metrics(test_labels, test_logits, label_names, record.threshold)
+    return record
 
 
 def stage_test_ci(ctx: Context, preds: list[int]) -> dict:
@@ -290,7 +223,7 @@ def run_teacher(ctx: Context) -> dict:
     """Fine-tune the pretrained teacher on the task."""
     def build():
         return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step, lambda folder: None
-    return _run_stage(ctx, "teacher", teacher_hash(ctx), "teacher", build, "Teacher (fine-tuned)")
+    return _run_trained_stage(ctx, TEACHER, teacher_hash(ctx), build, "Teacher (fine-tuned)")
 
 
 def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: dict | None = None) -> dict:
@@ -336,7 +269,7 @@ def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
     """A student cut from the fine-tuned teacher of ctx's seed, and its distillation step loss (cost: see
     teacher_targets)."""
     k = ctx.cfg.distill
-    teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"))
+    teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER))
     targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None, cost)
     return make_student(teacher.cpu(), layers), distill_step(targets, k, len(layers))
 
@@ -344,34 +277,34 @@ def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
 def lora_base(ctx: Context, stage_id: str):
     """The pretrained model a LoRA stage adapts: all of it (lora-teacher) or its student-sized cut."""
     base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names, log=say)
-    if stage_id == "lora-student":
+    if stage_id == LORA_STUDENT:
         base = make_student(base, resolve_layers(ctx.cfg.lora.student_layers, ctx.teacher_depth))
     return base
 
 
 def run_student(ctx: Context, spec) -> dict:
     """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
-    if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, "teacher"), teacher_hash(ctx)):
+    if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER), teacher_hash(ctx)):
         say("[teacher] no finished teacher for this config: fine-tuning it first")
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
     layers = resolve_layers(spec, ctx.teacher_depth)
-    stage_id = f"student-{layers_name(layers, ctx.teacher_depth)}"
-    targets_cost = {}  # filled by build() (the teacher-logit pass), before _run_stage writes metrics.json
+    stage_id = student_id(layers_name(layers, ctx.teacher_depth))
+    targets_cost = {}  # filled by build() (the teacher-logit pass), before the stage writes metrics.json
 
     def build():
         return (*student_and_loss(ctx, layers, targets_cost), lambda folder: None)
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
-    return _run_stage(ctx, stage_id, student_hash(ctx, layers), "distill", build, model_type,
-                      {"teacher_layers": layers, "teacher_targets": targets_cost})
+    return _run_trained_stage(ctx, stage_id, student_hash(ctx, layers), build, model_type, teacher_layers=layers,
+                              teacher_targets=targets_cost)
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
     """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher)."""
     lo = ctx.cfg.lora
     extra, model_type = {}, "LoRA teacher (full depth, CE only)"
-    if stage_id == "lora-student":
+    if stage_id == LORA_STUDENT:
         layers = resolve_layers(lo.student_layers, ctx.teacher_depth)
         extra = {"teacher_layers": layers}
         model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"
@@ -395,21 +328,21 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
             write_adapter_base_note(folder)
             atomic_write_text(folder / "README.md", lora_readme(model_type))
         return add_lora(base, lo, log=lambda line: say(f"[{stage_id}] {line}")), ce_step, save_base
-    return _run_stage(ctx, stage_id, lora_hash(ctx, stage_id, train_pooler), "lora", build, model_type, extra)
+    return _run_trained_stage(ctx, stage_id, lora_hash(ctx, stage_id, train_pooler), build, model_type, **extra)
 
 
 def run_seed(ctx: Context) -> dict:
     """Every stage of one training seed (finished ones reused), in pipeline order."""
-    results = {"teacher": run_teacher(ctx)}
+    results = {TEACHER: run_teacher(ctx)}
     for spec in ctx.cfg.distill.layers:
         m = run_student(ctx, spec)
         results[m["stage"]] = m
     for stage_id in ctx.cfg.lora.models:
         results[stage_id] = run_lora(ctx, stage_id)
     if ctx.cfg.report.quantize_int8:  # the cheapest baseline: the same models with int8 weights
-        from .quantize import int8_sources, run_int8
+        from .quantize import run_int8
         for source in int8_sources(list(results)):
-            results[f"{source}-int8"] = run_int8(ctx, source)
+            results[int8_id(source)] = run_int8(ctx, source)
     return results
 
 
@@ -470,7 +403,12 @@ def data_summary(ctx: Context) -> dict:
 
 
 def _device() -> str:
-    return trainer.device_name(trainer.make_accelerator())
+    """This process's device in the words of trainer.device_name, without making an Accelerator (that would
+    reset accelerate's process-wide state)."""
+    name = (f"cpu ({torch.get_num_threads()} threads)" if distributed.use_cpu()
+            else torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0"))))
+    n = distributed.world_size()
+    return name if n == 1 else f"{n} processes × {name}"
 
 
 def finish_command(ctx: Context, metrics: dict) -> dict:

@@ -15,15 +15,16 @@ import time
 import warnings
 
 import torch
-import yaml
 
-from . import distributed, trainer
+from . import trainer
 from .config import UserError, config_hash
 from .costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from .metrics import classification_metrics
 from .models import load_stage_model
-from .runs import (atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries, stage_dir, stage_folder,
-                   stage_is_done, write_test_predictions)
+from .records import StageRecord
+from .runs import read_json, stage_dir, write_test_predictions
+from .stage import run_stage
+from .stage_ids import int8_id, train_section
 
 QUANT_VERSION = "torch-dynamic-int8-v1"  # part of the int8 stage's config hash: a change here re-measures
 ZERO_POINT_BYTES, SCALE_BYTES = 1, 4  # per quantisation group: an int8 zero point and an fp32 scale
@@ -88,36 +89,36 @@ def int8_hash(source: dict) -> str:
                         "method": QUANT_VERSION, "engine": quantized_engine()})
 
 
-def int8_sources(stage_ids) -> list[str]:
-    """The stages that get an int8 row: the teacher and the distilled students (LoRA stages do not)."""
-    return [s for s in stage_ids if (s == "teacher" or s.startswith("student-")) and not s.endswith("-int8")]
-
-
 def run_int8(ctx, source: str) -> dict:
     """Quantise the finished fp32 stage `source`, test it once on the CPU, time it beside its fp32 source.
 
-    Writes `seed-S/<source>-int8/` (metrics.json, test_predictions.jsonl, config.yaml, DONE); reused when
-    its source is unchanged.
+    Writes `seed-S/<source>-int8/` (metrics.json, test_predictions.jsonl, config.yaml, DONE) through
+    stage.run_stage; reused when its source is unchanged.
     """
     src_dir = stage_dir(ctx.output_dir, ctx.cfg.seed, source)
     src = read_json(src_dir / "metrics.json")
-    stage_id = f"{source}-int8"
-    final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
-    chash = int8_hash(src)
-    distributed.barrier()  # in a data-parallel run: every process looks before the main one writes
-    if stage_is_done(final, chash):
-        if distributed.is_main():
-            print(f"[{stage_id}] reusing finished stage in {final}")
-        return read_json(final / "metrics.json")
-    if not distributed.is_main():  # the main process quantises and measures on its CPU; the others wait
-        distributed.barrier()
-        return read_json(final / "metrics.json")
-    if final.exists():
-        print(f"[{stage_id}] {source} changed since {final} was made: quantising it again")
-    remove_stale_temporaries(final)
+    stage_id = int8_id(source)
 
+    def produce(_work):
+        record, test_logits = _quantise_and_test(ctx, source, src)
+        labels = ctx.encoded["test"].labels
+
+        def write_files(tmp):
+            if record.threshold is not None:
+                shutil.copyfile(src_dir / "decision.json", tmp / "decision.json")
+            write_test_predictions(tmp / "test_predictions.jsonl", labels, test_logits, record.threshold)
+        t, s = record.test, src["test"]
+        return record, write_files, (f"{record.fp32_weights_bytes / record.weights_bytes:.1f}x smaller than "
+                                     f"{source}; test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} "
+                                     f"(fp32: {s['macro_f1']:.4f})")
+    return run_stage(ctx, stage_id, int8_hash(src), produce, source, main_only=True)
+
+
+def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object]:
+    """The int8 copy of stage `source` (metrics `src`), its one test pass and timings: (record, test logits)."""
+    src_dir = stage_dir(ctx.output_dir, ctx.cfg.seed, source)
     cpu = PlainCpu()
-    eval_batch = ctx.cfg.stage_train("teacher" if source == "teacher" else "distill").eval_batch_size
+    eval_batch = ctx.cfg.stage_train(train_section(source)).eval_batch_size
     labels, label_names = ctx.encoded["test"].labels, ctx.cfg.data.label_names
     with PeakMemory(cpu.device) as memory:
         fp32 = load_stage_model(src_dir).eval()  # loaded in fp32
@@ -126,52 +127,32 @@ def run_int8(ctx, source: str) -> dict:
         quantize_s = time.perf_counter() - t0
         # the one pass over the test split for this model (fp32 activations, as trainer.evaluate batches them)
         test = trainer.evaluate(qmodel, ctx.encoded["test"], eval_batch, cpu, ctx.pad_id, mixed=False)
+    record = StageRecord(
+        stage=int8_id(source), model_type=f"{src['model_type']}, int8 dynamic quantisation",
+        quantized_from=source,
+        quantization={"method": "torch dynamic int8: nn.Linear weights int8 (per tensor), activations "
+                                "quantised per batch at run time; embeddings, LayerNorm, biases fp32",
+                      "engine": torch.backends.quantized.engine, "version": QUANT_VERSION,
+                      "quantize_time_s": round(quantize_s, 3)},
+        weights_saved=False,
+        weights_note=f"not saved: rebuilt deterministically by distill_lora.quantize.quantize_dynamic_int8("
+                     f"distill_lora.models.load_stage_model('{src_dir}'))",
+        test=classification_metrics(labels, test["logits"], label_names), stopped_early=False,
+        # what it takes to obtain this model: its source's training, then quantising it
+        wall_time_s=round(src["wall_time_s"] + quantize_s, 3),
+        peak_memory_bytes=memory.peak_bytes, peak_memory_kind=memory.kind,
+        depth=src["depth"], total_params=src["total_params"], trainable_params=src["trainable_params"],
+        int8_params=sum(m.weight().numel() for m in qmodel.modules() if isinstance(m, _dynamic_linear())),
+        device=f"cpu ({torch.get_num_threads()} threads)", precision="int8 weights, fp32 activations",
+        weights_bytes=int8_size_bytes(qmodel), fp32_weights_bytes=state_dict_bytes(fp32),
+        source_config_hash=src["config_hash"], config_hash=int8_hash(src), teacher_layers=src.get("teacher_layers"))
     # the source's decision threshold (tuned on its fp32 validation logits) applies unchanged, as a user
     # quantising that model would apply it
-    threshold = read_json(src_dir / "decision.json")["threshold"] if (src_dir / "decision.json").exists() else None
-    metrics = {
-        "stage": stage_id,
-        "model_type": f"{src['model_type']}, int8 dynamic quantisation",
-        "quantized_from": source,
-        "quantization": {"method": "torch dynamic int8: nn.Linear weights int8 (per tensor), activations "
-                                   "quantised per batch at run time; embeddings, LayerNorm, biases fp32",
-                         "engine": torch.backends.quantized.engine, "version": QUANT_VERSION,
-                         "quantize_time_s": round(quantize_s, 3)},
-        "weights_saved": False,
-        "weights_note": f"not saved: rebuilt deterministically by distill_lora.quantize.quantize_dynamic_int8("
-                        f"distill_lora.models.load_stage_model('{src_dir}'))",
-        "test": classification_metrics(labels, test["logits"], label_names),
-        "validation_history": [], "selected_epoch": None, "stopped_early": False,
-        "train_loss": None, "train_total_loss": None,
-        # what it takes to obtain this model: its source's training, then quantising it
-        "wall_time_s": round(src["wall_time_s"] + quantize_s, 3), "samples_per_s": None,
-        "peak_memory_bytes": memory.peak_bytes, "peak_memory_kind": memory.kind,
-        "depth": src["depth"], "total_params": src["total_params"], "trainable_params": src["trainable_params"],
-        "int8_params": sum(m.weight().numel() for m in qmodel.modules() if isinstance(m, _dynamic_linear())),
-        "device": f"cpu ({torch.get_num_threads()} threads)",
-        "precision": "int8 weights, fp32 activations",
-        "weights_bytes": int8_size_bytes(qmodel),
-        "fp32_weights_bytes": state_dict_bytes(fp32),
-        "source_config_hash": src["config_hash"],
-        "config_hash": chash,
-    }
-    if "teacher_layers" in src:
-        metrics["teacher_layers"] = src["teacher_layers"]
-    if threshold is not None:
-        metrics["threshold"] = threshold
-        metrics["test_at_threshold"] = classification_metrics(labels, test["logits"], label_names, threshold)
+    if (src_dir / "decision.json").exists():
+        record.threshold = read_json(src_dir / "decision.json")["threshold"]
+        record.test_at_threshold = classification_metrics(labels, test["logits"], label_names, record.threshold)
     if ctx.cfg.report.measure_speed:
         # the fp32 source on the same CPU, right before its int8 copy: the ratio compares like with like
-        metrics["fp32_cpu_inference"] = inference_speed(fp32, ctx.encoded["validation"], cpu, ctx.pad_id)
-        metrics["inference"] = inference_speed(qmodel, ctx.encoded["validation"], cpu, ctx.pad_id)
-    with stage_folder(final, chash) as tmp:
-        if threshold is not None:
-            shutil.copyfile(src_dir / "decision.json", tmp / "decision.json")
-        write_test_predictions(tmp / "test_predictions.jsonl", labels, test["logits"], threshold)
-        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
-        atomic_write_json(tmp / "metrics.json", metrics)
-    distributed.barrier()
-    t, s = metrics["test"], src["test"]
-    print(f"[{stage_id}] done: {metrics['fp32_weights_bytes'] / metrics['weights_bytes']:.1f}x smaller than {source}; "
-          f"test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} (fp32: {s['macro_f1']:.4f}) → {final}")
-    return metrics
+        record.fp32_cpu_inference = inference_speed(fp32, ctx.encoded["validation"], cpu, ctx.pad_id)
+        record.inference = inference_speed(qmodel, ctx.encoded["validation"], cpu, ctx.pad_id)
+    return record, test["logits"]

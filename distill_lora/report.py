@@ -18,6 +18,7 @@ from rich.table import Table
 from .analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
 from .plots import draw_all
 from .runs import atomic_write_json, atomic_write_text, make_temp_dir
+from .stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
 
@@ -155,9 +156,9 @@ def _starting_weights(result: dict, stage: str) -> str:
     run = runs_of(result, stage)[0]
     layers = run.get("teacher_layers")
     cut = f"layers {{{','.join(map(str, layers))}}}" if layers else f"all {run['depth']} layers"
-    if stage.startswith("student-"):
+    if is_student(stage):
         return f"fine-tuned teacher, {cut}"
-    if stage.startswith("lora"):
+    if is_lora(stage):
         return f"pretrained, {cut}, + LoRA adapters and a new head"
     return f"pretrained, {cut}, + a new head"
 
@@ -165,7 +166,7 @@ def _starting_weights(result: dict, stage: str) -> str:
 def _loss_text(stage: str, run: dict) -> str:
     w = run.get("loss_weights")
     if w is None:
-        if stage.startswith("student-"):  # a run from before metrics.json recorded the weights
+        if is_student(stage):  # a run from before metrics.json recorded the weights
             return "w_ce·CE + w_kl·T²·KL + w_cos·cos (distillation)"
         return "CE"
     text = f"{w['w_ce']:.2g}·CE + {w['w_kl']:.2g}·T²·KL + {w['w_cos']:.2g}·cos (T = {w['temperature']:g})"
@@ -177,7 +178,7 @@ def _derived_note(summary: dict) -> list[str]:
     kinds = []
     if any(s.get("quantized_from") for s in summary.values()):
         kinds.append("int8 rows quantise a trained model")
-    if any(stage.startswith("ensemble-") for stage in summary):
+    if any(kind_of(stage).kind == "ensemble" for stage in summary):
         kinds.append("ensembles average trained models")
     return [f"- Rows marked – were not trained: {'; '.join(kinds)}."] if kinds else []
 
@@ -202,7 +203,7 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             continue
         t = run.get("train_settings", {})
         total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) \
-            if stage.startswith("student-") else "–"
+            if is_student(stage) else "–"
         rows.append([stage, _starting_weights(result, stage), _loss_text(stage, run),
                      _millions(run["trainable_params"]),
                      f"{len(run['validation_history'])}" + (f" of {t['epochs']}" if "epochs" in t else "")
@@ -291,7 +292,7 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
         if "wall_time_with_teacher_s" in s:
             time_s += f" (with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)})"
         weights = _mib(s.get("weights_bytes"))
-        if stage.startswith("lora"):
+        if is_lora(stage):
             weights += " adapter + head (base model shipped separately)"
         if kind == "int8":  # not trained: what it takes to obtain it is its source's training plus quantising
             time_s = f"– ({s['quantized_from']} + {_ms(s['quantize_time_s'], 1, one)} s quantising)"
@@ -444,11 +445,11 @@ def _targets_s(result: dict, stage: str) -> float:
 def training_cost_sentence(result: dict) -> str | None:
     """Measured training times of the students and the LoRA student, with their ratio, the teacher counted."""
     stages = stage_ids(result)
-    students = [s for s in ("student-odd", "student-even") if s in stages]
-    if not students or "lora-student" not in stages:
+    students = [s for s in (STUDENT_ODD, STUDENT_EVEN) if s in stages]
+    if not students or LORA_STUDENT not in stages:
         return None
-    teacher = _seconds(result, "teacher") if "teacher" in stages else 0.0
-    lora = _seconds(result, "lora-student")
+    teacher = _seconds(result, TEACHER) if TEACHER in stages else 0.0
+    lora = _seconds(result, LORA_STUDENT)
     parts = []
     for s in students:
         own = _seconds(result, s) + _targets_s(result, s)
@@ -458,7 +459,7 @@ def training_cost_sentence(result: dict) -> str | None:
 
 
 def latency_sentence(result: dict, summary: dict, timings: dict | None) -> str | None:
-    stages = [s for s in ("teacher", "student-odd", "student-even", "lora-student", "lora-teacher") if s in summary]
+    stages = [s for s in (TEACHER, STUDENT_ODD, STUDENT_EVEN, LORA_STUDENT, LORA_TEACHER) if s in summary]
     models = (timings or {}).get("models", {})
     if timings and all(s in models for s in stages):
         ms = {s: models[s]["latency_ms_batch1"]["median"] for s in stages}
@@ -468,8 +469,8 @@ def latency_sentence(result: dict, summary: dict, timings: dict | None) -> str |
         where = "each timed once right after its own training, so not strictly comparable"
     else:
         return None
-    base = ms.get("teacher")
-    cells = [f"{s} {v:.2f} ms" + (f" ({v / base:.2f}× teacher)" if base and s != "teacher" else "")
+    base = ms.get(TEACHER)
+    cells = [f"{s} {v:.2f} ms" + (f" ({v / base:.2f}× teacher)" if base and s != TEACHER else "")
              for s, v in ms.items()]
     return f"latency at batch 1: {', '.join(cells)} ({where})"
 
@@ -501,10 +502,10 @@ def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, 
              f"- **Compared:** {len(trained)} trained models ({', '.join(trained)})"
              + (f" and {len(derived)} rows derived from them ({', '.join(derived)})" if derived else "")
              + f", on `{data['source']}` (test split: {test['n']} texts, {test['positive_share']:.1%} positive)."]
-    odd_even = pair_sentence(pairs, "student-odd", "student-even", d)
+    odd_even = pair_sentence(pairs, STUDENT_ODD, STUDENT_EVEN, d)
     if odd_even:
         lines.append(f"- **Odd vs even layers:** {odd_even}")
-    distil = [x for x in (pair_sentence(pairs, s, "lora-student", d) for s in ("student-odd", "student-even")) if x]
+    distil = [x for x in (pair_sentence(pairs, s, LORA_STUDENT, d) for s in (STUDENT_ODD, STUDENT_EVEN)) if x]
     if distil:
         lines.append(f"- **Distillation vs LoRA (same depth):** {' '.join(distil)}")
     costs = [x for x in (training_cost_sentence(result), latency_sentence(result, summary, timings)) if x]
@@ -634,7 +635,7 @@ def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict
 
 
 def _has_int8(timings: dict) -> bool:
-    return any(stage.endswith("-int8") for stage in timings.get("models", {}))
+    return any(kind_of(stage).kind == "int8" for stage in timings.get("models", {}))
 
 
 def timing_note(timings: dict | None) -> str:

@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from .config import UserError
-from .export import ci_text
+from .model_card import ci_text
 from .predict import load_predictor, text_problem
 
 MAX_TEXT_CHARS = 5000

@@ -26,13 +26,15 @@ import shutil
 
 import optuna
 import yaml
-from accelerate.utils import set_seed
 from optuna.trial import TrialState
 
-from . import pipeline, trainer
+from . import pipeline
 from .config import SWEEP_STAGES, UserError, config_hash, config_with, flat_space, sweep_keys
 from .models import add_lora, load_classifier, resolve_layers
 from .runs import atomic_write_json, atomic_write_text, seed_dir, stage_dir, stage_is_done
+from .stage import train_model
+from .stage_ids import TEACHER
+from .steps import ce_step
 
 KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the trial has ended
 PRUNE_AFTER_TRIALS = 3  # the median rule needs a few finished trials to compare with
@@ -192,8 +194,8 @@ def _build(ctx, stage: str, layers):
     if stage == "distill":
         return pipeline.student_and_loss(ctx, layers)
     if stage == "teacher":
-        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), pipeline.ce_step
-    return add_lora(pipeline.lora_base(ctx, stage), ctx.cfg.lora), pipeline.ce_step
+        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step
+    return add_lora(pipeline.lora_base(ctx, stage), ctx.cfg.lora), ce_step
 
 
 def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> None:
@@ -218,9 +220,6 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "params.json", {"trial": trial.number, "values": values})
     tcfg = cfg.stage_train(SWEEP_STAGES[s.stage])
-    set_seed(cfg.seed)  # as in pipeline._run_stage, so the best trial retrained as a stage gives the same model
-    model, loss_fn = _build(tctx, s.stage, layers)
-    accelerator = trainer.make_accelerator(tcfg.precision)  # after _build: see pipeline._run_stage
 
     def on_validated(entry):
         trial.report(entry["val_macro_f1"], entry["epoch"])
@@ -229,9 +228,9 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
             raise optuna.TrialPruned()
 
     try:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg, seed=cfg.seed,
-                               label_names=cfg.data.label_names, pad_id=ctx.pad_id, work_dir=work, desc=work.name,
-                               accelerator=accelerator, on_validated=on_validated)
+        # seeded and built as a stage is (stage.train_model), so the best trial retrained as a stage is the same model
+        _, result, _, _ = train_model(tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work,
+                                      work.name, on_validated)
     except optuna.TrialPruned:
         _clean(work)
         epochs = len(study.trials[trial.number].intermediate_values)
@@ -267,7 +266,7 @@ def _clean(work) -> None:
 def _share_teacher(ctx, bctx) -> None:
     """The best student distils the sweep's teacher: hard links (no second fine-tuning, no copy on disk)."""
     seed = ctx.cfg.seed
-    src, dst = stage_dir(ctx.output_dir, seed, "teacher"), stage_dir(bctx.output_dir, seed, "teacher")
+    src, dst = stage_dir(ctx.output_dir, seed, TEACHER), stage_dir(bctx.output_dir, seed, TEACHER)
     if not stage_is_done(dst, pipeline.teacher_hash(bctx)):
         tmp = dst.with_name(f".teacher.tmp-{os.getpid()}")  # moved into place whole, like any stage
         shutil.rmtree(tmp, ignore_errors=True)

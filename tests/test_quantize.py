@@ -16,7 +16,8 @@ from distill_lora.config import UserError, load_config
 from distill_lora.costs import PlainCpu, state_dict_bytes
 from distill_lora.models import load_stage_model
 from distill_lora.predict import find_model_dir
-from distill_lora.quantize import int8_size_bytes, int8_sources, quantize_dynamic_int8, run_int8
+from distill_lora.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
+from distill_lora.stage_ids import int8_sources
 
 runner = CliRunner()
 INT8_STAGES = ["teacher-int8", "student-odd-int8", "student-even-int8"]

@@ -275,3 +275,18 @@ def test_cached_hub_data_set_loads_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     splits = load_splits(DataConfig(source="someone/toxic"))
     assert splits.train.texts == [r["text"] for r in rows] and splits.test.labels == [0, 1, 0, 1, 0, 1]
+
+
+def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
+    """finish_* name the device for run.json; making an Accelerator for that would reset accelerate's state."""
+    import torch
+
+    from distill_lora import pipeline, trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an Accelerator was made only to name the device")
+    monkeypatch.setattr(trainer, "make_accelerator", refuse)
+    if not torch.cuda.is_available():
+        assert pipeline._device() == f"cpu ({torch.get_num_threads()} threads)"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert pipeline._device().startswith("2 processes × ")

@@ -1,0 +1,35 @@
+"""Per-batch step losses: model, batch → (loss, parts). The training loop calls one of them per batch."""
+from __future__ import annotations
+
+from .config import DistillConfig
+from .losses import cross_entropy, distillation_loss
+
+
+def ce_step(model, batch):
+    """Step loss of the teacher and LoRA stages: cross-entropy with the true labels."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    loss = cross_entropy(out.logits, batch["labels"])
+    return loss, {"ce": loss}
+
+
+def distill_step(targets: dict, k: DistillConfig, n_layers: int):
+    """Step loss of a student: distillation against cached teacher targets, looked up by example index.
+
+    targets: {"logits": (N, C)} and, when k.w_hidden > 0, {"cls": (N, n_layers, H)} for the training split.
+    """
+    cache = {}
+
+    def loss_fn(model, batch):
+        if not cache:  # move the cached targets to the training device once
+            cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=k.w_hidden > 0)
+        idx = batch["idx"]
+        student_cls = teacher_cls = None
+        if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
+            student_cls = [out.hidden_states[i + 1][:, 0] for i in range(n_layers)]
+            teacher_cls = [cache["cls"][idx, i] for i in range(n_layers)]
+        return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
+                                 w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
+                                 student_cls=student_cls, teacher_cls=teacher_cls)
+    return loss_fn
