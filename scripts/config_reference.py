@@ -24,7 +24,7 @@ Every config key with its default and meaning. Generated from the help texts in
 `distill_lora/config.py` by `{COMMAND}`: edit those, not this page.
 
 Defaults live in `distill_lora/config.py`; `configs/*.yaml` (shipped as `default`, `demo`, `olid`) only
-say what differs. Every command takes `--config PATH|default|demo|olid` and repeatable
+say what differs. The training commands take `--config PATH|default|demo|olid` and repeatable
 `--set key=value` overrides (dotted keys, values parsed as YAML:
 `--set teacher.train.lr=3e-5 --set distill.layers=[odd]`). A stage's `train:` block overrides the
 global one for that stage (`teacher.train.lr`, `distill.train.epochs`, …). Unknown keys are errors
