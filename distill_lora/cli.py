@@ -2,21 +2,72 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from .config import UserError, load_config
+from .config import DataConfig, ReportConfig, UserError, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _FlagsAsFlags:
+    """Help shows a flag (--json, --merge, --quick, --version, --help) without a value type: newer typer prints
+    <bool> after every boolean option, which reads as if the flag took true/false (it takes nothing)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsAsFlags, TyperCommand):
+    pass
+
+
+class _Group(_FlagsAsFlags, TyperGroup):
+    pass
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
                   help="Distil a half-depth student from a fine-tuned BERT, fine-tune with LoRA, compare them.")
+
+
+def command(name: Optional[str] = None):
+    """app.command with help that shows flags as flags."""
+    return app.command(name, cls=_Command)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("distill-lora")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from . import __version__
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"distill-lora {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _app(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="print the version and exit")):
+    pass
+
 
 ConfigOpt = typer.Option("default", "--config", "-c", help="config file, or a shipped config: default, demo, olid")
 SetOpt = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set teacher.train.lr=3e-5 (repeatable)")
 OutOpt = typer.Option(None, "--output-dir", "-o", help="run folder (overrides output_dir)")
-SeedOpt = typer.Option(None, "--seed", help="seed (overrides seed)")
+SeedOpt = typer.Option(None, "--seed", help="training seed (overrides seed)")
 
 
 RESUME_HINT = ("unfinished stages keep their last checkpoint: fix this (e.g. free disk space) and run the same "
@@ -46,21 +97,33 @@ def _user_errors(action, resume_hint: bool = False):
         raise typer.Exit(130) from None
 
 
+def _renamed(new_flag: str, new, old_flag: str, old):
+    """The value of an option given under its name (`new`) or its old, hidden name (`old`); None if neither.
+
+    Both given with different values: a UserError (call it inside _user_errors)."""
+    if new is not None and old is not None and new != old:
+        raise UserError(f"{new_flag} {new} and {old_flag} {old} disagree; {old_flag} is the old name of "
+                        f"{new_flag}: give only {new_flag}")
+    return new if new is not None else old
+
+
 def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int],
-         layer_specs: tuple = (), lora_model: str = "all"):
+         layer_specs: tuple = (), check: Optional[Callable] = None):
     """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
 
-    The lock and the writability check come before the data is loaded: a busy or unwritable run folder is
-    refused at once, not after minutes of loading. Errors go through _user_errors.
+    check(cfg), when given, runs right after the config is loaded: a command's own refusals come before the
+    run folder is touched and before any data is read. The lock and the writability check come before the data
+    is loaded too: a busy or unwritable run folder is refused at once, not after minutes of loading. Errors go
+    through _user_errors.
     """
     def run():
         cfg = load_config(config, overrides or [], output_dir, seed)
+        if check is not None:
+            check(cfg)
         _quiet_libraries()
         from . import pipeline  # heavy imports only after the config is known to be good
         from .runs import RunLock, check_writable, made_folders, remove_empty_folders
         from .trainer import Interrupted
-        if lora_model not in ("all", "lora-student", "lora-teacher"):
-            raise UserError(f"--model {lora_model!r}: use lora-student, lora-teacher or all")
         from . import distributed
         distributed.init()  # started by torchrun / accelerate launch: join the other processes
         out = Path(cfg.output_dir).resolve()
@@ -89,14 +152,14 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-@app.command("train-teacher")
+@command("train-teacher")
 def train_teacher(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
                   seed: Optional[int] = SeedOpt):
     """Fine-tune the teacher (the full-depth pretrained model) on the task."""
     _run(lambda p, ctx: p.finish_command(ctx, p.run_teacher(ctx)), config, set_, output_dir, seed)
 
 
-@app.command()
+@command()
 def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, first[:k], last[:k], distilbert, or 1-based layers like 1,4,7"),
             config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
             seed: Optional[int] = SeedOpt):
@@ -105,33 +168,76 @@ def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, f
          layer_specs=(layers,))
 
 
-@app.command()
-def lora(model: str = typer.Option("all", "--model", "-m", help="lora-student, lora-teacher, or all (lora.models)"),
+@command()
+def lora(stage: Optional[str] = typer.Option(None, "--stage", "-m",
+                                             help="lora-student, lora-teacher, or all: the config's lora.models (default all)"),
          config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-         seed: Optional[int] = SeedOpt):
+         seed: Optional[int] = SeedOpt,
+         old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage")):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
+    def lora_stage() -> str:
+        from .config import LORA_MODELS
+        value = _renamed("--stage", stage, "--model", old_model)
+        if value is not None and value not in ("all", *LORA_MODELS):
+            flag = "--stage" if stage is not None else "--model"
+            raise UserError(f"{flag} {value!r}: use lora-student, lora-teacher or all")
+        return value or "all"
+    chosen = _user_errors(lora_stage)
+
     def action(p, ctx):
-        for m in ctx.cfg.lora.models if model == "all" else [model]:
+        for m in ctx.cfg.lora.models if chosen == "all" else [chosen]:
             p.finish_command(ctx, p.run_lora(ctx, m))
-    _run(action, config, set_, output_dir, seed, lora_model=model)
+    _run(action, config, set_, output_dir, seed)
 
 
-@app.command()
+@command()
 def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
             seed: Optional[int] = SeedOpt,
             seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)"),
-            students: Optional[str] = typer.Option(None, "--students",
-                                                   help="student strategies, e.g. odd,even,first,last (overrides distill.layers)")):
+            layers: Optional[List[str]] = typer.Option(
+                None, "--layers", "-l", help="one student (repeatable), as distill --layers: odd, even, first[:k], "
+                                             "last[:k], distilbert, or 1-based layers like 1,4,7 (overrides distill.layers)"),
+            students: Optional[str] = typer.Option(None, "--students", hidden=True,
+                                                   help="old: named strategies, comma-separated, e.g. odd,even")):
     """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
-    overrides = list(set_ or [])
-    if seeds is not None:
-        overrides.append(f"seeds=[{seeds}]")
-    if students is not None:
-        overrides.append(f"distill.layers=[{students}]")
+    overrides = _user_errors(lambda: _compare_overrides(set_, seeds, layers, students))
     _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
 
 
-@app.command()
+_LAYER_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*,?\s*$")  # 1,4,7: one student of these layers
+
+
+def _student_spec(text: str):
+    """One value of --layers → one entry of distill.layers: a list of layer numbers, or the strategy's name."""
+    return [int(p) for p in text.split(",") if p.strip()] if _LAYER_LIST.match(text) else text.strip()
+
+
+def _compare_overrides(set_: Optional[List[str]], seeds: Optional[str], layers: Optional[List[str]],
+                       students: Optional[str]) -> List[str]:
+    """compare's --set list plus what --seeds, --layers and the old --students override."""
+    overrides = list(set_ or [])
+    if seeds is not None:
+        overrides.append(f"seeds=[{seeds}]")
+    specs = [_student_spec(v) for v in layers] if layers else None
+    if students is not None:
+        named = [p.strip() for p in students.split(",") if p.strip()]
+        numbers = [p for p in named if p[:1].isdigit()]
+        if numbers:  # the old option split 1,3 into two "students" 1 and 3: say what was meant instead
+            listed = ",".join(numbers)
+            use = " ".join([f"--layers {p}" for p in named if p not in numbers] + [f"--layers {listed}"])
+            raise UserError(f"--students {students}: takes named strategies (odd, even, first[:k], last[:k], "
+                            f"distilbert), not layer numbers; for a student of layers {listed} use {use}"
+                            + (" (one --layers per student)" if len(named) > len(numbers) else ""))
+        if specs is not None and specs != named:
+            raise UserError(f"--layers {' --layers '.join(layers)} and --students {students} disagree; --students is "
+                            "the old name of --layers: give only --layers (once per student)")
+        specs = named
+    if specs is not None:
+        overrides.append(f"distill.layers={json.dumps(specs)}")  # JSON is YAML: [1, 3] stays one student
+    return overrides
+
+
+@command()
 def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
           seed: Optional[int] = SeedOpt,
           trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)")):
@@ -140,27 +246,24 @@ def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_di
     if trials is not None:
         overrides.append(f"sweep.trials={trials}")
 
-    def check():  # before any data is read: a sweep without a search space has nothing to do
+    def check(cfg):  # before any data is read: a sweep without a search space has nothing to do
         from .config import flat_space
-        if not flat_space(load_config(config, overrides, output_dir, seed).sweep.space):
+        if not flat_space(cfg.sweep.space):
             from .sweep import NO_SPACE
             raise UserError(NO_SPACE)
-    _user_errors(check)
 
     def action(p, ctx):
         from .sweep import run_sweep
         return run_sweep(ctx)
-    _run(action, config, overrides, output_dir, seed)
+    _run(action, config, overrides, output_dir, seed, check=check)
 
 
-@app.command()
+@command()
 def report(run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
            resamples: Optional[int] = typer.Option(None, help="bootstrap resamples (default: the run's report.bootstrap_resamples)"),
            alpha: Optional[float] = typer.Option(None, help="significance level (default: the run's report.alpha)"),
            bootstrap_seed: Optional[int] = typer.Option(None, help="seed of the bootstrap (default: the run's report.bootstrap_seed)")):
     """Rebuild report.md, results.csv and the plots from a run's results.json, without the models."""
-    import json
-
     def action():
         _check_report_flags(resamples, alpha, bootstrap_seed)
         path = Path(run_dir) / "results.json"
@@ -174,15 +277,20 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
     _user_errors(action)
 
 
+REPORT_FLAGS = {"bootstrap_resamples": "--resamples", "alpha": "--alpha", "bootstrap_seed": "--bootstrap-seed"}
+
+
 def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_seed: int | None) -> None:
-    """The limits of report.bootstrap_resamples, report.alpha and report.bootstrap_seed in the config."""
-    from .config import SEED_LIMIT
-    if resamples is not None and resamples < 100:
-        raise UserError(f"--resamples {resamples}: use at least 100 (e.g. the default 1000)")
-    if alpha is not None and not 0 < alpha < 1:
-        raise UserError(f"--alpha {alpha}: use a significance level between 0 and 1 (e.g. the default 0.05)")
-    if bootstrap_seed is not None and not 0 <= bootstrap_seed < SEED_LIMIT:
-        raise UserError(f"--bootstrap-seed {bootstrap_seed}: use an integer from 0 to {SEED_LIMIT - 1}")
+    """The config's own limits of report.bootstrap_resamples, alpha and bootstrap_seed (config.report_problem),
+    blamed on the flag."""
+    import dataclasses
+    from .config import report_problem
+    given = {"bootstrap_resamples": resamples, "alpha": alpha, "bootstrap_seed": bootstrap_seed}
+    given = {k: v for k, v in given.items() if v is not None}
+    problem = report_problem(dataclasses.replace(ReportConfig(), **given))
+    if problem:
+        key, fix = problem
+        raise UserError(f"{REPORT_FLAGS[key]} {given[key]}: {fix}")
 
 
 def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bootstrap_seed=None) -> Path:
@@ -196,7 +304,7 @@ def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bo
     return out
 
 
-@app.command()
+@command()
 def retime(run_dir: str = typer.Argument(..., help="run folder of a finished compare (with its stage folders)"),
            repeats: int = typer.Option(5, help="timing repeats per model (the report shows their median and range)")):
     """Time every model of a finished run together on this machine, store it in results.json, rebuild the report."""
@@ -209,7 +317,7 @@ def retime(run_dir: str = typer.Argument(..., help="run folder of a finished com
     _user_errors(action)
 
 
-@app.command()
+@command()
 def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"),
           batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"),
           steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),
@@ -239,18 +347,18 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
     _user_errors(action)
 
 
-@app.command()
+@command()
 def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished compare"),
              data: str = typer.Option(..., "--data", help="another labelled data set: local folder or Hub id"),
              name: Optional[str] = typer.Option(None, "--name", help="section name (default: the folder's name)"),
-             text_column: str = typer.Option("text", "--text-column"),
-             label_column: str = typer.Option("label", "--label-column"),
+             text_column: str = typer.Option(DataConfig().text_column, "--text-column",
+                                             help="column holding the text (as data.text_column)"),
+             label_column: str = typer.Option(DataConfig().label_column, "--label-column",
+                                              help="column holding the label (as data.label_column)"),
              label_map: Optional[str] = typer.Option(None, "--label-map", help='JSON, e.g. \'{"hate": 1, "none": 0}\''),
              split: str = typer.Option("test", "--split", help="train, validation or test"),
              limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)")):
     """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
-    import json
-
     def action():
         _quiet_libraries()
         try:
@@ -267,26 +375,39 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
 # ---------------------------------------------------------------- using the trained models
 
 RunDirArg = typer.Argument(..., help="run folder (with seed-S/ inside), or a stage or export folder itself")
-StageOpt = typer.Option(None, "--model", "-m", help="stage id: teacher, student-odd, student-even, lora-student, lora-teacher… (default teacher)")
-UseSeedOpt = typer.Option(None, "--seed", help="seed folder to use (default: the smallest seed that has the stage)")
+StageOpt = typer.Option(None, "--stage", "-m", help="stage to load: teacher, student-odd, student-even, lora-student, "
+                                                     "lora-teacher… (default teacher)")
+TrainedSeedOpt = typer.Option(None, "--trained-seed", help="the training seed of the model to use (its seed-S/ folder); "
+                                                           "default: the smallest seed that has the stage")
+OldModelOpt = typer.Option(None, "--model", hidden=True, help="old name of --stage")
+OldSeedOpt = typer.Option(None, "--seed", hidden=True, help="old name of --trained-seed")
 
 
-@app.command()
+def _model_dir(run_dir: str, stage: Optional[str], old_model: Optional[str], trained_seed: Optional[int],
+               old_seed: Optional[int]) -> Path:
+    """The folder that predict, export and serve load: --stage/--trained-seed, or their old names."""
+    from .predict import find_model_dir
+    return find_model_dir(run_dir, _renamed("--stage", stage, "--model", old_model),
+                          _renamed("--trained-seed", trained_seed, "--seed", old_seed))
+
+
+@command()
 def predict(run_dir: str = RunDirArg,
             texts: Optional[List[str]] = typer.Argument(None, help="texts to classify"),
-            model: Optional[str] = StageOpt, seed: Optional[int] = UseSeedOpt,
+            stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
             file: Optional[str] = typer.Option(None, "--file", "-f", help="texts from a file: .txt (one per line), .jsonl or .csv (the text column)"),
             json_out: bool = typer.Option(False, "--json", help="print a JSON list of {text, label, label_id, prob_positive}"),
-            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)")):
+            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"),
+            old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
     """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
     def action():
         _quiet_libraries()
-        from .predict import find_model_dir, format_lines, load_predictor, read_texts_file, text_problem, to_json
+        from .predict import format_lines, load_predictor, read_texts_file, text_problem, to_json
         for i, text in enumerate(texts or [], 1):  # the rule the web API applies; before the model loads
             problem = text_problem(text)
             if problem:
                 raise UserError(f"text argument {i} {problem}")
-        predictor = load_predictor(find_model_dir(run_dir, model, seed), batch_size=batch_size)
+        predictor = load_predictor(_model_dir(run_dir, stage, old_model, trained_seed, old_seed), batch_size=batch_size)
         all_texts = list(texts or []) + (read_texts_file(file, predictor.text_column) if file else [])
         if not all_texts:
             raise UserError("nothing to classify: give texts as arguments or --file FILE")
@@ -295,26 +416,26 @@ def predict(run_dir: str = RunDirArg,
     _user_errors(action)
 
 
-@app.command()
+@command()
 def export(run_dir: str = RunDirArg, out_dir: str = typer.Argument(..., help="new folder to write (must not exist or be empty)"),
-           model: Optional[str] = StageOpt,
-           seed: Optional[int] = UseSeedOpt,
-           merge: bool = typer.Option(False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation")):
+           stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
+           merge: bool = typer.Option(False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation"),
+           old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
     """Write a stage as a self-contained Hugging Face folder with a model card (README.md)."""
     def action():
         _quiet_libraries()
         from .export import export_model
-        from .predict import find_model_dir
-        model_dir = find_model_dir(run_dir, model, seed)
+        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         export_info = export_model(model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"exported {export_info['stage']} (seed {export_info['seed']}, {export_info['format']}) → {out_dir}")
     _user_errors(action)
 
 
-@app.command()
-def serve(run_dir: str = RunDirArg, model: Optional[str] = StageOpt, seed: Optional[int] = UseSeedOpt,
+@command()
+def serve(run_dir: str = RunDirArg, stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
           host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
-          port: int = typer.Option(8000, "--port", help="port to listen on")):
+          port: int = typer.Option(8000, "--port", help="port to listen on"),
+          old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
     """Serve a web page and a JSON API (POST /api/predict) around one trained stage."""
     def action():
         try:
@@ -323,9 +444,8 @@ def serve(run_dir: str = RunDirArg, model: Optional[str] = StageOpt, seed: Optio
         except ImportError:
             raise UserError("serve needs FastAPI and uvicorn: pip install 'distill-lora[serve]'") from None
         _quiet_libraries()
-        from .predict import find_model_dir
         from .serve import bind, create_app
-        model_dir = find_model_dir(run_dir, model, seed)
+        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
         with sock:
             app_ = create_app(model_dir)

@@ -290,8 +290,9 @@ def _validate(cfg: Config) -> None:
             raise UserError(f"config: 'data.limit.{split}' must be at least 2, got {n}")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise UserError(f"config: 'seeds' must be distinct, got {cfg.seeds}")
-    if cfg.report.bootstrap_resamples < 100 or not 0 < cfg.report.alpha < 1:
-        raise UserError("config: report needs bootstrap_resamples >= 100 and 0 < alpha < 1")
+    problem = report_problem(cfg.report)
+    if problem:
+        raise UserError(f"config: 'report.{problem[0]}' is {getattr(cfg.report, problem[0])!r}: {problem[1]}")
     k = cfg.distill
     if k.temperature <= 0:
         raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
@@ -305,6 +306,18 @@ def _validate(cfg: Config) -> None:
     if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
         raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
     _validate_sweep(cfg)
+
+
+def report_problem(r: ReportConfig) -> tuple[str, str] | None:
+    """The first report setting outside its limits, as (key, what to use instead), or None: the config's
+    validation and the flags of `distill-lora report` both ask this."""
+    if r.bootstrap_resamples < 100:
+        return "bootstrap_resamples", f"use at least 100 (e.g. the default {ReportConfig().bootstrap_resamples})"
+    if not 0 < r.alpha < 1:
+        return "alpha", f"use a significance level between 0 and 1 (e.g. the default {ReportConfig().alpha})"
+    if not 0 <= r.bootstrap_seed < SEED_LIMIT:
+        return "bootstrap_seed", f"use an integer from 0 to {SEED_LIMIT - 1}"
+    return None
 
 
 def _validate_train(t: TrainConfig, path: str) -> None:

@@ -55,7 +55,7 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
         raise UserError(f"'{run_dir}' is not a folder; give a run folder (with seed-S/ inside) or a model folder")
     if is_model_folder(run_dir) or _looks_like_model_folder(run_dir):
         if stage_id is not None or seed is not None:
-            raise UserError(f"'{run_dir}' is a model folder itself; drop --model and --seed, or give its run folder")
+            raise UserError(f"'{run_dir}' is a model folder itself; drop --stage and --trained-seed, or give its run folder")
         return _check_finished(run_dir)
     seeds = _seeds(run_dir)
     if not seeds:
@@ -64,11 +64,11 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
     if seed is None:  # the smallest seed where this stage finished (else the smallest, to name what is there)
         seed = next((s for s in seeds if (run_dir / f"seed-{s}" / stage_id / DONE).exists()), seeds[0])
     elif seed not in seeds:
-        raise UserError(f"--seed {seed}: '{run_dir}' has seeds {', '.join(map(str, seeds))}")
+        raise UserError(f"--trained-seed {seed}: '{run_dir}' has seeds {', '.join(map(str, seeds))}")
     path = run_dir / f"seed-{seed}" / stage_id
     if not path.exists():
         have = _finished_stages(run_dir / f"seed-{seed}")
-        raise UserError(f"--model {stage_id}: no such stage in {run_dir}/seed-{seed}; "
+        raise UserError(f"--stage {stage_id}: no such stage in {run_dir}/seed-{seed}; "
                         f"finished stages there: {', '.join(have) or 'none'}")
     return _check_finished(path)
 
@@ -76,7 +76,7 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
 def _check_finished(path: Path, require_marker: bool = True) -> Path:
     source = _int8_source(path)
     if source:
-        raise UserError(f"'{path}' is an int8 row measured from {source} and holds no weights; use --model {source} "
+        raise UserError(f"'{path}' is an int8 row measured from {source} and holds no weights; use --stage {source} "
                         "or quantise it yourself (distill_lora.quantize.quantize_dynamic_int8)")
     if require_marker and not is_model_folder(path):
         raise UserError(f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "

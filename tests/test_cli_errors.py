@@ -49,7 +49,7 @@ def test_bad_input(case, tiny_bert6, tiny_data, tmp_path):
         "impossible layers": (["distill", "--layers", "2,9", "--config", str(cfg)], "outside 1..6"),
         "impossible lora layers": (base + ["--set", "lora.student_layers=5,3"], "strictly increasing"),
         "hub id offline": (base + ["--set", "teacher.model=bert-base-uncased"], "HF_HUB_OFFLINE is set"),
-        "bad lora model": (["lora", "--model", "lora-huge", "--config", str(cfg)], "use lora-student, lora-teacher or all"),
+        "bad lora model": (["lora", "--stage", "lora-huge", "--config", str(cfg)], "--stage 'lora-huge': use lora-student, lora-teacher or all"),
     }
     args, message = cases[case]
     check_user_error(tmp_path, args, message, out)

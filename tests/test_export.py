@@ -17,7 +17,7 @@ LORA = ["lora-student", "lora-teacher"]
 
 
 def run_export(run_dir, stage, out, *extra):
-    return runner.invoke(app, ["export", str(run_dir), "--model", stage, str(out), *extra])
+    return runner.invoke(app, ["export", str(run_dir), "--stage", stage, str(out), *extra])
 
 
 def assert_round_trip(out, stage_dir):

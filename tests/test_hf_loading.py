@@ -71,7 +71,7 @@ def test_stage_folder_loads_plainly_from_a_copy(finished_run, tmp_path, monkeypa
 @pytest.mark.parametrize("stage, merge", [("teacher", False), ("lora-student", False), ("lora-student", True)])
 def test_export_folder_loads_plainly_from_a_copy(finished_run, tmp_path, monkeypatch, stage, merge):
     out = tmp_path / "export"
-    r = CliRunner().invoke(app, ["export", str(finished_run["output"]), "--model", stage, str(out),
+    r = CliRunner().invoke(app, ["export", str(finished_run["output"]), "--stage", stage, str(out),
                                  *(["--merge"] if merge else [])])
     assert r.exit_code == 0, r.output
     copy = check_folder(out, stage_path(finished_run, stage), tmp_path, monkeypatch)
@@ -92,6 +92,6 @@ def test_export_renames_the_base_of_an_older_stage(finished_run, tmp_path):
     cfg["base_model_name_or_path"] = str(finished_run["model"])  # the 12-layer model: the old, wrong base
     (d / "adapter_config.json").write_text(json.dumps(cfg))
     out = tmp_path / "export"
-    assert CliRunner().invoke(app, ["export", str(run), "--model", "lora-student", str(out)]).exit_code == 0
+    assert CliRunner().invoke(app, ["export", str(run), "--stage", "lora-student", str(out)]).exit_code == 0
     base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert base.startswith("base_model/ inside this adapter folder")

@@ -123,7 +123,7 @@ def test_single_stage_commands(tiny_bert6, tiny_data, tmp_path):
     assert "[teacher]" not in r.output  # the finished teacher is reused, not trained again
     assert (tmp_path / "run" / "seed-0" / "teacher" / "DONE").stat().st_mtime_ns == teacher_done
     assert (tmp_path / "run" / "seed-0" / "student-1-2" / "DONE").exists()
-    r = runner.invoke(app, ["lora", "--model", "lora-student", "--config", cfg])
+    r = runner.invoke(app, ["lora", "--stage", "lora-student", "--config", cfg])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run" / "seed-0" / "lora-student" / "DONE").exists()
     assert not (tmp_path / "run" / "seed-0" / "lora-teacher").exists()
@@ -272,9 +272,9 @@ def test_fast_preset_scales_batch_and_lr():
     assert cfg.stage_train("lora").lr == 1e-3
 
 
-def test_compare_students_option(tiny_bert6, tiny_data, tmp_path):
+def test_compare_layers_option(tiny_bert6, tiny_data, tmp_path):
     cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}, lora={"models": []}))
-    r = runner.invoke(app, ["compare", "--config", cfg, "--students", "first,last"])
+    r = runner.invoke(app, ["compare", "--config", cfg, "--layers", "first", "--layers", "last"])
     assert r.exit_code == 0, r.output
     seed = tmp_path / "run" / "seed-0"
     assert json.loads((seed / "student-first" / "metrics.json").read_text())["teacher_layers"] == [1, 2, 3]

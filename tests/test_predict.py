@@ -134,7 +134,7 @@ def test_cli_predict_file_and_json(finished_run, tmp_path, fmt):
         path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     else:
         path.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
-    result = runner.invoke(app, ["predict", str(finished_run["output"]), "--model", "lora-student", "--file", str(path),
+    result = runner.invoke(app, ["predict", str(finished_run["output"]), "--stage", "lora-student", "--file", str(path),
                                  "--json"])
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
@@ -152,7 +152,7 @@ def test_cli_predict_user_errors(finished_run, tmp_path, case):
         copy_stage(finished_run, "teacher", tmp_path)
         (unfinished / "DONE").unlink()
     args, message = {
-        "unknown stage": (["--model", "student-9", "hi"], "no such stage"),
+        "unknown stage": (["--stage", "student-9", "hi"], "no such stage"),
         "no texts": ([], "nothing to classify"),
         "missing file": (["--file", str(tmp_path / "none.txt")], "no such file"),
         "not a run": ([], "no seed-S/ folders"),

@@ -129,9 +129,9 @@ def test_quantize_int8_false_adds_no_rows(finished_run, tmp_path):
 
 def test_predict_refuses_an_int8_stage(finished_run):
     out = finished_run["output"]
-    with pytest.raises(UserError, match="int8 row measured from student-odd .* use --model student-odd"):
+    with pytest.raises(UserError, match="int8 row measured from student-odd .* use --stage student-odd"):
         find_model_dir(out, "student-odd-int8")
-    r = runner.invoke(app, ["predict", str(out), "--model", "teacher-int8", "you are lovely"])
+    r = runner.invoke(app, ["predict", str(out), "--stage", "teacher-int8", "you are lovely"])
     assert r.exit_code == 2 and "Traceback" not in r.output
-    assert len(r.output.strip().splitlines()) == 1 and "use --model teacher" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "use --stage teacher" in r.output
     assert find_model_dir(out) == out / "seed-0" / "teacher"  # the default stage is still there

@@ -65,7 +65,7 @@ def test_lora_student_on_olid_beats_majority(olid_run):
     # LoRA on the pretrained odd layers, pooler trained (lora.train_pooler auto: MiniLM's pooler was never trained;
     # frozen, it stayed at the majority class on 1,000 OLID texts in every seed tried)
     out, majority = olid_run
-    result = CliRunner().invoke(app, ["lora", "--model", "lora-student", "--config", "olid", "-o", str(out), *SETTINGS,
+    result = CliRunner().invoke(app, ["lora", "--stage", "lora-student", "--config", "olid", "-o", str(out), *SETTINGS,
                                       "--set", "report.measure_speed=false"])
     assert result.exit_code == 0, result.output
     assert "pooler trained in full (auto" in result.output

@@ -98,8 +98,8 @@ def test_app_from_env(finished_run, monkeypatch):
 
 def test_cli_serve_errors(finished_run, monkeypatch):
     runner = CliRunner()
-    r = runner.invoke(cli_app, ["serve", str(finished_run["output"]), "--model", "nope"])
-    assert r.exit_code == 2 and r.output.startswith("error: --model nope") and "Traceback" not in r.output
+    r = runner.invoke(cli_app, ["serve", str(finished_run["output"]), "--stage", "nope"])
+    assert r.exit_code == 2 and r.output.startswith("error: --stage nope") and "Traceback" not in r.output
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
     r = runner.invoke(cli_app, ["serve", str(finished_run["output"])])
     assert r.exit_code == 2 and "pip install 'distill-lora[serve]'" in r.output and r.output.count("\n") == 1
