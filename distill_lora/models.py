@@ -58,6 +58,9 @@ def resolve_layers(spec, depth: int) -> list[int]:
                 spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
             except ValueError:
                 raise UserError(f"layers '{spec}': {_HELP}") from None
+    if isinstance(spec, int) and not isinstance(spec, bool):  # `distill.layers: [1, 3]` lists two one-layer students
+        raise UserError(f"layers {spec}: a student spec is a strategy or a list of layers, and {spec} alone is one "
+                        "number; for a student of layers 1 and 3 write distill.layers: [[1, 3]] (or --layers 1,3)")
     if not isinstance(spec, (list, tuple)) or not spec or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
         raise UserError(f"layers {spec!r}: {_HELP}")
     layers = list(spec)

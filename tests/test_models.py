@@ -126,3 +126,9 @@ def test_a_half_precision_checkpoint_trains_from_fp32_weights(tiny_bert6, tmp_pa
     assert next(original.parameters()).dtype == torch.bfloat16
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(model.state_dict()[key], original.state_dict()[key].float())
+
+
+def test_a_bare_layer_number_says_how_to_write_a_layer_list():
+    """`distill.layers: [1, 3]` is two specs, 1 and 3; the error used to recommend the very form given."""
+    with pytest.raises(UserError, match=r"write distill.layers: \[\[1, 3\]\]"):
+        resolve_layers(1, 6)
