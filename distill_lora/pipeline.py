@@ -205,9 +205,9 @@ def _run_stage(ctx: Context, stage_id: str, chash: str, section: str, build, mod
     say(f"[{stage_id}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
         f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
     with PeakMemory(accelerator.device) as memory:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
-                               seed=ctx.cfg.seed, label_names=label_names, pad_id=ctx.pad_id,
-                               work_dir=work, desc=stage_id, accelerator=accelerator)
+        result = trainer.train(model, loss_fn, tcfg, trainer.Stage(
+            ctx.encoded["train"], ctx.encoded["validation"], label_names=label_names, pad_id=ctx.pad_id,
+            seed=ctx.cfg.seed, work_dir=work, desc=stage_id, accelerator=accelerator))
     # without accelerate's autocast wrapper: the test pass below and the saved model are the plain fp32 model
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     # the one and only pass over the test split for this model, after the epoch was chosen (all processes

@@ -229,9 +229,9 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
             raise optuna.TrialPruned()
 
     try:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg, seed=cfg.seed,
-                               label_names=cfg.data.label_names, pad_id=ctx.pad_id, work_dir=work, desc=work.name,
-                               accelerator=accelerator, on_validated=on_validated)
+        result = trainer.train(model, loss_fn, tcfg, trainer.Stage(
+            ctx.encoded["train"], ctx.encoded["validation"], label_names=cfg.data.label_names, pad_id=ctx.pad_id,
+            seed=cfg.seed, work_dir=work, desc=work.name, accelerator=accelerator), on_validated=on_validated)
     except optuna.TrialPruned:
         _clean(work)
         epochs = len(study.trials[trial.number].intermediate_values)
