@@ -188,8 +188,9 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, grad
                 count.add(batch["input_ids"], batch["attention_mask"])
             return step_loss(model, batch)
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), memory:
-            result = trainer.train(model, data, val, loss_fn, cfg, seed=0, label_names=LABELS, pad_id=pad_id,
-                                   work_dir=Path(tmp), desc=step_type, accelerator=accelerator)
+            result = trainer.train(model, loss_fn, cfg, trainer.TrainRun(
+                data, val, label_names=LABELS, pad_id=pad_id, seed=0, work_dir=Path(tmp), desc=step_type,
+                accelerator=accelerator))
         # drop accelerate's autocast wrapper, so that the next prepare() does not wrap forward twice
         return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result
 

@@ -101,9 +101,9 @@ def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=No
     say(f"[{desc}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
         f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
     with PeakMemory(accelerator.device) as memory:
-        result = trainer.train(model, ctx.encoded["train"], ctx.encoded["validation"], loss_fn, tcfg,
-                               seed=ctx.cfg.seed, label_names=ctx.cfg.data.label_names, pad_id=ctx.pad_id,
-                               work_dir=work, desc=desc, accelerator=accelerator, on_validated=on_validated)
+        result = trainer.train(model, loss_fn, tcfg, trainer.TrainRun(
+            ctx.encoded["train"], ctx.encoded["validation"], label_names=ctx.cfg.data.label_names, pad_id=ctx.pad_id,
+            seed=ctx.cfg.seed, work_dir=work, desc=desc, accelerator=accelerator), on_validated=on_validated)
     # without accelerate's autocast wrapper: the test pass and the saved model are the plain fp32 model
     return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result, accelerator, memory
 

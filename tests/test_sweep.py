@@ -197,11 +197,11 @@ def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_las
     lr_a, lr_b = 1e-3, 2e-3
     real_train = trainer.train
 
-    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+    def scripted_train(model, loss_fn, cfg, stage, on_validated=None):
         def scored(entry):
             entry["val_macro_f1"] = 0.9 if cfg.lr == lr_a else 0.5
             on_validated(entry)
-        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+        return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
     monkeypatch.setattr(trainer, "train", scripted_train)
     seed = next(s for s in range(50) if _grid_order(s, [lr_a, lr_b]) == [lr_a, lr_b])
     space = {"teacher.train.lr": {"choices": [lr_a, lr_b]}}
@@ -226,11 +226,11 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp
     monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)
     real_train = trainer.train
 
-    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+    def scripted_train(model, loss_fn, cfg, stage, on_validated=None):
         def scored(entry):
             entry["val_macro_f1"] = 0.9 if cfg.lr == 1e-3 else 0.5
             on_validated(entry)
-        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+        return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
     monkeypatch.setattr(trainer, "train", scripted_train)
     seed = next(s for s in range(50) if _grid_order(s, [1e-3, 2e-3]) == [1e-3, 2e-3])
     cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "sampler_seed": seed,
@@ -252,11 +252,11 @@ def _grid_order(seed, values):
 def test_a_sweep_whose_trials_all_tie_says_so(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     real_train = trainer.train
 
-    def scripted_train(model, train_set, val_set, loss_fn, cfg, on_validated=None, **kw):
+    def scripted_train(model, loss_fn, cfg, stage, on_validated=None):
         def scored(entry):
             entry["val_macro_f1"] = 0.5  # every trial alike, as LoRA at the majority class on OLID was
             on_validated(entry)
-        return real_train(model, train_set, val_set, loss_fn, cfg, on_validated=on_validated and scored, **kw)
+        return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
     monkeypatch.setattr(trainer, "train", scripted_train)
     cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "trials": 2,
                                                    "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}})

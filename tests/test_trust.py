@@ -127,9 +127,9 @@ def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_pa
     seen = {}
     real_train = trainer.train
 
-    def spy(model, *args, accelerator, desc, **kw):
-        seen[desc] = accelerator.mixed_precision
-        return real_train(model, *args, accelerator=accelerator, desc=desc, **kw)
+    def spy(model, loss_fn, cfg, stage, **kw):
+        seen[stage.desc] = stage.accelerator.mixed_precision
+        return real_train(model, loss_fn, cfg, stage, **kw)
     monkeypatch.setattr(trainer, "train", spy)
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32},
                       teacher={"model": str(tiny_bert6), "train": {"lr": 1e-3, "precision": "fp32"}},
