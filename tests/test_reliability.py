@@ -149,12 +149,12 @@ def test_changed_config_discards_an_unfinished_stage(reference, tmp_path):
 
 
 def test_disk_full_leaves_nothing_half_written(tiny_bert6, tiny_data, tmp_path, monkeypatch):
-    from distill_lora import pipeline
+    from distill_lora import stage
     cfg = _config(tmp_path, tiny_bert6, tiny_data)
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(pipeline, "atomic_write_text", full)
+    monkeypatch.setattr(stage, "atomic_write_text", full)  # the stage skeleton writes config.yaml
     r = runner.invoke(app, ["train-teacher", "--config", str(cfg), "--set", "train.epochs=1"])
     assert r.exit_code == 1
     assert "No space left on device" in r.output and "run the same command again" in r.output
