@@ -25,7 +25,8 @@ from transformers import (BertConfig, BertForSequenceClassification, DataCollato
                           TrainerCallback, TrainingArguments)
 
 from . import trainer
-from .config import DistillConfig, LoraConfig, TrainConfig, UserError
+from .config import DistillConfig, LoraConfig, TrainConfig
+from .errors import UserError
 from .costs import PeakMemory
 from .data import Encoded, Split, make_collate
 from .losses import cross_entropy, distillation_loss

@@ -11,7 +11,8 @@ from typing import Callable, List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .config import DataConfig, ReportConfig, UserError, load_config
+from .config import DataConfig, ReportConfig, load_config
+from .errors import UserError
 
 
 class _FlagsAsFlags:
@@ -122,7 +123,8 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
             check(cfg)
         _quiet_libraries()
         from . import pipeline  # heavy imports only after the config is known to be good
-        from .runs import RunLock, check_writable, made_folders, remove_empty_folders
+        from .runs import RunLock
+        from .files import check_writable, made_folders, remove_empty_folders
         from .trainer import Interrupted
         from . import distributed
         distributed.init()  # started by torchrun / accelerate launch: join the other processes
@@ -339,7 +341,7 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
             raise UserError(f"--output {output}: cannot write there; pick a file in an existing writable folder")
         _quiet_libraries()
         from .bench import print_report, run_bench
-        from .runs import atomic_write_json
+        from .files import atomic_write_json
         report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps, texts=texts, tokenizer=tokenizer)
         print_report(report_)
         atomic_write_json(out, report_)

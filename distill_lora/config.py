@@ -14,9 +14,7 @@ from pathlib import Path
 
 import yaml
 
-
-class UserError(Exception):
-    """A problem the user can fix: printed as one line, never as a traceback."""
+from .errors import UserError
 
 
 def _f(default, help: str, **kw):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, UserError, label_key
+from .config import DataConfig, label_key
+from .errors import UserError
 from .sources import hub_reachable, hub_unreachable_message, is_offline, resolve
 
 SPLITS = ("train", "validation", "test")

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, SplitLimits, UserError
+from .config import DataConfig, SplitLimits
+from .errors import UserError
 from .data import load_split
 from .metrics import classification_metrics, softmax
 from .predict import load_predictor
-from .runs import RunLock, atomic_write_json, read_json
+from .runs import RunLock
+from .files import atomic_write_json, read_json
 
 KEEP = ("stage", "model_type", "depth", "total_params", "trainable_params", "train_loss", "train_total_loss",
         "wall_time_s", "samples_per_s", "validation_history", "selected_epoch", "weights_bytes", "teacher_layers")

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError, load_config
+from .config import load_config
+from .errors import UserError
 from .model_card import model_card
 from .predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
-from .runs import DONE, atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
+from .runs import DONE
+from .files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
 
 MERGE_TOLERANCE = 1e-4        # max |Δlogit| allowed between the merged model and adapter + base
 MERGE_CHECK_MAX_TEXTS = 1000  # validation texts the merge check runs on (the first N; enough to catch a bad merge)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import LoraConfig, UserError
+from .config import LoraConfig
+from .errors import UserError
 from .sources import hub_unreachable_message, require_hub, resolve
 
 LAYER_PRESETS = ("odd", "even", "first", "last", "distilbert")

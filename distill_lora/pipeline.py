@@ -15,7 +15,8 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from . import distributed, trainer
-from .config import Config, UserError, config_hash
+from .config import Config, config_hash
+from .errors import UserError
 from .costs import PeakMemory, inference_speed, weights_size_bytes
 from .data import Encoded, Splits, load_splits, overlap_summary
 from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
@@ -23,8 +24,8 @@ from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classi
                      load_tokenizer, lora_readme, make_student, parameter_counts, pooler_decision, resolve_layers,
                      write_adapter_base_note)
 from .records import StageRecord
-from .runs import (atomic_write_json, atomic_write_text, check_writable, provenance, read_json, read_json_or_none,
-                   seed_dir, stage_dir, stage_is_done, umask, write_test_predictions)
+from .runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
+from .files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
 from .sources import files_sha256, model_fingerprint
 from .stage import run_stage, say, train_model
 from .stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import UserError, load_config
-from .runs import DONE, read_json
+from .config import load_config
+from .errors import UserError
+from .runs import DONE
+from .files import read_json
 
 EXPORT_MARKER = "export.json"
 DECISION_FILE = "decision.json"

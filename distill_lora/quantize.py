@@ -17,12 +17,14 @@ import warnings
 import torch
 
 from . import trainer
-from .config import UserError, config_hash
+from .config import config_hash
+from .errors import UserError
 from .costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from .metrics import classification_metrics
 from .models import load_stage_model
 from .records import StageRecord
-from .runs import read_json, stage_dir, write_test_predictions
+from .runs import stage_dir, write_test_predictions
+from .files import read_json
 from .stage import run_stage
 from .stage_ids import int8_id, train_section
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
 from .plots import draw_all
-from .runs import atomic_write_json, atomic_write_text, make_temp_dir
+from .files import atomic_write_json, atomic_write_text, make_temp_dir
 from .stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks

@@ -1,4 +1,4 @@
-"""Run folder layout, atomic writes, DONE markers and provenance.
+"""The run folder: its layout, DONE markers, stage folders written whole, the run lock and provenance.
 
 OUTPUT_DIR/
   run.json                 provenance: versions, device, git commit, data hashes
@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from . import faults
-from .config import UserError
+from .errors import UserError
+from .files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir, read_json, read_json_or_none
 from .metrics import softmax
 
 DONE = "DONE"
@@ -31,61 +31,6 @@ def stage_dir(output_dir: str | Path, seed: int, stage_id: str) -> Path:
     return seed_dir(output_dir, seed) / stage_id
 
 
-def umask() -> int:
-    """The process's umask, read without changing it where the system allows (Linux: /proc/self/status)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    # elsewhere the only way is to set it and put it back; 0o077 meanwhile, so that a file another thread
-    # creates in that instant is too private rather than too open
-    old = os.umask(0o077)
-    os.umask(old)
-    return old
-
-
-def make_temp_dir(prefix: str, dir: Path) -> Path:
-    """tempfile.mkdtemp, but with the mode a plain mkdir gives (mkdtemp always makes 0700, whatever the umask):
-    the folder is renamed into place and becomes a run's or export's ordinary folder."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
-    os.chmod(tmp, 0o777 & ~umask())
-    return tmp
-
-
-def follow_umask(folder: Path) -> None:
-    """Give every file and folder under `folder` the mode open() and mkdir() give under the umask. Libraries that
-    write through temporary files of their own (safetensors 0.8 saves model.safetensors as 0600) would otherwise
-    leave a stage that only its owner can load, whatever the umask asks for."""
-    mask = umask()
-    for p in Path(folder).rglob("*"):
-        if not p.is_symlink():  # a link's target may lie outside the folder
-            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; the renamed file gets what open() would give
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
 def write_test_predictions(path: Path, labels: list[int], logits, threshold: float | None) -> None:
     """One line per test example, in test order: label, prediction, logits (and the thresholded prediction)."""
     probs = softmax(logits)
@@ -96,18 +41,6 @@ def write_test_predictions(path: Path, labels: list[int], logits, threshold: flo
             r["pred_threshold"] = int(probs[i, 1] >= threshold)
         lines.append(json.dumps(r) + "\n")
     atomic_write_text(path, "".join(lines))
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def read_json_or_none(path: Path, default=None):
-    """A JSON file, or `default` when it is missing or unreadable (e.g. cut short by a crash)."""
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return default
 
 
 def remove_stale_temporaries(final: Path) -> None:
@@ -127,35 +60,6 @@ def stage_is_done(path: Path, expected_hash: str) -> bool:
         return read_json(marker).get("config_hash") == expected_hash
     except (OSError, ValueError):
         return False
-
-
-def made_folders(path: Path) -> list[Path]:
-    """The folders that `path.mkdir(parents=True)` would create, deepest first."""
-    missing = []
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def remove_empty_folders(folders: list[Path]) -> None:
-    """Remove those of `folders` (deepest first) that are still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (something was written), or already gone
-            return
-
-
-def check_writable(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"output dir '{output_dir}' is not writable ({e.strerror}); choose another with --output-dir") from None
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from .config import UserError
+from .errors import UserError
 from .model_card import ci_text
 from .predict import load_predictor, text_problem
 

@@ -11,10 +11,10 @@ import yaml
 from accelerate.utils import set_seed
 
 from . import distributed, faults, trainer
-from .config import UserError
+from .errors import UserError
 from .costs import PeakMemory
-from .runs import (atomic_write_json, atomic_write_text, read_json, read_json_or_none, remove_stale_temporaries,
-                   stage_dir, stage_folder, stage_is_done)
+from .runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
+from .files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
 
 
 def say(*args) -> None:

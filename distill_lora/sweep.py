@@ -29,9 +29,11 @@ import yaml
 from optuna.trial import TrialState
 
 from . import pipeline
-from .config import SWEEP_STAGES, UserError, config_hash, config_with, flat_space, sweep_keys
+from .config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
+from .errors import UserError
 from .models import add_lora, load_classifier, resolve_layers
-from .runs import atomic_write_json, atomic_write_text, seed_dir, stage_dir, stage_is_done
+from .runs import seed_dir, stage_dir, stage_is_done
+from .files import atomic_write_json, atomic_write_text
 from .stage import train_model
 from .stage_ids import TEACHER
 from .steps import ce_step

@@ -61,10 +61,12 @@ def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, dev
 def retime_run(run_dir: Path, repeats: int = 5) -> Path:
     """`distill-lora retime RUN`: time every model of a finished run together on this machine, store the timings
     in results.json and rebuild the report from it (with the run's own report settings when it stored them)."""
-    from .config import UserError, load_config
+    from .config import load_config
+    from .errors import UserError
     from .pipeline import prepare
     from .report import write_report
-    from .runs import RunLock, atomic_write_json, read_json
+    from .runs import RunLock
+    from .files import atomic_write_json, read_json
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     if not path.exists():

@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
 from . import checkpoint, distributed, faults
-from .config import TrainConfig, UserError
+from .config import TrainConfig
+from .errors import UserError
 from .data import Encoded, make_collate
 from .metrics import classification_metrics
 

@@ -1,7 +1,6 @@
 """Verdicts and analysis sentences from constructed numbers: each branch, and no sentence without its numbers."""
 import json
 
-import numpy as np
 import pytest
 
 from distill_lora import analysis

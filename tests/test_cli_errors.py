@@ -228,7 +228,7 @@ def test_predict_rejects_what_the_web_api_rejects(tmp_path, texts, needle):
 
 
 def test_predict_file_with_a_lone_surrogate_names_the_row(tmp_path):
-    from distill_lora.config import UserError
+    from distill_lora.errors import UserError
     from distill_lora.predict import read_texts_file
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "fine"}, {"text": "bad \ud800 text"}])
     with pytest.raises(UserError, match=r"row 2: the text is not valid Unicode: lone surrogate U\+D800 at character 4"):

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from distill_lora import cli
 from distill_lora.cli import app
-from distill_lora.config import DataConfig, ReportConfig, UserError, load_config
+from distill_lora.config import DataConfig, ReportConfig, load_config
+from distill_lora.errors import UserError
 
 runner = CliRunner()
 COMMANDS = ["train-teacher", "distill", "lora", "compare", "sweep", "report", "retime", "bench", "evaluate",

@@ -1,7 +1,8 @@
 """Config: every shipped config loads, overrides apply, typos name the closest key."""
 import pytest
 
-from distill_lora.config import SHIPPED, UserError, apply_override, describe, load_config
+from distill_lora.config import SHIPPED, apply_override, describe, load_config
+from distill_lora.errors import UserError
 
 
 @pytest.mark.parametrize("name", SHIPPED)

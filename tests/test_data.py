@@ -7,7 +7,8 @@ import time
 import pytest
 
 from conftest import write_jsonl
-from distill_lora.config import DataConfig, SplitLimits, UserError
+from distill_lora.config import DataConfig, SplitLimits
+from distill_lora.errors import UserError
 from distill_lora.data import Encoded, load_splits, make_collate
 
 ROWS = [{"text": f"text number {i}", "label": i % 2} for i in range(20)]

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from distill_lora.cli import app
-from distill_lora.config import LoraConfig, UserError, load_config
+from distill_lora.config import LoraConfig, load_config
+from distill_lora.errors import UserError
 from distill_lora.models import add_lora, load_classifier, load_stage_model, parameter_counts, pooler_decision
 
 R = 8  # LoraConfig's default rank; targets query and value by default

@@ -3,7 +3,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from distill_lora.config import LoraConfig, UserError
+from distill_lora.config import LoraConfig
+from distill_lora.errors import UserError
 from distill_lora.models import add_lora, layers_name, make_student, resolve_layers
 
 

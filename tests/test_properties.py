@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
-from distill_lora.config import UserError, load_config
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
 from distill_lora.data import load_splits
 
 KEYS = ["seed", "seeds", "output_dir", "data", "teacher", "distill", "lora", "train", "report", "source", "lr",

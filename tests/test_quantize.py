@@ -12,7 +12,8 @@ from conftest import tiny_texts
 from distill_lora import pipeline, trainer
 from distill_lora.analysis import add_ensembles
 from distill_lora.cli import app
-from distill_lora.config import UserError, load_config
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
 from distill_lora.costs import PlainCpu, state_dict_bytes
 from distill_lora.models import load_stage_model
 from distill_lora.predict import find_model_dir

@@ -1,6 +1,5 @@
 """report.py's rendering from small constructed results: the assignment's table, setup, examples, summary,
 per-row thresholds, decimals, joint timings; and the timing itself (costs.time_together, timing.time_run)."""
-import numpy as np
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""runs: file modes follow the umask; run.json keeps the history of the commands that wrote to the run."""
+"""runs and files: file modes follow the umask; run.json keeps the history of the commands that wrote to the run."""
 import json
 import os
 import stat
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill_lora import runs
+from distill_lora import files, runs
 
 
 def mode(path) -> int:
@@ -26,8 +26,8 @@ def with_umask():
                                                        (0o002, 0o664, 0o775)])
 def test_written_files_and_stage_folders_follow_the_umask(tmp_path, with_umask, mask, file_mode, dir_mode):
     with_umask(mask)
-    assert runs.umask() == mask
-    runs.atomic_write_text(tmp_path / "a.txt", "hi")
+    assert files.umask() == mask
+    files.atomic_write_text(tmp_path / "a.txt", "hi")
     assert mode(tmp_path / "a.txt") == file_mode
     with runs.stage_folder(tmp_path / "stage", "hash") as tmp:
         (tmp / "model.bin").write_bytes(b"x")
@@ -37,20 +37,20 @@ def test_written_files_and_stage_folders_follow_the_umask(tmp_path, with_umask, 
     stage = tmp_path / "stage"
     assert mode(stage) == mode(stage / "sub") == dir_mode
     assert mode(stage / "DONE") == mode(stage / "model.bin") == mode(stage / "private.bin") == file_mode
-    assert mode(runs.make_temp_dir(".x-", tmp_path)) == dir_mode
+    assert mode(files.make_temp_dir(".x-", tmp_path)) == dir_mode
 
 
 def test_umask_is_read_without_changing_it(with_umask, monkeypatch):
     with_umask(0o027)
-    assert runs.umask() == 0o027 and runs.umask() == 0o027
-    monkeypatch.setattr(runs, "Path", lambda p: SimpleNamespace(read_text=lambda: ""))  # no /proc: set and restore
-    assert runs.umask() == 0o027 and os.umask(0o027) == 0o027
+    assert files.umask() == 0o027 and files.umask() == 0o027
+    monkeypatch.setattr(files, "Path", lambda p: SimpleNamespace(read_text=lambda: ""))  # no /proc: set and restore
+    assert files.umask() == 0o027 and os.umask(0o027) == 0o027
 
 
 def test_a_finished_run_has_no_private_files(finished_run):
     """Every file and folder of a real run (stages, checkpoints' leftovers, report, plots) as open() and mkdir() make
     them under the umask the run had (that of this test session)."""
-    mask = runs.umask()
+    mask = files.umask()
     wrong = [(str(p), oct(mode(p))) for p in finished_run["output"].rglob("*")
              if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
     assert not wrong
@@ -86,7 +86,7 @@ def test_an_export_has_no_private_files(finished_run, tmp_path):
     from distill_lora.export import export_model
     out = tmp_path / "exported"
     export_model(finished_run["output"] / "seed-0" / "teacher", out, log=lambda line: None)
-    mask = runs.umask()
+    mask = files.umask()
     wrong = [(str(p), oct(mode(p))) for p in [out, *out.rglob("*")]
              if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
     assert not wrong

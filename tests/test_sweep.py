@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from distill_lora import pipeline, trainer
 from distill_lora.cli import app
-from distill_lora.config import UserError, load_config
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
 
 runner = CliRunner()
 

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from conftest import write_jsonl
-from distill_lora.config import DataConfig, UserError, load_config
+from distill_lora.config import DataConfig, load_config
+from distill_lora.errors import UserError
 from distill_lora.data import load_splits
 
 ROWS = [{"text": f"text number {i}", "label": i % 2} for i in range(20)]
