@@ -1,3 +1,3 @@
-from .cli import main
+from distill_lora.cli import main
 
 main()

@@ -24,14 +24,14 @@ from torch.utils.data import DataLoader
 from transformers import (BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
                           TrainerCallback, TrainingArguments)
 
-from . import trainer
-from .config import DistillConfig, LoraConfig, TrainConfig
-from .errors import UserError
-from .costs import PeakMemory
-from .data import Encoded, Split, make_collate
-from .losses import cross_entropy, distillation_loss
-from .models import add_lora, make_student, resolve_layers
-from .steps import ce_step, distill_step
+from distill_lora.train import trainer
+from distill_lora.config import DistillConfig, LoraConfig, TrainConfig
+from distill_lora.errors import UserError
+from distill_lora.train.costs import PeakMemory
+from distill_lora.train.data import Encoded, Split, make_collate
+from distill_lora.train.losses import cross_entropy, distillation_loss
+from distill_lora.train.models import add_lora, make_student, resolve_layers
+from distill_lora.train.steps import ce_step, distill_step
 
 SHAPES = {"bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
           "quick": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)}
@@ -492,7 +492,18 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
     projection = {**project_default_experiment(train_rates, eval_rates), "batch_size": projection_batch,
                   "eval_samples_per_s": eval_rates}
     mfu_note = add_ratios_and_mfu(results, device_name)
-    depth = len(student_layers(teacher))
+    notes = _notes(pool, len(student_layers(teacher)), quick, device.type)
+    return {"device": device_name, "device_type": device.type,
+            "shape": {"name": shape, **SHAPES[shape], "student_layers": student_layers(teacher)},
+            "quick": quick, "batch_sizes": batch_sizes, "steps": steps, "warmup_steps": warmup,
+            "notebook_batch_size": NOTEBOOK_BATCH,
+            "data": {"source": source, "synthetic": source.startswith("SYNTHETIC"), "n_texts": len(pool),
+                     "mean_tokens": pool.mean_tokens},
+            "results": results, "projection": projection, "mfu_note": mfu_note, "notes": notes}
+
+
+def _notes(pool, depth: int, quick: bool, device_type: str) -> list[str]:
+    """What each row of the benchmark means, printed under its tables."""
     notes = [f"notebook: the course loop, always at batch {NOTEBOOK_BATCH}",
              "hf_trainer: the HF Trainer's defaults (random order); hf_grouped: as a careful user sets it "
              "(train_sampling_strategy=group_by_length, fused AdamW, our precision); × HF grouped compares with "
@@ -508,12 +519,6 @@ def run_bench(quick: bool = False, batch_sizes: list[int] | None = None, steps: 
              f"split assumed as large as validation; model loading, saving and the speed probe not counted"]
     if quick:
         notes.append("--quick: the projection uses the small model's rates; run without --quick for bert-base")
-    if device.type == "cpu":
+    if device_type == "cpu":
         notes.append("peak memory on CPU: process RSS sampled during each measurement (the whole process)")
-    return {"device": device_name, "device_type": device.type,
-            "shape": {"name": shape, **SHAPES[shape], "student_layers": student_layers(teacher)},
-            "quick": quick, "batch_sizes": batch_sizes, "steps": steps, "warmup_steps": warmup,
-            "notebook_batch_size": NOTEBOOK_BATCH,
-            "data": {"source": source, "synthetic": source.startswith("SYNTHETIC"), "n_texts": len(pool),
-                     "mean_tokens": pool.mean_tokens},
-            "results": results, "projection": projection, "mfu_note": mfu_note, "notes": notes}
+    return notes

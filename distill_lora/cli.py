@@ -11,8 +11,8 @@ from typing import Callable, List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .config import DataConfig, ReportConfig, load_config
-from .errors import UserError
+from distill_lora.config import DataConfig, ReportConfig, load_config
+from distill_lora.errors import UserError
 
 
 class _FlagsAsFlags:
@@ -49,7 +49,7 @@ def _version() -> str:
     try:
         return version("distill-lora")
     except PackageNotFoundError:  # run from a checkout that was never installed
-        from . import __version__
+        from distill_lora import __version__
         return __version__
 
 
@@ -122,11 +122,11 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
         if check is not None:
             check(cfg)
         _quiet_libraries()
-        from . import pipeline  # heavy imports only after the config is known to be good
-        from .runs import RunLock
-        from .files import check_writable, made_folders, remove_empty_folders
-        from .trainer import Interrupted
-        from . import distributed
+        from distill_lora.experiment import pipeline  # heavy imports only after the config is known to be good
+        from distill_lora.experiment.runs import RunLock
+        from distill_lora.files import check_writable, made_folders, remove_empty_folders
+        from distill_lora.train.trainer import Interrupted
+        from distill_lora.train import distributed
         distributed.init()  # started by torchrun / accelerate launch: join the other processes
         out = Path(cfg.output_dir).resolve()
         new = made_folders(out)  # the folders check_writable creates; removed again if nothing gets written
@@ -178,7 +178,7 @@ def lora(stage: Optional[str] = typer.Option(None, "--stage", "-m",
          old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage")):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
     def lora_stage() -> str:
-        from .config import LORA_MODELS
+        from distill_lora.config import LORA_MODELS
         value = _renamed("--stage", stage, "--model", old_model)
         if value is not None and value not in ("all", *LORA_MODELS):
             flag = "--stage" if stage is not None else "--model"
@@ -249,13 +249,13 @@ def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_di
         overrides.append(f"sweep.trials={trials}")
 
     def check(cfg):  # before any data is read: a sweep without a search space has nothing to do
-        from .config import flat_space
+        from distill_lora.config import flat_space
         if not flat_space(cfg.sweep.space):
-            from .sweep import NO_SPACE
+            from distill_lora.experiment.sweep import NO_SPACE
             raise UserError(NO_SPACE)
 
     def action(p, ctx):
-        from .sweep import run_sweep
+        from distill_lora.experiment.sweep import run_sweep
         return run_sweep(ctx)
     _run(action, config, overrides, output_dir, seed, check=check)
 
@@ -286,7 +286,7 @@ def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_se
     """The config's own limits of report.bootstrap_resamples, alpha and bootstrap_seed (config.report_problem),
     blamed on the flag."""
     import dataclasses
-    from .config import report_problem
+    from distill_lora.config import report_problem
     given = {"bootstrap_resamples": resamples, "alpha": alpha, "bootstrap_seed": bootstrap_seed}
     given = {k: v for k, v in given.items() if v is not None}
     problem = report_problem(dataclasses.replace(ReportConfig(), **given))
@@ -298,8 +298,8 @@ def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_se
 def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bootstrap_seed=None) -> Path:
     """write_report with the run's stored report settings, flags overriding; results["report_settings_source"]
     tells the report where each setting came from."""
-    from .analysis import report_settings
-    from .report import write_report
+    from distill_lora.report.analysis import report_settings
+    from distill_lora.report.write import write_report
     values, source = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)
     results["report_settings_source"] = source
     out, _ = write_report(run_dir, results, values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"])
@@ -314,7 +314,7 @@ def retime(run_dir: str = typer.Argument(..., help="run folder of a finished com
         if repeats < 1:
             raise UserError(f"--repeats {repeats}: use at least 1 (e.g. the default 5)")
         _quiet_libraries()
-        from .timing import retime_run
+        from distill_lora.experiment.timing import retime_run
         print(f"report: {retime_run(Path(run_dir), repeats)}")
     _user_errors(action)
 
@@ -340,8 +340,8 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
         if not out.parent.resolve().is_dir() or not os.access(out.parent.resolve(), os.W_OK) or out.is_dir():
             raise UserError(f"--output {output}: cannot write there; pick a file in an existing writable folder")
         _quiet_libraries()
-        from .bench import print_report, run_bench
-        from .files import atomic_write_json
+        from distill_lora.bench import print_report, run_bench
+        from distill_lora.files import atomic_write_json
         report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps, texts=texts, tokenizer=tokenizer)
         print_report(report_)
         atomic_write_json(out, report_)
@@ -367,7 +367,7 @@ def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished c
             mapping = json.loads(label_map) if label_map else {}
         except ValueError:
             raise UserError(f"--label-map {label_map!r} is not JSON; e.g. '{{\"hate\": 1, \"none\": 0}}'") from None
-        from .evaluate import evaluate_run
+        from distill_lora.use.evaluate import evaluate_run
         results = evaluate_run(Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping,
                                split, limit)
         print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
@@ -388,7 +388,7 @@ OldSeedOpt = typer.Option(None, "--seed", hidden=True, help="old name of --train
 def _model_dir(run_dir: str, stage: Optional[str], old_model: Optional[str], trained_seed: Optional[int],
                old_seed: Optional[int]) -> Path:
     """The folder that predict, export and serve load: --stage/--trained-seed, or their old names."""
-    from .predict import find_model_dir
+    from distill_lora.use.predict import find_model_dir
     return find_model_dir(run_dir, _renamed("--stage", stage, "--model", old_model),
                           _renamed("--trained-seed", trained_seed, "--seed", old_seed))
 
@@ -404,7 +404,7 @@ def predict(run_dir: str = RunDirArg,
     """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
     def action():
         _quiet_libraries()
-        from .predict import format_lines, load_predictor, read_texts_file, text_problem, to_json
+        from distill_lora.use.predict import format_lines, load_predictor, read_texts_file, text_problem, to_json
         for i, text in enumerate(texts or [], 1):  # the rule the web API applies; before the model loads
             problem = text_problem(text)
             if problem:
@@ -426,7 +426,7 @@ def export(run_dir: str = RunDirArg, out_dir: str = typer.Argument(..., help="ne
     """Write a stage as a self-contained Hugging Face folder with a model card (README.md)."""
     def action():
         _quiet_libraries()
-        from .export import export_model
+        from distill_lora.use.export import export_model
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         export_info = export_model(model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"exported {export_info['stage']} (seed {export_info['seed']}, {export_info['format']}) → {out_dir}")
@@ -446,7 +446,7 @@ def serve(run_dir: str = RunDirArg, stage: Optional[str] = StageOpt, trained_see
         except ImportError:
             raise UserError("serve needs FastAPI and uvicorn: pip install 'distill-lora[serve]'") from None
         _quiet_libraries()
-        from .serve import bind, create_app
+        from distill_lora.use.serve import bind, create_app
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
         with sock:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from distill_lora.errors import UserError
 
 
 def _f(default, help: str, **kw):

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from distill_lora.errors import UserError
 
 
 def umask() -> int:

@@ -11,11 +11,13 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 from typer.testing import CliRunner
 
-from distill_lora import bench, trainer
+from distill_lora import bench
+
+from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import DistillConfig
-from distill_lora.data import make_collate
-from distill_lora.losses import distillation_loss
+from distill_lora.train.data import make_collate
+from distill_lora.train.losses import distillation_loss
 
 TINY_SHAPE = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=2, intermediate_size=48)
 runner = CliRunner()

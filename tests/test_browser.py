@@ -35,7 +35,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(finished_run):
     import uvicorn
-    from distill_lora.serve import create_app
+    from distill_lora.use.serve import create_app
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(stage_path(finished_run, "teacher")), host="127.0.0.1",
                                         port=port, log_level="warning"))

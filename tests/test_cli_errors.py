@@ -120,7 +120,7 @@ def test_locked_run_folder_is_refused_before_any_data_is_loaded(tiny_bert6, tiny
     import json
     import os
     import socket
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
 
     def no_loading(*a, **kw):
         raise AssertionError("data loaded before the run folder was checked")
@@ -194,7 +194,7 @@ def test_export_into_a_read_only_folder_is_one_line(finished_run, tmp_path, monk
 
 
 def test_evaluate_file_error_and_interrupt_take_the_same_path(tmp_path, monkeypatch):
-    from distill_lora import evaluate
+    from distill_lora.use import evaluate
 
     def fails(*a, **kw):
         raise PermissionError(13, "Permission denied", str(tmp_path / "results.json"))
@@ -229,7 +229,7 @@ def test_predict_rejects_what_the_web_api_rejects(tmp_path, texts, needle):
 
 def test_predict_file_with_a_lone_surrogate_names_the_row(tmp_path):
     from distill_lora.errors import UserError
-    from distill_lora.predict import read_texts_file
+    from distill_lora.use.predict import read_texts_file
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "fine"}, {"text": "bad \ud800 text"}])
     with pytest.raises(UserError, match=r"row 2: the text is not valid Unicode: lone surrogate U\+D800 at character 4"):
         read_texts_file(path)

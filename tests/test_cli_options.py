@@ -77,7 +77,7 @@ def test_help_lists_the_new_names_only(command, shown, hidden):
 @pytest.fixture
 def asked(monkeypatch):
     """find_model_dir records what it was asked for, then stops the command with a one-line error."""
-    from distill_lora import predict
+    from distill_lora.use import predict
     calls = []
 
     def record(run_dir, stage_id=None, seed=None):
@@ -143,7 +143,7 @@ def test_errors_of_the_real_lookup_name_the_new_options(tmp_path, args, needle):
 @pytest.fixture
 def pipeline_rec(monkeypatch, tmp_path):
     """pipeline.prepare records the loaded config; the stages record what they would train."""
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
     rec = types.SimpleNamespace(cfgs=[], layer_specs=[], lora=[], compared=0)
 
     def prepare(cfg, layer_specs=()):
@@ -221,7 +221,7 @@ def test_compare_layer_list_is_one_student_spec_in_the_config():
     assert overrides == ["seed=1", "seeds=[0,1]", 'distill.layers=[[1, 3], "odd"]']
     cfg = load_config("default", overrides)
     assert cfg.distill.layers == [[1, 3], "odd"] and cfg.seeds == [0, 1]
-    from distill_lora.models import resolve_layers
+    from distill_lora.train.models import resolve_layers
     assert [resolve_layers(spec, 6) for spec in cfg.distill.layers] == [[1, 3], [1, 3, 5]]
 
 
@@ -256,7 +256,7 @@ def count_loads(monkeypatch):
 
 
 def test_sweep_loads_its_config_once(pipeline_rec, monkeypatch):
-    from distill_lora import sweep
+    from distill_lora.experiment import sweep
     loads = count_loads(monkeypatch)
     ran = []
     monkeypatch.setattr(sweep, "run_sweep", lambda ctx: ran.append(ctx.cfg))
@@ -316,7 +316,7 @@ def test_config_report_errors_name_the_key():
 
 @pytest.fixture
 def evaluated(monkeypatch):
-    from distill_lora import evaluate
+    from distill_lora.use import evaluate
     calls = []
 
     def record(run_dir, source, name, text_column, label_column, mapping, split, limit):
@@ -343,7 +343,7 @@ def test_evaluate_bad_label_map_is_the_same_one_line(evaluated, tmp_path):
 # ---------------------------------------------------------------- one error path
 
 def test_a_file_error_in_a_renamed_path_is_one_line(monkeypatch, tmp_path):
-    from distill_lora import predict
+    from distill_lora.use import predict
 
     def unreadable(*a, **kw):
         raise PermissionError(13, "Permission denied", str(tmp_path / "seed-0"))

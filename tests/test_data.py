@@ -9,7 +9,7 @@ import pytest
 from conftest import write_jsonl
 from distill_lora.config import DataConfig, SplitLimits
 from distill_lora.errors import UserError
-from distill_lora.data import Encoded, load_splits, make_collate
+from distill_lora.train.data import Encoded, load_splits, make_collate
 
 ROWS = [{"text": f"text number {i}", "label": i % 2} for i in range(20)]
 
@@ -149,7 +149,7 @@ def test_hub_id_with_offline_flag(monkeypatch):
 
 def test_encoding_and_dynamic_padding(tiny_bert12):
     from transformers import AutoTokenizer
-    from distill_lora.data import Split
+    from distill_lora.train.data import Split
     tok = AutoTokenizer.from_pretrained(tiny_bert12)
     enc = Encoded(Split(["love park", "the music is so very lovely festival coffee"], [0, 1]), tok, max_length=6)
     assert len(enc.input_ids[0]) == 4 and len(enc.input_ids[1]) == 6
@@ -161,7 +161,7 @@ def test_encoding_and_dynamic_padding(tiny_bert12):
 
 
 def test_duplicates_counted_and_optionally_dropped(tmp_path):
-    from distill_lora.data import overlap_summary
+    from distill_lora.train.data import overlap_summary
     train = ROWS + [{"text": "text number 1", "label": 0}, {"text": "only in train", "label": 1},
                     {"text": "only in train", "label": 1}, {"text": "leaks", "label": 1}]
     test = ROWS[10:14] + [{"text": "leaks", "label": 1}]

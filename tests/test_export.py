@@ -7,9 +7,9 @@ import yaml
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-from distill_lora import export
+from distill_lora.use import export
 from distill_lora.cli import app
-from distill_lora.predict import load_predictor
+from distill_lora.use.predict import load_predictor
 from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from peft import AutoPeftModelForSequenceClassification, PeftModel
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
-from distill_lora.models import load_stage_model
+from distill_lora.train.models import load_stage_model
 from test_predict import STAGES, split_texts, stage_path
 
 LORA = ["lora-student", "lora-teacher"]

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from distill_lora.cli import app
 from distill_lora.config import LoraConfig, load_config
 from distill_lora.errors import UserError
-from distill_lora.models import add_lora, load_classifier, load_stage_model, parameter_counts, pooler_decision
+from distill_lora.train.models import add_lora, load_classifier, load_stage_model, parameter_counts, pooler_decision
 
 R = 8  # LoraConfig's default rank; targets query and value by default
 
@@ -146,7 +146,7 @@ def test_missing_pooler_weights_get_one_line_of_ours(tiny_bert6, tmp_path):
 # ---------------------------------------------------------------- the pipeline
 
 def test_stage_hash_includes_the_pooler_decision(tiny_bert12, tiny_data, tmp_path):
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
     ctx = pipeline.prepare(load_config(str(tiny_config(tmp_path, tiny_bert12, tiny_data))))
     assert pipeline.lora_hash(ctx, "lora-student", True) != pipeline.lora_hash(ctx, "lora-student", False)
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from distill_lora.losses import cosine_logits, cross_entropy, distillation_loss, hidden_cosine, kl_teacher_student
+from distill_lora.train.losses import cosine_logits, cross_entropy, distillation_loss, hidden_cosine, kl_teacher_student
 
 
 def softmax(xs, t=1.0):

@@ -5,7 +5,7 @@ from transformers import AutoModelForSequenceClassification
 
 from distill_lora.config import LoraConfig
 from distill_lora.errors import UserError
-from distill_lora.models import add_lora, layers_name, make_student, resolve_layers
+from distill_lora.train.models import add_lora, layers_name, make_student, resolve_layers
 
 
 def test_presets_are_one_based():
@@ -118,7 +118,7 @@ def test_lora_dora_and_gradient_checkpointing_train(tiny_bert6, tiny_data, tmp_p
 def test_a_half_precision_checkpoint_trains_from_fp32_weights(tiny_bert6, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
-    from distill_lora.models import load_classifier
+    from distill_lora.train.models import load_classifier
     AutoModelForSequenceClassification.from_pretrained(tiny_bert6).to(torch.bfloat16).save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_text((tiny_bert6 / "vocab.txt").read_text())
     model = load_classifier(str(tmp_path), ["no", "yes"])

@@ -9,11 +9,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from distill_lora import pipeline, trainer
+from distill_lora.experiment import pipeline
+from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import load_config
-from distill_lora.data import Encoded, load_splits
-from distill_lora.models import LORA_BASE_DIR, load_stage_model
+from distill_lora.train.data import Encoded, load_splits
+from distill_lora.train.models import LORA_BASE_DIR, load_stage_model
 
 STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
 INT8 = ["teacher-int8", "student-odd-int8", "student-even-int8"]  # report.quantize_int8 rows (tests/test_quantize.py)
@@ -299,7 +300,7 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
     assert ood["source"] == str(other)  # the data set evaluated on, not a stage name
     teacher = ood["comparison"]["per_seed"]["0"]["teacher"]
     # the scores are the teacher's own predictions on these texts
-    from distill_lora.predict import load_predictor
+    from distill_lora.use.predict import load_predictor
     logits = load_predictor(run / "seed-0" / "teacher").logits([x["tweet"] for x in rows])
     assert teacher["predictions"]["pred"] == logits.argmax(1).tolist()
     report = (run / "report.md").read_text()

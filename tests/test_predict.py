@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
-from distill_lora.data import load_splits
-from distill_lora.predict import find_model_dir, load_predictor, read_texts_file
+from distill_lora.train.data import load_splits
+from distill_lora.use.predict import find_model_dir, load_predictor, read_texts_file
 
 STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
-from distill_lora.data import load_splits
+from distill_lora.train.data import load_splits
 
 KEYS = ["seed", "seeds", "output_dir", "data", "teacher", "distill", "lora", "train", "report", "source", "lr",
         "epochs", "layers", "temperature", "w_kl", "limit", "train.lr", "trian", "precision", "label_names", "r"]
@@ -99,7 +99,7 @@ _tokenizers = {}
        key=st.sampled_from(["text", "texts"]))
 def test_api_input_is_accepted_whole_or_refused_with_a_4xx_reason(value, key, tiny_bert6):
     from transformers import AutoTokenizer
-    from distill_lora.serve import BadInput, parse_texts
+    from distill_lora.use.serve import BadInput, parse_texts
     body = json.dumps({key: value}).encode()  # ensure_ascii: a lone surrogate travels as \ud800
     try:
         texts, _ = parse_texts(body)

@@ -9,15 +9,16 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from conftest import tiny_texts
-from distill_lora import pipeline, trainer
-from distill_lora.analysis import add_ensembles
+from distill_lora.experiment import pipeline
+from distill_lora.train import trainer
+from distill_lora.report.analysis import add_ensembles
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
-from distill_lora.costs import PlainCpu, state_dict_bytes
-from distill_lora.models import load_stage_model
-from distill_lora.predict import find_model_dir
-from distill_lora.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
+from distill_lora.train.costs import PlainCpu, state_dict_bytes
+from distill_lora.train.models import load_stage_model
+from distill_lora.use.predict import find_model_dir
+from distill_lora.experiment.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
 from distill_lora.stage_ids import int8_sources
 
 runner = CliRunner()
@@ -136,3 +137,24 @@ def test_predict_refuses_an_int8_stage(finished_run):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1 and "use --stage teacher" in r.output
     assert find_model_dir(out) == out / "seed-0" / "teacher"  # the default stage is still there
+
+
+def test_int8_recipe_stored_by_older_versions_still_runs(finished_run):
+    """metrics.json of an int8 row made before the package had rooms names distill_lora.quantize and
+    distill_lora.models: the one-line shims keep that recipe working, and it rebuilds the very model tested."""
+    import importlib
+    folder = finished_run["output"] / "seed-0" / "teacher-int8"
+    note = json.loads((folder / "metrics.json").read_text())["weights_note"]
+    recipe = note.split("rebuilt deterministically by ", 1)[1]
+    assert recipe.startswith("distill_lora.experiment.quantize.quantize_dynamic_int8(distill_lora.train.models.")
+    old = recipe.replace("distill_lora.experiment.quantize.", "distill_lora.quantize.").replace(
+        "distill_lora.train.models.", "distill_lora.models.")
+    names = {"distill_lora": importlib.import_module("distill_lora")}
+    for module in ("distill_lora.quantize", "distill_lora.models"):
+        importlib.import_module(module)
+    tok = AutoTokenizer.from_pretrained(finished_run["output"] / "seed-0" / "teacher")
+    batch = tok([r["text"] for r in tiny_texts(20, 5)], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        a = eval(old, names)(**batch).logits.numpy()  # noqa: S307 - the recipe text this tool wrote itself
+        b = eval(recipe, names)(**batch).logits.numpy()  # noqa: S307
+    assert np.array_equal(a, b)

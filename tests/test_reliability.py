@@ -149,7 +149,7 @@ def test_changed_config_discards_an_unfinished_stage(reference, tmp_path):
 
 
 def test_disk_full_leaves_nothing_half_written(tiny_bert6, tiny_data, tmp_path, monkeypatch):
-    from distill_lora import stage
+    from distill_lora.experiment import stage
     cfg = _config(tmp_path, tiny_bert6, tiny_data)
 
     def full(path, text):
@@ -168,7 +168,7 @@ def test_loop_state_keeps_the_checkpoint_keys_of_earlier_versions():
     """A checkpoint's "loop" JSON is LoopState's fields: an unfinished run saved before LoopState existed (this dict
     holds the keys that version wrote, in its order) must load, and be saved again with the same keys in that order."""
     from dataclasses import asdict
-    from distill_lora.trainer import LoopState
+    from distill_lora.train.trainer import LoopState
     saved = {"epoch": 2, "batches_done": 5, "examples_done": 40, "epoch_done": False, "step": 4, "seen": 136,
              "train_time": 0.41, "sums": {"ce": 27.6, "loss": 27.6}, "history": [{"epoch": 1, "val_loss": 0.69}],
              "best_score": 0.69, "selected_epoch": 1, "since_best": 0, "stopped_early": False, "log_bytes": 812,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distill_lora.metrics import metrics_from_predictions
-from distill_lora.report import write_report
+from distill_lora.report.write import write_report
 
 NAMES = ["not toxic", "toxic"]
 ACCURACY = {"teacher": 0.92, "student-odd": 0.86, "student-even": 0.86, "lora-student": 0.70, "lora-teacher": 0.90,
@@ -171,7 +171,7 @@ def test_int8_rows_and_sentences_follow_the_numbers(built):
 
 
 def test_ensembles_never_take_int8_members(results):
-    from distill_lora.analysis import add_ensembles
+    from distill_lora.report.analysis import add_ensembles
     for stages in add_ensembles(results["comparison"])["per_seed"].values():
         members = [m for s in stages.values() for m in s.get("ensemble_of", [])]
         assert members and not any(m.endswith("-int8") for m in members)
@@ -189,7 +189,7 @@ def test_report_command_rebuilds_from_results_json(results, tmp_path):
 
 
 def test_ensemble_is_the_mean_of_its_members(results):
-    from distill_lora.analysis import add_ensembles
+    from distill_lora.report.analysis import add_ensembles
     with_ens = add_ensembles(results["comparison"])
     for seed, stages in with_ens["per_seed"].items():
         ens = stages["ensemble-odd+even"]
@@ -202,7 +202,7 @@ def test_ensemble_is_the_mean_of_its_members(results):
 
 
 def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
-    from distill_lora.analysis import compare_pairs, _difference_sentence
+    from distill_lora.report.analysis import compare_pairs, _difference_sentence
     labels = [0, 1] * 20
     right = labels
     wrong = [1 - y for y in labels]
@@ -225,7 +225,7 @@ def _run(labels, pred):
 
 
 def test_an_ensemble_of_students_counts_the_teacher_once_in_its_training_time(results):
-    from distill_lora.analysis import add_ensembles, summarise
+    from distill_lora.report.analysis import add_ensembles, summarise
     result = add_ensembles(results["comparison"])
     summary = summarise(result, 100, 0)
     per_seed = result["per_seed"]

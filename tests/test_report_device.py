@@ -2,7 +2,7 @@
 process that rewrote the report."""
 import json
 
-from distill_lora.report import measured_on, write_report
+from distill_lora.report.write import measured_on, write_report
 
 
 def header_and_costs(md: str) -> tuple[str, str]:

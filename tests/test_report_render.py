@@ -3,8 +3,8 @@ per-row thresholds, decimals, joint timings; and the timing itself (costs.time_t
 import pytest
 import torch
 
-from distill_lora import report
-from distill_lora.analysis import add_ensembles, summarise
+from distill_lora.report.write import write as report
+from distill_lora.report.analysis import add_ensembles, summarise
 from distill_lora.metrics import metrics_from_predictions
 
 NAMES = ["not toxic", "toxic"]
@@ -151,7 +151,7 @@ class Recorder(torch.nn.Module):
 
 
 def test_time_together_interleaves_and_reports_median_and_range():
-    from distill_lora.costs import time_together
+    from distill_lora.train.costs import time_together
     log = []
     data = [{"input_ids": [1, 2, 3], "label": 0, "idx": i} for i in range(4)]
     models = {n: (Recorder(n, log), torch.device("cpu")) for n in ("a", "b", "c")}
@@ -164,7 +164,7 @@ def test_time_together_interleaves_and_reports_median_and_range():
 
 
 def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
-    from distill_lora import timing
+    from distill_lora.experiment import timing
     comparison = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "abc"}}}}
     previous = {"fingerprint": {"teacher": "abc"}, "device": "NVIDIA H200", "models": {}}
     monkeypatch.setattr(timing, "models_to_time", lambda *a: pytest.fail("a no-op re-run must not re-time"))
@@ -177,7 +177,7 @@ def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
 
 
 def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
-    from distill_lora.report import pair_sentence
+    from distill_lora.report.write import pair_sentence
     pair = {"a": "student-odd", "b": "lora-student", "macro_f1_diff": 0.048, "verdict": "within noise",
             "winner": None, "verdict_basis": "mcnemar_holm",
             "diff": {"macro_f1": {"point": 0.048, "low": 0.015, "high": 0.086}}}
@@ -191,7 +191,7 @@ def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
 def test_analysis_quotes_the_joint_timings():
     """The Costs table used the joint timings while the analysis quoted each stage's own (another load, another
     moment): one report gave the same teacher 21.3 and 26.1 ms."""
-    from distill_lora.report import use_joint_timings
+    from distill_lora.report.write import use_joint_timings
     result = {"seeds": [0], "per_seed": {"0": {"teacher": {}, "teacher-int8": {"quantized_from": "teacher"},
                                                "ens": {"ensemble_of": ["teacher", "teacher-int8"]}}}}
     summary = {"teacher": {"latency_ms_batch1": {"mean": 26.1, "std": 0.0}},

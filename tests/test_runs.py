@@ -6,7 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill_lora import files, runs
+from distill_lora import files
+
+from distill_lora.experiment import runs
 
 
 def mode(path) -> int:
@@ -57,7 +59,7 @@ def test_a_finished_run_has_no_private_files(finished_run):
 
 
 def test_run_json_keeps_every_command(tmp_path, monkeypatch):
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
     ctx = SimpleNamespace(output_dir=tmp_path, splits=SimpleNamespace(fingerprint={"train": "abc"}))
     monkeypatch.setattr("sys.argv", ["distill-lora", "compare"])
     pipeline.write_run_files(ctx, "cpu (2 threads)")
@@ -83,7 +85,7 @@ def test_run_json_from_before_the_history_keeps_its_command():
 
 def test_an_export_has_no_private_files(finished_run, tmp_path):
     """export built its folder with mkdtemp (0700) and kept safetensors' 0600 files: not shareable."""
-    from distill_lora.export import export_model
+    from distill_lora.use.export import export_model
     out = tmp_path / "exported"
     export_model(finished_run["output"] / "seed-0" / "teacher", out, log=lambda line: None)
     mask = files.umask()

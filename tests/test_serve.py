@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from distill_lora import serve
+from distill_lora.use import serve
 from distill_lora.cli import app as cli_app
-from distill_lora.predict import load_predictor
+from distill_lora.use.predict import load_predictor
 from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from distill_lora.metrics import expected_calibration_error, tune_threshold
-from distill_lora.stats import (bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test, resample_weights,
+from distill_lora.report.stats import (bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test, resample_weights,
                                 weighted_metric)
 
 

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from distill_lora import pipeline, trainer
+from distill_lora.experiment import pipeline
+from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
@@ -100,7 +101,7 @@ def test_distill_sweep_selects_on_validation_and_tests_the_best_once(tiny_bert6,
 
 def test_a_changed_config_or_space_is_a_new_study(tmp_path, capsys):
     from types import SimpleNamespace
-    from distill_lora.sweep import _open_study
+    from distill_lora.experiment.sweep import _open_study
     space = {"distill.w_kl": {"low": 0, "high": 1}}
 
     def open_(*overrides):
@@ -191,7 +192,7 @@ def test_cli_errors_are_one_line(args, message, tiny_bert6, tiny_data, tmp_path)
 
 def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_last_epoch(
         tiny_bert6, tiny_data, tmp_path, monkeypatch):
-    from distill_lora import sweep
+    from distill_lora.experiment import sweep
     monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)  # compare with one finished trial, to keep the test short
     # the tiny random BERT learns nothing in 3 epochs, so the test scripts the validation scores the sweep
     # sees (trial values follow from them): the lr-a trial scores 0.9, the lr-b trial 0.5, at every epoch
@@ -223,7 +224,7 @@ def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_las
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp_path, monkeypatch):
-    from distill_lora import sweep
+    from distill_lora.experiment import sweep
     monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)
     real_train = trainer.train
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import write_jsonl
 from distill_lora.config import DataConfig, load_config
 from distill_lora.errors import UserError
-from distill_lora.data import load_splits
+from distill_lora.train.data import load_splits
 
 ROWS = [{"text": f"text number {i}", "label": i % 2} for i in range(20)]
 
@@ -90,7 +90,7 @@ def test_a_split_without_a_class_is_an_error_naming_it(tmp_path):
 
 def test_max_length_beyond_the_teachers_positions_is_refused(tmp_path, tiny_bert6, tiny_data):
     from conftest import tiny_config
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
     cfg = load_config(str(tiny_config(tmp_path, tiny_bert6, tiny_data)), ["data.max_length=65"])
     with pytest.raises(UserError, match=r"data.max_length 65 is more than the teacher takes \(64 tokens"):
         pipeline.prepare(cfg)
@@ -100,7 +100,7 @@ def test_max_length_beyond_the_teachers_positions_is_refused(tmp_path, tiny_bert
 @pytest.mark.parametrize("spec, depth, expected", [("distilbert:4", 6, [1, 3, 4, 6]), ("distilbert:3", 4, [1, 3, 4]),
                                                    ("distilbert", 12, [1, 3, 5, 8, 10, 12])])
 def test_distilbert_preset_gives_k_layers(spec, depth, expected):
-    from distill_lora.models import resolve_layers
+    from distill_lora.train.models import resolve_layers
     assert resolve_layers(spec, depth) == expected
 
 
@@ -110,7 +110,7 @@ def test_distilbert_preset_gives_k_layers(spec, depth, expected):
     ("last:5", "must be 1..4"),
 ])
 def test_layer_presets_refuse_what_they_cannot_give(spec, message):
-    from distill_lora.models import resolve_layers
+    from distill_lora.train.models import resolve_layers
     with pytest.raises(UserError, match=message):
         resolve_layers(spec, 5)
 
@@ -123,7 +123,7 @@ def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_pa
     to the teacher's precision, so the student trained under the teacher's dtype."""
     from typer.testing import CliRunner
     from conftest import tiny_config
-    from distill_lora import trainer
+    from distill_lora.train import trainer
     from distill_lora.cli import app
     seen = {}
     real_train = trainer.train
@@ -183,7 +183,7 @@ def test_replacing_the_teacher_folders_weights_retrains_teacher_and_students(tmp
 
 def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_format(tmp_path, tiny_bert6, tiny_data,
                                                                                      monkeypatch):
-    from distill_lora import pipeline
+    from distill_lora.experiment import pipeline
     ctx = pipeline.prepare(load_config(str(_tiny_run_config(tmp_path, tiny_bert6, tiny_data))))
     monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "a" * 64)
     student, teacher, lora = pipeline.student_hash(ctx, [1, 3, 5]), pipeline.teacher_hash(ctx), pipeline.lora_hash(
@@ -205,7 +205,7 @@ def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tin
     import sys
     from typer.testing import CliRunner
     from conftest import REPO
-    from distill_lora import trainer
+    from distill_lora.train import trainer
     from distill_lora.cli import app
 
     def config(name):
@@ -233,8 +233,9 @@ def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tin
 def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
     """Re-evaluate each saved stage folder on validation: it must reproduce the selected epoch's recorded scores
     (with the best-epoch reload removed, the last epoch's weights would be saved and tested)."""
-    from distill_lora import pipeline, trainer
-    from distill_lora.models import load_stage_model
+    from distill_lora.experiment import pipeline
+    from distill_lora.train import trainer
+    from distill_lora.train.models import load_stage_model
     ctx = pipeline.prepare(load_config(str(finished_run["config"])))
     accelerator = trainer.make_accelerator("fp32")
     for stage in ("teacher", "student-odd", "lora-student"):
@@ -250,7 +251,7 @@ def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
 # ---------------------------------------------------------------- reading only what is needed
 
 def test_test_only_data_set_loads_one_split(tmp_path):
-    from distill_lora.data import load_split
+    from distill_lora.train.data import load_split
     write_jsonl(tmp_path / "test.jsonl", ROWS[:4])  # no train file
     split, notes = load_split(DataConfig(source=str(tmp_path)), "test")
     assert split.texts == [r["text"] for r in ROWS[:4]] and split.labels == [0, 1, 0, 1] and notes == []
@@ -282,7 +283,9 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
     """finish_* name the device for run.json; making an Accelerator for that would reset accelerate's state."""
     import torch
 
-    from distill_lora import pipeline, trainer
+    from distill_lora.experiment import pipeline
+
+    from distill_lora.train import trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("an Accelerator was made only to name the device")

@@ -25,7 +25,7 @@ def _metrics_lines(info: dict) -> list[str]:
 
 def _use_lines(export: dict) -> list[str]:
     """The card's loading recipe for the export's format, and its note."""
-    from .models import LORA_AUTO_NOTE, LORA_LOAD_LINES
+    from distill_lora.train.models import LORA_AUTO_NOTE, LORA_LOAD_LINES
     plain = ["from transformers import AutoModelForSequenceClassification, AutoTokenizer",
              "model = AutoModelForSequenceClassification.from_pretrained(folder)",
              "tokenizer = AutoTokenizer.from_pretrained(folder)"]

@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
-from .plots import draw_all
-from .files import atomic_write_json, atomic_write_text, make_temp_dir
-from .stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_lora, is_student, kind_of
+from distill_lora.report.analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
+from distill_lora.report.plots import draw_all
+from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
+from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
 

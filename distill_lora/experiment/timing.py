@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from .costs import device_label, time_together
-from .data import Encoded
-from .models import load_stage_model
-from .runs import stage_dir
+from distill_lora.train.costs import device_label, time_together
+from distill_lora.train.data import Encoded
+from distill_lora.train.models import load_stage_model
+from distill_lora.experiment.runs import stage_dir
 
 
 def fingerprint(comparison: dict) -> dict:
@@ -27,7 +27,7 @@ def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device)
     """name -> (model, device): fp32 stages on `device`; int8 rows (quantised again from their source) on the
     CPU, and, when `device` is not the CPU, their fp32 sources on the CPU as well (named 'SOURCE (fp32 on CPU)')
     so the int8 speed-up compares two models on one CPU."""
-    from .quantize import quantize_dynamic_int8
+    from distill_lora.experiment.quantize import quantize_dynamic_int8
     cpu = torch.device("cpu")
     models = {}
     for stage, m in stages.items():
@@ -61,12 +61,12 @@ def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, dev
 def retime_run(run_dir: Path, repeats: int = 5) -> Path:
     """`distill-lora retime RUN`: time every model of a finished run together on this machine, store the timings
     in results.json and rebuild the report from it (with the run's own report settings when it stored them)."""
-    from .config import load_config
-    from .errors import UserError
-    from .pipeline import prepare
-    from .report import write_report
-    from .runs import RunLock
-    from .files import atomic_write_json, read_json
+    from distill_lora.config import load_config
+    from distill_lora.errors import UserError
+    from distill_lora.experiment.pipeline import prepare
+    from distill_lora.report.write import write_report
+    from distill_lora.experiment.runs import RunLock
+    from distill_lora.files import atomic_write_json, read_json
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     if not path.exists():

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, label_key
-from .errors import UserError
-from .sources import hub_reachable, hub_unreachable_message, is_offline, resolve
+from distill_lora.config import DataConfig, label_key
+from distill_lora.errors import UserError
+from distill_lora.train.sources import hub_reachable, hub_unreachable_message, is_offline, resolve
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}

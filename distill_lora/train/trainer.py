@@ -26,11 +26,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
-from . import checkpoint, distributed, faults
-from .config import TrainConfig
-from .errors import UserError
-from .data import Encoded, make_collate
-from .metrics import classification_metrics
+from distill_lora.train import checkpoint, distributed
+
+from distill_lora import faults
+from distill_lora.config import TrainConfig
+from distill_lora.errors import UserError
+from distill_lora.train.data import Encoded, make_collate
+from distill_lora.metrics import classification_metrics
 
 
 def mixed_precision_for(precision: str) -> str:

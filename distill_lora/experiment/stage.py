@@ -10,11 +10,13 @@ from pathlib import Path
 import yaml
 from accelerate.utils import set_seed
 
-from . import distributed, faults, trainer
-from .errors import UserError
-from .costs import PeakMemory
-from .runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
-from .files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
+from distill_lora.train import distributed, trainer
+
+from distill_lora import faults
+from distill_lora.errors import UserError
+from distill_lora.train.costs import PeakMemory
+from distill_lora.experiment.runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
+from distill_lora.files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
 
 
 def say(*args) -> None:

@@ -10,10 +10,10 @@ import statistics
 
 import numpy as np
 
-from .records import StageRecord
-from .stage_ids import (LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, ensemble_id, is_derived,
+from distill_lora.records import StageRecord
+from distill_lora.stage_ids import (LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, ensemble_id, is_derived,
                         is_student, kind_of)
-from .stats import bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test
+from distill_lora.report.stats import bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test
 
 METRICS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
 
@@ -51,7 +51,7 @@ def report_settings(results: dict, **flags) -> tuple[dict, dict]:
     """The settings a rebuilt report uses (bootstrap_resamples, bootstrap_seed, alpha) and where each came from:
     "command line" (a flag given: not None), "results.json" (the run's own, stored by compare), or "default"
     (the config default, for a results.json from before the settings were stored)."""
-    from .config import ReportConfig
+    from distill_lora.config import ReportConfig
     default, stored = ReportConfig(), results.get("report_settings") or {}
     values, source = {}, {}
     for key in ("bootstrap_resamples", "bootstrap_seed", "alpha"):
@@ -86,7 +86,7 @@ def add_ensembles(result: dict) -> dict:
 
 
 def _ensemble_record(stage: str, runs: list[dict], members, labels, label_names) -> StageRecord:
-    from .metrics import metrics_from_predictions
+    from distill_lora.metrics import metrics_from_predictions
     prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
     pred = (prob >= 0.5).astype(int)
     record = StageRecord(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_write_json
+from distill_lora.files import atomic_write_json
 
 
 def _optimizer_to_files(optimizer) -> tuple[dict, dict]:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import load_config
-from .errors import UserError
-from .runs import DONE
-from .files import read_json
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
+from distill_lora.experiment.runs import DONE
+from distill_lora.files import read_json
 
 EXPORT_MARKER = "export.json"
 DECISION_FILE = "decision.json"
@@ -79,7 +79,7 @@ def _check_finished(path: Path, require_marker: bool = True) -> Path:
     source = _int8_source(path)
     if source:
         raise UserError(f"'{path}' is an int8 row measured from {source} and holds no weights; use --stage {source} "
-                        "or quantise it yourself (distill_lora.quantize.quantize_dynamic_int8)")
+                        "or quantise it yourself (distill_lora.experiment.quantize.quantize_dynamic_int8)")
     if require_marker and not is_model_folder(path):
         raise UserError(f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "
                         "training; run its command again, or pick a finished stage")
@@ -158,7 +158,7 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, texts: list[str]) -> np.ndarray:
         """fp32 logits in input order, tokenised and padded per batch exactly as at evaluation."""
-        from .data import Encoded, Split, make_collate
+        from distill_lora.train.data import Encoded, Split, make_collate
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         encoded = Encoded(Split(list(texts), [0] * len(texts)), self.tokenizer, self.max_length)
@@ -173,7 +173,7 @@ class Predictor:
 
     def labels_from_logits(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label ids, p(positive)): argmax, or p(positive) ≥ threshold when decision.json sets one."""
-        from .metrics import softmax
+        from distill_lora.metrics import softmax
         probs = softmax(np.asarray(logits, dtype=np.float64))
         p_pos = probs[:, POSITIVE]
         if self.threshold is None:
@@ -197,7 +197,7 @@ def load_predictor(model_dir: str | Path, device: str | None = None, batch_size:
     require_marker=False only for export's check of a folder it is still writing.
     """
     from transformers import AutoTokenizer
-    from .models import load_stage_model
+    from distill_lora.train.models import load_stage_model
     model_dir = _check_finished(Path(model_dir), require_marker)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
@@ -235,7 +235,7 @@ def text_problem(text) -> str | None:
 
 def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     """txt: one text per line (blank lines skipped); jsonl/json/csv/parquet: the text column (else "text")."""
-    from .data import _as_text, _read_rows
+    from distill_lora.train.data import _as_text, _read_rows
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--file '{path}': no such file")

@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .analysis import runs_of, stage_ids  # noqa: E402
-from .metrics import reliability_bins  # noqa: E402
+from distill_lora.report.analysis import runs_of, stage_ids  # noqa: E402
+from distill_lora.metrics import reliability_bins  # noqa: E402
 
 
 def _grid(n: int, sharey: bool = False, sharex: bool = False):

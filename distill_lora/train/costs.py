@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .data import Encoded, make_collate
+from distill_lora.train.data import Encoded, make_collate
 
 
 class PeakMemory:

@@ -1,8 +1,8 @@
 """Per-batch step losses: model, batch → (loss, parts). The training loop calls one of them per batch."""
 from __future__ import annotations
 
-from .config import DistillConfig
-from .losses import cross_entropy, distillation_loss
+from distill_lora.config import DistillConfig
+from distill_lora.train.losses import cross_entropy, distillation_loss
 
 
 def ce_step(model, batch):

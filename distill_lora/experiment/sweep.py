@@ -23,20 +23,21 @@ import json
 import os
 import random
 import shutil
+from pathlib import Path
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 
-from . import pipeline
-from .config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
-from .errors import UserError
-from .models import add_lora, load_classifier, resolve_layers
-from .runs import seed_dir, stage_dir, stage_is_done
-from .files import atomic_write_json, atomic_write_text
-from .stage import train_model
-from .stage_ids import TEACHER
-from .steps import ce_step
+from distill_lora.experiment import pipeline
+from distill_lora.config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
+from distill_lora.errors import UserError
+from distill_lora.train.models import add_lora, load_classifier, resolve_layers
+from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
+from distill_lora.files import atomic_write_json, atomic_write_text
+from distill_lora.experiment.stage import train_model
+from distill_lora.stage_ids import TEACHER
+from distill_lora.train.steps import ce_step
 
 KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the trial has ended
 PRUNE_AFTER_TRIALS = 3  # the median rule needs a few finished trials to compare with
@@ -76,21 +77,12 @@ def run_sweep(ctx) -> dict:
                f"difference on validation, so the 'best' trial is only the first; widen the space or train longer")
         print(f"[sweep] note: {tie}")
 
-    # the best config, trained again as a normal stage: the only evaluation on the test split
     best_dir = folder / "best"
     bcfg = config_with(ctx.cfg, {**values, "output_dir": str(best_dir)})
-    bctx = dataclasses.replace(ctx, cfg=bcfg, output_dir=best_dir)
     atomic_write_text(folder / "best_config.yaml",
                       f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
                       f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False))
-    if s.stage == "distill":
-        _share_teacher(ctx, bctx)
-        metrics = pipeline.run_student(bctx, layers)
-    elif s.stage == "teacher":
-        metrics = pipeline.run_teacher(bctx)
-    else:
-        metrics = pipeline.run_lora(bctx, s.stage)
-    pipeline.finish_command(bctx, metrics)
+    metrics = _retrain_best(ctx, bcfg, layers)
     val = metrics["validation_history"][metrics["selected_epoch"] - 1]["val_macro_f1"]
     if abs(val - best.value) > 1e-6:  # the same seed and config: equal on CPU, close on GPU
         print(f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
@@ -103,6 +95,21 @@ def run_sweep(ctx) -> dict:
     _write_tables(ctx, study, space, folder, result)
     print(f"[sweep] wrote {folder / 'sweep.md'}, trials.csv, best_config.yaml and best.json")
     return result
+
+
+def _retrain_best(ctx, bcfg, layers) -> dict:
+    """The best config, trained again as a normal stage under sweep/best/: the only evaluation on the test split."""
+    bctx = dataclasses.replace(ctx, cfg=bcfg, output_dir=Path(bcfg.output_dir))
+    stage = ctx.cfg.sweep.stage
+    if stage == "distill":
+        _share_teacher(ctx, bctx)
+        metrics = pipeline.run_student(bctx, layers)
+    elif stage == "teacher":
+        metrics = pipeline.run_teacher(bctx)
+    else:
+        metrics = pipeline.run_lora(bctx, stage)
+    pipeline.finish_command(bctx, metrics)
+    return metrics
 
 
 NO_SPACE = ("sweep: the config has no search space; add one, e.g. 'sweep: {stage: distill, space: "

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config
-from .errors import UserError
-from .model_card import model_card
-from .predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
-from .runs import DONE
-from .files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
+from distill_lora.use.model_card import model_card
+from distill_lora.use.predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
+from distill_lora.experiment.runs import DONE
+from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
 
 MERGE_TOLERANCE = 1e-4        # max |Δlogit| allowed between the merged model and adapter + base
 MERGE_CHECK_MAX_TEXTS = 1000  # validation texts the merge check runs on (the first N; enough to catch a bad merge)
@@ -40,13 +40,13 @@ def _copy_stage(model_dir: Path, dest: Path) -> None:
             continue
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / src.name)
     if (dest / "adapter_config.json").exists():  # stages saved before the note named their base by a local path
-        from .models import write_adapter_base_note  # transformers only when needed
+        from distill_lora.train.models import write_adapter_base_note  # transformers only when needed
         write_adapter_base_note(dest)
 
 
 def _validation_texts(model_dir: Path) -> tuple[list[str], str | None]:
     """(texts, None) for the merge check, or ([], why) when the stage's validation data cannot be read."""
-    from .data import load_splits
+    from distill_lora.train.data import load_splits
     try:
         texts = load_splits(load_config(str(model_dir / "config.yaml")).data).validation.texts
     except UserError as e:

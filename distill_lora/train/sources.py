@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserError
+from distill_lora.errors import UserError
 
 HUB_TIMEOUT_S = 3.0
 

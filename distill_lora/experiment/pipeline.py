@@ -14,22 +14,22 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from . import distributed, trainer
-from .config import Config, config_hash
-from .errors import UserError
-from .costs import PeakMemory, inference_speed, weights_size_bytes
-from .data import Encoded, Splits, load_splits, overlap_summary
-from .metrics import classification_metrics, majority_baseline, softmax, tune_threshold
-from .models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
+from distill_lora.train import distributed, trainer
+from distill_lora.config import Config, config_hash
+from distill_lora.errors import UserError
+from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
+from distill_lora.train.data import Encoded, Splits, load_splits, overlap_summary
+from distill_lora.metrics import classification_metrics, majority_baseline, softmax, tune_threshold
+from distill_lora.train.models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
                      load_tokenizer, lora_readme, make_student, parameter_counts, pooler_decision, resolve_layers,
                      write_adapter_base_note)
-from .records import StageRecord
-from .runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
-from .files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
-from .sources import files_sha256, model_fingerprint
-from .stage import run_stage, say, train_model
-from .stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
-from .steps import ce_step, distill_step
+from distill_lora.records import StageRecord
+from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
+from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
+from distill_lora.train.sources import files_sha256, model_fingerprint
+from distill_lora.experiment.stage import run_stage, say, train_model
+from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
+from distill_lora.train.steps import ce_step, distill_step
 
 
 @dataclass
@@ -211,7 +211,7 @@ def stage_test_ci(ctx: Context, preds: list[int]) -> dict:
     """The report's 95% CIs of this model's test accuracy and macro-F1 (same resamples, groups and method, from
     report.*), for metrics.json: the model card and the web page show them. With several seeds the report's
     interval is of the mean over seeds; this one is of this seed's model."""
-    from .analysis import ci_of
+    from distill_lora.report.analysis import ci_of
     r = ctx.cfg.report
     result = {"test_labels": ctx.encoded["test"].labels, "label_names": ctx.cfg.data.label_names,
               "test_groups": ctx.splits.test.groups}
@@ -341,7 +341,7 @@ def run_seed(ctx: Context) -> dict:
     for stage_id in ctx.cfg.lora.models:
         results[stage_id] = run_lora(ctx, stage_id)
     if ctx.cfg.report.quantize_int8:  # the cheapest baseline: the same models with int8 weights
-        from .quantize import run_int8
+        from distill_lora.experiment.quantize import run_int8
         for source in int8_sources(list(results)):
             results[int8_id(source)] = run_int8(ctx, source)
     return results
@@ -420,7 +420,7 @@ def finish_command(ctx: Context, metrics: dict) -> dict:
 
 def finish_compare(ctx: Context, result: dict) -> dict:
     """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
-    from .report import print_table, write_report
+    from distill_lora.report.write import print_table, write_report
     device = _device()
     if not distributed.is_main():
         return result
@@ -431,7 +431,7 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
                "all_stages": gather_results(ctx.output_dir), "report_settings": settings}
     if r.measure_speed:  # every model timed together; kept as it was when no stage changed
-        from .timing import time_run
+        from distill_lora.experiment.timing import time_run
         previous = read_json_or_none(ctx.output_dir / "results.json", {}).get("timings")
         results["timings"] = time_run(ctx.output_dir, result, ctx.encoded["validation"], ctx.pad_id,
                                       torch.device("cuda" if torch.cuda.is_available() else "cpu"), previous)

@@ -15,10 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import faults
-from .errors import UserError
-from .files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir, read_json, read_json_or_none
-from .metrics import softmax
+from distill_lora import faults
+from distill_lora.errors import UserError
+from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir, read_json, read_json_or_none
+from distill_lora.metrics import softmax
 
 DONE = "DONE"
 

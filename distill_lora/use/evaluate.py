@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, SplitLimits
-from .errors import UserError
-from .data import load_split
-from .metrics import classification_metrics, softmax
-from .predict import load_predictor
-from .runs import RunLock
-from .files import atomic_write_json, read_json
+from distill_lora.config import DataConfig, SplitLimits
+from distill_lora.errors import UserError
+from distill_lora.train.data import load_split
+from distill_lora.metrics import classification_metrics, softmax
+from distill_lora.use.predict import load_predictor
+from distill_lora.experiment.runs import RunLock
+from distill_lora.files import atomic_write_json, read_json
 
 KEEP = ("stage", "model_type", "depth", "total_params", "trainable_params", "train_loss", "train_total_loss",
         "wall_time_s", "samples_per_s", "validation_history", "selected_epoch", "weights_bytes", "teacher_layers")
@@ -48,7 +48,7 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
             int8_of = m.get("quantized_from")  # an int8 row holds no weights: quantise its source again
             predictor = load_predictor(run_dir / f"seed-{seed}" / (int8_of or stage), device="cpu" if int8_of else None)
             if int8_of:
-                from .quantize import quantize_dynamic_int8
+                from distill_lora.experiment.quantize import quantize_dynamic_int8
                 predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)
             probs = softmax(logits)

@@ -1,0 +1,106 @@
+"""The package's layout rules (distill_lora/__init__.py), read from the source: rooms import only downward, the
+report never needs torch, and no function is long or takes many arguments without a stated reason."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import distill_lora
+
+PKG = Path(distill_lora.__file__).parent
+# top-level modules every room may use; they import only each other
+SHARED = {"errors", "files", "faults", "config", "metrics", "stage_ids", "records"}
+# what each room may import besides the shared modules and itself (cli and bench, at the top, may import anything)
+MAY_IMPORT = {"train": set(), "report": set(), "experiment": {"train", "report"}, "use": {"train", "report", "experiment"}}
+SHIMS = {"serve", "quantize", "models"}  # one-line shims of old import paths (distill_lora/__init__.py)
+MAX_LINES, MAX_ARGS = 60, 8
+# functions allowed past the limits, and why
+EXEMPT = {
+    "cli.py": "typer commands take one parameter per command-line option",
+    "report/stats.py:paired_diff_ci": "a statistic's options (resamples, seed, confidence, groups, classes) are "
+                                      "keywords with defaults, named at every call, as in scipy.stats",
+    "train/losses.py:distillation_loss": "each term's weight and input is a keyword named at the call; bundling "
+                                         "them would hide which term a number weighs",
+}
+
+
+def modules():
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        yield rel, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def imported(tree) -> set[str]:
+    """distill_lora modules a file imports, as dotted paths below the package ("train.models", "config")."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distill_lora"):
+            base = node.module.removeprefix("distill_lora").lstrip(".")
+            out |= {f"{base}.{a.name}".lstrip(".") for a in node.names} if not base else {base}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.removeprefix("distill_lora.") for a in node.names if a.name.startswith("distill_lora.")}
+    return out
+
+
+def test_imports_are_absolute():
+    """distill_lora.<room>.<module> in every import says where a name lives; `from . import` hides it."""
+    relative = [f"{rel}:{node.lineno}" for rel, tree in modules() for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative, relative
+
+
+def room_of(rel: Path) -> str:
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def test_rooms_import_only_downward():
+    wrong = []
+    for rel, tree in modules():
+        room = room_of(rel)
+        if room in ("cli", "bench", "__main__", "__init__", "configs", "demo_data") or room in SHIMS:
+            continue
+        allowed = SHARED | {room} | MAY_IMPORT.get(room, set())
+        for target in imported(tree):
+            if target.split(".")[0] not in allowed:
+                wrong.append(f"{rel} imports {target}")
+    assert not wrong, "imports against the layering rules of distill_lora/__init__.py:\n" + "\n".join(wrong)
+
+
+def test_report_is_built_without_torch():
+    code = ("import sys; import distill_lora.report.write, distill_lora.report.analysis, distill_lora.report.plots; "
+            "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules]; "
+            "assert not bad, bad")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_train_never_writes_run_folders():
+    """train/ gets the folders it writes (a stage's work folder) from its caller; the run layout is experiment/'s."""
+    for rel, tree in modules():
+        if room_of(rel) == "train":
+            assert not {t for t in imported(tree) if t.startswith("experiment")}, rel
+
+
+def test_functions_are_short_and_take_few_arguments():
+    long = []
+    for rel, tree in modules():
+        if str(rel) in EXEMPT:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and f"{rel}:{node.name}" not in EXEMPT:
+                lines = node.end_lineno - node.lineno + 1
+                a = node.args
+                n_args = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+                if lines > MAX_LINES or n_args > MAX_ARGS:
+                    long.append(f"{rel}:{node.lineno} {node.name}: {lines} lines, {n_args} arguments")
+    assert not long, f"over {MAX_LINES} lines or {MAX_ARGS} arguments (split it, or exempt it here with a reason):\n" \
+        + "\n".join(long)
+
+
+def test_old_import_paths_are_shims_of_the_new_ones():
+    """The documented uvicorn factory path and the int8 recipe's names from before the rooms still resolve."""
+    from importlib import import_module
+    for old, new, name in (("serve", "use.serve", "app_from_env"), ("quantize", "experiment.quantize",
+                           "quantize_dynamic_int8"), ("models", "train.models", "load_stage_model")):
+        assert getattr(import_module(f"distill_lora.{old}"), name) is getattr(import_module(f"distill_lora.{new}"), name)
+        assert len((PKG / f"{old}.py").read_text().splitlines()) <= 4  # a shim, not a second home
