@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test bench install clean-runs
+.PHONY: demo test lint bench install clean-runs
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff: formatting and the rule set in pyproject.toml (CI runs it before the tests)
+lint: $(STAMP)
+	$(BIN)/ruff format --check distill_lora tests scripts
+	$(BIN)/ruff check distill_lora tests scripts
 
 bench: $(STAMP)
 	$(BIN)/distill-lora bench

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from distill_lora.report.write import analysis
+from distill_lora.report import analysis
 from distill_lora.metrics import metrics_from_predictions
 
 NAMES = ["not toxic", "toxic"]

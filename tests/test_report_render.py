@@ -3,7 +3,7 @@ per-row thresholds, decimals, joint timings; and the timing itself (costs.time_t
 import pytest
 import torch
 
-from distill_lora.report.write import write as report
+from distill_lora.report import write as report
 from distill_lora.report.analysis import add_ensembles, summarise
 from distill_lora.metrics import metrics_from_predictions
 
