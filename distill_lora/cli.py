@@ -1,12 +1,14 @@
 """Command line: parsing only. Every command loads the config, then hands over to pipeline."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -35,8 +37,12 @@ class _Group(_FlagsAsFlags, TyperGroup):
     pass
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
-                  help="Distil a half-depth student from a fine-tuned BERT, fine-tune with LoRA, compare them.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    cls=_Group,
+    help="Distil a half-depth student from a fine-tuned BERT, fine-tune with LoRA, compare them.",
+)
 
 
 def command(name: Optional[str] = None):
@@ -46,10 +52,12 @@ def command(name: Optional[str] = None):
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("distill-lora")
     except PackageNotFoundError:  # run from a checkout that was never installed
         from distill_lora import __version__
+
         return __version__
 
 
@@ -60,8 +68,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _app(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                      help="print the version and exit")):
+def _app(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+):
     pass
 
 
@@ -71,8 +82,9 @@ OutOpt = typer.Option(None, "--output-dir", "-o", help="run folder (overrides ou
 SeedOpt = typer.Option(None, "--seed", help="training seed (overrides seed)")
 
 
-RESUME_HINT = ("unfinished stages keep their last checkpoint: fix this (e.g. free disk space) and run the same "
-               "command again")
+RESUME_HINT = (
+    "unfinished stages keep their last checkpoint: fix this (e.g. free disk space) and run the same command again"
+)
 
 
 def _user_errors(action, resume_hint: bool = False):
@@ -92,8 +104,14 @@ def _user_errors(action, resume_hint: bool = False):
         typer.secho(f"error: could not read or write{where}: {e.strerror or e}{hint}", fg="red", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        note = (": finished stages are kept and reused; an unfinished stage resumes from its last checkpoint when "
-                "you run the same command again") if resume_hint else ""
+        note = (
+            (
+                ": finished stages are kept and reused; an unfinished stage resumes from its last checkpoint when "
+                "you run the same command again"
+            )
+            if resume_hint
+            else ""
+        )
         typer.secho(f"interrupted{note}", err=True)
         raise typer.Exit(130) from None
 
@@ -103,13 +121,22 @@ def _renamed(new_flag: str, new, old_flag: str, old):
 
     Both given with different values: a UserError (call it inside _user_errors)."""
     if new is not None and old is not None and new != old:
-        raise UserError(f"{new_flag} {new} and {old_flag} {old} disagree; {old_flag} is the old name of "
-                        f"{new_flag}: give only {new_flag}")
+        raise UserError(
+            f"{new_flag} {new} and {old_flag} {old} disagree; {old_flag} is the old name of "
+            f"{new_flag}: give only {new_flag}"
+        )
     return new if new is not None else old
 
 
-def _run(action, config: str, overrides: Optional[List[str]], output_dir: Optional[str], seed: Optional[int],
-         layer_specs: tuple = (), check: Optional[Callable] = None):
+def _run(
+    action,
+    config: str,
+    overrides: Optional[list[str]],
+    output_dir: Optional[str],
+    seed: Optional[int],
+    layer_specs: tuple = (),
+    check: Optional[Callable] = None,
+):
     """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
 
     check(cfg), when given, runs right after the config is loaded: a command's own refusals come before the
@@ -117,6 +144,7 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
     is loaded too: a busy or unwritable run folder is refused at once, not after minutes of loading. Errors go
     through _user_errors.
     """
+
     def run():
         cfg = load_config(config, overrides or [], output_dir, seed)
         if check is not None:
@@ -125,8 +153,9 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
         from distill_lora.experiment import pipeline  # heavy imports only after the config is known to be good
         from distill_lora.experiment.runs import RunLock
         from distill_lora.files import check_writable, made_folders, remove_empty_folders
-        from distill_lora.train.trainer import Interrupted
         from distill_lora.train import distributed
+        from distill_lora.train.trainer import Interrupted
+
         distributed.init()  # started by torchrun / accelerate launch: join the other processes
         out = Path(cfg.output_dir).resolve()
         new = made_folders(out)  # the folders check_writable creates; removed again if nothing gets written
@@ -142,65 +171,103 @@ def _run(action, config: str, overrides: Optional[List[str]], output_dir: Option
                     raise typer.Exit(143 if "SIGTERM" in str(e) else 130) from None
         finally:
             remove_empty_folders(new)  # bad input found while preparing: leave no empty run folder behind
+
     return _user_errors(run, resume_hint=True)
 
 
 def _quiet_libraries() -> None:
     """Our own lines say what happens; the libraries' load reports and bars only add noise."""
     import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     import warnings
+
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @command("train-teacher")
-def train_teacher(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-                  seed: Optional[int] = SeedOpt):
+def train_teacher(
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+):
     """Fine-tune the teacher (the full-depth pretrained model) on the task."""
     _run(lambda p, ctx: p.finish_command(ctx, p.run_teacher(ctx)), config, set_, output_dir, seed)
 
 
 @command()
-def distill(layers: str = typer.Option(..., "--layers", "-l", help="odd, even, first[:k], last[:k], distilbert, or 1-based layers like 1,4,7"),
-            config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-            seed: Optional[int] = SeedOpt):
-    """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if needed)."""
-    _run(lambda p, ctx: p.finish_command(ctx, p.run_student(ctx, layers)), config, set_, output_dir, seed,
-         layer_specs=(layers,))
+def distill(
+    layers: str = typer.Option(
+        ..., "--layers", "-l", help="odd, even, first[:k], last[:k], distilbert, or 1-based layers like 1,4,7"
+    ),
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+):
+    """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if
+    needed)."""
+    _run(
+        lambda p, ctx: p.finish_command(ctx, p.run_student(ctx, layers)),
+        config,
+        set_,
+        output_dir,
+        seed,
+        layer_specs=(layers,),
+    )
 
 
 @command()
-def lora(stage: Optional[str] = typer.Option(None, "--stage", "-m",
-                                             help="lora-student, lora-teacher, or all: the config's lora.models (default all)"),
-         config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-         seed: Optional[int] = SeedOpt,
-         old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage")):
+def lora(
+    stage: Optional[str] = typer.Option(
+        None, "--stage", "-m", help="lora-student, lora-teacher, or all: the config's lora.models (default all)"
+    ),
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+    old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage"),
+):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
+
     def lora_stage() -> str:
         from distill_lora.config import LORA_MODELS
+
         value = _renamed("--stage", stage, "--model", old_model)
         if value is not None and value not in ("all", *LORA_MODELS):
             flag = "--stage" if stage is not None else "--model"
             raise UserError(f"{flag} {value!r}: use lora-student, lora-teacher or all")
         return value or "all"
+
     chosen = _user_errors(lora_stage)
 
     def action(p, ctx):
         for m in ctx.cfg.lora.models if chosen == "all" else [chosen]:
             p.finish_command(ctx, p.run_lora(ctx, m))
+
     _run(action, config, set_, output_dir, seed)
 
 
 @command()
-def compare(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-            seed: Optional[int] = SeedOpt,
-            seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)"),
-            layers: Optional[List[str]] = typer.Option(
-                None, "--layers", "-l", help="one student (repeatable), as distill --layers: odd, even, first[:k], "
-                                             "last[:k], distilbert, or 1-based layers like 1,4,7 (overrides distill.layers)"),
-            students: Optional[str] = typer.Option(None, "--students", hidden=True,
-                                                   help="old: named strategies, comma-separated, e.g. odd,even")):
+def compare(
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1,2 (overrides seeds)"),
+    layers: Optional[list[str]] = typer.Option(
+        None,
+        "--layers",
+        "-l",
+        help="one student (repeatable), as distill --layers: odd, even, first[:k], "
+        "last[:k], distilbert, or 1-based layers like 1,4,7 (overrides distill.layers)",
+    ),
+    students: Optional[str] = typer.Option(
+        None, "--students", hidden=True, help="old: named strategies, comma-separated, e.g. odd,even"
+    ),
+):
     """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
     overrides = _user_errors(lambda: _compare_overrides(set_, seeds, layers, students))
     _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
@@ -214,8 +281,9 @@ def _student_spec(text: str):
     return [int(p) for p in text.split(",") if p.strip()] if _LAYER_LIST.match(text) else text.strip()
 
 
-def _compare_overrides(set_: Optional[List[str]], seeds: Optional[str], layers: Optional[List[str]],
-                       students: Optional[str]) -> List[str]:
+def _compare_overrides(
+    set_: Optional[list[str]], seeds: Optional[str], layers: Optional[list[str]], students: Optional[str]
+) -> list[str]:
     """compare's --set list plus what --seeds, --layers and the old --students override."""
     overrides = list(set_ or [])
     if seeds is not None:
@@ -227,12 +295,16 @@ def _compare_overrides(set_: Optional[List[str]], seeds: Optional[str], layers: 
         if numbers:  # the old option split 1,3 into two "students" 1 and 3: say what was meant instead
             listed = ",".join(numbers)
             use = " ".join([f"--layers {p}" for p in named if p not in numbers] + [f"--layers {listed}"])
-            raise UserError(f"--students {students}: takes named strategies (odd, even, first[:k], last[:k], "
-                            f"distilbert), not layer numbers; for a student of layers {listed} use {use}"
-                            + (" (one --layers per student)" if len(named) > len(numbers) else ""))
+            raise UserError(
+                f"--students {students}: takes named strategies (odd, even, first[:k], last[:k], "
+                f"distilbert), not layer numbers; for a student of layers {listed} use {use}"
+                + (" (one --layers per student)" if len(named) > len(numbers) else "")
+            )
         if specs is not None and specs != named:
-            raise UserError(f"--layers {' --layers '.join(layers)} and --students {students} disagree; --students is "
-                            "the old name of --layers: give only --layers (once per student)")
+            raise UserError(
+                f"--layers {' --layers '.join(layers)} and --students {students} disagree; --students is "
+                "the old name of --layers: give only --layers (once per student)"
+            )
         specs = named
     if specs is not None:
         overrides.append(f"distill.layers={json.dumps(specs)}")  # JSON is YAML: [1, 3] stays one student
@@ -240,9 +312,13 @@ def _compare_overrides(set_: Optional[List[str]], seeds: Optional[str], layers: 
 
 
 @command()
-def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_dir: Optional[str] = OutOpt,
-          seed: Optional[int] = SeedOpt,
-          trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)")):
+def sweep(
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)"),
+):
     """Hyperparameter search for one stage (sweep: in the config), on validation macro-F1; test once, for the best."""
     overrides = list(set_ or [])
     if trials is not None:
@@ -250,22 +326,33 @@ def sweep(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, output_di
 
     def check(cfg):  # before any data is read: a sweep without a search space has nothing to do
         from distill_lora.config import flat_space
+
         if not flat_space(cfg.sweep.space):
             from distill_lora.experiment.sweep import NO_SPACE
+
             raise UserError(NO_SPACE)
 
     def action(p, ctx):
         from distill_lora.experiment.sweep import run_sweep
+
         return run_sweep(ctx)
+
     _run(action, config, overrides, output_dir, seed, check=check)
 
 
 @command()
-def report(run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
-           resamples: Optional[int] = typer.Option(None, help="bootstrap resamples (default: the run's report.bootstrap_resamples)"),
-           alpha: Optional[float] = typer.Option(None, help="significance level (default: the run's report.alpha)"),
-           bootstrap_seed: Optional[int] = typer.Option(None, help="seed of the bootstrap (default: the run's report.bootstrap_seed)")):
+def report(
+    run_dir: str = typer.Argument(..., help="run folder holding results.json (written by compare)"),
+    resamples: Optional[int] = typer.Option(
+        None, help="bootstrap resamples (default: the run's report.bootstrap_resamples)"
+    ),
+    alpha: Optional[float] = typer.Option(None, help="significance level (default: the run's report.alpha)"),
+    bootstrap_seed: Optional[int] = typer.Option(
+        None, help="seed of the bootstrap (default: the run's report.bootstrap_seed)"
+    ),
+):
     """Rebuild report.md, results.csv and the plots from a run's results.json, without the models."""
+
     def action():
         _check_report_flags(resamples, alpha, bootstrap_seed)
         path = Path(run_dir) / "results.json"
@@ -276,6 +363,7 @@ def report(run_dir: str = typer.Argument(..., help="run folder holding results.j
         if not isinstance(results, dict) or "comparison" not in results:
             raise UserError(f"{path} has no comparison; run compare first")
         print(f"report: {_rebuild_report(Path(run_dir), results, resamples, alpha, bootstrap_seed)}")
+
     _user_errors(action)
 
 
@@ -286,7 +374,9 @@ def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_se
     """The config's own limits of report.bootstrap_resamples, alpha and bootstrap_seed (config.report_problem),
     blamed on the flag."""
     import dataclasses
+
     from distill_lora.config import report_problem
+
     given = {"bootstrap_resamples": resamples, "alpha": alpha, "bootstrap_seed": bootstrap_seed}
     given = {k: v for k, v in given.items() if v is not None}
     problem = report_problem(dataclasses.replace(ReportConfig(), **given))
@@ -300,6 +390,7 @@ def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bo
     tells the report where each setting came from."""
     from distill_lora.report.analysis import report_settings
     from distill_lora.report.write import write_report
+
     values, source = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)
     results["report_settings_source"] = source
     out, _ = write_report(run_dir, results, values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"])
@@ -307,32 +398,50 @@ def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bo
 
 
 @command()
-def retime(run_dir: str = typer.Argument(..., help="run folder of a finished compare (with its stage folders)"),
-           repeats: int = typer.Option(5, help="timing repeats per model (the report shows their median and range)")):
+def retime(
+    run_dir: str = typer.Argument(..., help="run folder of a finished compare (with its stage folders)"),
+    repeats: int = typer.Option(5, help="timing repeats per model (the report shows their median and range)"),
+):
     """Time every model of a finished run together on this machine, store it in results.json, rebuild the report."""
+
     def action():
         if repeats < 1:
             raise UserError(f"--repeats {repeats}: use at least 1 (e.g. the default 5)")
         _quiet_libraries()
         from distill_lora.experiment.timing import retime_run
+
         print(f"report: {retime_run(Path(run_dir), repeats)}")
+
     _user_errors(action)
 
 
 @command()
-def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"),
-          batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"),
-          steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),
-          output: str = typer.Option("bench.json", "--output", help="JSON file for every number"),
-          texts: Optional[str] = typer.Option(None, "--texts", help="JSON Lines file with a \"text\" field whose lengths to use (default: OLID train)"),
-          tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder for --texts (default: MiniLM's bert-base uncased vocabulary)")):
+def bench(
+    quick: bool = typer.Option(
+        False, "--quick", help="small model (4 layers, hidden 256) and few steps: about a minute on CPU"
+    ),
+    batch_sizes: Optional[str] = typer.Option(
+        None, "--batch-sizes", help="e.g. 32,128 (default 32,128; --quick on CPU 32,64)"
+    ),
+    steps: Optional[int] = typer.Option(None, "--steps", help="timed steps per measurement (default 30; --quick 5)"),
+    output: str = typer.Option("bench.json", "--output", help="JSON file for every number"),
+    texts: Optional[str] = typer.Option(
+        None, "--texts", help='JSON Lines file with a "text" field whose lengths to use (default: OLID train)'
+    ),
+    tokenizer: Optional[str] = typer.Option(
+        None, "--tokenizer", help="tokenizer folder for --texts (default: MiniLM's bert-base uncased vocabulary)"
+    ),
+):
     """Time training steps (teacher, distillation, LoRA): our trainer vs the course-notebook loop vs the HF Trainer."""
+
     def action():
         sizes = None
         if batch_sizes is not None:
             parts = [p.strip() for p in batch_sizes.split(",") if p.strip()]
             if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-                raise UserError(f"--batch-sizes {batch_sizes!r}: use positive integers separated by commas, e.g. 32,128")
+                raise UserError(
+                    f"--batch-sizes {batch_sizes!r}: use positive integers separated by commas, e.g. 32,128"
+                )
             sizes = [int(p) for p in parts]
         if steps is not None and steps < 1:
             raise UserError(f"--steps {steps}: use at least 1")
@@ -342,69 +451,101 @@ def bench(quick: bool = typer.Option(False, "--quick", help="small model (4 laye
         _quiet_libraries()
         from distill_lora.bench import print_report, run_bench
         from distill_lora.files import atomic_write_json
+
         report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps, texts=texts, tokenizer=tokenizer)
         print_report(report_)
         atomic_write_json(out, report_)
         typer.echo(f"wrote {out}")
+
     _user_errors(action)
 
 
 @command()
-def evaluate(run_dir: str = typer.Argument(..., help="run folder of a finished compare"),
-             data: str = typer.Option(..., "--data", help="another labelled data set: local folder or Hub id"),
-             name: Optional[str] = typer.Option(None, "--name", help="section name (default: the folder's name)"),
-             text_column: str = typer.Option(DataConfig().text_column, "--text-column",
-                                             help="column holding the text (as data.text_column)"),
-             label_column: str = typer.Option(DataConfig().label_column, "--label-column",
-                                              help="column holding the label (as data.label_column)"),
-             label_map: Optional[str] = typer.Option(None, "--label-map", help='JSON, e.g. \'{"hate": 1, "none": 0}\''),
-             split: str = typer.Option("test", "--split", help="train, validation or test"),
-             limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)")):
+def evaluate(
+    run_dir: str = typer.Argument(..., help="run folder of a finished compare"),
+    data: str = typer.Option(..., "--data", help="another labelled data set: local folder or Hub id"),
+    name: Optional[str] = typer.Option(None, "--name", help="section name (default: the folder's name)"),
+    text_column: str = typer.Option(
+        DataConfig().text_column, "--text-column", help="column holding the text (as data.text_column)"
+    ),
+    label_column: str = typer.Option(
+        DataConfig().label_column, "--label-column", help="column holding the label (as data.label_column)"
+    ),
+    label_map: Optional[str] = typer.Option(None, "--label-map", help='JSON, e.g. \'{"hate": 1, "none": 0}\''),
+    split: str = typer.Option("test", "--split", help="train, validation or test"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)"),
+):
     """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
+
     def action():
         _quiet_libraries()
         try:
             mapping = json.loads(label_map) if label_map else {}
         except ValueError:
-            raise UserError(f"--label-map {label_map!r} is not JSON; e.g. '{{\"hate\": 1, \"none\": 0}}'") from None
+            raise UserError(f'--label-map {label_map!r} is not JSON; e.g. \'{{"hate": 1, "none": 0}}\'') from None
         from distill_lora.use.evaluate import evaluate_run
-        results = evaluate_run(Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping,
-                               split, limit)
+
+        results = evaluate_run(
+            Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping, split, limit
+        )
         print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
+
     _user_errors(action)
 
 
 # ---------------------------------------------------------------- using the trained models
 
 RunDirArg = typer.Argument(..., help="run folder (with seed-S/ inside), or a stage or export folder itself")
-StageOpt = typer.Option(None, "--stage", "-m", help="stage to load: teacher, student-odd, student-even, lora-student, "
-                                                     "lora-teacher… (default teacher)")
-TrainedSeedOpt = typer.Option(None, "--trained-seed", help="the training seed of the model to use (its seed-S/ folder); "
-                                                           "default: the smallest seed that has the stage")
+StageOpt = typer.Option(
+    None,
+    "--stage",
+    "-m",
+    help="stage to load: teacher, student-odd, student-even, lora-student, lora-teacher… (default teacher)",
+)
+TrainedSeedOpt = typer.Option(
+    None,
+    "--trained-seed",
+    help="the training seed of the model to use (its seed-S/ folder); default: the smallest seed that has the stage",
+)
 OldModelOpt = typer.Option(None, "--model", hidden=True, help="old name of --stage")
 OldSeedOpt = typer.Option(None, "--seed", hidden=True, help="old name of --trained-seed")
 
 
-def _model_dir(run_dir: str, stage: Optional[str], old_model: Optional[str], trained_seed: Optional[int],
-               old_seed: Optional[int]) -> Path:
+def _model_dir(
+    run_dir: str, stage: Optional[str], old_model: Optional[str], trained_seed: Optional[int], old_seed: Optional[int]
+) -> Path:
     """The folder that predict, export and serve load: --stage/--trained-seed, or their old names."""
     from distill_lora.use.predict import find_model_dir
-    return find_model_dir(run_dir, _renamed("--stage", stage, "--model", old_model),
-                          _renamed("--trained-seed", trained_seed, "--seed", old_seed))
+
+    return find_model_dir(
+        run_dir,
+        _renamed("--stage", stage, "--model", old_model),
+        _renamed("--trained-seed", trained_seed, "--seed", old_seed),
+    )
 
 
 @command()
-def predict(run_dir: str = RunDirArg,
-            texts: Optional[List[str]] = typer.Argument(None, help="texts to classify"),
-            stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
-            file: Optional[str] = typer.Option(None, "--file", "-f", help="texts from a file: .txt (one per line), .jsonl or .csv (the text column)"),
-            json_out: bool = typer.Option(False, "--json", help="print a JSON list of {text, label, label_id, prob_positive}"),
-            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"),
-            old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
+def predict(
+    run_dir: str = RunDirArg,
+    texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
+    stage: Optional[str] = StageOpt,
+    trained_seed: Optional[int] = TrainedSeedOpt,
+    file: Optional[str] = typer.Option(
+        None, "--file", "-f", help="texts from a file: .txt (one per line), .jsonl or .csv (the text column)"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print a JSON list of {text, label, label_id, prob_positive}"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"
+    ),
+    old_model: Optional[str] = OldModelOpt,
+    old_seed: Optional[int] = OldSeedOpt,
+):
     """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
+
     def action():
         _quiet_libraries()
         from distill_lora.use.predict import format_lines, load_predictor, read_texts_file, text_problem, to_json
+
         for i, text in enumerate(texts or [], 1):  # the rule the web API applies; before the model loads
             problem = text_problem(text)
             if problem:
@@ -415,30 +556,47 @@ def predict(run_dir: str = RunDirArg,
             raise UserError("nothing to classify: give texts as arguments or --file FILE")
         predictions = predictor.predict(all_texts)
         typer.echo(to_json(predictions) if json_out else format_lines(predictions, predictor.label_names[1]))
+
     _user_errors(action)
 
 
 @command()
-def export(run_dir: str = RunDirArg, out_dir: str = typer.Argument(..., help="new folder to write (must not exist or be empty)"),
-           stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
-           merge: bool = typer.Option(False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation"),
-           old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
+def export(
+    run_dir: str = RunDirArg,
+    out_dir: str = typer.Argument(..., help="new folder to write (must not exist or be empty)"),
+    stage: Optional[str] = StageOpt,
+    trained_seed: Optional[int] = TrainedSeedOpt,
+    merge: bool = typer.Option(
+        False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation"
+    ),
+    old_model: Optional[str] = OldModelOpt,
+    old_seed: Optional[int] = OldSeedOpt,
+):
     """Write a stage as a self-contained Hugging Face folder with a model card (README.md)."""
+
     def action():
         _quiet_libraries()
         from distill_lora.use.export import export_model
+
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         export_info = export_model(model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"exported {export_info['stage']} (seed {export_info['seed']}, {export_info['format']}) → {out_dir}")
+
     _user_errors(action)
 
 
 @command()
-def serve(run_dir: str = RunDirArg, stage: Optional[str] = StageOpt, trained_seed: Optional[int] = TrainedSeedOpt,
-          host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
-          port: int = typer.Option(8000, "--port", help="port to listen on"),
-          old_model: Optional[str] = OldModelOpt, old_seed: Optional[int] = OldSeedOpt):
+def serve(
+    run_dir: str = RunDirArg,
+    stage: Optional[str] = StageOpt,
+    trained_seed: Optional[int] = TrainedSeedOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
+    port: int = typer.Option(8000, "--port", help="port to listen on"),
+    old_model: Optional[str] = OldModelOpt,
+    old_seed: Optional[int] = OldSeedOpt,
+):
     """Serve a web page and a JSON API (POST /api/predict) around one trained stage."""
+
     def action():
         try:
             import fastapi  # noqa: F401
@@ -447,15 +605,18 @@ def serve(run_dir: str = RunDirArg, stage: Optional[str] = StageOpt, trained_see
             raise UserError("serve needs FastAPI and uvicorn: pip install 'distill-lora[serve]'") from None
         _quiet_libraries()
         from distill_lora.use.serve import bind, create_app
+
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
         with sock:
             app_ = create_app(model_dir)
             if host not in ("127.0.0.1", "localhost", "::1"):
-                typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the model",
-                            err=True)
+                typer.secho(
+                    f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True
+                )
             typer.echo(f"serving {app_.state.model_dir} on http://{host}:{port}/  (Ctrl+C stops)")
             uvicorn.Server(uvicorn.Config(app_, log_level="info")).run(sockets=[sock])
+
     _user_errors(action)
 
 

@@ -2,6 +2,7 @@
 
 Defaults live here and only here. The YAML files in configs/ only say what differs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,15 +34,20 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "share of steps with linear warm-up, then linear decay to 0")
     grad_accum: int = _f(1, "batches accumulated per optimiser step")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    precision: str = _f("auto", "auto, fp32, bf16 or fp16 (auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU)")
+    precision: str = _f(
+        "auto", "auto, fp32, bf16 or fp16 (auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU)"
+    )
     patience: int = _f(0, "early stopping: epochs without a better validation score (0 = off)")
     select_metric: str = _f("macro_f1", "validation metric that picks the epoch: macro_f1, accuracy or loss")
     log_every: int = _f(20, "optimiser steps between lines of the step log")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, more time")
     length_buckets: bool = _f(True, "batch texts of similar length together (less padding); the order stays seeded")
     checkpoint_every: int = _f(500, "optimiser steps between checkpoints (0 = only at the end of each epoch)")
-    tune_threshold: bool = _f(False, "after training, pick the p(positive) cut that maximises validation macro-F1; "
-                                     "saved as decision.json and reported beside the 0.5 cut")
+    tune_threshold: bool = _f(
+        False,
+        "after training, pick the p(positive) cut that maximises validation macro-F1; "
+        "saved as decision.json and reported beside the 0.5 cut",
+    )
 
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -58,22 +64,35 @@ class SplitLimits:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = _f("christinacdl/hate_speech_2_classes",
-                     "a local folder with train/validation/test files (csv, json, jsonl, parquet), "
-                     "a Hub dataset id, or package:PKG/FOLDER")
+    source: str = _f(
+        "christinacdl/hate_speech_2_classes",
+        "a local folder with train/validation/test files (csv, json, jsonl, parquet), "
+        "a Hub dataset id, or package:PKG/FOLDER",
+    )
     text_column: str = _f("text", "column holding the text")
     label_column: str = _f("label", "column holding the label")
-    group_column: str | None = _f(None, "column naming groups of near-duplicate texts (e.g. a template id): the "
-                                        "report's CIs and pairwise verdicts then resample whole test groups; "
-                                        "null: every text is its own group")
+    group_column: str | None = _f(
+        None,
+        "column naming groups of near-duplicate texts (e.g. a template id): the "
+        "report's CIs and pairwise verdicts then resample whole test groups; "
+        "null: every text is its own group",
+    )
     label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
     label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
-    split_seed: int = _f(0, "seed for carving a validation split and for limits; the same for every training "
-                         "seed, so all seeds see the same examples")
+    split_seed: int = _f(
+        0,
+        "seed for carving a validation split and for limits; the same for every training "
+        "seed, so all seeds see the same examples",
+    )
     validation_fraction: float = _f(0.1, "share of train carved out (stratified) when there is no validation split")
-    drop_duplicates: bool = _f(False, "drop repeated texts within a split, and train/validation texts that "
-                                      "also occur in a later split (always counted in the report)")
-    null_text: str = _f("error", "rows whose text is null or blank: error (names the row) or drop (counted in the report)")
+    drop_duplicates: bool = _f(
+        False,
+        "drop repeated texts within a split, and train/validation texts that "
+        "also occur in a later split (always counted in the report)",
+    )
+    null_text: str = _f(
+        "error", "rows whose text is null or blank: error (names the row) or drop (counted in the report)"
+    )
     max_length: int = _f(128, "tokens per text; longer texts are truncated")
     limit: SplitLimits = field(default_factory=SplitLimits, metadata={"help": "per-split stratified limits"})
 
@@ -99,8 +118,7 @@ def label_key(value, where: str = "data") -> str:
         return str(int(value))
     if isinstance(value, (str, float)):
         return str(value)
-    raise UserError(f"config: {where} key {value!r} is not a single value; keys must be numbers, "
-                    "true/false or strings")
+    raise UserError(f"config: {where} key {value!r} is not a single value; keys must be numbers, true/false or strings")
 
 
 @dataclass(frozen=True)
@@ -111,7 +129,10 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    layers: list = _f(["odd", "even"], "students that compare trains: odd, even, first[:k], last[:k], distilbert, or a list of 1-based layers")
+    layers: list = _f(
+        ["odd", "even"],
+        "students that compare trains: odd, even, first[:k], last[:k], distilbert, or a list of 1-based layers",
+    )
     temperature: float = _f(2.0, "softmax temperature T of the KL term")
     w_ce: float = _f(1 / 3, "weight of cross-entropy with the true labels")
     w_kl: float = _f(1 / 3, "weight of T²·KL(teacher ‖ student)")
@@ -130,13 +151,19 @@ class LoraConfig:
     r: int = _f(8, "LoRA rank")
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
     dropout: float = _f(0.1, "dropout on the LoRA path")
-    target_modules: list = _f(["query", "value"], "linear layers that get adapters; [all-linear] = every encoder "
-                                                  "linear layer (the classifier head is trained in full, not wrapped)")
+    target_modules: list = _f(
+        ["query", "value"],
+        "linear layers that get adapters; [all-linear] = every encoder "
+        "linear layer (the classifier head is trained in full, not wrapped)",
+    )
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r")
     use_dora: bool = _f(False, "DoRA: weight-decomposed low-rank adaptation")
-    train_pooler: str | bool = _f("auto", "train BERT's pooler (dense + tanh before the classifier) in full beside the "
-                                          "head: true, false, or auto (train it when it was never trained: its bias is "
-                                          "all zeros or missing from the checkpoint; nothing to do without a pooler)")
+    train_pooler: str | bool = _f(
+        "auto",
+        "train BERT's pooler (dense + tanh before the classifier) in full beside the "
+        "head: true, false, or auto (train it when it was never trained: its bias is "
+        "all zeros or missing from the checkpoint; nothing to do without a pooler)",
+    )
     train: dict = _f({"lr": 5e-4}, "overrides of the global train block for this stage")
 
     def __post_init__(self):
@@ -149,10 +176,16 @@ class LoraConfig:
 class ReportConfig:
     bootstrap_resamples: int = _f(1000, "bootstrap resamples of the test set for 95% confidence intervals")
     bootstrap_seed: int = _f(0, "seed of the bootstrap")
-    alpha: float = _f(0.05, "significance level of the pairwise verdicts (Holm-adjusted over the pairs of a seed) and the seed-paired test")
+    alpha: float = _f(
+        0.05,
+        "significance level of the pairwise verdicts (Holm-adjusted over the pairs of a seed) and the seed-paired test",
+    )
     measure_speed: bool = _f(True, "time inference (batch 1 latency, batch 64 throughput) after each stage")
-    quantize_int8: bool = _f(True, "add int8 dynamic quantisation (torch, CPU) of the teacher and each distilled "
-                                   "student as extra rows: size, CPU latency and test quality beside the fp32 model")
+    quantize_int8: bool = _f(
+        True,
+        "add int8 dynamic quantisation (torch, CPU) of the teacher and each distilled "
+        "student as extra rows: size, CPU latency and test quality beside the fp32 model",
+    )
 
 
 SWEEP_STAGES = {"distill": "distill", "teacher": "teacher", "lora-student": "lora", "lora-teacher": "lora"}
@@ -161,14 +194,26 @@ SWEEP_SAMPLERS = ("tpe", "grid", "random")
 
 @dataclass(frozen=True)
 class SweepConfig:
-    stage: str = _f("distill", "stage whose hyperparameters the sweep searches: distill, teacher, lora-student or lora-teacher")
-    layers: str | list = _f("odd", "student layers when stage is distill (odd, even, first[:k], last[:k], distilbert, or 1-based layers)")
+    stage: str = _f(
+        "distill", "stage whose hyperparameters the sweep searches: distill, teacher, lora-student or lora-teacher"
+    )
+    layers: str | list = _f(
+        "odd", "student layers when stage is distill (odd, even, first[:k], last[:k], distilbert, or 1-based layers)"
+    )
     sampler: str = _f("tpe", "tpe (Optuna's Bayesian TPE), grid (every combination of the choices) or random")
-    trials: int = _f(12, "trial budget: finished trials (complete, pruned, or failed on their own), counted over runs of the same study")
-    pruning: bool = _f(True, "stop a trial after an epoch whose validation macro-F1 is below the median of earlier trials")
+    trials: int = _f(
+        12,
+        "trial budget: finished trials (complete, pruned, or failed on their own), counted over runs of the same study",
+    )
+    pruning: bool = _f(
+        True, "stop a trial after an epoch whose validation macro-F1 is below the median of earlier trials"
+    )
     sampler_seed: int = _f(0, "seed of the sampler")
-    space: dict = _f({}, "dotted config key → {low, high[, log][, step]} or {choices: [...]}, "
-                         "e.g. distill.temperature: {low: 1, high: 8, log: true}")
+    space: dict = _f(
+        {},
+        "dotted config key → {low, high[, log][, step]} or {choices: [...]}, "
+        "e.g. distill.temperature: {low: 1, high: 8, log: true}",
+    )
 
 
 @dataclass(frozen=True)
@@ -183,14 +228,17 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA models"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training defaults"})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "statistics of the report"})
-    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "hyperparameter search (distill-lora sweep)"})
+    sweep: SweepConfig = field(
+        default_factory=SweepConfig, metadata={"help": "hyperparameter search (distill-lora sweep)"}
+    )
 
     def stage_train(self, section: str) -> TrainConfig:
         """The global train block with a stage's overrides applied (and the fast preset, when on)."""
         t = dataclasses.replace(self.train, **getattr(self, section).train)
         if self.fast:
-            t = dataclasses.replace(t, batch_size=4 * t.batch_size, lr=2 * t.lr,
-                                    eval_batch_size=max(t.eval_batch_size, 4 * t.batch_size))
+            t = dataclasses.replace(
+                t, batch_size=4 * t.batch_size, lr=2 * t.lr, eval_batch_size=max(t.eval_batch_size, 4 * t.batch_size)
+            )
         return t
 
     def to_dict(self) -> dict:
@@ -198,6 +246,7 @@ class Config:
 
 
 # ---------------------------------------------------------------- building from dicts
+
 
 def _closest(name: str, options: list[str]) -> str:
     match = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
@@ -241,17 +290,34 @@ def _build(cls, raw, path: str):
     return cls(**kwargs)
 
 
-_DATACLASSES = {c.__name__: c for c in (TrainConfig, SplitLimits, DataConfig, TeacherConfig,
-                                          DistillConfig, LoraConfig, ReportConfig, SweepConfig, Config)}
+_DATACLASSES = {
+    c.__name__: c
+    for c in (
+        TrainConfig,
+        SplitLimits,
+        DataConfig,
+        TeacherConfig,
+        DistillConfig,
+        LoraConfig,
+        ReportConfig,
+        SweepConfig,
+        Config,
+    )
+}
 
 
-SEED_LIMIT = 2 ** 32  # numpy (and so accelerate's set_seed and Optuna) accepts seeds 0 <= s < 2**32
+SEED_LIMIT = 2**32  # numpy (and so accelerate's set_seed and Optuna) accepts seeds 0 <= s < 2**32
 
 
 def _validate(cfg: Config) -> None:
     # seeds first: a bad one must fail before anything is written (seed-S/ names a folder)
-    seeds = {"seed": cfg.seed, "data.split_seed": cfg.data.split_seed, "report.bootstrap_seed": cfg.report.bootstrap_seed,
-             "sweep.sampler_seed": cfg.sweep.sampler_seed, **{f"seeds[{i}]": s for i, s in enumerate(cfg.seeds)}}
+    seeds = {
+        "seed": cfg.seed,
+        "data.split_seed": cfg.data.split_seed,
+        "report.bootstrap_seed": cfg.report.bootstrap_seed,
+        "sweep.sampler_seed": cfg.sweep.sampler_seed,
+        **{f"seeds[{i}]": s for i, s in enumerate(cfg.seeds)},
+    }
     for key, s in seeds.items():
         if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT:
             raise UserError(f"config: '{key}' must be an integer from 0 to {SEED_LIMIT - 1} (2**32 - 1), got {s!r}")
@@ -271,11 +337,15 @@ def _validate(cfg: Config) -> None:
     if len(set(d.label_names)) != len(d.label_names):
         raise UserError(f"config: 'data.label_names' has duplicates: {d.label_names}")
     if len(d.label_names) > 2:
-        raise UserError(f"config: 'data.label_names' has {len(d.label_names)} classes; this version supports two "
-                        "(binary: index 1 is the positive class): merge classes with data.label_map")
+        raise UserError(
+            f"config: 'data.label_names' has {len(d.label_names)} classes; this version supports two "
+            "(binary: index 1 is the positive class): merge classes with data.label_map"
+        )
     for raw, idx in d.label_map.items():
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(d.label_names):
-            raise UserError(f"config: data.label_map['{raw}'] = {idx!r} is not a class index 0..{len(d.label_names) - 1}")
+            raise UserError(
+                f"config: data.label_map['{raw}'] = {idx!r} is not a class index 0..{len(d.label_names) - 1}"
+            )
     if d.null_text not in ("error", "drop"):
         raise UserError(f"config: 'data.null_text' must be error or drop, got {d.null_text!r}")
     if not 0 < d.validation_fraction < 1:
@@ -322,15 +392,19 @@ def _validate_train(t: TrainConfig, path: str) -> None:
     if t.precision not in PRECISIONS:
         raise UserError(f"config: '{path}.precision' must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.select_metric not in SELECT_METRICS:
-        raise UserError(f"config: '{path}.select_metric' must be one of {', '.join(SELECT_METRICS)}, got {t.select_metric!r}")
+        raise UserError(
+            f"config: '{path}.select_metric' must be one of {', '.join(SELECT_METRICS)}, got {t.select_metric!r}"
+        )
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
         if getattr(t, key) < 1:
             raise UserError(f"config: '{path}.{key}' must be >= 1, got {getattr(t, key)}")
     if t.checkpoint_every < 0:
         raise UserError(f"config: '{path}.checkpoint_every' must be >= 0, got {t.checkpoint_every}")
     if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_ratio < 1 or t.max_grad_norm < 0 or t.patience < 0:
-        raise UserError(f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
-                        "max_grad_norm >= 0, patience >= 0")
+        raise UserError(
+            f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
+            "max_grad_norm >= 0, patience >= 0"
+        )
 
 
 # ---------------------------------------------------------------- the sweep's search space
@@ -338,8 +412,15 @@ def _validate_train(t: TrainConfig, path: str) -> None:
 SPEC_KEYS = ("low", "high", "log", "step", "choices")
 # training settings that are not hyperparameters of the model (or that must stay fixed: the sweep selects on
 # validation macro-F1, so select_metric is not searched either)
-_NOT_SEARCHED = ("select_metric", "log_every", "checkpoint_every", "eval_batch_size", "precision", "tune_threshold",
-                 "gradient_checkpointing")
+_NOT_SEARCHED = (
+    "select_metric",
+    "log_every",
+    "checkpoint_every",
+    "eval_batch_size",
+    "precision",
+    "tune_threshold",
+    "gradient_checkpointing",
+)
 
 
 def sweep_keys(stage: str) -> dict[str, str]:
@@ -347,11 +428,15 @@ def sweep_keys(stage: str) -> dict[str, str]:
     train block (not the global train block, which would also change the teacher a student is distilled from)."""
     section = SWEEP_STAGES[stage]
     cls = {"teacher": TeacherConfig, "distill": DistillConfig, "lora": LoraConfig}[section]
-    keys = {f"{section}.{f.name}": f.type for f in dataclasses.fields(cls)
-            if f.name not in ("model", "layers", "models", "train")
-            and not (stage == "lora-teacher" and f.name == "student_layers")}
-    keys.update({f"{section}.train.{f.name}": f.type for f in dataclasses.fields(TrainConfig)
-                 if f.name not in _NOT_SEARCHED})
+    keys = {
+        f"{section}.{f.name}": f.type
+        for f in dataclasses.fields(cls)
+        if f.name not in ("model", "layers", "models", "train")
+        and not (stage == "lora-teacher" and f.name == "student_layers")
+    }
+    keys.update(
+        {f"{section}.train.{f.name}": f.type for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_SEARCHED}
+    )
     return keys
 
 
@@ -396,14 +481,17 @@ def _validate_sweep(cfg: Config) -> None:
     for key, spec in space.items():
         where = f"sweep.space.{key}"
         if key not in tunable:
-            known = [k for k, _, _ in describe()] + [f"{sec}.train.{k}" for sec in ("teacher", "distill", "lora")
-                                                      for k in TRAIN_KEYS]
+            known = [k for k, _, _ in describe()] + [
+                f"{sec}.train.{k}" for sec in ("teacher", "distill", "lora") for k in TRAIN_KEYS
+            ]
             if key not in known:
                 raise UserError(f"config: unknown key '{key}' in sweep.space" + _closest(key, list(tunable)))
             same = [k for k in tunable if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
-            raise UserError(f"config: '{key}' cannot be searched in a sweep of stage {s.stage} (only what that stage "
-                            "uses: its own section and train block)" +
-                            (f"; did you mean '{same[0]}'?" if same else f"; searchable: {', '.join(tunable)}"))
+            raise UserError(
+                f"config: '{key}' cannot be searched in a sweep of stage {s.stage} (only what that stage "
+                "uses: its own section and train block)"
+                + (f"; did you mean '{same[0]}'?" if same else f"; searchable: {', '.join(tunable)}")
+            )
         if not isinstance(spec, dict) or not spec:
             raise UserError(f"config: '{where}' must be {{low: .., high: ..}} or {{choices: [..]}}, got {spec!r}")
         for k in spec:
@@ -424,8 +512,10 @@ def _validate_sweep(cfg: Config) -> None:
             number = int if base == "int" else (int, float)
             bounds = [low, high] + ([step] if step is not None else [])
             if not all(isinstance(v, number) and not isinstance(v, bool) for v in bounds) or not low < high:
-                raise UserError(f"config: '{where}' needs {base} low < high{' (and step)' if step is not None else ''}, "
-                                f"got low={low!r} high={high!r}" + (f" step={step!r}" if step is not None else ""))
+                raise UserError(
+                    f"config: '{where}' needs {base} low < high{' (and step)' if step is not None else ''}, "
+                    f"got low={low!r} high={high!r}" + (f" step={step!r}" if step is not None else "")
+                )
             if not isinstance(log, bool) or log and low <= 0:
                 raise UserError(f"config: '{where}.log' must be true or false, and true needs low > 0")
             if step is not None and (step <= 0 or log):
@@ -438,11 +528,14 @@ def _validate_sweep(cfg: Config) -> None:
                 raise UserError(f"config: '{where}' value {v!r}: {str(e).removeprefix('config: ')}") from None
     ranged = [k for k, spec in space.items() if "choices" not in spec]
     if s.sampler == "grid" and ranged:
-        raise UserError(f"config: sweep.sampler grid needs choices: [...] for every key of sweep.space; "
-                        f"{', '.join(ranged)} has low/high (list its values, or use sampler tpe or random)")
+        raise UserError(
+            f"config: sweep.sampler grid needs choices: [...] for every key of sweep.space; "
+            f"{', '.join(ranged)} has low/high (list its values, or use sampler tpe or random)"
+        )
 
 
 # ---------------------------------------------------------------- loading
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 5e-5 as a float (YAML 1.1 wants 5.0e-5)."""
@@ -450,8 +543,12 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$""", re.X),
-    list("-+0123456789."))
+    re.compile(
+        r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def _yaml(text: str):
@@ -467,6 +564,7 @@ def shipped_config_path(name: str) -> Path:
     if source_tree.exists():  # a checkout or an editable install
         return source_tree
     from importlib.resources import files
+
     return Path(str(files("distill_lora.configs") / f"{name}.yaml"))
 
 
@@ -511,8 +609,9 @@ def apply_override(raw: dict, assignment: str) -> None:
         # a list, mapping or quoted value that does not parse is a typo; anything else is a plain string
         # (e.g. a path holding ': ')
         if text.strip()[:1] in ("[", "{", '"', "'"):
-            raise UserError(f"--set '{assignment}': the value is not valid YAML: "
-                            f"{_yaml_problem(e).replace('line 1, ', '')}") from None
+            raise UserError(
+                f"--set '{assignment}': the value is not valid YAML: {_yaml_problem(e).replace('line 1, ', '')}"
+            ) from None
         value = text
     node = raw
     for part in parts[:-1]:
@@ -522,8 +621,9 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(ref: str = "default", overrides: list[str] | None = None, output_dir: str | None = None,
-                seed: int | None = None) -> Config:
+def load_config(
+    ref: str = "default", overrides: list[str] | None = None, output_dir: str | None = None, seed: int | None = None
+) -> Config:
     """YAML (path or shipped name) + --set overrides + flags → a validated, read-only Config."""
     raw = read_yaml(ref)
     for assignment in overrides or []:
@@ -555,4 +655,3 @@ def describe(cls=Config, prefix: str = "") -> list[tuple[str, str, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((key, json.dumps(default), f.metadata.get("help", "")))
     return rows
-

@@ -4,6 +4,7 @@ DISTILL_LORA_FAULT=KIND@POINT, e.g. kill@teacher:step:3, term@student-odd:step:2
 KIND kill sends SIGKILL to this process (no cleanup runs, as on a preempted machine), term sends
 SIGTERM, nan makes maybe() return True so the caller poisons its loss. Unset in normal use.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Files written so that a crash never leaves half a file: atomic text/JSON writes that follow the umask, JSON
 reads, and the folder checks a run makes before writing anything."""
+
 from __future__ import annotations
 
 import contextlib
@@ -104,4 +105,6 @@ def check_writable(output_dir: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"output dir '{output_dir}' is not writable ({e.strerror}); choose another with --output-dir") from None
+        raise UserError(
+            f"output dir '{output_dir}' is not writable ({e.strerror}); choose another with --output-dir"
+        ) from None

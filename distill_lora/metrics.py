@@ -1,9 +1,16 @@
 """Classification metrics from labels and logits (scikit-learn does the maths)."""
+
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,8 +66,15 @@ def metrics_from_predictions(labels, preds, prob_positive, label_names: list[str
         "roc_auc": float(roc_auc_score(labels, prob_positive)) if both_classes else None,
         "pr_auc": float(average_precision_score(labels, prob_positive)) if both_classes else None,
         "ece": expected_calibration_error(labels, prob_positive),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])} for i, name in enumerate(label_names)},
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
         "confusion_matrix": confusion_matrix(labels, preds, labels=classes).tolist(),
     }
 

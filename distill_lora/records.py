@@ -3,6 +3,7 @@
 The one home of those fields: trained stages, int8 rows and the report's ensembles all build their record
 here. Pure Python: the report reads them without torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,18 +15,18 @@ class StageRecord:
     # every record has these
     stage: str
     model_type: str
-    test: dict                      # classification_metrics on the test split (the one pass over it)
-    wall_time_s: float              # what it took to obtain: training; int8: its source's + quantising; ensemble: sum
+    test: dict  # classification_metrics on the test split (the one pass over it)
+    wall_time_s: float  # what it took to obtain: training; int8: its source's + quantising; ensemble: sum
     peak_memory_bytes: int | None
     peak_memory_kind: str | None
-    depth: int                      # encoder layers run at inference (an ensemble: all of its members')
+    depth: int  # encoder layers run at inference (an ensemble: all of its members')
     total_params: int
     trainable_params: int
     device: str | None
     validation_history: list = field(default_factory=list)  # one entry per epoch run; [] when not trained
     selected_epoch: int | None = None
     stopped_early: bool | None = None
-    train_loss: float | None = None        # CE of the selected epoch
+    train_loss: float | None = None  # CE of the selected epoch
     train_total_loss: float | None = None  # the stage's whole objective (distillation: the weighted sum)
     samples_per_s: float | None = None
     weights_bytes: int | None = None
@@ -33,27 +34,27 @@ class StageRecord:
     processes: int | None = None
     precision: str | None = None
     select_metric: str | None = None
-    test_ci: dict | None = None            # 95% CIs of this seed's test accuracy and macro-F1
-    train_settings: dict | None = None     # lr, batch_size, epochs: what the report's setup table shows
-    loss_weights: dict | None = None       # a student's temperature and loss weights
-    teacher_layers: list | None = None     # the teacher layers a student (or lora-student) is cut from
-    teacher_targets: dict | None = None    # a student's teacher-logit pass: time_s, peak memory, reused
-    pooler_trained: bool | None = None     # LoRA: the pooler decision (lora.train_pooler)
-    quantized_from: str | None = None      # int8 rows
+    test_ci: dict | None = None  # 95% CIs of this seed's test accuracy and macro-F1
+    train_settings: dict | None = None  # lr, batch_size, epochs: what the report's setup table shows
+    loss_weights: dict | None = None  # a student's temperature and loss weights
+    teacher_layers: list | None = None  # the teacher layers a student (or lora-student) is cut from
+    teacher_targets: dict | None = None  # a student's teacher-logit pass: time_s, peak memory, reused
+    pooler_trained: bool | None = None  # LoRA: the pooler decision (lora.train_pooler)
+    quantized_from: str | None = None  # int8 rows
     quantization: dict | None = None
     weights_saved: bool | None = None
     weights_note: str | None = None
     int8_params: int | None = None
     fp32_weights_bytes: int | None = None
     source_config_hash: str | None = None
-    ensemble_of: list | None = None        # ensemble rows: member stage ids
+    ensemble_of: list | None = None  # ensemble rows: member stage ids
     config_hash: str | None = None
-    threshold: float | None = None         # train.tune_threshold: the p(positive) cut and the test metrics at it
+    threshold: float | None = None  # train.tune_threshold: the p(positive) cut and the test metrics at it
     test_at_threshold: dict | None = None
-    inference: dict | None = None          # latency and throughput right after training
+    inference: dict | None = None  # latency and throughput right after training
     fp32_cpu_inference: dict | None = None
     weights_sha256: str | None = None
-    predictions: dict | None = None        # in results.json: pred and prob_positive per test text
+    predictions: dict | None = None  # in results.json: pred and prob_positive per test text
 
     def to_dict(self) -> dict:
         """The JSON form: every field, less the optional ones that do not apply (None)."""

@@ -8,6 +8,7 @@
 
 Pure Python: the report reads ids from results.json without torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ STUDENT_ODD, STUDENT_EVEN = STUDENT_PREFIX + "odd", STUDENT_PREFIX + "even"  # t
 
 @dataclass(frozen=True)
 class StageKind:
-    kind: str                      # teacher, student, lora, int8, ensemble, or other (a name this tool never makes)
-    section: str | None            # the config section whose train block trained it (None: not trained, or other)
+    kind: str  # teacher, student, lora, int8, ensemble, or other (a name this tool never makes)
+    section: str | None  # the config section whose train block trained it (None: not trained, or other)
     quantized_from: str | None = None
-    members: tuple = ()            # an ensemble's stage ids
+    members: tuple = ()  # an ensemble's stage ids
 
     @property
     def trained(self) -> bool:
@@ -35,7 +36,7 @@ def kind_of(stage_id: str) -> StageKind:
     if stage_id.endswith(INT8_SUFFIX):
         return StageKind("int8", None, quantized_from=stage_id[: -len(INT8_SUFFIX)])
     if stage_id.startswith(ENSEMBLE_PREFIX):
-        names = stage_id[len(ENSEMBLE_PREFIX):].split("+")
+        names = stage_id[len(ENSEMBLE_PREFIX) :].split("+")
         return StageKind("ensemble", None, members=tuple(n if n.startswith("lora") else student_id(n) for n in names))
     if stage_id == TEACHER:
         return StageKind("teacher", "teacher")
@@ -69,7 +70,7 @@ def int8_id(source: str) -> str:
 
 
 def ensemble_id(members) -> str:
-    return ENSEMBLE_PREFIX + "+".join(m[len(STUDENT_PREFIX):] if is_student(m) else m for m in members)
+    return ENSEMBLE_PREFIX + "+".join(m[len(STUDENT_PREFIX) :] if is_student(m) else m for m in members)
 
 
 def int8_sources(stage_ids) -> list[str]:

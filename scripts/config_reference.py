@@ -5,6 +5,7 @@
 
 The table comes from distill_lora.config.describe(): (key, default, help) for every key.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random BERTs and a tiny data set, built locally (never downloaded)."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,12 @@ def tiny_texts(n: int, seed: int) -> list[dict]:
     """Short texts whose label is carried by which word list they draw from (learnable)."""
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
+    for _ in range(n):
         label = int(rng.random() < 0.4)
         words = WORDS_TOXIC if label else WORDS_CLEAN
-        text = " ".join(rng.choice(FILLER) if rng.random() < 0.5 else rng.choice(words) for _ in range(rng.randint(3, 9)))
+        text = " ".join(
+            rng.choice(FILLER) if rng.random() < 0.5 else rng.choice(words) for _ in range(rng.randint(3, 9))
+        )
         rows.append({"text": text, "label": label})
     return rows
 
@@ -41,14 +44,23 @@ def build_tiny_bert(folder: Path, layers: int, seed: int = 0, dropout: float = 0
     """A random BERT classifier backbone + WordPiece tokenizer saved as a Hugging Face folder."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS_TOXIC + WORDS_CLEAN + FILLER))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     model = BertForSequenceClassification(config)
     model.save_pretrained(folder)
     return folder
@@ -76,6 +88,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_config(tmp_path: Path, model: Path, data: Path, **extra) -> Path:
     """A config file for the tiny model; `extra` holds top-level sections to merge in."""
     import yaml
+
     cfg = {
         "seed": 0,
         "output_dir": str(tmp_path / "run"),
@@ -97,7 +110,9 @@ def tiny_config(tmp_path: Path, model: Path, data: Path, **extra) -> Path:
 def finished_run(tmp_path_factory, tiny_bert12, tiny_data):
     """One complete tiny `compare` run, shared by the tests that only read its outputs."""
     from typer.testing import CliRunner
+
     from distill_lora.cli import app
+
     tmp = tmp_path_factory.mktemp("finished")
     cfg = tiny_config(tmp, tiny_bert12, tiny_data)
     result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])

@@ -2,6 +2,7 @@
 
 No timed assertions: this machine's timings are noise; only the plumbing and the loss are checked.
 """
+
 import json
 import math
 import random
@@ -12,10 +13,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from typer.testing import CliRunner
 
 from distill_lora import bench
-
-from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import DistillConfig
+from distill_lora.train import trainer
 from distill_lora.train.data import make_collate
 from distill_lora.train.losses import distillation_loss
 
@@ -68,7 +68,12 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
     assert ckpt["samples_per_s"] > 0 and ckpt["peak_memory_bytes"] > 0 and "ours+ckpt" in result.output
     projection = report["projection"]
     assert projection["batch_size"] == 4 and set(projection["stages"]) >= {
-        "teacher", "student-odd", "student-even", "lora-student", "lora-teacher"}
+        "teacher",
+        "student-odd",
+        "student-even",
+        "lora-student",
+        "lora-teacher",
+    }
     assert projection["compile_warmup_s"] == 0 and 0 < projection["total_s"] < math.inf
     assert "MFU n/a: CPU" in report["mfu_note"] and "Projected wall time" in result.output
     assert "hf_grouped" in result.output and "× HF grouped" in result.output
@@ -77,10 +82,13 @@ def test_bench_quick_cli_writes_every_step_type_and_baseline(tmp_path, monkeypat
 
 def test_bench_bad_options_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    for args, message in ((["--batch-sizes", "32,x"], "--batch-sizes"), (["--steps", "0"], "--steps"),
-                          (["--output", str(tmp_path / "missing" / "b.json")], "--output"),
-                          (["--texts", str(tmp_path / "none.jsonl")], "--texts"),
-                          (["--tokenizer", str(tmp_path / "empty")], "--tokenizer")):
+    for args, message in (
+        (["--batch-sizes", "32,x"], "--batch-sizes"),
+        (["--steps", "0"], "--steps"),
+        (["--output", str(tmp_path / "missing" / "b.json")], "--output"),
+        (["--texts", str(tmp_path / "none.jsonl")], "--texts"),
+        (["--tokenizer", str(tmp_path / "empty")], "--tokenizer"),
+    ):
         result = runner.invoke(app, ["bench", "--quick", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
@@ -99,8 +107,15 @@ def test_cached_teacher_logits_give_the_live_teacher_loss():
         teacher_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     k = DistillConfig()
-    live, live_parts = distillation_loss(student_logits, teacher_logits, batch["labels"], temperature=k.temperature,
-                                         w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos)
+    live, live_parts = distillation_loss(
+        student_logits,
+        teacher_logits,
+        batch["labels"],
+        temperature=k.temperature,
+        w_ce=k.w_ce,
+        w_kl=k.w_kl,
+        w_cos=k.w_cos,
+    )
     assert float(cached) == pytest.approx(float(live), abs=1e-6)
     for key in ("ce", "kl", "cos"):
         assert float(cached_parts[key]) == pytest.approx(float(live_parts[key]), abs=1e-6)
@@ -111,10 +126,19 @@ def test_cached_teacher_logits_give_the_live_teacher_loss():
 def test_notebook_and_hf_trainer_baselines_report_sane_numbers(step_type):
     teacher, pool = tiny_teacher(), tiny_pool()
     notebook = bench.run_notebook(step_type, teacher, pool, steps=2, warmup=1, batch_size=4)
-    hf = bench.run_hf_trainer(step_type, teacher, pool, batch_size=4, steps=2, warmup=1,
-                              tokenizer=bench.padding_tokenizer())
-    grouped = bench.run_hf_trainer(step_type, teacher, pool, batch_size=4, steps=2, warmup=1,
-                                   tokenizer=bench.padding_tokenizer(), group_by_length=True)
+    hf = bench.run_hf_trainer(
+        step_type, teacher, pool, batch_size=4, steps=2, warmup=1, tokenizer=bench.padding_tokenizer()
+    )
+    grouped = bench.run_hf_trainer(
+        step_type,
+        teacher,
+        pool,
+        batch_size=4,
+        steps=2,
+        warmup=1,
+        tokenizer=bench.padding_tokenizer(),
+        group_by_length=True,
+    )
     lengths = [len(x) for x in pool.input_ids]
     for m, runner_name in ((notebook, "notebook"), (hf, "hf_trainer"), (grouped, "hf_grouped")):
         assert m["runner"] == runner_name and m["step_type"] == step_type and m["batch_size"] == 4
@@ -131,6 +155,7 @@ def test_notebook_and_hf_trainer_baselines_report_sane_numbers(step_type):
 def test_bench_times_your_own_texts_with_your_tokenizer(tiny_bert6, tmp_path):
     from conftest import tiny_texts, write_jsonl
     from transformers import AutoTokenizer
+
     rows = tiny_texts(30, 5)
     path = write_jsonl(tmp_path / "mine.jsonl", [{"text": r["text"]} for r in rows])  # labels are optional
     pool, tokenizer, source = bench.bench_data(texts=str(path), tokenizer=str(tiny_bert6))
@@ -162,15 +187,30 @@ def test_hf_grouped_row_is_length_grouped_and_pads_less_than_the_defaults():
 
     def padding(m):  # fed - real tokens per text in the timed steps
         return m["fed_tokens_per_text"] - m["tokens_per_s"] / m["samples_per_s"]
+
     # measured: 20.25 - 13.75 = 6.5 (defaults) vs 13.0 - 12.31 = 0.69 (32 texts sorted into 8 batches)
     assert padding(grouped) < 1.5 and padding(defaults) > 4
 
 
 def test_ratios_are_against_the_length_grouped_trainer():
-    rows = [{"step_type": "teacher", "runner": r, "batch_size": b, "samples_per_s": v, "tokens_per_s": 1.0,
-             "flops_per_token": 1.0}
-            for r, b, v in (("notebook", 32, 40.0), ("ours", 32, 100.0), ("hf_trainer", 32, 50.0),
-                            ("hf_grouped", 32, 80.0), ("ours", 64, 150.0), ("hf_grouped", 64, 120.0))]
+    rows = [
+        {
+            "step_type": "teacher",
+            "runner": r,
+            "batch_size": b,
+            "samples_per_s": v,
+            "tokens_per_s": 1.0,
+            "flops_per_token": 1.0,
+        }
+        for r, b, v in (
+            ("notebook", 32, 40.0),
+            ("ours", 32, 100.0),
+            ("hf_trainer", 32, 50.0),
+            ("hf_grouped", 32, 80.0),
+            ("ours", 64, 150.0),
+            ("hf_grouped", 64, 120.0),
+        )
+    ]
     bench.add_ratios_and_mfu(rows, "cpu")
     by = {(r["runner"], r["batch_size"]): r for r in rows}
     assert by[("ours", 32)]["vs_hf_grouped"] == 100 / 80 and by[("hf_trainer", 32)]["vs_hf_grouped"] == 50 / 80

@@ -1,11 +1,12 @@
 """Bad input → one line naming the problem and the fix, exit code 2, no traceback, nothing written."""
+
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO, tiny_config, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import REPO, tiny_config, write_jsonl
 from distill_lora.cli import app
 
 runner = CliRunner()
@@ -29,9 +30,22 @@ def check_user_error(tmp_path, args, message, output_dir):
     assert not output_dir.exists(), "nothing may be written on bad input"
 
 
-@pytest.mark.parametrize("case", ["unknown key", "missing config", "missing data", "missing column",
-                                  "label outside", "null text", "empty split", "impossible layers",
-                                  "impossible lora layers", "hub id offline", "bad lora model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown key",
+        "missing config",
+        "missing data",
+        "missing column",
+        "label outside",
+        "null text",
+        "empty split",
+        "impossible layers",
+        "impossible lora layers",
+        "hub id offline",
+        "bad lora model",
+    ],
+)
 def test_bad_input(case, tiny_bert6, tiny_data, tmp_path):
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
     out = tmp_path / "run"
@@ -41,15 +55,22 @@ def test_bad_input(case, tiny_bert6, tiny_data, tmp_path):
         "missing config": (["compare", "--config", str(tmp_path / "nope.yaml")], "config file"),
         "missing data": (base + ["--set", f"data.source={tmp_path / 'nowhere'}"], "no such file or folder"),
         "missing column": (base + ["--set", "data.text_column=tweet"], "no column 'tweet'"),
-        "label outside": (base + ["--set", f"data.source={bad_data(tmp_path, 'l', [{'text': 'x', 'label': 5}])}"],
-                          "outside the label set"),
-        "null text": (base + ["--set", f"data.source={bad_data(tmp_path, 'n', [{'text': None, 'label': 0}])}"],
-                      "data.null_text: drop"),
+        "label outside": (
+            base + ["--set", f"data.source={bad_data(tmp_path, 'l', [{'text': 'x', 'label': 5}])}"],
+            "outside the label set",
+        ),
+        "null text": (
+            base + ["--set", f"data.source={bad_data(tmp_path, 'n', [{'text': None, 'label': 0}])}"],
+            "data.null_text: drop",
+        ),
         "empty split": (base + ["--set", f"data.source={bad_data(tmp_path, 'e', [])}"], "is empty"),
         "impossible layers": (["distill", "--layers", "2,9", "--config", str(cfg)], "outside 1..6"),
         "impossible lora layers": (base + ["--set", "lora.student_layers=5,3"], "strictly increasing"),
         "hub id offline": (base + ["--set", "teacher.model=bert-base-uncased"], "HF_HUB_OFFLINE is set"),
-        "bad lora model": (["lora", "--stage", "lora-huge", "--config", str(cfg)], "--stage 'lora-huge': use lora-student, lora-teacher or all"),
+        "bad lora model": (
+            ["lora", "--stage", "lora-huge", "--config", str(cfg)],
+            "--stage 'lora-huge': use lora-student, lora-teacher or all",
+        ),
     }
     args, message = cases[case]
     check_user_error(tmp_path, args, message, out)
@@ -65,14 +86,16 @@ def test_unwritable_output_dir(tiny_bert6, tiny_data, tmp_path):
 
 
 def test_python_dash_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "distill_lora", "--help"], capture_output=True, text=True,
-                            cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "distill_lora", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert result.returncode == 0
     for command in ("train-teacher", "distill", "lora", "compare"):
         assert command in result.stdout
 
 
 # ---------------------------------------------------------------- one error path for every command (issue 11)
+
 
 def one_error_line(result, code, *needles):
     """The command failed with `code` and said so in exactly one line starting with 'error:'."""
@@ -86,14 +109,18 @@ def one_error_line(result, code, *needles):
     return lines[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "'seed' must be an integer from 0 to 4294967295"),
-    (["--seed", "99999999999"], "'seed' must be an integer from 0 to 4294967295 (2**32 - 1), got 99999999999"),
-    (["--set", "seeds=[0, 4294967296]"], "'seeds[1]' must be an integer"),
-    (["--set", "data.split_seed=-2"], "'data.split_seed' must be an integer"),
-])
-def test_seeds_outside_what_numpy_accepts_fail_before_anything_is_written(args, needle, tiny_bert6, tiny_data,
-                                                                          tmp_path):
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seed", "-1"], "'seed' must be an integer from 0 to 4294967295"),
+        (["--seed", "99999999999"], "'seed' must be an integer from 0 to 4294967295 (2**32 - 1), got 99999999999"),
+        (["--set", "seeds=[0, 4294967296]"], "'seeds[1]' must be an integer"),
+        (["--set", "data.split_seed=-2"], "'data.split_seed' must be an integer"),
+    ],
+)
+def test_seeds_outside_what_numpy_accepts_fail_before_anything_is_written(
+    args, needle, tiny_bert6, tiny_data, tmp_path
+):
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
     one_error_line(runner.invoke(app, ["train-teacher", "--config", str(cfg), *args]), 2, needle)
     assert not (tmp_path / "run").exists()  # no seed--1/.teacher.work/ left behind
@@ -110,61 +137,79 @@ def test_global_train_value_is_blamed_on_the_key_the_user_set(tiny_bert6, tiny_d
 def test_malformed_yaml_names_line_and_column(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: 1.0e-4\n   epochs: 2\n")  # line 3 is indented one space too far
-    one_error_line(runner.invoke(app, ["compare", "-c", str(bad)]), 2,
-                   "is not valid YAML: line 3, column 10: mapping values are not allowed here")
-    one_error_line(runner.invoke(app, ["compare", "--set", "distill.layers=[1,2"]), 2,
-                   "--set 'distill.layers=[1,2': the value is not valid YAML: column 5: expected ',' or ']'")
+    one_error_line(
+        runner.invoke(app, ["compare", "-c", str(bad)]),
+        2,
+        "is not valid YAML: line 3, column 10: mapping values are not allowed here",
+    )
+    one_error_line(
+        runner.invoke(app, ["compare", "--set", "distill.layers=[1,2"]),
+        2,
+        "--set 'distill.layers=[1,2': the value is not valid YAML: column 5: expected ',' or ']'",
+    )
 
 
 def test_locked_run_folder_is_refused_before_any_data_is_loaded(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     import json
     import os
     import socket
+
     from distill_lora.experiment import pipeline
 
     def no_loading(*a, **kw):
         raise AssertionError("data loaded before the run folder was checked")
+
     monkeypatch.setattr(pipeline, "load_splits", no_loading)
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
     out = tmp_path / "run"
     out.mkdir()
     lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "just now"}  # a live process holds it
     (out / ".lock").write_text(json.dumps(lock))
-    one_error_line(runner.invoke(app, ["train-teacher", "-c", str(cfg)]), 2,
-                   f"run folder {out} is in use by process {os.getpid()}")
+    one_error_line(
+        runner.invoke(app, ["train-teacher", "-c", str(cfg)]), 2, f"run folder {out} is in use by process {os.getpid()}"
+    )
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    one_error_line(runner.invoke(app, ["train-teacher", "-c", str(cfg), "-o", str(blocker / "run")]), 2,
-                   "is not writable")
+    one_error_line(
+        runner.invoke(app, ["train-teacher", "-c", str(cfg), "-o", str(blocker / "run")]), 2, "is not writable"
+    )
 
 
 def test_bad_data_leaves_no_empty_run_folder(tiny_bert6, tiny_data, tmp_path):
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
     out = tmp_path / "deep" / "run"  # two folders made for the lock, both removed again
-    one_error_line(runner.invoke(app, ["compare", "-c", str(cfg), "-o", str(out), "--set",
-                                       "data.text_column=tweet"]), 2, "no column 'tweet'")
+    one_error_line(
+        runner.invoke(app, ["compare", "-c", str(cfg), "-o", str(out), "--set", "data.text_column=tweet"]),
+        2,
+        "no column 'tweet'",
+    )
     assert not (tmp_path / "deep").exists()
 
 
 # ---------------------------------------------------------------- report, export, evaluate, predict, serve
 
+
 @pytest.fixture
 def results_only(finished_run, tmp_path):
     """A run folder holding only a copy of the finished run's results.json: all `report` reads."""
     import shutil
+
     run = tmp_path / "run"
     run.mkdir()
     shutil.copyfile(finished_run["output"] / "results.json", run / "results.json")
     return run
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--resamples", "0"], "--resamples 0: use at least 100"),
-    (["--resamples", "-5"], "--resamples -5: use at least 100"),
-    (["--alpha", "2"], "--alpha 2.0: use a significance level between 0 and 1"),
-    (["--alpha", "0"], "--alpha 0.0: use a significance level between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--resamples", "0"], "--resamples 0: use at least 100"),
+        (["--resamples", "-5"], "--resamples -5: use at least 100"),
+        (["--alpha", "2"], "--alpha 2.0: use a significance level between 0 and 1"),
+        (["--alpha", "0"], "--alpha 0.0: use a significance level between 0 and 1"),
+    ],
+)
 def test_report_flags_are_checked_like_the_config(results_only, args, needle):
     one_error_line(runner.invoke(app, ["report", str(results_only), *args]), 2, needle)
     assert sorted(p.name for p in results_only.iterdir()) == ["results.json"]
@@ -176,20 +221,27 @@ def read_only(monkeypatch):
 
     def refuse(prefix=None, suffix=None, dir=None):
         raise PermissionError(13, "Permission denied", str(dir))
+
     monkeypatch.setattr(tempfile, "mkdtemp", refuse)
 
 
 def test_report_into_a_read_only_folder_is_one_line(results_only, monkeypatch):
     read_only(monkeypatch)
-    one_error_line(runner.invoke(app, ["report", str(results_only), "--resamples", "100"]), 1,
-                   f"error: could not read or write {results_only}: Permission denied")
+    one_error_line(
+        runner.invoke(app, ["report", str(results_only), "--resamples", "100"]),
+        1,
+        f"error: could not read or write {results_only}: Permission denied",
+    )
     assert sorted(p.name for p in results_only.iterdir()) == ["results.json"]
 
 
 def test_export_into_a_read_only_folder_is_one_line(finished_run, tmp_path, monkeypatch):
     read_only(monkeypatch)
-    one_error_line(runner.invoke(app, ["export", str(finished_run["output"]), str(tmp_path / "out")]), 1,
-                   f"could not read or write {tmp_path}: Permission denied")
+    one_error_line(
+        runner.invoke(app, ["export", str(finished_run["output"]), str(tmp_path / "out")]),
+        1,
+        f"could not read or write {tmp_path}: Permission denied",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -198,12 +250,17 @@ def test_evaluate_file_error_and_interrupt_take_the_same_path(tmp_path, monkeypa
 
     def fails(*a, **kw):
         raise PermissionError(13, "Permission denied", str(tmp_path / "results.json"))
+
     monkeypatch.setattr(evaluate, "evaluate_run", fails)
-    one_error_line(runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)]), 1,
-                   f"could not read or write {tmp_path / 'results.json'}: Permission denied")
+    one_error_line(
+        runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)]),
+        1,
+        f"could not read or write {tmp_path / 'results.json'}: Permission denied",
+    )
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(evaluate, "evaluate_run", interrupted)
     r = runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)])
     assert r.exit_code == 130 and r.output.strip() == "interrupted" and "Traceback" not in r.output
@@ -218,11 +275,17 @@ def fake_stage(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("texts, needle", [
-    (["fine", ""], "text argument 2 is empty"),
-    (["   "], "text argument 1 is empty"),
-    (["caf\udcc3"], "text argument 1 is not valid Unicode: lone surrogate U+DCC3 at character 3"),  # argv bytes not UTF-8
-])
+@pytest.mark.parametrize(
+    "texts, needle",
+    [
+        (["fine", ""], "text argument 2 is empty"),
+        (["   "], "text argument 1 is empty"),
+        (
+            ["caf\udcc3"],
+            "text argument 1 is not valid Unicode: lone surrogate U+DCC3 at character 3",
+        ),  # argv bytes not UTF-8
+    ],
+)
 def test_predict_rejects_what_the_web_api_rejects(tmp_path, texts, needle):
     one_error_line(runner.invoke(app, ["predict", str(fake_stage(tmp_path)), *texts]), 2, needle)
 
@@ -230,19 +293,22 @@ def test_predict_rejects_what_the_web_api_rejects(tmp_path, texts, needle):
 def test_predict_file_with_a_lone_surrogate_names_the_row(tmp_path):
     from distill_lora.errors import UserError
     from distill_lora.use.predict import read_texts_file
+
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "fine"}, {"text": "bad \ud800 text"}])
     with pytest.raises(UserError, match=r"row 2: the text is not valid Unicode: lone surrogate U\+D800 at character 4"):
         read_texts_file(path)
 
 
-@pytest.mark.parametrize("port, needle", [(99999, "--port 99999: use a port from 1 to 65535"),
-                                          (0, "--port 0: use a port from 1 to 65535")])
+@pytest.mark.parametrize(
+    "port, needle", [(99999, "--port 99999: use a port from 1 to 65535"), (0, "--port 0: use a port from 1 to 65535")]
+)
 def test_serve_port_out_of_range(tmp_path, port, needle):
     one_error_line(runner.invoke(app, ["serve", str(fake_stage(tmp_path)), "--port", str(port)]), 2, needle)
 
 
 def test_serve_on_a_busy_port_fails_before_saying_serving(tmp_path):
     import socket
+
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)

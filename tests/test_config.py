@@ -1,4 +1,5 @@
 """Config: every shipped config loads, overrides apply, typos name the closest key."""
+
 import pytest
 
 from distill_lora.config import SHIPPED, apply_override, describe, load_config
@@ -42,20 +43,23 @@ def test_flags_override_yaml():
     assert cfg.output_dir == "elsewhere" and cfg.seed == 7
 
 
-@pytest.mark.parametrize("override, message", [
-    ("teacher.trian.lr=1", "unknown key 'teacher.trian'; did you mean 'train'"),
-    ("distill.temprature=2", "did you mean 'temperature'"),
-    ("teacher.train.lrr=1", "unknown key 'teacher.train.lrr'; did you mean 'lr'"),
-    ("train.epochs=three", "'train.epochs' must be int"),
-    ("train.precision=fp8", "precision' must be one of auto, fp32, bf16, fp16"),
-    ("train.select_metric=test_accuracy", "select_metric"),
-    ("distill.temperature=0", "temperature' must be > 0"),
-    ("lora.models=[lora-big]", "lora.models has 'lora-big'"),
-    ("data.null_text=skip", "null_text"),
-    ("data.label_names=[only]", "at least two classes"),
-    ("seeed=1", "did you mean 'seed'"),
-    ("train.epochs", "must look like key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("teacher.trian.lr=1", "unknown key 'teacher.trian'; did you mean 'train'"),
+        ("distill.temprature=2", "did you mean 'temperature'"),
+        ("teacher.train.lrr=1", "unknown key 'teacher.train.lrr'; did you mean 'lr'"),
+        ("train.epochs=three", "'train.epochs' must be int"),
+        ("train.precision=fp8", "precision' must be one of auto, fp32, bf16, fp16"),
+        ("train.select_metric=test_accuracy", "select_metric"),
+        ("distill.temperature=0", "temperature' must be > 0"),
+        ("lora.models=[lora-big]", "lora.models has 'lora-big'"),
+        ("data.null_text=skip", "null_text"),
+        ("data.label_names=[only]", "at least two classes"),
+        ("seeed=1", "did you mean 'seed'"),
+        ("train.epochs", "must look like key.sub=value"),
+    ],
+)
 def test_bad_config_messages(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config("default", [override])

@@ -1,8 +1,10 @@
 """The documentation: the config reference matches the code, every key is in it, relative links resolve."""
+
 import importlib.util
 import re
 
 from conftest import REPO
+
 from distill_lora.config import describe
 
 DOCS = REPO / "docs"
@@ -20,7 +22,8 @@ def test_config_reference_is_generated_from_the_code():
     assert gen.TARGET == DOCS / "config.md"
     assert gen.TARGET.read_text() == gen.render(), (
         "docs/config.md differs from the config dataclasses' help texts: "
-        "run `python scripts/config_reference.py` and commit docs/config.md")
+        "run `python scripts/config_reference.py` and commit docs/config.md"
+    )
 
 
 def test_config_reference_documents_every_key():

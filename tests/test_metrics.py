@@ -1,4 +1,5 @@
 """Metric code against values worked out by hand."""
+
 import numpy as np
 import pytest
 
@@ -45,6 +46,7 @@ def test_majority_baseline():
 
 def test_ece_and_reliability_bins_by_hand_with_three_bins():
     from distill_lora.metrics import expected_calibration_error, reliability_bins
+
     # p(class 1) and label; prediction = p >= 0.5, confidence = max(p, 1 - p); 15 bins of width 1/15
     p = np.array([0.90, 0.92, 0.10, 0.88, 0.62, 0.35, 0.70])
     labels = np.array([1, 1, 0, 0, 1, 1, 0])

@@ -1,15 +1,35 @@
 """The meaning of a stage id (stage_ids) and the record every stage writes (records.StageRecord)."""
+
 import pytest
 
 from distill_lora.records import StageRecord
-from distill_lora.stage_ids import (ensemble_id, int8_id, int8_sources, is_derived, is_lora, is_student, kind_of,
-                                    student_id, train_section)
+from distill_lora.stage_ids import (
+    ensemble_id,
+    int8_id,
+    int8_sources,
+    is_derived,
+    is_lora,
+    is_student,
+    kind_of,
+    student_id,
+    train_section,
+)
 
 
-@pytest.mark.parametrize("stage, kind, section", [
-    ("teacher", "teacher", "teacher"), ("student-odd", "student", "distill"), ("student-1-4-7", "student", "distill"),
-    ("lora-student", "lora", "lora"), ("lora-teacher", "lora", "lora"), ("teacher-int8", "int8", None),
-    ("student-even-int8", "int8", None), ("ensemble-odd+even", "ensemble", None), ("mine", "other", None)])
+@pytest.mark.parametrize(
+    "stage, kind, section",
+    [
+        ("teacher", "teacher", "teacher"),
+        ("student-odd", "student", "distill"),
+        ("student-1-4-7", "student", "distill"),
+        ("lora-student", "lora", "lora"),
+        ("lora-teacher", "lora", "lora"),
+        ("teacher-int8", "int8", None),
+        ("student-even-int8", "int8", None),
+        ("ensemble-odd+even", "ensemble", None),
+        ("mine", "other", None),
+    ],
+)
 def test_kind_and_section(stage, kind, section):
     assert kind_of(stage).kind == kind
     assert kind_of(stage).section == section
@@ -37,8 +57,18 @@ def test_int8_sources_skip_lora_and_int8():
 
 
 def test_record_leaves_out_what_does_not_apply():
-    r = StageRecord(stage="teacher", model_type="T", test={"accuracy": 1.0}, wall_time_s=1.0, peak_memory_bytes=None,
-                    peak_memory_kind=None, depth=2, total_params=10, trainable_params=10, device="cpu")
+    r = StageRecord(
+        stage="teacher",
+        model_type="T",
+        test={"accuracy": 1.0},
+        wall_time_s=1.0,
+        peak_memory_bytes=None,
+        peak_memory_kind=None,
+        depth=2,
+        total_params=10,
+        trainable_params=10,
+        device="cpu",
+    )
     d = r.to_dict()
     # the fields every record has are written even when empty; the optional ones only when set
     assert d["selected_epoch"] is None and d["weights_bytes"] is None and d["validation_history"] == []

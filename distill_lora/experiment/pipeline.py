@@ -1,4 +1,5 @@
 """The stages: teacher → distilled students → LoRA models → comparison, each run by stage.run_stage."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,27 +15,41 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from distill_lora.train import distributed, trainer
 from distill_lora.config import Config, config_hash
 from distill_lora.errors import UserError
+from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
+from distill_lora.experiment.stage import run_stage, say, train_model
+from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
+from distill_lora.metrics import classification_metrics, majority_baseline, softmax, tune_threshold
+from distill_lora.records import StageRecord
+from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
+from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
 from distill_lora.train.data import Encoded, Splits, load_splits, overlap_summary
-from distill_lora.metrics import classification_metrics, majority_baseline, softmax, tune_threshold
-from distill_lora.train.models import (LORA_BASE_DIR, add_lora, depth_of, layers_name, load_classifier, load_model_config, load_stage_model,
-                     load_tokenizer, lora_readme, make_student, parameter_counts, pooler_decision, resolve_layers,
-                     write_adapter_base_note)
-from distill_lora.records import StageRecord
-from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
-from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
+from distill_lora.train.models import (
+    LORA_BASE_DIR,
+    add_lora,
+    depth_of,
+    layers_name,
+    load_classifier,
+    load_model_config,
+    load_stage_model,
+    load_tokenizer,
+    lora_readme,
+    make_student,
+    parameter_counts,
+    pooler_decision,
+    resolve_layers,
+    write_adapter_base_note,
+)
 from distill_lora.train.sources import files_sha256, model_fingerprint
-from distill_lora.experiment.stage import run_stage, say, train_model
-from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
 from distill_lora.train.steps import ce_step, distill_step
 
 
 @dataclass
 class Context:
     """What every stage of one command shares: config, data tokenised once, the tokenizer."""
+
     cfg: Config
     splits: Splits
     tokenizer: object
@@ -46,7 +61,7 @@ class Context:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
-    def for_seed(self, seed: int) -> "Context":
+    def for_seed(self, seed: int) -> Context:
         """The same data and tokenizer, another training seed."""
         return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, seed=seed))
 
@@ -79,11 +94,18 @@ def _check_max_length(max_length: int, model_config) -> None:
     if not positions:
         return
     # RoBERTa-style models number positions from padding_idx + 1, so two fewer are usable
-    offset = (model_config.pad_token_id or 0) + 1 if model_config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    offset = (
+        (model_config.pad_token_id or 0) + 1
+        if model_config.model_type in ("roberta", "xlm-roberta", "camembert")
+        else 0
+    )
     if max_length > positions - offset:
-        raise UserError(f"data.max_length {max_length} is more than the teacher takes ({positions - offset} tokens: "
-                        f"max_position_embeddings {positions}" + (f" minus {offset}" if offset else "") +
-                        f"); set data.max_length to at most {positions - offset}")
+        raise UserError(
+            f"data.max_length {max_length} is more than the teacher takes ({positions - offset} tokens: "
+            f"max_position_embeddings {positions}"
+            + (f" minus {offset}" if offset else "")
+            + f"); set data.max_length to at most {positions - offset}"
+        )
 
 
 # ---------------------------------------------------------------- config hashes (reuse decisions)
@@ -105,8 +127,9 @@ def _model_key(ctx: Context) -> dict:
 
 
 def teacher_hash(ctx: Context) -> str:
-    return config_hash({**_data_key(ctx), **_model_key(ctx),
-                        "train": dataclasses.asdict(ctx.cfg.stage_train("teacher"))})
+    return config_hash(
+        {**_data_key(ctx), **_model_key(ctx), "train": dataclasses.asdict(ctx.cfg.stage_train("teacher"))}
+    )
 
 
 def teacher_weights(ctx: Context) -> str:
@@ -118,8 +141,15 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
     """Keyed on the fine-tuned teacher's weights, not only its config: a teacher trained again (another GPU run,
     a deleted folder) makes new students."""
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.distill).items() if k not in ("layers", "train")}
-    return config_hash({"teacher": teacher_hash(ctx), "teacher_weights": teacher_weights(ctx), "layers": layers,
-                        "distill": d, "train": dataclasses.asdict(ctx.cfg.stage_train("distill"))})
+    return config_hash(
+        {
+            "teacher": teacher_hash(ctx),
+            "teacher_weights": teacher_weights(ctx),
+            "layers": layers,
+            "distill": d,
+            "train": dataclasses.asdict(ctx.cfg.stage_train("distill")),
+        }
+    )
 
 
 def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
@@ -127,11 +157,20 @@ def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
     if stage_id == LORA_TEACHER:
         d.pop("student_layers")
-    return config_hash({**_data_key(ctx), **_model_key(ctx), "stage": stage_id, "lora": d,
-                        "pooler_trained": train_pooler, "train": dataclasses.asdict(ctx.cfg.stage_train("lora"))})
+    return config_hash(
+        {
+            **_data_key(ctx),
+            **_model_key(ctx),
+            "stage": stage_id,
+            "lora": d,
+            "pooler_trained": train_pooler,
+            "train": dataclasses.asdict(ctx.cfg.stage_train("lora")),
+        }
+    )
 
 
 # ---------------------------------------------------------------- trained stages
+
 
 def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_type: str, **fields) -> dict:
     """Build → train (validation picks the epoch) → test once → a DONE stage folder, through stage.run_stage.
@@ -151,8 +190,7 @@ def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_typ
         # the one and only pass over the test split for this model, after the epoch was chosen (all processes
         # take part); in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it
         tcfg = ctx.cfg.stage_train(section)
-        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id,
-                                mixed=False)
+        test = trainer.evaluate(model, ctx.encoded["test"], tcfg.eval_batch_size, accelerator, ctx.pad_id, mixed=False)
         if not distributed.is_main():  # the main process records and writes the stage
             return None, None, None
         record = _trained_record(ctx, stage_id, model_type, model, result, accelerator, memory, test["logits"])
@@ -165,42 +203,65 @@ def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_typ
         def write_files(tmp: Path):
             shutil.copyfile(work / "train_log.jsonl", tmp / "train_log.jsonl")
             if record.threshold is not None:
-                atomic_write_json(tmp / "decision.json", {"threshold": record.threshold,
-                                                          "tuned_on": "validation macro-F1"})
+                atomic_write_json(
+                    tmp / "decision.json", {"threshold": record.threshold, "tuned_on": "validation macro-F1"}
+                )
             model.save_pretrained(tmp)
             ctx.tokenizer.save_pretrained(tmp)
             built["save_extra"](tmp)
             record.weights_bytes = weights_size_bytes(tmp)
             record.weights_sha256 = files_sha256(list(tmp.rglob("*.safetensors")))
-            write_test_predictions(tmp / "test_predictions.jsonl", ctx.encoded["test"].labels, test["logits"],
-                                   record.threshold)
+            write_test_predictions(
+                tmp / "test_predictions.jsonl", ctx.encoded["test"].labels, test["logits"], record.threshold
+            )
+
         t = record.test
-        return record, write_files, (f"epoch {result.selected_epoch} selected on validation; test accuracy "
-                                     f"{t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")
+        return (
+            record,
+            write_files,
+            (
+                f"epoch {result.selected_epoch} selected on validation; test accuracy "
+                f"{t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}"
+            ),
+        )
 
     return run_stage(ctx, stage_id, chash, produce, "config")
 
 
-def _trained_record(ctx: Context, stage_id: str, model_type: str, model, result, accelerator, memory,
-                    test_logits) -> StageRecord:
+def _trained_record(
+    ctx: Context, stage_id: str, model_type: str, model, result, accelerator, memory, test_logits
+) -> StageRecord:
     """The record of a freshly trained stage (before its folder is written)."""
     section = kind_of(stage_id).section
     tcfg, label_names, test_labels = ctx.cfg.stage_train(section), ctx.cfg.data.label_names, ctx.encoded["test"].labels
     selected = result.history[result.selected_epoch - 1]
     record = StageRecord(
-        stage=stage_id, model_type=model_type, test=classification_metrics(test_labels, test_logits, label_names),
-        validation_history=result.history, selected_epoch=result.selected_epoch, stopped_early=result.stopped_early,
-        train_loss=selected["train_loss"], train_total_loss=selected["train_total_loss"],
-        wall_time_s=round(result.wall_time_s, 3), samples_per_s=round(result.samples_per_s, 3),
-        peak_memory_bytes=memory.peak_bytes, peak_memory_kind=memory.kind, depth=depth_of(model),
-        **parameter_counts(model), device=trainer.device_name(accelerator), processes=accelerator.num_processes,
-        precision=trainer.mixed_precision_for(tcfg.precision), select_metric=tcfg.select_metric,
+        stage=stage_id,
+        model_type=model_type,
+        test=classification_metrics(test_labels, test_logits, label_names),
+        validation_history=result.history,
+        selected_epoch=result.selected_epoch,
+        stopped_early=result.stopped_early,
+        train_loss=selected["train_loss"],
+        train_total_loss=selected["train_total_loss"],
+        wall_time_s=round(result.wall_time_s, 3),
+        samples_per_s=round(result.samples_per_s, 3),
+        peak_memory_bytes=memory.peak_bytes,
+        peak_memory_kind=memory.kind,
+        depth=depth_of(model),
+        **parameter_counts(model),
+        device=trainer.device_name(accelerator),
+        processes=accelerator.num_processes,
+        precision=trainer.mixed_precision_for(tcfg.precision),
+        select_metric=tcfg.select_metric,
         test_ci=stage_test_ci(ctx, test_logits.argmax(axis=1).tolist()),
         # what the report's setup table shows: the settings this stage trained with
-        train_settings={"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs})
+        train_settings={"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs},
+    )
     if section == "distill":
-        record.loss_weights = {k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos",
-                                                                        "w_hidden")}
+        record.loss_weights = {
+            k: getattr(ctx.cfg.distill, k) for k in ("temperature", "w_ce", "w_kl", "w_cos", "w_hidden")
+        }
     if tcfg.tune_threshold:  # chosen on validation logits of the selected epoch, never on test
         record.threshold = tune_threshold(ctx.encoded["validation"].labels, result.selected_val_logits)
         record.test_at_threshold = classification_metrics(test_labels, test_logits, label_names, record.threshold)
@@ -212,18 +273,25 @@ def stage_test_ci(ctx: Context, preds: list[int]) -> dict:
     report.*), for metrics.json: the model card and the web page show them. With several seeds the report's
     interval is of the mean over seeds; this one is of this seed's model."""
     from distill_lora.report.analysis import ci_of
+
     r = ctx.cfg.report
-    result = {"test_labels": ctx.encoded["test"].labels, "label_names": ctx.cfg.data.label_names,
-              "test_groups": ctx.splits.test.groups}
+    result = {
+        "test_labels": ctx.encoded["test"].labels,
+        "label_names": ctx.cfg.data.label_names,
+        "test_groups": ctx.splits.test.groups,
+    }
     return ci_of(result, [preds], r.bootstrap_resamples, r.bootstrap_seed)
 
 
 # ---------------------------------------------------------------- stages
 
+
 def run_teacher(ctx: Context) -> dict:
     """Fine-tune the pretrained teacher on the task."""
+
     def build():
         return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step, lambda folder: None
+
     return _run_trained_stage(ctx, TEACHER, teacher_hash(ctx), build, "Teacher (fine-tuned)")
 
 
@@ -246,10 +314,19 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: d
     teacher.to(accelerator.device)
     start = time.perf_counter()
     with PeakMemory(accelerator.device) as memory:
-        out = trainer.evaluate(teacher, ctx.encoded["train"], ctx.cfg.stage_train("teacher").eval_batch_size,
-                               accelerator, ctx.pad_id, cls_layers=cls_layers)
-    measured = {"time_s": round(time.perf_counter() - start, 3), "peak_memory_bytes": memory.peak_bytes,
-                "peak_memory_kind": memory.kind}
+        out = trainer.evaluate(
+            teacher,
+            ctx.encoded["train"],
+            ctx.cfg.stage_train("teacher").eval_batch_size,
+            accelerator,
+            ctx.pad_id,
+            cls_layers=cls_layers,
+        )
+    measured = {
+        "time_s": round(time.perf_counter() - start, 3),
+        "peak_memory_bytes": memory.peak_bytes,
+        "peak_memory_kind": memory.kind,
+    }
     if cost is not None:
         cost.update({**measured, "reused": False})
     tensors = {"logits": torch.from_numpy(out["logits"]).contiguous()}
@@ -297,8 +374,9 @@ def run_student(ctx: Context, spec) -> dict:
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
-    return _run_trained_stage(ctx, stage_id, student_hash(ctx, layers), build, model_type, teacher_layers=layers,
-                              teacher_targets=targets_cost)
+    return _run_trained_stage(
+        ctx, stage_id, student_hash(ctx, layers), build, model_type, teacher_layers=layers, teacher_targets=targets_cost
+    )
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
@@ -323,12 +401,15 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
         def save_base(folder: Path):
             # the adapter needs its exact base (including the initial head) to reload
             from transformers import AutoModelForSequenceClassification
+
             plain = AutoModelForSequenceClassification.from_config(base.config)
             plain.load_state_dict(base_copy)
             plain.save_pretrained(folder / LORA_BASE_DIR)
             write_adapter_base_note(folder)
             atomic_write_text(folder / "README.md", lora_readme(model_type))
+
         return add_lora(base, lo, log=lambda line: say(f"[{stage_id}] {line}")), ce_step, save_base
+
     return _run_trained_stage(ctx, stage_id, lora_hash(ctx, stage_id, train_pooler), build, model_type, **extra)
 
 
@@ -342,6 +423,7 @@ def run_seed(ctx: Context) -> dict:
         results[stage_id] = run_lora(ctx, stage_id)
     if ctx.cfg.report.quantize_int8:  # the cheapest baseline: the same models with int8 weights
         from distill_lora.experiment.quantize import run_int8
+
         for source in int8_sources(list(results)):
             results[int8_id(source)] = run_int8(ctx, source)
     return results
@@ -355,27 +437,38 @@ def run_compare(ctx: Context) -> dict:
         say(f"=== seed {seed} ===")
         stages = run_seed(ctx.for_seed(seed))
         # paired test predictions go with the metrics: the report's McNemar tests and CIs need them
-        per_seed[str(seed)] = {st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)}
-                               for st, m in stages.items()}
+        per_seed[str(seed)] = {
+            st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)} for st, m in stages.items()
+        }
     baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
-    comparison = {"seeds": seeds, "label_names": ctx.cfg.data.label_names, "test_labels": ctx.encoded["test"].labels,
-                  "test_texts": ctx.splits.test.texts, "per_seed": per_seed, "majority_baseline": {"test": baseline}}
+    comparison = {
+        "seeds": seeds,
+        "label_names": ctx.cfg.data.label_names,
+        "test_labels": ctx.encoded["test"].labels,
+        "test_texts": ctx.splits.test.texts,
+        "per_seed": per_seed,
+        "majority_baseline": {"test": baseline},
+    }
     if ctx.splits.test.groups is not None:  # the report's bootstrap resamples these whole
         comparison["test_groups"] = ctx.splits.test.groups
     return comparison
 
 
 def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
-    rows = [json.loads(line) for line in
-            (stage_dir(output_dir, seed, stage) / "test_predictions.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (stage_dir(output_dir, seed, stage) / "test_predictions.jsonl").read_text().splitlines()
+    ]
     probs = softmax(np.array([r["logits"] for r in rows]))[:, 1]
     return {"pred": [r["pred"] for r in rows], "prob_positive": [float(p) for p in probs]}
 
 
 def write_run_files(ctx: Context, device: str) -> None:
     if distributed.is_main():
-        atomic_write_json(ctx.output_dir / "run.json",  # appends this command to the run's history
-                          provenance(device, ctx.splits.fingerprint, read_json_or_none(ctx.output_dir / "run.json")))
+        atomic_write_json(
+            ctx.output_dir / "run.json",  # appends this command to the run's history
+            provenance(device, ctx.splits.fingerprint, read_json_or_none(ctx.output_dir / "run.json")),
+        )
 
 
 def gather_results(output_dir: Path) -> dict:
@@ -388,26 +481,36 @@ def gather_results(output_dir: Path) -> dict:
     return out
 
 
-
 def data_summary(ctx: Context) -> dict:
     """Sizes, class balance, token lengths, truncation, duplicates and overlaps of the splits."""
     splits = {}
     for s in ("train", "validation", "test"):
         enc = ctx.encoded[s]
         q = np.percentile(enc.full_lengths, [50, 90, 99, 100])
-        splits[s] = {"n": len(enc), "positive_share": sum(y == 1 for y in enc.labels) / len(enc),
-                     "truncated_share": enc.n_truncated / len(enc),
-                     "length_percentiles": dict(zip(("p50", "p90", "p99", "max"), map(float, q)))}
-    return {"source": ctx.cfg.data.source, "max_length": ctx.cfg.data.max_length, "splits": splits,
-            "overlap": overlap_summary(ctx.splits), "drop_duplicates": ctx.cfg.data.drop_duplicates,
-            "notes": ctx.splits.notes}
+        splits[s] = {
+            "n": len(enc),
+            "positive_share": sum(y == 1 for y in enc.labels) / len(enc),
+            "truncated_share": enc.n_truncated / len(enc),
+            "length_percentiles": dict(zip(("p50", "p90", "p99", "max"), map(float, q))),
+        }
+    return {
+        "source": ctx.cfg.data.source,
+        "max_length": ctx.cfg.data.max_length,
+        "splits": splits,
+        "overlap": overlap_summary(ctx.splits),
+        "drop_duplicates": ctx.cfg.data.drop_duplicates,
+        "notes": ctx.splits.notes,
+    }
 
 
 def _device() -> str:
     """This process's device in the words of trainer.device_name, without making an Accelerator (that would
     reset accelerate's process-wide state)."""
-    name = (f"cpu ({torch.get_num_threads()} threads)" if distributed.use_cpu()
-            else torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0"))))
+    name = (
+        f"cpu ({torch.get_num_threads()} threads)"
+        if distributed.use_cpu()
+        else torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0")))
+    )
     n = distributed.world_size()
     return name if n == 1 else f"{n} processes × {name}"
 
@@ -421,6 +524,7 @@ def finish_command(ctx: Context, metrics: dict) -> dict:
 def finish_compare(ctx: Context, result: dict) -> dict:
     """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
     from distill_lora.report.write import print_table, write_report
+
     device = _device()
     if not distributed.is_main():
         return result
@@ -428,13 +532,25 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     r = ctx.cfg.report
     # stored so that `report` and `evaluate` rebuild with the run's own settings
     settings = {"bootstrap_resamples": r.bootstrap_resamples, "bootstrap_seed": r.bootstrap_seed, "alpha": r.alpha}
-    results = {"comparison": result, "data": data_summary(ctx), "run": {"device": device},
-               "all_stages": gather_results(ctx.output_dir), "report_settings": settings}
+    results = {
+        "comparison": result,
+        "data": data_summary(ctx),
+        "run": {"device": device},
+        "all_stages": gather_results(ctx.output_dir),
+        "report_settings": settings,
+    }
     if r.measure_speed:  # every model timed together; kept as it was when no stage changed
         from distill_lora.experiment.timing import time_run
+
         previous = read_json_or_none(ctx.output_dir / "results.json", {}).get("timings")
-        results["timings"] = time_run(ctx.output_dir, result, ctx.encoded["validation"], ctx.pad_id,
-                                      torch.device("cuda" if torch.cuda.is_available() else "cpu"), previous)
+        results["timings"] = time_run(
+            ctx.output_dir,
+            result,
+            ctx.encoded["validation"],
+            ctx.pad_id,
+            torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+            previous,
+        )
     atomic_write_json(ctx.output_dir / "results.json", results)
     results["report_settings_source"] = {key: "config" for key in settings}
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)

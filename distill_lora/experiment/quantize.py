@@ -8,6 +8,7 @@ An int8 row is a normal DONE stage folder `seed-S/<source>-int8/` with metrics.j
 test_predictions.jsonl, but without weights: they are a deterministic function of the fp32 source
 folder, `quantize_dynamic_int8(load_stage_model(source_folder))`, so nothing is pickled or saved.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,17 +17,17 @@ import warnings
 
 import torch
 
-from distill_lora.train import trainer
 from distill_lora.config import config_hash
 from distill_lora.errors import UserError
-from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
-from distill_lora.metrics import classification_metrics
-from distill_lora.train.models import load_stage_model
-from distill_lora.records import StageRecord
 from distill_lora.experiment.runs import stage_dir, write_test_predictions
-from distill_lora.files import read_json
 from distill_lora.experiment.stage import run_stage
+from distill_lora.files import read_json
+from distill_lora.metrics import classification_metrics
+from distill_lora.records import StageRecord
 from distill_lora.stage_ids import int8_id, train_section
+from distill_lora.train import trainer
+from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
+from distill_lora.train.models import load_stage_model
 
 QUANT_VERSION = "torch-dynamic-int8-v1"  # part of the int8 stage's config hash: a change here re-measures
 ZERO_POINT_BYTES, SCALE_BYTES = 1, 4  # per quantisation group: an int8 zero point and an fp32 scale
@@ -37,12 +38,14 @@ def quantized_engine() -> str:
     for engine in ("x86", "fbgemm", "qnnpack"):
         if engine in torch.backends.quantized.supported_engines:
             return engine
-    raise UserError("this torch build has no quantised CPU engine (x86, fbgemm or qnnpack); "
-                    "set report.quantize_int8: false")
+    raise UserError(
+        "this torch build has no quantised CPU engine (x86, fbgemm or qnnpack); set report.quantize_int8: false"
+    )
 
 
 def _dynamic_linear():
     from torch.ao.nn.quantized.dynamic import Linear
+
     return Linear
 
 
@@ -56,6 +59,7 @@ def quantize_dynamic_int8(model):
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         from torch.ao.quantization import quantize_dynamic
+
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # copies; `model` stays fp32
 
 
@@ -87,8 +91,14 @@ def int8_size_bytes(qmodel) -> int:
 
 def int8_hash(source: dict) -> str:
     """Reuse key of an int8 stage: its source's config hash and weights, the method, and the kernel library."""
-    return config_hash({"source": source["config_hash"], "source_weights": source["weights_sha256"],
-                        "method": QUANT_VERSION, "engine": quantized_engine()})
+    return config_hash(
+        {
+            "source": source["config_hash"],
+            "source_weights": source["weights_sha256"],
+            "method": QUANT_VERSION,
+            "engine": quantized_engine(),
+        }
+    )
 
 
 def run_int8(ctx, source: str) -> dict:
@@ -109,10 +119,18 @@ def run_int8(ctx, source: str) -> dict:
             if record.threshold is not None:
                 shutil.copyfile(src_dir / "decision.json", tmp / "decision.json")
             write_test_predictions(tmp / "test_predictions.jsonl", labels, test_logits, record.threshold)
+
         t, s = record.test, src["test"]
-        return record, write_files, (f"{record.fp32_weights_bytes / record.weights_bytes:.1f}x smaller than "
-                                     f"{source}; test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} "
-                                     f"(fp32: {s['macro_f1']:.4f})")
+        return (
+            record,
+            write_files,
+            (
+                f"{record.fp32_weights_bytes / record.weights_bytes:.1f}x smaller than "
+                f"{source}; test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} "
+                f"(fp32: {s['macro_f1']:.4f})"
+            ),
+        )
+
     return run_stage(ctx, stage_id, int8_hash(src), produce, source, main_only=True)
 
 
@@ -130,24 +148,37 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
         # the one pass over the test split for this model (fp32 activations, as trainer.evaluate batches them)
         test = trainer.evaluate(qmodel, ctx.encoded["test"], eval_batch, cpu, ctx.pad_id, mixed=False)
     record = StageRecord(
-        stage=int8_id(source), model_type=f"{src['model_type']}, int8 dynamic quantisation",
+        stage=int8_id(source),
+        model_type=f"{src['model_type']}, int8 dynamic quantisation",
         quantized_from=source,
-        quantization={"method": "torch dynamic int8: nn.Linear weights int8 (per tensor), activations "
-                                "quantised per batch at run time; embeddings, LayerNorm, biases fp32",
-                      "engine": torch.backends.quantized.engine, "version": QUANT_VERSION,
-                      "quantize_time_s": round(quantize_s, 3)},
+        quantization={
+            "method": "torch dynamic int8: nn.Linear weights int8 (per tensor), activations "
+            "quantised per batch at run time; embeddings, LayerNorm, biases fp32",
+            "engine": torch.backends.quantized.engine,
+            "version": QUANT_VERSION,
+            "quantize_time_s": round(quantize_s, 3),
+        },
         weights_saved=False,
         weights_note=f"not saved: rebuilt deterministically by distill_lora.experiment.quantize.quantize_dynamic_int8("
-                     f"distill_lora.train.models.load_stage_model('{src_dir}'))",
-        test=classification_metrics(labels, test["logits"], label_names), stopped_early=False,
+        f"distill_lora.train.models.load_stage_model('{src_dir}'))",
+        test=classification_metrics(labels, test["logits"], label_names),
+        stopped_early=False,
         # what it takes to obtain this model: its source's training, then quantising it
         wall_time_s=round(src["wall_time_s"] + quantize_s, 3),
-        peak_memory_bytes=memory.peak_bytes, peak_memory_kind=memory.kind,
-        depth=src["depth"], total_params=src["total_params"], trainable_params=src["trainable_params"],
+        peak_memory_bytes=memory.peak_bytes,
+        peak_memory_kind=memory.kind,
+        depth=src["depth"],
+        total_params=src["total_params"],
+        trainable_params=src["trainable_params"],
         int8_params=sum(m.weight().numel() for m in qmodel.modules() if isinstance(m, _dynamic_linear())),
-        device=f"cpu ({torch.get_num_threads()} threads)", precision="int8 weights, fp32 activations",
-        weights_bytes=int8_size_bytes(qmodel), fp32_weights_bytes=state_dict_bytes(fp32),
-        source_config_hash=src["config_hash"], config_hash=int8_hash(src), teacher_layers=src.get("teacher_layers"))
+        device=f"cpu ({torch.get_num_threads()} threads)",
+        precision="int8 weights, fp32 activations",
+        weights_bytes=int8_size_bytes(qmodel),
+        fp32_weights_bytes=state_dict_bytes(fp32),
+        source_config_hash=src["config_hash"],
+        config_hash=int8_hash(src),
+        teacher_layers=src.get("teacher_layers"),
+    )
     # the source's decision threshold (tuned on its fp32 validation logits) applies unchanged, as a user
     # quantising that model would apply it
     if (src_dir / "decision.json").exists():

@@ -6,6 +6,7 @@ OUTPUT_DIR/
   seed-S/<stage-id>/       one Hugging Face folder per stage, DONE written last
   seed-S/cache/            teacher logits on the training split, reused by every student
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from distill_lora import faults
 from distill_lora.errors import UserError
-from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir, read_json, read_json_or_none
+from distill_lora.files import (
+    atomic_write_json,
+    atomic_write_text,
+    follow_umask,
+    make_temp_dir,
+    read_json,
+    read_json_or_none,
+)
 from distill_lora.metrics import softmax
 
 DONE = "DONE"
@@ -91,8 +99,9 @@ def stage_folder(final: Path, config_hash: str):
 def git_commit() -> str | None:
     """The commit of the installed source tree, when it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -105,6 +114,7 @@ def provenance(device: str, data_fingerprint: dict, previous: dict | None = None
     import sys
     import time
     from importlib.metadata import PackageNotFoundError, version
+
     versions = {}
     for pkg in ("distill-lora", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn"):
         try:
@@ -112,15 +122,28 @@ def provenance(device: str, data_fingerprint: dict, previous: dict | None = None
         except PackageNotFoundError:
             versions[pkg] = None
     commit = git_commit()
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": list(sys.argv), "device": device,
-             "versions": versions, "git_commit": commit}
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": list(sys.argv),
+        "device": device,
+        "versions": versions,
+        "git_commit": commit,
+    }
     previous = previous if isinstance(previous, dict) else {}
     history = previous.get("history")
     if not isinstance(history, list):  # a run.json from before the history was kept: its one command
-        history = [{"time": None, "argv": None, **{k: previous.get(k) for k in ("device", "versions", "git_commit")}}
-                   ] if previous.get("versions") else []
-    return {"versions": versions, "device": device, "git_commit": commit, "data_files": data_fingerprint,
-            "history": [*history, entry]}
+        history = (
+            [{"time": None, "argv": None, **{k: previous.get(k) for k in ("device", "versions", "git_commit")}}]
+            if previous.get("versions")
+            else []
+        )
+    return {
+        "versions": versions,
+        "device": device,
+        "git_commit": commit,
+        "data_files": data_fingerprint,
+        "history": [*history, entry],
+    }
 
 
 class RunLock:
@@ -136,6 +159,7 @@ class RunLock:
     def __enter__(self):
         import socket
         import time
+
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -148,9 +172,11 @@ class RunLock:
                     continue
                 if not owner:  # being written right now, or cut short: treat as held
                     owner = {"pid": "?", "host": "?", "started": "?"}
-                raise UserError(f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
-                                f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
-                                f"another --output-dir (if that process is gone for sure, delete {self.path})") from None
+                raise UserError(
+                    f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
+                    f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
+                    f"another --output-dir (if that process is gone for sure, delete {self.path})"
+                ) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True

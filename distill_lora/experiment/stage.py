@@ -2,6 +2,7 @@
 and save a DONE stage folder. The teacher, students, LoRA models and int8 rows all run through run_stage;
 sweep trials train through train_model, as stages do.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -10,13 +11,12 @@ from pathlib import Path
 import yaml
 from accelerate.utils import set_seed
 
-from distill_lora.train import distributed, trainer
-
 from distill_lora import faults
 from distill_lora.errors import UserError
-from distill_lora.train.costs import PeakMemory
 from distill_lora.experiment.runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
 from distill_lora.files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
+from distill_lora.train import distributed, trainer
+from distill_lora.train.costs import PeakMemory
 
 
 def say(*args) -> None:
@@ -93,19 +93,35 @@ def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=No
     """
     tcfg = ctx.cfg.stage_train(section)
     if tcfg.batch_size < distributed.world_size():
-        raise UserError(f"{section}: batch_size {tcfg.batch_size} is smaller than the {distributed.world_size()} "
-                        "processes; the batch size is the global batch: raise it or start fewer processes")
+        raise UserError(
+            f"{section}: batch_size {tcfg.batch_size} is smaller than the {distributed.world_size()} "
+            "processes; the batch size is the global batch: raise it or start fewer processes"
+        )
     set_seed(ctx.cfg.seed)
     model, loss_fn = build()
     # made after build(): a student's build computes the teacher's targets under the teacher's own accelerator,
     # and accelerate keeps one process-wide state, so an earlier stage accelerator would lose its precision
     accelerator = trainer.make_accelerator(tcfg.precision)
-    say(f"[{desc}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
-        f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}")
+    say(
+        f"[{desc}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
+        f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}"
+    )
     with PeakMemory(accelerator.device) as memory:
-        result = trainer.train(model, loss_fn, tcfg, trainer.TrainRun(
-            ctx.encoded["train"], ctx.encoded["validation"], label_names=ctx.cfg.data.label_names, pad_id=ctx.pad_id,
-            seed=ctx.cfg.seed, work_dir=work, desc=desc, accelerator=accelerator), on_validated=on_validated)
+        result = trainer.train(
+            model,
+            loss_fn,
+            tcfg,
+            trainer.TrainRun(
+                ctx.encoded["train"],
+                ctx.encoded["validation"],
+                label_names=ctx.cfg.data.label_names,
+                pad_id=ctx.pad_id,
+                seed=ctx.cfg.seed,
+                work_dir=work,
+                desc=desc,
+                accelerator=accelerator,
+            ),
+            on_validated=on_validated,
+        )
     # without accelerate's autocast wrapper: the test pass and the saved model are the plain fp32 model
     return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result, accelerator, memory
-

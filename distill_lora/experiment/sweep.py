@@ -13,6 +13,7 @@ OUTPUT_DIR/sweep/
   best.json                the best trial and its test metrics
   best/seed-S/<stage>/     the best config as a normal stage folder (predict, export and serve take it)
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,14 +30,14 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from distill_lora.experiment import pipeline
 from distill_lora.config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
 from distill_lora.errors import UserError
-from distill_lora.train.models import add_lora, load_classifier, resolve_layers
+from distill_lora.experiment import pipeline
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
-from distill_lora.files import atomic_write_json, atomic_write_text
 from distill_lora.experiment.stage import train_model
+from distill_lora.files import atomic_write_json, atomic_write_text
 from distill_lora.stage_ids import TEACHER
+from distill_lora.train.models import add_lora, load_classifier, resolve_layers
 from distill_lora.train.steps import ce_step
 
 KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the trial has ended
@@ -52,12 +53,7 @@ def run_sweep(ctx) -> dict:
     layers = resolve_layers(s.layers, ctx.teacher_depth) if s.stage == "distill" else None
     folder = ctx.output_dir / "sweep"
     folder.mkdir(parents=True, exist_ok=True)
-    if ctx.cfg.stage_train(SWEEP_STAGES[s.stage]).select_metric != "macro_f1":
-        print("[sweep] note: train.select_metric is not macro_f1: each trial scores the validation macro-F1 "
-              "of the epoch that metric selects")
-    if ctx.cfg.seeds and ctx.cfg.seeds != [ctx.cfg.seed]:
-        print(f"[sweep] note: trials train with seed {ctx.cfg.seed} only (seeds are for compare: run it with "
-              "best_config.yaml to check the best values over seeds)")
+    _say_what_trials_score(ctx)
     if s.stage == "distill":  # every trial distils the same fine-tuned teacher: a normal stage, reused when done
         pipeline.run_teacher(ctx)
     study, budget = _open_study(ctx, folder, space, layers)
@@ -66,35 +62,65 @@ def run_sweep(ctx) -> dict:
     _write_tables(ctx, study, space, folder, None)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise UserError(f"no trial of the sweep completed (see {folder / 'sweep.md'}); widen or move the search "
-                        "space, e.g. lower learning rates, and run again with a larger --trials")
+        raise UserError(
+            f"no trial of the sweep completed (see {folder / 'sweep.md'}); widen or move the search "
+            "space, e.g. lower learning rates, and run again with a larger --trials"
+        )
     best = study.best_trial  # the argmax of validation macro-F1 over the complete trials
     values = best.user_attrs["values"]
     print(f"[sweep] best: trial {best.number}, validation macro-F1 {best.value:.4f}: {_fmt_values(values)}")
     tie = None
     if len(complete) > 1 and len({round(t.value, 9) for t in complete}) == 1:
-        tie = (f"every complete trial scored validation macro-F1 {best.value:.4f}: the search space made no "
-               f"difference on validation, so the 'best' trial is only the first; widen the space or train longer")
+        tie = (
+            f"every complete trial scored validation macro-F1 {best.value:.4f}: the search space made no "
+            f"difference on validation, so the 'best' trial is only the first; widen the space or train longer"
+        )
         print(f"[sweep] note: {tie}")
 
     best_dir = folder / "best"
     bcfg = config_with(ctx.cfg, {**values, "output_dir": str(best_dir)})
-    atomic_write_text(folder / "best_config.yaml",
-                      f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
-                      f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False))
+    atomic_write_text(
+        folder / "best_config.yaml",
+        f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
+        f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False),
+    )
     metrics = _retrain_best(ctx, bcfg, layers)
     val = metrics["validation_history"][metrics["selected_epoch"] - 1]["val_macro_f1"]
     if abs(val - best.value) > 1e-6:  # the same seed and config: equal on CPU, close on GPU
-        print(f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
-              f"{best.value:.4f}); GPU kernels are not bit-deterministic")
-    result = {"study": study.study_name, "stage": s.stage, "trial": best.number, "values": values,
-              "val_macro_f1": best.value, "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
-              "test": metrics["test"], "selected_epoch": metrics["selected_epoch"],
-              "validation_history": metrics["validation_history"], "note": tie}
+        print(
+            f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
+            f"{best.value:.4f}); GPU kernels are not bit-deterministic"
+        )
+    result = {
+        "study": study.study_name,
+        "stage": s.stage,
+        "trial": best.number,
+        "values": values,
+        "val_macro_f1": best.value,
+        "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
+        "test": metrics["test"],
+        "selected_epoch": metrics["selected_epoch"],
+        "validation_history": metrics["validation_history"],
+        "note": tie,
+    }
     atomic_write_json(folder / "best.json", result)
     _write_tables(ctx, study, space, folder, result)
     print(f"[sweep] wrote {folder / 'sweep.md'}, trials.csv, best_config.yaml and best.json")
     return result
+
+
+def _say_what_trials_score(ctx) -> None:
+    s = ctx.cfg.sweep
+    if ctx.cfg.stage_train(SWEEP_STAGES[s.stage]).select_metric != "macro_f1":
+        print(
+            "[sweep] note: train.select_metric is not macro_f1: each trial scores the validation macro-F1 "
+            "of the epoch that metric selects"
+        )
+    if ctx.cfg.seeds and ctx.cfg.seeds != [ctx.cfg.seed]:
+        print(
+            f"[sweep] note: trials train with seed {ctx.cfg.seed} only (seeds are for compare: run it with "
+            "best_config.yaml to check the best values over seeds)"
+        )
 
 
 def _retrain_best(ctx, bcfg, layers) -> dict:
@@ -112,31 +138,41 @@ def _retrain_best(ctx, bcfg, layers) -> dict:
     return metrics
 
 
-NO_SPACE = ("sweep: the config has no search space; add one, e.g. 'sweep: {stage: distill, space: "
-            "{distill.temperature: {low: 1, high: 8, log: true}}}' (see the README's Hyperparameter search), "
-            "or --set 'sweep.space={distill.temperature: {low: 1, high: 8, log: true}}'")
+NO_SPACE = (
+    "sweep: the config has no search space; add one, e.g. 'sweep: {stage: distill, space: "
+    "{distill.temperature: {low: 1, high: 8, log: true}}}' (see the README's Hyperparameter search), "
+    "or --set 'sweep.space={distill.temperature: {low: 1, high: 8, log: true}}'"
+)
 
 
 # ---------------------------------------------------------------- the study
+
 
 def _open_study(ctx, folder, space: dict, layers):
     """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
     s = ctx.cfg.sweep
     base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir")}
-    name = "sweep-" + config_hash({"stage": s.stage, "layers": layers, "space": space, "config": base,
-                                   "data_files": ctx.splits.fingerprint})
+    name = "sweep-" + config_hash(
+        {"stage": s.stage, "layers": layers, "space": space, "config": base, "data_files": ctx.splits.fingerprint}
+    )
     storage = f"sqlite:///{folder / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     earlier = optuna.get_all_study_names(storage)
     if earlier and name not in earlier:
-        print(f"[sweep] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
-              f"starting a new study {name} (the others are kept)")
+        print(
+            f"[sweep] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
+            f"starting a new study {name} (the others are kept)"
+        )
     # a first epoch says too little (on OLID, 6 of 8 trials were cut after epoch 1 by differences within noise),
     # so a trial may be pruned after its second epoch at the earliest, and never after its last (see _run_trial)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=2) if s.pruning
-              else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                pruner=pruner)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=2)
+        if s.pruning
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True, pruner=pruner
+    )
     # we hold the run lock, so a trial still RUNNING belongs to a process that died or was interrupted
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
@@ -146,8 +182,9 @@ def _open_study(ctx, folder, space: dict, layers):
     budget = s.trials
     if s.sampler == "grid":  # every combination queued once, in a seeded order: a smaller budget is a fair subset
         keys = list(space)
-        combos = [dict(zip(keys, c)) for c in itertools.product(*[[_encode(v) for v in space[k]["choices"]]
-                                                                  for k in keys])]
+        combos = [
+            dict(zip(keys, c)) for c in itertools.product(*[[_encode(v) for v in space[k]["choices"]] for k in keys])
+        ]
         random.Random(s.sampler_seed).shuffle(combos)
         queued = {_key(_params(t)) for t in study.trials if t.state != TrialState.FAIL or "error" in t.user_attrs}
         for params in combos:
@@ -158,18 +195,26 @@ def _open_study(ctx, folder, space: dict, layers):
             budget = len(combos)
     # seeded by the trials so far: a resumed run must not replay the random draws of the first run
     seed = s.sampler_seed + n_before
-    study.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.trials // 4)))
-                     if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
+    study.sampler = (
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.trials // 4)))
+        if s.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
     done = _n_done(study)
-    print(f"[sweep] study {name}: stage {s.stage}" + (f" (layers {s.layers})" if layers else "") +
-          f", sampler {s.sampler}, {done} of {budget} trials finished")
+    print(
+        f"[sweep] study {name}: stage {s.stage}"
+        + (f" (layers {s.layers})" if layers else "")
+        + f", sampler {s.sampler}, {done} of {budget} trials finished"
+    )
     return study, budget
 
 
 def _n_done(study) -> int:
     """Trials that count towards the budget: complete, pruned, or failed on their own (NaN loss), not interrupted."""
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) or
-               (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in study.get_trials(deepcopy=False))
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _encode(value):
@@ -192,11 +237,13 @@ def _suggest(trial, key: str, spec: dict, kind: str):
         return decoded[trial.suggest_categorical(key, list(decoded))]
     if kind.startswith("int"):
         return trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step") or 1, log=spec.get("log", False))
-    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), step=spec.get("step"),
-                               log=spec.get("log", False))
+    return trial.suggest_float(
+        key, float(spec["low"]), float(spec["high"]), step=spec.get("step"), log=spec.get("log", False)
+    )
 
 
 # ---------------------------------------------------------------- one trial
+
 
 def _build(ctx, stage: str, layers):
     """Model and step loss of a trial, made by the same functions as the pipeline's stages."""
@@ -238,8 +285,9 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
 
     try:
         # seeded and built as a stage is (stage.train_model), so the best trial retrained as a stage is the same model
-        _, result, _, _ = train_model(tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work,
-                                      work.name, on_validated)
+        _, result, _, _ = train_model(
+            tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work, work.name, on_validated
+        )
     except optuna.TrialPruned:
         _clean(work)
         epochs = len(study.trials[trial.number].intermediate_values)
@@ -255,8 +303,10 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
     value = result.history[result.selected_epoch - 1]["val_macro_f1"]
     study.tell(trial, value)
     best = study.best_trial
-    print(f"[sweep] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
-          f"trial {best.number})")
+    print(
+        f"[sweep] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
+        f"trial {best.number})"
+    )
 
 
 def _fail(study, trial, message: str) -> None:
@@ -298,8 +348,15 @@ def _link(src, dst) -> None:
 
 # ---------------------------------------------------------------- tables
 
+
 def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return (
+        f"{value:.4g}"
+        if isinstance(value, float)
+        else json.dumps(value)
+        if isinstance(value, (list, dict))
+        else str(value)
+    )
 
 
 def _fmt_values(values: dict) -> str:
@@ -313,10 +370,18 @@ def _rows(study, space: dict) -> list[dict]:
             continue
         values = t.user_attrs.get("values", {})
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running"}.get(
-            t.state, "failed" if "error" in t.user_attrs else "interrupted")
-        rows.append({"trial": t.number, "state": state, **{k: values.get(k, "") for k in space},
-                     "val_macro_f1": round(t.value, 6) if t.value is not None else "",
-                     "epochs": len(t.intermediate_values), "error": t.user_attrs.get("error", "")})
+            t.state, "failed" if "error" in t.user_attrs else "interrupted"
+        )
+        rows.append(
+            {
+                "trial": t.number,
+                "state": state,
+                **{k: values.get(k, "") for k in space},
+                "val_macro_f1": round(t.value, 6) if t.value is not None else "",
+                "epochs": len(t.intermediate_values),
+                "error": t.user_attrs.get("error", ""),
+            }
+        )
     return rows
 
 
@@ -330,24 +395,46 @@ def _write_tables(ctx, study, space: dict, folder, best: dict | None) -> None:
     writer.writerows({k: _encode(v) if k in space else v for k, v in r.items()} for r in rows)  # full precision
     atomic_write_text(folder / "trials.csv", buf.getvalue())
     head = ["Trial", "State", *space, "Val macro-F1", "Epochs"]
-    cells = [[str(r["trial"]), r["state"], *[_fmt(r[k]) for k in space],
-              f"{r['val_macro_f1']:.4f}" if r["val_macro_f1"] != "" else "–", str(r["epochs"])] for r in rows]
-    lines = [f"# Hyperparameter search: {s.stage}" + (f" (layers {s.layers})" if s.stage == "distill" else ""), "",
-             f"Study `{study.study_name}` in `study.db`: sampler {s.sampler}, {len(rows)} trials, pruning "
-             f"{'on (median rule after each epoch)' if s.pruning else 'off'}, seed {ctx.cfg.seed}. Trials are "
-             "compared on validation macro-F1 only; the test split is evaluated once, for the best trial.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(c) + " |" for c in cells]]
+    cells = [
+        [
+            str(r["trial"]),
+            r["state"],
+            *[_fmt(r[k]) for k in space],
+            f"{r['val_macro_f1']:.4f}" if r["val_macro_f1"] != "" else "–",
+            str(r["epochs"]),
+        ]
+        for r in rows
+    ]
+    lines = [
+        f"# Hyperparameter search: {s.stage}" + (f" (layers {s.layers})" if s.stage == "distill" else ""),
+        "",
+        f"Study `{study.study_name}` in `study.db`: sampler {s.sampler}, {len(rows)} trials, pruning "
+        f"{'on (median rule after each epoch)' if s.pruning else 'off'}, seed {ctx.cfg.seed}. Trials are "
+        "compared on validation macro-F1 only; the test split is evaluated once, for the best trial.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *["| " + " | ".join(c) + " |" for c in cells],
+    ]
     if best is not None:
         t = best["test"]
-        lines += ["", f"## Best: trial {best['trial']}", "", f"Values: {_fmt_values(best['values'])}.", "",
-                  *([f"Note: {best['note']}.", ""] if best.get("note") else []),
-                  f"Validation macro-F1 {best['val_macro_f1']:.4f} (the maximum over trials, so optimistic). "
-                  f"Test split, evaluated once: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}.", "",
-                  f"Stage folder: `{best['stage_dir']}`; config: `best_config.yaml`."]
+        lines += [
+            "",
+            f"## Best: trial {best['trial']}",
+            "",
+            f"Values: {_fmt_values(best['values'])}.",
+            "",
+            *([f"Note: {best['note']}.", ""] if best.get("note") else []),
+            f"Validation macro-F1 {best['val_macro_f1']:.4f} (the maximum over trials, so optimistic). "
+            f"Test split, evaluated once: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}.",
+            "",
+            f"Stage folder: `{best['stage_dir']}`; config: `best_config.yaml`.",
+        ]
     atomic_write_text(folder / "sweep.md", "\n".join(lines) + "\n")
     if best is not None:  # and on the terminal
         from rich.console import Console
         from rich.table import Table
+
         table = Table(title=f"Sweep: best trial {best['trial']}, test macro-F1 {t['macro_f1']:.4f} (evaluated once)")
         for h in head:
             table.add_column(h, overflow="fold")

@@ -4,23 +4,26 @@ A stage's own timing (metrics.json "inference") is made right after it trained, 
 machine was doing then; these timings are made in one sitting, interleaved, on the same inputs, and go
 into results.json under "timings" with the device they were made on.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from distill_lora.experiment.runs import stage_dir
 from distill_lora.train.costs import device_label, time_together
 from distill_lora.train.data import Encoded
 from distill_lora.train.models import load_stage_model
-from distill_lora.experiment.runs import stage_dir
 
 
 def fingerprint(comparison: dict) -> dict:
     """What the timings depend on: the weights of each stage of the timed (first) seed."""
     seed = comparison["seeds"][0]
-    return {stage: m.get("weights_sha256") or m.get("source_config_hash") or m.get("config_hash")
-            for stage, m in comparison["per_seed"][str(seed)].items()}
+    return {
+        stage: m.get("weights_sha256") or m.get("source_config_hash") or m.get("config_hash")
+        for stage, m in comparison["per_seed"][str(seed)].items()
+    }
 
 
 def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device) -> dict:
@@ -28,6 +31,7 @@ def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device)
     CPU, and, when `device` is not the CPU, their fp32 sources on the CPU as well (named 'SOURCE (fp32 on CPU)')
     so the int8 speed-up compares two models on one CPU."""
     from distill_lora.experiment.quantize import quantize_dynamic_int8
+
     cpu = torch.device("cpu")
     models = {}
     for stage, m in stages.items():
@@ -42,8 +46,15 @@ def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device)
     return models
 
 
-def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, device: torch.device,
-             previous: dict | None = None, repeats: int = 5) -> dict:
+def time_run(
+    run_dir: Path,
+    comparison: dict,
+    dataset: Encoded,
+    pad_id: int,
+    device: torch.device,
+    previous: dict | None = None,
+    repeats: int = 5,
+) -> dict:
     """results.json's "timings": every model of the first seed timed together; `previous` is kept unchanged
     when it timed exactly these weights (a no-op re-run keeps the device its timings were made on)."""
     fp = fingerprint(comparison)
@@ -52,10 +63,15 @@ def time_run(run_dir: Path, comparison: dict, dataset: Encoded, pad_id: int, dev
     seed = comparison["seeds"][0]
     models = models_to_time(Path(run_dir), seed, comparison["per_seed"][str(seed)], device)
     timed = time_together(models, dataset, pad_id, repeats=repeats)
-    return {"fingerprint": fp, "seed": seed, "repeats": repeats, "device": device_label(device),
-            "inputs": f"the first {min(16, len(dataset))} validation examples one at a time, and the first "
-                      f"{min(128, len(dataset))} in batches of 64",
-            "models": timed}
+    return {
+        "fingerprint": fp,
+        "seed": seed,
+        "repeats": repeats,
+        "device": device_label(device),
+        "inputs": f"the first {min(16, len(dataset))} validation examples one at a time, and the first "
+        f"{min(128, len(dataset))} in batches of 64",
+        "models": timed,
+    }
 
 
 def retime_run(run_dir: Path, repeats: int = 5) -> Path:
@@ -64,9 +80,10 @@ def retime_run(run_dir: Path, repeats: int = 5) -> Path:
     from distill_lora.config import load_config
     from distill_lora.errors import UserError
     from distill_lora.experiment.pipeline import prepare
-    from distill_lora.report.write import write_report
     from distill_lora.experiment.runs import RunLock
     from distill_lora.files import atomic_write_json, read_json
+    from distill_lora.report.write import write_report
+
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     if not path.exists():
@@ -77,14 +94,24 @@ def retime_run(run_dir: Path, repeats: int = 5) -> Path:
         raise UserError(f"{config} not found: retime needs the run's stage folders, not only its results.json")
     cfg = load_config(str(config), [], str(run_dir))
     ctx = prepare(cfg)  # the same validation inputs, tokenised as compare did
-    timings = time_run(run_dir, comparison, ctx.encoded["validation"], ctx.pad_id,
-                       torch.device("cuda" if torch.cuda.is_available() else "cpu"), repeats=repeats)
+    timings = time_run(
+        run_dir,
+        comparison,
+        ctx.encoded["validation"],
+        ctx.pad_id,
+        torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+        repeats=repeats,
+    )
     with RunLock(run_dir):
         results = read_json(path)  # re-read under the lock
         results["timings"] = timings
         atomic_write_json(path, results)
     settings = results.get("report_settings") or {}
-    report, _ = write_report(run_dir, results, settings.get("bootstrap_resamples", cfg.report.bootstrap_resamples),
-                             settings.get("bootstrap_seed", cfg.report.bootstrap_seed),
-                             settings.get("alpha", cfg.report.alpha))
+    report, _ = write_report(
+        run_dir,
+        results,
+        settings.get("bootstrap_resamples", cfg.report.bootstrap_resamples),
+        settings.get("bootstrap_seed", cfg.report.bootstrap_seed),
+        settings.get("alpha", cfg.report.alpha),
+    )
     return report

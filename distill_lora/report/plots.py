@@ -1,4 +1,5 @@
 """PNG figures for the report, drawn headless with matplotlib. Each function returns the file name."""
+
 from __future__ import annotations
 
 import math
@@ -11,15 +12,14 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from distill_lora.report.analysis import runs_of, stage_ids  # noqa: E402
 from distill_lora.metrics import reliability_bins  # noqa: E402
+from distill_lora.report.analysis import runs_of, stage_ids  # noqa: E402
 
 
 def _grid(n: int, sharey: bool = False, sharex: bool = False):
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=sharey,
-                             sharex=sharex)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=sharey, sharex=sharex)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes.flat
@@ -41,10 +41,22 @@ def loss_curves(result: dict, folder: Path) -> str:
         for seed, r in zip(result["seeds"], runs_of(result, stage)):
             first = seed == result["seeds"][0]
             epochs = [h["epoch"] for h in r["validation_history"]]
-            ax.plot(epochs, [h["train_loss"] for h in r["validation_history"]], "o-", color="tab:blue",
-                    alpha=0.8, label="train CE" if first else None)
-            ax.plot(epochs, [h["val_loss"] for h in r["validation_history"]], "s--", color="tab:orange",
-                    alpha=0.8, label="validation loss" if first else None)
+            ax.plot(
+                epochs,
+                [h["train_loss"] for h in r["validation_history"]],
+                "o-",
+                color="tab:blue",
+                alpha=0.8,
+                label="train CE" if first else None,
+            )
+            ax.plot(
+                epochs,
+                [h["val_loss"] for h in r["validation_history"]],
+                "s--",
+                color="tab:orange",
+                alpha=0.8,
+                label="validation loss" if first else None,
+            )
             ax.axvline(r["selected_epoch"], color="grey", linestyle=":", label="selected epoch" if first else None)
         ax.set_title(stage, fontsize=10)
         ax.set_xlabel("epoch")
@@ -67,11 +79,23 @@ def metric_bars(summary: dict, folder: Path, majority: dict | None = None) -> st
         low = [summary[s]["ci"][metric]["low"] for s in stages]
         high = [summary[s]["ci"][metric]["high"] for s in stages]
         lows += low
-        ax.bar(x + offset, points, 0.4, yerr=[np.subtract(points, low), np.subtract(high, points)], capsize=3,
-               color=color, label=metric.replace("_", "-"))
+        ax.bar(
+            x + offset,
+            points,
+            0.4,
+            yerr=[np.subtract(points, low), np.subtract(high, points)],
+            capsize=3,
+            color=color,
+            label=metric.replace("_", "-"),
+        )
         if majority:
-            ax.axhline(majority[metric], color=color, linestyle="--", linewidth=1,
-                       label=f"majority class: {metric.replace('_', '-')} {majority[metric]:.3f}")
+            ax.axhline(
+                majority[metric],
+                color=color,
+                linestyle="--",
+                linewidth=1,
+                label=f"majority class: {metric.replace('_', '-')} {majority[metric]:.3f}",
+            )
             lows.append(majority[metric])
     bottom = max(0.0, math.floor((min(lows) - 0.05) * 20) / 20)
     ax.set_ylim(bottom, 1.02)  # a bar at 1.0 stays visible as a full bar
@@ -150,8 +174,12 @@ def cost_vs_quality(result: dict, summary: dict, folder: Path, timings: dict | N
         timed = timed or bool(latency)
         style = {"marker": markers[i % len(markers)], "color": f"C{i % 10}", "s": 45}
         where = " (CPU)" if s.get("quantized_from") else ""
-        right.scatter([latency] if latency else [], [s["macro_f1"]["mean"]] if latency else [],
-                      label=f"{stage} ({s['depth']}L){where}", **style)
+        right.scatter(
+            [latency] if latency else [],
+            [s["macro_f1"]["mean"]] if latency else [],
+            label=f"{stage} ({s['depth']}L){where}",
+            **style,
+        )
         if seconds:
             left.scatter(seconds, s["macro_f1"]["mean"], **style)
     left.set_xlabel("training time, s (students: with their teacher; int8: none)")
@@ -164,8 +192,9 @@ def cost_vs_quality(result: dict, summary: dict, folder: Path, timings: dict | N
     else:
         right.set_xlabel("latency at batch 1: not measured in this run")
     left.set_ylabel("test macro-F1")
-    fig.legend(*right.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False)
+    fig.legend(
+        *right.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False
+    )
     fig.suptitle("Cost vs quality (L = layers run at inference)")
     fig.tight_layout()
     fig.savefig(folder / "cost_vs_quality.png", dpi=110, bbox_inches="tight")  # the legend sits outside the axes
@@ -175,6 +204,10 @@ def cost_vs_quality(result: dict, summary: dict, folder: Path, timings: dict | N
 
 def draw_all(result: dict, summary: dict, folder: Path, timings: dict | None = None) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [loss_curves(result, folder), metric_bars(summary, folder, result["majority_baseline"]["test"]),
-            confusion_matrices(result, folder), reliability(result, folder),
-            cost_vs_quality(result, summary, folder, timings)]
+    return [
+        loss_curves(result, folder),
+        metric_bars(summary, folder, result["majority_baseline"]["test"]),
+        confusion_matrices(result, folder),
+        reliability(result, folder),
+        cost_vs_quality(result, summary, folder, timings),
+    ]

@@ -5,6 +5,7 @@ A bootstrap resample is held as a row of example weights (how often each test ex
 every model and metric of a report is scored on exactly the same resamples, and scoring is one matrix
 product instead of a scikit-learn call per resample.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,16 @@ def _method(groups) -> str:
     return "percentile bootstrap" if groups is None else f"cluster bootstrap ({len(set(groups))} groups)"
 
 
-def bootstrap_ci(labels, preds_per_seed: list, metric: str, n_resamples: int = 1000, seed: int = 0,
-                 confidence: float = 0.95, groups=None, n_classes: int = 2) -> dict:
+def bootstrap_ci(
+    labels,
+    preds_per_seed: list,
+    metric: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    groups=None,
+    n_classes: int = 2,
+) -> dict:
     """Percentile bootstrap CI of the seed-averaged metric, resampling test examples (or whole groups).
 
     The same resamples are used for every seed, so the interval reflects test-set sampling of the mean over
@@ -86,8 +95,14 @@ def bootstrap_ci(labels, preds_per_seed: list, metric: str, n_resamples: int = 1
     w = resample_weights(len(labels), groups, n_resamples, seed)
     values = np.mean([weighted_metric(metric, w, labels, p, n_classes) for p in preds], axis=0)
     low, high = _percentiles(values, confidence)
-    out = {"point": point, "low": low, "high": high, "confidence": confidence, "n_resamples": n_resamples,
-           "method": _method(groups)}
+    out = {
+        "point": point,
+        "low": low,
+        "high": high,
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "method": _method(groups),
+    }
     if metric == "accuracy" and low == high:
         right = int(sum(int(np.sum(p == labels)) for p in preds))
         ci = stats.binomtest(right, len(labels) * len(preds)).proportion_ci(confidence, method="exact")
@@ -95,8 +110,17 @@ def bootstrap_ci(labels, preds_per_seed: list, metric: str, n_resamples: int = 1
     return out
 
 
-def paired_diff_ci(labels, preds_a: list, preds_b: list, metric: str, n_resamples: int = 1000, seed: int = 0,
-                   confidence: float = 0.95, groups=None, n_classes: int = 2) -> dict:
+def paired_diff_ci(
+    labels,
+    preds_a: list,
+    preds_b: list,
+    metric: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    groups=None,
+    n_classes: int = 2,
+) -> dict:
     """Paired bootstrap of the seed-averaged difference A − B of a metric, on the same resamples as bootstrap_ci.
 
     Both models are scored on each resample, so the interval is of the difference itself. p is the percentile
@@ -108,15 +132,30 @@ def paired_diff_ci(labels, preds_a: list, preds_b: list, metric: str, n_resample
     """
     labels = np.asarray(labels)
     pairs = list(zip(map(np.asarray, preds_a), map(np.asarray, preds_b)))
-    point = float(np.mean([metric_point(metric, labels, a, n_classes) - metric_point(metric, labels, b, n_classes)
-                           for a, b in pairs]))
+    point = float(
+        np.mean(
+            [metric_point(metric, labels, a, n_classes) - metric_point(metric, labels, b, n_classes) for a, b in pairs]
+        )
+    )
     w = resample_weights(len(labels), groups, n_resamples, seed)
-    diffs = np.mean([weighted_metric(metric, w, labels, a, n_classes) - weighted_metric(metric, w, labels, b, n_classes)
-                     for a, b in pairs], axis=0)
+    diffs = np.mean(
+        [
+            weighted_metric(metric, w, labels, a, n_classes) - weighted_metric(metric, w, labels, b, n_classes)
+            for a, b in pairs
+        ],
+        axis=0,
+    )
     low, high = _percentiles(diffs, confidence)
     p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    return {"point": point, "low": low, "high": high, "p_value": float(p), "confidence": confidence,
-            "n_resamples": n_resamples, "method": _method(groups)}
+    return {
+        "point": point,
+        "low": low,
+        "high": high,
+        "p_value": float(p),
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "method": _method(groups),
+    }
 
 
 def holm(p_values: list[float]) -> list[float]:

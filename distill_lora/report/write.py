@@ -3,6 +3,7 @@
 Built only from the comparison dict that results.json holds, so `distill-lora report RUN_DIR` can
 rebuild it without the models.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,26 +16,53 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from distill_lora.report.analysis import add_ensembles, analysis_lines, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
-from distill_lora.report.plots import draw_all
 from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
-from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_lora, is_student, kind_of
+from distill_lora.report.analysis import (
+    add_ensembles,
+    analysis_lines,
+    compare_pairs,
+    int8_comparisons,
+    runs_of,
+    stage_ids,
+    summarise,
+)
+from distill_lora.report.plots import draw_all
+from distill_lora.stage_ids import (
+    LORA_STUDENT,
+    LORA_TEACHER,
+    STUDENT_EVEN,
+    STUDENT_ODD,
+    TEACHER,
+    is_lora,
+    is_student,
+    kind_of,
+)
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
 
-LAYERS_NOTE = ("Layers = the encoder layers a model runs at inference; a LoRA model runs every layer of the model "
-               "it adapts, and its adapters add to it.")
-LOSS_NOTE = ("Training Loss = mean cross-entropy with the true labels over the training batches of the selected "
-             "epoch (train mode, dropout on), the same quantity for every model; a distilled student's total "
-             "distillation loss is in the setup table.")
-INT8_NOTE = ("int8 rows: the fp32 model above with post-training dynamic quantisation (torch): nn.Linear weights "
-             "in int8, activations quantised per batch at run time, on the CPU; nothing was trained. Size = int8 "
-             "weights + their scales + the fp32 rest (embeddings, LayerNorm, biases); the int8 weights are not saved "
-             "(rebuilt exactly from the fp32 stage folder).")
-TEST_NOTE = ("Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
-             "after its epoch was selected on validation; the test split chose nothing.")
-ENSEMBLE_NOTE = ("Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
-                 "of their members' (they run every member), not measurements; their peak memory was not measured.")
+LAYERS_NOTE = (
+    "Layers = the encoder layers a model runs at inference; a LoRA model runs every layer of the model "
+    "it adapts, and its adapters add to it."
+)
+LOSS_NOTE = (
+    "Training Loss = mean cross-entropy with the true labels over the training batches of the selected "
+    "epoch (train mode, dropout on), the same quantity for every model; a distilled student's total "
+    "distillation loss is in the setup table."
+)
+INT8_NOTE = (
+    "int8 rows: the fp32 model above with post-training dynamic quantisation (torch): nn.Linear weights "
+    "in int8, activations quantised per batch at run time, on the CPU; nothing was trained. Size = int8 "
+    "weights + their scales + the fp32 rest (embeddings, LayerNorm, biases); the int8 weights are not saved "
+    "(rebuilt exactly from the fp32 stage folder)."
+)
+TEST_NOTE = (
+    "Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
+    "after its epoch was selected on validation; the test split chose nothing."
+)
+ENSEMBLE_NOTE = (
+    "Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
+    "of their members' (they run every member), not measurements; their peak memory was not measured."
+)
 DEMO_SOURCE = "package:distill_lora/demo_data"
 EXAMPLE_CHARS = 160  # a misclassified text is cut here: enough to recognise it, short enough to scan
 
@@ -59,7 +87,7 @@ def _millions(n: int | None) -> str:
 
 
 def _mib(n: int | None) -> str:
-    return "–" if not n else f"{n / 2 ** 20:.1f} MiB"
+    return "–" if not n else f"{n / 2**20:.1f} MiB"
 
 
 def _seeds_text(result: dict) -> str:
@@ -94,12 +122,18 @@ def _digits(result: dict) -> int:
 
 # ---------------------------------------------------------------- tables
 
+
 def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
     """The assignment's table: one row per trained model; accuracy / macro-F1 in one cell."""
     one, d = len(result["seeds"]) == 1, _digits(result)
-    return [[summary[st]["model_type"], _ms(summary[st]["train_loss"], d, one),
-             f"{_ms(summary[st]['accuracy'], d, one)} / {_ms(summary[st]['macro_f1'], d, one)}"]
-            for st in trained_stages(result)]
+    return [
+        [
+            summary[st]["model_type"],
+            _ms(summary[st]["train_loss"], d, one),
+            f"{_ms(summary[st]['accuracy'], d, one)} / {_ms(summary[st]['macro_f1'], d, one)}",
+        ]
+        for st in trained_stages(result)
+    ]
 
 
 def _ci(s: dict, metric: str, d: int) -> str:
@@ -135,19 +169,38 @@ def validation_cell(result: dict, stage: str, d: int) -> str:
 
 def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
     one, d = len(result["seeds"]) == 1, _digits(result)
-    header = ["Model", "Layers", "Validation acc / macro-F1 (selected epoch)", "Accuracy [95% CI]",
-              "Macro-F1 [95% CI]", "F1 positive", "ROC-AUC", "PR-AUC", "ECE"]
+    header = [
+        "Model",
+        "Layers",
+        "Validation acc / macro-F1 (selected epoch)",
+        "Accuracy [95% CI]",
+        "Macro-F1 [95% CI]",
+        "F1 positive",
+        "ROC-AUC",
+        "PR-AUC",
+        "ECE",
+    ]
     tuned = any("at_threshold" in s for s in summary.values())
     if tuned:  # per row: a row without its own threshold (every ensemble) shows "–"
         header += ["Threshold (validation)", "Macro-F1 at threshold"]
     rows = []
     for stage, s in summary.items():
-        row = [stage, str(s["depth"]), validation_cell(result, stage, d), _ci(s, "accuracy", d),
-               _ci(s, "macro_f1", d), _ms(s["f1_positive"], d, one), _ms(s["roc_auc"], d, one),
-               _ms(s["pr_auc"], d, one), _ms(s["ece"], d, one)]
+        row = [
+            stage,
+            str(s["depth"]),
+            validation_cell(result, stage, d),
+            _ci(s, "accuracy", d),
+            _ci(s, "macro_f1", d),
+            _ms(s["f1_positive"], d, one),
+            _ms(s["roc_auc"], d, one),
+            _ms(s["pr_auc"], d, one),
+            _ms(s["ece"], d, one),
+        ]
         if tuned:
-            row += [_ms(s.get("threshold"), 3, one),
-                    _ms(s["at_threshold"]["macro_f1"], d, one) if "at_threshold" in s else "–"]
+            row += [
+                _ms(s.get("threshold"), 3, one),
+                _ms(s["at_threshold"]["macro_f1"], d, one) if "at_threshold" in s else "–",
+            ]
         rows.append(row)
     return header, rows
 
@@ -188,28 +241,67 @@ PRECISION = {"no": "fp32", "bf16": "bf16 mixed", "fp16": "fp16 mixed"}  # accele
 
 def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """How each model was made: weights it started from, loss, what was trained, and how."""
-    header = ["Model", "Starting weights", "Loss", "Trainable params", "Epochs run / selected", "Learning rate",
-              "Batch size", "Precision", "Final training loss (total)"]
+    header = [
+        "Model",
+        "Starting weights",
+        "Loss",
+        "Trainable params",
+        "Epochs run / selected",
+        "Learning rate",
+        "Batch size",
+        "Precision",
+        "Final training loss (total)",
+    ]
     rows = []
     for stage in stage_ids(result):
         run, kind = runs_of(result, stage)[0], derived_from(result, stage)
         if kind == "int8":
-            rows.append([stage, f"{run['quantized_from']}, weights quantised to int8", "– (not trained)", "–",
-                         "–", "–", "–", run.get("precision", "int8 weights, fp32 activations"), "–"])
+            rows.append(
+                [
+                    stage,
+                    f"{run['quantized_from']}, weights quantised to int8",
+                    "– (not trained)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    run.get("precision", "int8 weights, fp32 activations"),
+                    "–",
+                ]
+            )
             continue
         if kind == "ensemble":
-            rows.append([stage, "mean probability of " + ", ".join(run["ensemble_of"]), "– (not trained)",
-                         "–", "–", "–", "–", "–", "–"])
+            rows.append(
+                [
+                    stage,
+                    "mean probability of " + ", ".join(run["ensemble_of"]),
+                    "– (not trained)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                ]
+            )
             continue
         t = run.get("train_settings", {})
-        total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) \
-            if is_student(stage) else "–"
-        rows.append([stage, _starting_weights(result, stage), _loss_text(stage, run),
-                     _millions(run["trainable_params"]),
-                     f"{len(run['validation_history'])}" + (f" of {t['epochs']}" if "epochs" in t else "")
-                     + f" / {run['selected_epoch']}", f"{t['lr']:g}" if "lr" in t else "–",
-                     str(t.get("batch_size", "–")),
-                     PRECISION.get(run.get("precision"), str(run.get("precision", "–"))), total])
+        total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) if is_student(stage) else "–"
+        rows.append(
+            [
+                stage,
+                _starting_weights(result, stage),
+                _loss_text(stage, run),
+                _millions(run["trainable_params"]),
+                f"{len(run['validation_history'])}"
+                + (f" of {t['epochs']}" if "epochs" in t else "")
+                + f" / {run['selected_epoch']}",
+                f"{t['lr']:g}" if "lr" in t else "–",
+                str(t.get("batch_size", "–")),
+                PRECISION.get(run.get("precision"), str(run.get("precision", "–"))),
+                total,
+            ]
+        )
     return header, rows
 
 
@@ -281,9 +373,19 @@ def teacher_pass_cell(result: dict, stage: str) -> str:
 def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[str], list[list[str]]]:
     one = len(result["seeds"]) == 1
     spread = " (median [min–max] of repeats)" if timings else ""
-    header = ["Model", "Layers", "Total params", "Trainable params", "Weights on disk", "Training time (s)",
-              "Teacher-logit pass", "Training samples/s", "Peak memory", f"Latency, batch 1 (ms/example){spread}",
-              f"Throughput, batch 64 (examples/s){spread}"]
+    header = [
+        "Model",
+        "Layers",
+        "Total params",
+        "Trainable params",
+        "Weights on disk",
+        "Training time (s)",
+        "Teacher-logit pass",
+        "Training samples/s",
+        "Peak memory",
+        f"Latency, batch 1 (ms/example){spread}",
+        f"Throughput, batch 64 (examples/s){spread}",
+    ]
     rows = []
     first = next(iter(summary.values()))
     for stage, s in summary.items():
@@ -311,8 +413,21 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
         if device != (timings or {}).get("device", first.get("device")) and latency != "–" and kind != "ensemble":
             latency, throughput = f"{latency} on {device}", f"{throughput} on {device}"
         trainable = "–" if kind == "int8" else _millions(s["trainable_params"])
-        rows.append([stage, str(s["depth"]), _millions(s["total_params"]), trainable, weights, time_s,
-                     teacher_pass_cell(result, stage), _ms(s["samples_per_s"], 1, one), memory, latency, throughput])
+        rows.append(
+            [
+                stage,
+                str(s["depth"]),
+                _millions(s["total_params"]),
+                trainable,
+                weights,
+                time_s,
+                teacher_pass_cell(result, stage),
+                _ms(s["samples_per_s"], 1, one),
+                memory,
+                latency,
+                throughput,
+            ]
+        )
     return header, rows
 
 
@@ -321,10 +436,12 @@ def _int8_speed(c: dict, timings: dict | None) -> dict | None:
     models = (timings or {}).get("models", {})
     fp32 = models.get(f"{c['source']} (fp32 on CPU)") or models.get(c["source"])
     if c["stage"] in models and fp32 and fp32["device"].startswith("cpu"):
-        return {"latency_ms_int8": models[c["stage"]]["latency_ms_batch1"]["median"],
-                "latency_ms_fp32": fp32["latency_ms_batch1"]["median"],
-                "throughput_int8": models[c["stage"]]["throughput_batch64"]["median"],
-                "throughput_fp32": fp32["throughput_batch64"]["median"]}
+        return {
+            "latency_ms_int8": models[c["stage"]]["latency_ms_batch1"]["median"],
+            "latency_ms_fp32": fp32["latency_ms_batch1"]["median"],
+            "throughput_int8": models[c["stage"]]["throughput_batch64"]["median"],
+            "throughput_fp32": fp32["throughput_batch64"]["median"],
+        }
     if "speedup_batch1" in c:
         return {k: c[k] for k in ("latency_ms_int8", "latency_ms_fp32", "throughput_int8", "throughput_fp32")}
     return None
@@ -332,21 +449,37 @@ def _int8_speed(c: dict, timings: dict | None) -> dict | None:
 
 def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) -> tuple[list[str], list[list[str]]]:
     """Each int8 row beside its fp32 source: size, speed on the same CPU, macro-F1 and the pair's verdict."""
-    header = ["int8 model", "Size int8 / fp32", "× smaller", "CPU latency batch 1, int8 / fp32 (ms)",
-              "× faster", "CPU throughput batch 64, int8 / fp32 (ex/s)", "× faster", "Macro-F1 int8 / fp32",
-              "Change", "verdict (as in the pairs table)"]
+    header = [
+        "int8 model",
+        "Size int8 / fp32",
+        "× smaller",
+        "CPU latency batch 1, int8 / fp32 (ms)",
+        "× faster",
+        "CPU throughput batch 64, int8 / fp32 (ex/s)",
+        "× faster",
+        "Macro-F1 int8 / fp32",
+        "Change",
+        "verdict (as in the pairs table)",
+    ]
     rows = []
     for c in int8_comparisons(summary, pairs):
         t = _int8_speed(c, timings)
         p = c["pair"]
         verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
-        rows.append([c["stage"], f"{_mib(c['int8_bytes'])} / {_mib(c['fp32_bytes'])}", f"{c['size_ratio']:.2f}",
-                     f"{t['latency_ms_int8']:.2f} / {t['latency_ms_fp32']:.2f}" if t else "–",
-                     f"{t['latency_ms_fp32'] / t['latency_ms_int8']:.2f}" if t else "–",
-                     f"{t['throughput_int8']:.1f} / {t['throughput_fp32']:.1f}" if t else "–",
-                     f"{t['throughput_int8'] / t['throughput_fp32']:.2f}" if t else "–",
-                     f"{c['macro_f1_int8']:.{d}f} / {c['macro_f1_fp32']:.{d}f}", f"{c['macro_f1_change']:+.{d}f}",
-                     verdict])
+        rows.append(
+            [
+                c["stage"],
+                f"{_mib(c['int8_bytes'])} / {_mib(c['fp32_bytes'])}",
+                f"{c['size_ratio']:.2f}",
+                f"{t['latency_ms_int8']:.2f} / {t['latency_ms_fp32']:.2f}" if t else "–",
+                f"{t['latency_ms_fp32'] / t['latency_ms_int8']:.2f}" if t else "–",
+                f"{t['throughput_int8']:.1f} / {t['throughput_fp32']:.1f}" if t else "–",
+                f"{t['throughput_int8'] / t['throughput_fp32']:.2f}" if t else "–",
+                f"{c['macro_f1_int8']:.{d}f} / {c['macro_f1_fp32']:.{d}f}",
+                f"{c['macro_f1_change']:+.{d}f}",
+                verdict,
+            ]
+        )
     return header, rows
 
 
@@ -362,20 +495,46 @@ def _p_list(values) -> str:
 
 
 def pair_rows(pairs: list[dict], alpha: float, d: int = 3) -> tuple[list[str], list[list[str]]]:
-    header = ["A", "B", "Δ macro-F1 (A − B) [95% CI]", "Δ accuracy (A − B) [95% CI]",
-              "McNemar p (accuracy), raw", "McNemar p, Holm-adjusted", "Discordant b / c",
-              f"seeds with p < {alpha}", "paired t-test p (macro-F1 over seeds)", "verdict", "decided by"]
+    header = [
+        "A",
+        "B",
+        "Δ macro-F1 (A − B) [95% CI]",
+        "Δ accuracy (A − B) [95% CI]",
+        "McNemar p (accuracy), raw",
+        "McNemar p, Holm-adjusted",
+        "Discordant b / c",
+        f"seeds with p < {alpha}",
+        "paired t-test p (macro-F1 over seeds)",
+        "verdict",
+        "decided by",
+    ]
     rows = []
     for p in pairs:
         t = p["paired_t"]
-        t_cell = f"{t['p_value']:.3g}" if t.get("p_value") is not None else f"n/a ({t['reason']})" \
-            if t.get("reason") else "–"
+        t_cell = (
+            f"{t['p_value']:.3g}"
+            if t.get("p_value") is not None
+            else f"n/a ({t['reason']})"
+            if t.get("reason")
+            else "–"
+        )
         verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
         discordant = "; ".join(f"{b} / {c}" for b, c in p["discordant"]) if "discordant" in p else "–"
-        rows.append([p["a"], p["b"], _diff_cell(p, "macro_f1", d), _diff_cell(p, "accuracy", d),
-                     _p_list(p["mcnemar_p"]), _p_list(p.get("mcnemar_p_holm")), discordant,
-                     f"{p['seeds_significant']} of {p['n_seeds']}", t_cell, verdict,
-                     BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted")])
+        rows.append(
+            [
+                p["a"],
+                p["b"],
+                _diff_cell(p, "macro_f1", d),
+                _diff_cell(p, "accuracy", d),
+                _p_list(p["mcnemar_p"]),
+                _p_list(p.get("mcnemar_p_holm")),
+                discordant,
+                f"{p['seeds_significant']} of {p['n_seeds']}",
+                t_cell,
+                verdict,
+                BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted"),
+            ]
+        )
     return header, rows
 
 
@@ -386,22 +545,36 @@ def data_section(data: dict) -> list[str]:
     rows = []
     for split, s in data["splits"].items():
         q = s["length_percentiles"]
-        rows.append([split, str(s["n"]), f"{s['positive_share']:.1%}", f"{q['p50']:.0f} / {q['p90']:.0f} / "
-                     f"{q['p99']:.0f} / {q['max']:.0f}", f"{s['truncated_share']:.1%}"])
-    lines = [f"Source: `{data['source']}`; max_length {data['max_length']} tokens.", "",
-             _md_table(["Split", "Examples", "Positive share", "Tokens p50 / p90 / p99 / max", "Truncated"], rows), ""]
+        rows.append(
+            [
+                split,
+                str(s["n"]),
+                f"{s['positive_share']:.1%}",
+                f"{q['p50']:.0f} / {q['p90']:.0f} / {q['p99']:.0f} / {q['max']:.0f}",
+                f"{s['truncated_share']:.1%}",
+            ]
+        )
+    lines = [
+        f"Source: `{data['source']}`; max_length {data['max_length']} tokens.",
+        "",
+        _md_table(["Split", "Examples", "Positive share", "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
+        "",
+    ]
     o = data["overlap"]
-    lines.append(f"Duplicate texts within train / validation / test: {o['duplicates_in_train']} / "
-                 f"{o['duplicates_in_validation']} / {o['duplicates_in_test']} "
-                 f"({o['duplicates_with_clashing_labels']} with clashing labels). Texts shared by train and "
-                 f"validation: {o['shared_train_validation']}; train and test: {o['shared_train_test']}; "
-                 f"validation and test: {o['shared_validation_test']}"
-                 + (" (set data.drop_duplicates: true to drop them)." if not data.get("drop_duplicates") else "."))
+    lines.append(
+        f"Duplicate texts within train / validation / test: {o['duplicates_in_train']} / "
+        f"{o['duplicates_in_validation']} / {o['duplicates_in_test']} "
+        f"({o['duplicates_with_clashing_labels']} with clashing labels). Texts shared by train and "
+        f"validation: {o['shared_train_validation']}; train and test: {o['shared_train_test']}; "
+        f"validation and test: {o['shared_validation_test']}"
+        + (" (set data.drop_duplicates: true to drop them)." if not data.get("drop_duplicates") else ".")
+    )
     lines += [f"- {n}" for n in data.get("notes", [])]
     return lines
 
 
 # ---------------------------------------------------------------- summary and examples
+
 
 def _find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
     return next((p for p in pairs if {p["a"], p["b"]} == {a, b}), None)
@@ -427,8 +600,10 @@ def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
     text = f"{a} vs {b}: no difference shown; {delta}; {what} by {basis}"
     if x and p.get("verdict_basis") == "mcnemar_holm" and (x["low"] > 0 or x["high"] < 0):
         # the two can disagree: McNemar counts errors (accuracy), and the CI is one of many, unadjusted
-        text += (" (McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0 but is not adjusted "
-                 "for the other comparisons)")
+        text += (
+            " (McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0 but is not adjusted "
+            "for the other comparisons)"
+        )
     return text + "."
 
 
@@ -453,8 +628,10 @@ def training_cost_sentence(result: dict) -> str | None:
     parts = []
     for s in students:
         own = _seconds(result, s) + _targets_s(result, s)
-        parts.append(f"{s} {own:.0f} s ({own / lora:.1f}× lora-student; {(own + teacher) / lora:.1f}× counting "
-                     f"the {teacher:.0f} s teacher it needs)")
+        parts.append(
+            f"{s} {own:.0f} s ({own / lora:.1f}× lora-student; {(own + teacher) / lora:.1f}× counting "
+            f"the {teacher:.0f} s teacher it needs)"
+        )
     return f"training time: lora-student {lora:.0f} s; " + "; ".join(parts)
 
 
@@ -470,8 +647,9 @@ def latency_sentence(result: dict, summary: dict, timings: dict | None) -> str |
     else:
         return None
     base = ms.get(TEACHER)
-    cells = [f"{s} {v:.2f} ms" + (f" ({v / base:.2f}× teacher)" if base and s != TEACHER else "")
-             for s, v in ms.items()]
+    cells = [
+        f"{s} {v:.2f} ms" + (f" ({v / base:.2f}× teacher)" if base and s != TEACHER else "") for s, v in ms.items()
+    ]
     return f"latency at batch 1: {', '.join(cells)} ({where})"
 
 
@@ -482,11 +660,15 @@ def how_sure_sentence(result: dict, pairs: list[dict]) -> str:
     seeds = result["seeds"]
     significant = sum(p["verdict"] == "significant" for p in pairs)
     bases = {BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted") for p in pairs}
-    text += (f"; {significant} of {len(pairs)} pairwise differences are significant "
-             f"({', '.join(sorted(bases)) or 'no pairs'})")
+    text += (
+        f"; {significant} of {len(pairs)} pairwise differences are significant "
+        f"({', '.join(sorted(bases)) or 'no pairs'})"
+    )
     if len(seeds) == 1:
-        text += "; one training seed, so variation between training runs was not measured and no ranking across " \
-                "seeds can be made"
+        text += (
+            "; one training seed, so variation between training runs was not measured and no ranking across "
+            "seeds can be made"
+        )
     else:
         text += f"; {len(seeds)} training seeds"
     return text + "."
@@ -498,10 +680,13 @@ def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, 
     trained = trained_stages(result)
     derived = [s for s in summary if s not in trained]
     test = data["splits"]["test"]
-    lines = ["## Summary", "",
-             f"- **Compared:** {len(trained)} trained models ({', '.join(trained)})"
-             + (f" and {len(derived)} rows derived from them ({', '.join(derived)})" if derived else "")
-             + f", on `{data['source']}` (test split: {test['n']} texts, {test['positive_share']:.1%} positive)."]
+    lines = [
+        "## Summary",
+        "",
+        f"- **Compared:** {len(trained)} trained models ({', '.join(trained)})"
+        + (f" and {len(derived)} rows derived from them ({', '.join(derived)})" if derived else "")
+        + f", on `{data['source']}` (test split: {test['n']} texts, {test['positive_share']:.1%} positive).",
+    ]
     odd_even = pair_sentence(pairs, STUDENT_ODD, STUDENT_EVEN, d)
     if odd_even:
         lines.append(f"- **Odd vs even layers:** {odd_even}")
@@ -520,15 +705,17 @@ def scope_lines(data: dict) -> list[str]:
     sizes = ", ".join(f"{split} {s['n']} ({s['positive_share']:.1%} positive)" for split, s in data["splits"].items())
     lines = [f"Scope: data from `{data['source']}`; {sizes}."]
     if data["source"] == DEMO_SOURCE:
-        lines.append("This is the shipped demo: a small synthetic smoke sample of template sentences. Its table "
-                     "shows that every stage runs and learns, not which method is better.")
+        lines.append(
+            "This is the shipped demo: a small synthetic smoke sample of template sentences. Its table "
+            "shows that every stage runs and learns, not which method is better."
+        )
     return lines + [""]
 
 
 def _one_line(text: str) -> str:
     """A test text on one line, cut to EXAMPLE_CHARS: whitespace and control characters become spaces."""
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return flat if len(flat) <= EXAMPLE_CHARS else flat[:EXAMPLE_CHARS - 1] + "…"
+    return flat if len(flat) <= EXAMPLE_CHARS else flat[: EXAMPLE_CHARS - 1] + "…"
 
 
 def quoted_block(lines: list[str]) -> list[str]:
@@ -548,33 +735,48 @@ def examples_section(result: dict, summary: dict, per_model: int = 3) -> list[st
     if not texts:
         return []
     labels, names, seed = result["test_labels"], result["label_names"], result["seeds"][0]
-    lines = ["## Misclassified test examples", "",
-             f"Up to {per_model} per model (seed {seed}), the most confidently wrong first. The texts are quoted "
-             f"from the test data, cut at {EXAMPLE_CHARS} characters, inside code blocks: they are data, not this "
-             "report's words.", ""]
+    lines = [
+        "## Misclassified test examples",
+        "",
+        f"Up to {per_model} per model (seed {seed}), the most confidently wrong first. The texts are quoted "
+        f"from the test data, cut at {EXAMPLE_CHARS} characters, inside code blocks: they are data, not this "
+        "report's words.",
+        "",
+    ]
     for stage in summary:
         pred = result["per_seed"][str(seed)][stage]["predictions"]
-        wrong = sorted((i for i, y in enumerate(labels) if pred["pred"][i] != y),
-                       key=lambda i: -abs(pred["prob_positive"][i] - 0.5))
+        wrong = sorted(
+            (i for i, y in enumerate(labels) if pred["pred"][i] != y),
+            key=lambda i: -abs(pred["prob_positive"][i] - 0.5),
+        )
         lines.append(f"**{stage}**: {len(wrong)} of {len(labels)} wrong" + (":" if wrong else "."))
         if wrong:
-            lines += quoted_block([f"true {names[labels[i]]} | predicted {names[pred['pred'][i]]} | "
-                                   f"p({names[1]}) {pred['prob_positive'][i]:.2f} | {_one_line(texts[i])}"
-                                   for i in wrong[:per_model]])
+            lines += quoted_block(
+                [
+                    f"true {names[labels[i]]} | predicted {names[pred['pred'][i]]} | "
+                    f"p({names[1]}) {pred['prob_positive'][i]:.2f} | {_one_line(texts[i])}"
+                    for i in wrong[:per_model]
+                ]
+            )
         lines.append("")
     return lines
 
 
 # ---------------------------------------------------------------- the whole report
 
+
 def print_table(result: dict, summary: dict, console: Console | None = None) -> None:
     """The assignment's table on the terminal (80 columns when not a terminal), the baseline under it."""
     console = console or Console(width=None if sys.stdout.isatty() else 80)
     base = result["majority_baseline"]["test"]
     d = _digits(result)
-    table = Table(title="distill-lora: the assignment's table", caption=(
-        f"Test Set Performance = accuracy / macro-F1 on the test split; {_seeds_text(result)}. Majority class "
-        f"(baseline): {base['accuracy']:.{d}f} / {base['macro_f1']:.{d}f}."))
+    table = Table(
+        title="distill-lora: the assignment's table",
+        caption=(
+            f"Test Set Performance = accuracy / macro-F1 on the test split; {_seeds_text(result)}. Majority class "
+            f"(baseline): {base['accuracy']:.{d}f} / {base['macro_f1']:.{d}f}."
+        ),
+    )
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "Model Type" else "right")
     for row in assignment_rows(result, summary):
@@ -582,56 +784,124 @@ def print_table(result: dict, summary: dict, console: Console | None = None) -> 
     console.print(table)
 
 
-def build_markdown(result: dict, summary: dict, pairs: list[dict], results: dict, alpha: float,
-                   plots: list[str]) -> str:
+def build_markdown(
+    result: dict, summary: dict, pairs: list[dict], results: dict, alpha: float, plots: list[str]
+) -> str:
+    """report.md, section by section."""
     data, timings = results["data"], results.get("timings")
-    one, d = len(result["seeds"]) == 1, _digits(result)
     majority = result["majority_baseline"]["test"]
     device = measured_on(summary, results["run"]["device"])
     md = ["# distill-lora: distillation vs LoRA", ""]
     md += summary_section(result, summary, pairs, data, timings)
-    md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {_seeds_text(result)}.", "",
-           "## The assignment's table", "",
-           _md_table(list(COLUMNS), assignment_rows(result, summary)), "",
-           f"- {TEST_NOTE} Majority class (baseline): {majority['accuracy']:.{d}f} / {majority['macro_f1']:.{d}f}.",
-           f"- {LOSS_NOTE}", "",
-           "## Setup", "", _md_table(*setup_rows(result)), "",
-           *_derived_note(summary), f"- {LAYERS_NOTE}"]
-    if any(s.get("quantized_from") for s in summary.values()):
-        md.append(f"- {INT8_NOTE}")
-    resamples = summary[next(iter(summary))]["ci"]["accuracy"].get("n_resamples")
-    md += ["", "## Full results (test split)", "",
-           f"Accuracy and macro-F1: value with a 95% CI ({_ci_methods(summary)}"
-           + (f"; {resamples} resamples, fixed seed" if resamples else "") + "). Validation: the selected epoch. "
-           "Other columns: " + ("value of the one seed." if one else "mean ± sample std over seeds."), "",
-           _md_table(*full_rows(result, summary)), "", "Per class (mean over seeds):", "",
-           _md_table(*per_class_rows(result)), "", "## Costs", "",
-           f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
-           + timing_note(timings), "", _md_table(*cost_rows(result, summary, timings)), "",
-           f"- {ENSEMBLE_NOTE}", "- Teacher-logit pass: the fine-tuned teacher's forward pass over the training "
-           "split that a distilled student needs, apart from the student's own training.", ""]
-    if int8_comparisons(summary, pairs):
-        int8 = next(st for st, x in summary.items() if x.get("quantized_from"))
-        cpu = ((timings or {}).get("models", {}).get(int8) or summary[int8]).get("device") or "CPU"
-        md += ["## int8 dynamic quantisation", "", INT8_NOTE + " Sizes count the tensors of each model (fp32: 4 "
-               f"bytes per value). Latency and throughput: the int8 model and its fp32 source on the same CPU ({cpu}). "
-               "The verdict is the pair's verdict below.", "",
-               _md_table(*int8_rows(summary, pairs, timings, d)), ""]
-    md += ["## Are the differences real?", "",
-           f"Every pair of models (alpha = {alpha}). Δ: paired difference A − B. McNemar's exact test compares the "
-           "pair's accuracy on the same test texts (not their macro-F1); b / c = texts only A / only B got right. "
-           "'decided by' names the test behind each verdict"
-           + ("; Holm-adjusted p values account for testing every pair." if any("mcnemar_p_holm" in p for p in pairs)
-              else "; these p values are not adjusted for testing every pair."),
-           "", _md_table(*pair_rows(pairs, alpha, d)), "",
-           "## Data", ""] + data_section(data) + [""] + examples_section(result, summary) + ["## Plots", ""]
-    titles = {"loss_curves.png": "Training and validation loss per epoch",
-              "metric_bars.png": "Test metrics with 95% CIs", "confusion_matrices.png": "Confusion matrices",
-              "reliability.png": "Reliability diagram", "cost_vs_quality.png": "Cost vs quality"}
-    for name in plots:
-        md += [f"![{titles.get(name, name)}](plots/{name})", ""]
+    md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {_seeds_text(result)}.", ""]
+    md += _assignment_and_setup(result, summary)
+    md += _results_and_costs(result, summary, timings, device)
+    md += _int8_section(summary, pairs, timings, _digits(result))
+    md += _pairs_section(pairs, alpha, _digits(result))
+    md += ["## Data", ""] + data_section(data) + [""] + examples_section(result, summary)
+    md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(name, name)}](plots/{name})\n" for name in plots]
     md += ["## Analysis", ""] + analysis_lines(result, summary, pairs, majority["macro_f1"]) + [""]
     return "\n".join(md)
+
+
+PLOT_TITLES = {
+    "loss_curves.png": "Training and validation loss per epoch",
+    "metric_bars.png": "Test metrics with 95% CIs",
+    "confusion_matrices.png": "Confusion matrices",
+    "reliability.png": "Reliability diagram",
+    "cost_vs_quality.png": "Cost vs quality",
+}
+
+
+def _assignment_and_setup(result: dict, summary: dict) -> list[str]:
+    d = _digits(result)
+    majority = result["majority_baseline"]["test"]
+    md = [
+        "## The assignment's table",
+        "",
+        _md_table(list(COLUMNS), assignment_rows(result, summary)),
+        "",
+        f"- {TEST_NOTE} Majority class (baseline): {majority['accuracy']:.{d}f} / {majority['macro_f1']:.{d}f}.",
+        f"- {LOSS_NOTE}",
+        "",
+        "## Setup",
+        "",
+        _md_table(*setup_rows(result)),
+        "",
+        *_derived_note(summary),
+        f"- {LAYERS_NOTE}",
+    ]
+    if any(s.get("quantized_from") for s in summary.values()):
+        md.append(f"- {INT8_NOTE}")
+    return md
+
+
+def _results_and_costs(result: dict, summary: dict, timings: dict | None, device: str) -> list[str]:
+    one = len(result["seeds"]) == 1
+    resamples = summary[next(iter(summary))]["ci"]["accuracy"].get("n_resamples")
+    return [
+        "",
+        "## Full results (test split)",
+        "",
+        f"Accuracy and macro-F1: value with a 95% CI ({_ci_methods(summary)}"
+        + (f"; {resamples} resamples, fixed seed" if resamples else "")
+        + "). Validation: the selected epoch. "
+        "Other columns: " + ("value of the one seed." if one else "mean ± sample std over seeds."),
+        "",
+        _md_table(*full_rows(result, summary)),
+        "",
+        "Per class (mean over seeds):",
+        "",
+        _md_table(*per_class_rows(result)),
+        "",
+        "## Costs",
+        "",
+        f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
+        + timing_note(timings),
+        "",
+        _md_table(*cost_rows(result, summary, timings)),
+        "",
+        f"- {ENSEMBLE_NOTE}",
+        "- Teacher-logit pass: the fine-tuned teacher's forward pass over the training "
+        "split that a distilled student needs, apart from the student's own training.",
+        "",
+    ]
+
+
+def _int8_section(summary: dict, pairs: list[dict], timings: dict | None, d: int) -> list[str]:
+    if not int8_comparisons(summary, pairs):
+        return []
+    int8 = next(st for st, x in summary.items() if x.get("quantized_from"))
+    cpu = ((timings or {}).get("models", {}).get(int8) or summary[int8]).get("device") or "CPU"
+    return [
+        "## int8 dynamic quantisation",
+        "",
+        INT8_NOTE + " Sizes count the tensors of each model (fp32: 4 "
+        f"bytes per value). Latency and throughput: the int8 model and its fp32 source on the same CPU ({cpu}). "
+        "The verdict is the pair's verdict below.",
+        "",
+        _md_table(*int8_rows(summary, pairs, timings, d)),
+        "",
+    ]
+
+
+def _pairs_section(pairs: list[dict], alpha: float, d: int) -> list[str]:
+    adjusted = any("mcnemar_p_holm" in p for p in pairs)
+    return [
+        "## Are the differences real?",
+        "",
+        f"Every pair of models (alpha = {alpha}). Δ: paired difference A − B. McNemar's exact test compares the "
+        "pair's accuracy on the same test texts (not their macro-F1); b / c = texts only A / only B got right. "
+        "'decided by' names the test behind each verdict"
+        + (
+            "; Holm-adjusted p values account for testing every pair."
+            if adjusted
+            else "; these p values are not adjusted for testing every pair."
+        ),
+        "",
+        _md_table(*pair_rows(pairs, alpha, d)),
+        "",
+    ]
 
 
 def _has_int8(timings: dict) -> bool:
@@ -640,29 +910,47 @@ def _has_int8(timings: dict) -> bool:
 
 def timing_note(timings: dict | None) -> str:
     if not timings:
-        return ("Latency and throughput: validation inputs, each model timed once right after it trained, under "
-                "whatever else the machine was doing: compare them with care (`distill-lora retime RUN` times "
-                "them together).")
-    return (f"Latency and throughput: every model of seed {timings['seed']} timed together at the end of the run on "
-            f"{timings['device']}{' (int8 rows on the CPU)' if _has_int8(timings) else ''}, interleaved, {timings['repeats']} repeats after a warm-up, "
-            f"on the same inputs ({timings['inputs']}), in fp32; median [min–max] over the repeats.")
+        return (
+            "Latency and throughput: validation inputs, each model timed once right after it trained, under "
+            "whatever else the machine was doing: compare them with care (`distill-lora retime RUN` times "
+            "them together)."
+        )
+    return (
+        f"Latency and throughput: every model of seed {timings['seed']} timed together at the end of the run on "
+        f"{timings['device']}{' (int8 rows on the CPU)' if _has_int8(timings) else ''}, interleaved, "
+        f"{timings['repeats']} repeats after a warm-up, "
+        f"on the same inputs ({timings['inputs']}), in fp32; median [min–max] over the repeats."
+    )
 
 
-def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int, boot_seed: int,
-                          alpha: float) -> str:
+def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int, boot_seed: int, alpha: float) -> str:
     """Every model of the run on another data set: same metrics, CIs and tests, and the drop from in-domain."""
     result = add_ensembles(ood["comparison"])
     summary = summarise(result, resamples, boot_seed)
     d = _digits(result)
-    drop = [[stage, f"{in_domain[stage]['macro_f1']['mean']:.{d}f}", f"{s['macro_f1']['mean']:.{d}f}",
-             f"{s['macro_f1']['mean'] - in_domain[stage]['macro_f1']['mean']:+.{d}f}"]
-            for stage, s in summary.items() if stage in in_domain]
-    lines = [f"## Out-of-domain: {name}", "",
-             f"Every model of this run on `{ood['source']}` ({ood['split']} split, {ood['n']} examples, "
-             f"{ood['positive_share']:.1%} positive), evaluated once; nothing was tuned on it.", "",
-             _md_table(*full_rows(result, summary)), "",
-             _md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop), "",
-             _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed), alpha, d)), ""]
+    drop = [
+        [
+            stage,
+            f"{in_domain[stage]['macro_f1']['mean']:.{d}f}",
+            f"{s['macro_f1']['mean']:.{d}f}",
+            f"{s['macro_f1']['mean'] - in_domain[stage]['macro_f1']['mean']:+.{d}f}",
+        ]
+        for stage, s in summary.items()
+        if stage in in_domain
+    ]
+    lines = [
+        f"## Out-of-domain: {name}",
+        "",
+        f"Every model of this run on `{ood['source']}` ({ood['split']} split, {ood['n']} examples, "
+        f"{ood['positive_share']:.1%} positive), evaluated once; nothing was tuned on it.",
+        "",
+        _md_table(*full_rows(result, summary)),
+        "",
+        _md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop),
+        "",
+        _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed), alpha, d)),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -670,16 +958,47 @@ def results_csv(result: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     keys = ["accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece"]
-    writer.writerow(["seed", "stage", "model_type", "layers", "trainable_params", "total_params", "train_loss",
-                     "train_total_loss", *[f"test_{k}" for k in keys], "selected_epoch", "wall_time_s",
-                     "samples_per_s", "peak_memory_bytes", "latency_ms_batch1", "throughput_batch64"])
+    writer.writerow(
+        [
+            "seed",
+            "stage",
+            "model_type",
+            "layers",
+            "trainable_params",
+            "total_params",
+            "train_loss",
+            "train_total_loss",
+            *[f"test_{k}" for k in keys],
+            "selected_epoch",
+            "wall_time_s",
+            "samples_per_s",
+            "peak_memory_bytes",
+            "latency_ms_batch1",
+            "throughput_batch64",
+        ]
+    )
     for seed in result["seeds"]:
         for stage, m in result["per_seed"][str(seed)].items():
             inf = m.get("inference", {})
-            writer.writerow([seed, stage, m["model_type"], m["depth"], m["trainable_params"], m["total_params"],
-                             m["train_loss"], m["train_total_loss"], *[m["test"].get(k) for k in keys],
-                             m["selected_epoch"], m["wall_time_s"], m["samples_per_s"], m.get("peak_memory_bytes"),
-                             inf.get("latency_ms_batch1"), inf.get("throughput_batch64")])
+            writer.writerow(
+                [
+                    seed,
+                    stage,
+                    m["model_type"],
+                    m["depth"],
+                    m["trainable_params"],
+                    m["total_params"],
+                    m["train_loss"],
+                    m["train_total_loss"],
+                    *[m["test"].get(k) for k in keys],
+                    m["selected_epoch"],
+                    m["wall_time_s"],
+                    m["samples_per_s"],
+                    m.get("peak_memory_bytes"),
+                    inf.get("latency_ms_batch1"),
+                    inf.get("throughput_batch64"),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -693,19 +1012,27 @@ def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None
         if not names:
             continue
         s["latency_ms_batch1"] = {"mean": sum(models[n]["latency_ms_batch1"]["median"] for n in names), "std": 0.0}
-        s["throughput_batch64"] = {"mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
-                                   "std": 0.0}
+        s["throughput_batch64"] = {
+            "mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
+            "std": 0.0,
+        }
         source = s.get("quantized_from")
         # an int8 row's speed-up compares it with its source on the same CPU
-        on_cpu = f"{source} (fp32 on CPU)" if f"{source} (fp32 on CPU)" in models else \
-            source if str(timings.get("device", "")).startswith("cpu") else None
+        on_cpu = (
+            f"{source} (fp32 on CPU)"
+            if f"{source} (fp32 on CPU)" in models
+            else source
+            if str(timings.get("device", "")).startswith("cpu")
+            else None
+        )
         if source and on_cpu in models:
             s["fp32_cpu_latency_ms_batch1"] = {"mean": models[on_cpu]["latency_ms_batch1"]["median"], "std": 0.0}
             s["fp32_cpu_throughput_batch64"] = {"mean": models[on_cpu]["throughput_batch64"]["median"], "std": 0.0}
 
 
-def write_report(output_dir: Path, results: dict, resamples: int = 1000, boot_seed: int = 0,
-                 alpha: float = 0.05) -> tuple[Path, dict]:
+def write_report(
+    output_dir: Path, results: dict, resamples: int = 1000, boot_seed: int = 0, alpha: float = 0.05
+) -> tuple[Path, dict]:
     """report.md, results.csv and plots/ from a results.json-shaped dict; returns (report path, summary)."""
     output_dir = Path(output_dir)
     result = add_ensembles(results["comparison"])

@@ -3,6 +3,7 @@
 A checkpoint folder holds the model, AdamW's state, the scheduler's counters, the RNG states and the
 loop's own position, so a resumed run continues exactly where the interrupted one stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ def _rng_state() -> tuple[dict, dict]:
             tensors[f"cuda.{i}"] = s
     py = random.getstate()
     np_state = np.random.get_state()
-    meta = {"python": [py[0], list(py[1]), py[2]],
-            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
     return tensors, meta
 
 
@@ -76,8 +79,9 @@ def save(folder: Path, model, optimizer, scheduler, loop_state: dict) -> None:
     rng_tensors, rng_meta = _rng_state()
     save_file(rng_tensors, tmp / "rng.safetensors")
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    atomic_write_json(tmp / "state.json", {"loop": loop_state, "optimizer": opt_meta, "scheduler": sched,
-                                           "rng": rng_meta})
+    atomic_write_json(
+        tmp / "state.json", {"loop": loop_state, "optimizer": opt_meta, "scheduler": sched, "rng": rng_meta}
+    )
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

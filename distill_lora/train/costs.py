@@ -1,4 +1,5 @@
 """What a model costs: peak memory of a stage, inference latency and throughput, size on disk."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,12 +29,14 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             import psutil
+
             process = psutil.Process()
 
             def sample():
                 while not self._stop.is_set():
                     self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
                     self._stop.wait(self.interval_s)
+
             self._thread = threading.Thread(target=sample, daemon=True)
             self._thread.start()
         return self
@@ -58,6 +61,7 @@ class PlainCpu:
     real Accelerator would pick the GPU, touch accelerate's global state, and in a data-parallel run shard
     the data across processes while only the main process measures.
     """
+
     device = torch.device("cpu")
     num_processes = 1
 
@@ -82,8 +86,9 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def inference_speed(model, dataset: Encoded, accelerator, pad_id: int, n_single: int = 32,
-                    n_batched: int = 512, batch_size: int = 64) -> dict:
+def inference_speed(
+    model, dataset: Encoded, accelerator, pad_id: int, n_single: int = 32, n_batched: int = 512, batch_size: int = 64
+) -> dict:
     """Latency per example at batch 1 (median ms) and throughput at batch 64 (examples/s)."""
     model.eval()
     device = accelerator.device
@@ -110,8 +115,11 @@ def inference_speed(model, dataset: Encoded, accelerator, pad_id: int, n_single:
         forward([dataset[i] for i in range(start, min(start + batch_size, m))])
     _sync(device)
     elapsed = time.perf_counter() - t0
-    return {"latency_ms_batch1": 1000 * statistics.median(single), "throughput_batch64": m / elapsed,
-            "measured_on": f"{len(single)} + {m} validation examples"}
+    return {
+        "latency_ms_batch1": 1000 * statistics.median(single),
+        "throughput_batch64": m / elapsed,
+        "measured_on": f"{len(single)} + {m} validation examples",
+    }
 
 
 def weights_size_bytes(folder: Path) -> int:
@@ -131,6 +139,7 @@ def _forward_timer(model, dataset: Encoded, device: torch.device, pad_id: int):
         model(input_ids=ids, attention_mask=mask)
         _sync(device)
         return time.perf_counter() - t0
+
     return forward
 
 
@@ -139,8 +148,15 @@ def _spread(values: list[float]) -> dict:
 
 
 @torch.inference_mode()
-def time_together(models: dict, dataset: Encoded, pad_id: int, repeats: int = 5, n_single: int = 16,
-                  n_batched: int = 128, batch_size: int = 64) -> dict:
+def time_together(
+    models: dict,
+    dataset: Encoded,
+    pad_id: int,
+    repeats: int = 5,
+    n_single: int = 16,
+    n_batched: int = 128,
+    batch_size: int = 64,
+) -> dict:
     """Time several models on the same inputs, interleaved: {name: latency and throughput, median [min, max]}.
 
     models: name -> (model, torch.device). Each repeat times every model once, in an order rotated by one per
@@ -160,13 +176,19 @@ def time_together(models: dict, dataset: Encoded, pad_id: int, repeats: int = 5,
     throughput = {name: [] for name in names}
     m = min(n_batched, n)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             forward = timers[name]
             latency[name].append(1000 * statistics.median(forward([i]) for i in range(min(n_single, n))))
             seconds = sum(forward(range(s, min(s + batch_size, m))) for s in range(0, m, batch_size))
             throughput[name].append(m / seconds)
-    return {name: {"device": device_label(models[name][1]), "latency_ms_batch1": _spread(latency[name]),
-                   "throughput_batch64": _spread(throughput[name])} for name in names}
+    return {
+        name: {
+            "device": device_label(models[name][1]),
+            "latency_ms_batch1": _spread(latency[name]),
+            "throughput_batch64": _spread(throughput[name]),
+        }
+        for name in names
+    }
 
 
 def device_label(device: torch.device) -> str:

@@ -4,6 +4,7 @@ Text rule: strings are kept as they are; numbers are cast to text (123 and 123.0
 default Hub data set has a few numeric "texts"); null, NaN or blank texts are an error naming
 the row, or are dropped (and counted) with `data.null_text: drop`. Anything else is an error.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,14 +40,15 @@ class Splits:
     train: Split
     validation: Split
     test: Split
-    notes: list[str] = field(default_factory=list)       # what was done to the data, said to the user
-    fingerprint: dict = field(default_factory=dict)      # file → sha256, for provenance and stage hashes
+    notes: list[str] = field(default_factory=list)  # what was done to the data, said to the user
+    fingerprint: dict = field(default_factory=dict)  # file → sha256, for provenance and stage hashes
 
     def __getitem__(self, name: str) -> Split:
         return getattr(self, name)
 
 
 # ---------------------------------------------------------------- reading rows
+
 
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower().lstrip(".")
@@ -63,12 +65,15 @@ def _read_rows(path: Path) -> list[dict]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise UserError(f"data: {path} line {lineno} is not valid JSON ({e.msg}); fix or remove that line") from None
+                        raise UserError(
+                            f"data: {path} line {lineno} is not valid JSON ({e.msg}); fix or remove that line"
+                        ) from None
         elif suffix == "csv":
             with path.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         elif suffix == "parquet":
             import pyarrow.parquet as pq
+
             rows = pq.read_table(path).to_pylist()
         else:
             raise UserError(f"data: {path} has an unsupported format; use one of {', '.join(EXTENSIONS)}")
@@ -140,26 +145,33 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
         wanted.append((cfg.group_column, "group_column"))
     for col, key in wanted:
         if not any(col in r for r in rows[:100]):
-            raise UserError(f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); "
-                            f"set data.{key}")
+            raise UserError(
+                f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); set data.{key}"
+            )
     texts, labels, groups, dropped = [], [], [], 0
     n_classes = len(cfg.label_names)
     for i, row in enumerate(rows, 1):
         text = _as_text(row.get(cfg.text_column))
         if text is False:
-            raise UserError(f"data: split {where} row {i} has a {type(row.get(cfg.text_column)).__name__} "
-                            f"as text; texts must be strings or numbers")
+            raise UserError(
+                f"data: split {where} row {i} has a {type(row.get(cfg.text_column)).__name__} "
+                f"as text; texts must be strings or numbers"
+            )
         if text is None:
             if cfg.null_text == "drop":
                 dropped += 1
                 continue
-            raise UserError(f"data: split {where} row {i} has no text (null or blank); remove it or set data.null_text: drop")
+            raise UserError(
+                f"data: split {where} row {i} has no text (null or blank); remove it or set data.null_text: drop"
+            )
         raw_label = row.get(cfg.label_column)
         label = _as_label(raw_label, cfg)
         if label is None:
-            raise UserError(f"data: split {where} row {i} has label {raw_label!r}, outside the label set "
-                            f"0..{n_classes - 1} ({', '.join(cfg.label_names)}); fix the data or map it with "
-                            f"data.label_map, e.g. {{{_map_example(raw_label)}: 1}}")
+            raise UserError(
+                f"data: split {where} row {i} has label {raw_label!r}, outside the label set "
+                f"0..{n_classes - 1} ({', '.join(cfg.label_names)}); fix the data or map it with "
+                f"data.label_map, e.g. {{{_map_example(raw_label)}: 1}}"
+            )
         texts.append(text)
         labels.append(label)
         if cfg.group_column is not None:
@@ -175,16 +187,20 @@ def _as_group(value, column: str, where: str, row: int) -> str:
     """A group id as text: 3 and "3" are one group; a row without one would silently be a group of its own."""
     group = _as_text(value)
     if not group:
-        raise UserError(f"data: split {where} row {row} has no group id in column '{column}' (data.group_column); "
-                        "give every row one, or set data.group_column: null")
+        raise UserError(
+            f"data: split {where} row {row} has no group id in column '{column}' (data.group_column); "
+            "give every row one, or set data.group_column: null"
+        )
     return group
 
 
 # ---------------------------------------------------------------- splitting and limiting
 
+
 def _stratified_pick(labels: list[int], n: int, seed: int) -> list[int]:
     """Indices (sorted) of a stratified sample of size n."""
     from sklearn.model_selection import train_test_split
+
     idx = list(range(len(labels)))
     try:
         picked, _ = train_test_split(idx, train_size=n, stratify=labels, random_state=seed)
@@ -212,13 +228,17 @@ def _load_raw(cfg: DataConfig, wanted=SPLITS, required=("train", "test")) -> tup
     if local:
         folder = Path(ref)
         if not folder.is_dir():
-            raise UserError(f"data.source '{cfg.source}' must be a folder holding train/validation/test files "
-                            f"({', '.join(EXTENSIONS)})")
+            raise UserError(
+                f"data.source '{cfg.source}' must be a folder holding train/validation/test files "
+                f"({', '.join(EXTENSIONS)})"
+            )
         files = {s: _find_split_file(folder, s) for s in wanted}
         for s in required:
             if files[s] is None:
-                raise UserError(f"data: no {s} file in {folder} (looked for "
-                                f"{'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)")
+                raise UserError(
+                    f"data: no {s} file in {folder} (looked for "
+                    f"{'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)"
+                )
         rows = {s: _read_rows(p) if p else None for s, p in files.items()}
         fingerprint = {str(p): _file_sha256(p) for p in files.values() if p}
         return rows, fingerprint, {s: f"'{s}' ({p})" for s, p in files.items()}
@@ -234,16 +254,20 @@ def _load_raw(cfg: DataConfig, wanted=SPLITS, required=("train", "test")) -> tup
 def _load_hub_dataset(ref: str):
     """A Hub data set; offline (HF_HUB_OFFLINE=1), the copy in datasets' local cache, as models try theirs."""
     if not is_offline() and not hub_reachable():
-        raise UserError(hub_unreachable_message(ref, "data.source") + "; if it was loaded on this machine before, "
-                        "set HF_HUB_OFFLINE=1 to use the cached copy")
+        raise UserError(
+            hub_unreachable_message(ref, "data.source") + "; if it was loaded on this machine before, "
+            "set HF_HUB_OFFLINE=1 to use the cached copy"
+        )
     import datasets
+
     try:
         return datasets.load_dataset(ref)
     except Exception as e:  # noqa: BLE001 - any Hub or cache failure becomes one clear line
         if is_offline():
             raise UserError(hub_unreachable_message(ref, "data.source")) from None
-        raise UserError(f"data.source '{ref}': could not load it from the Hub ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from None
+        raise UserError(
+            f"data.source '{ref}': could not load it from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
 
 
 def load_split(cfg: DataConfig, split: str) -> tuple[Split, list[str]]:
@@ -267,16 +291,21 @@ def load_splits(cfg: DataConfig) -> Splits:
     checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}
     if "validation" not in checked:
         from sklearn.model_selection import train_test_split
+
         train = checked["train"]
         idx = list(range(len(train)))
         try:
             tr, va = train_test_split(idx, test_size=cfg.validation_fraction, stratify=train.labels, random_state=seed)
         except ValueError:
-            raise UserError(f"data: no validation split, and train ({len(train)} rows) is too small to carve "
-                            f"{cfg.validation_fraction:.0%} from it; add a validation file") from None
+            raise UserError(
+                f"data: no validation split, and train ({len(train)} rows) is too small to carve "
+                f"{cfg.validation_fraction:.0%} from it; add a validation file"
+            ) from None
         checked["train"], checked["validation"] = _subset(train, sorted(tr)), _subset(train, sorted(va))
-        notes.append(f"no validation split: carved {cfg.validation_fraction:.0%} of train "
-                     f"(stratified, seed {seed}) → {len(va)} examples")
+        notes.append(
+            f"no validation split: carved {cfg.validation_fraction:.0%} of train "
+            f"(stratified, seed {seed}) → {len(va)} examples"
+        )
     if cfg.drop_duplicates:
         _drop_duplicates(checked, notes)
     for s in SPLITS:
@@ -287,9 +316,11 @@ def load_splits(cfg: DataConfig) -> Splits:
     for s in SPLITS:  # a class missing from a split leaves training blind to it or its test metrics undefined
         missing = [c for c in range(len(cfg.label_names)) if c not in set(checked[s].labels)]
         if missing:
-            raise UserError(f"data: split {s} has no example of class {missing[0]} ({cfg.label_names[missing[0]]!r}); "
-                            "every class needs examples in every split: check data.label_names, data.label_map "
-                            "and data.limit")
+            raise UserError(
+                f"data: split {s} has no example of class {missing[0]} ({cfg.label_names[missing[0]]!r}); "
+                "every class needs examples in every split: check data.label_names, data.label_map "
+                "and data.limit"
+            )
     return Splits(checked["train"], checked["validation"], checked["test"], notes, fingerprint)
 
 
@@ -305,7 +336,9 @@ def _drop_duplicates(splits: dict[str, Split], notes: list[str]) -> None:
         dropped = len(splits[s]) - len(keep)
         if dropped:
             splits[s] = _subset(splits[s], keep)
-            notes.append(f"{s}: dropped {dropped} duplicate texts or texts also in a later split (data.drop_duplicates)")
+            notes.append(
+                f"{s}: dropped {dropped} duplicate texts or texts also in a later split (data.drop_duplicates)"
+            )
         later |= seen
 
 
@@ -327,6 +360,7 @@ def overlap_summary(splits: Splits) -> dict:
 
 
 # ---------------------------------------------------------------- tokenised tensors
+
 
 class Encoded(torch.utils.data.Dataset):
     """One split, tokenised once: token ids (unpadded), labels, and each example's index."""
@@ -352,6 +386,7 @@ class Encoded(torch.utils.data.Dataset):
 
 def make_collate(pad_id: int):
     """Pad each batch to its own longest example (dynamic padding)."""
+
     def collate(items: list[dict]) -> dict:
         width = max(len(it["input_ids"]) for it in items)
         ids = torch.full((len(items), width), pad_id, dtype=torch.long)
@@ -360,7 +395,11 @@ def make_collate(pad_id: int):
             n = len(it["input_ids"])
             ids[row, :n] = torch.tensor(it["input_ids"])
             mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask,
-                "labels": torch.tensor([it["label"] for it in items]),
-                "idx": torch.tensor([it["idx"] for it in items])}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": torch.tensor([it["label"] for it in items]),
+            "idx": torch.tensor([it["idx"] for it in items]),
+        }
+
     return collate

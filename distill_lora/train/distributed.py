@@ -4,6 +4,7 @@ Each process trains on its share of every global batch (the batch the config nam
 order is the one a single process would see. Only the main process (rank 0) writes files; the others
 wait at barriers and read what it wrote (one node, or a file system shared by the nodes).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def init() -> None:
     """Join the process group when started by torchrun or accelerate launch (nothing to do otherwise)."""
     if world_size() > 1:
         from accelerate import PartialState
+
         # cpu=True matters: without it accelerate treats torchrun's CPU processes as separate single runs
         PartialState(cpu=use_cpu())  # starts the process group (gloo on CPU, nccl on GPU)
 

@@ -1,4 +1,5 @@
 """Loss functions: pure, named, each with its formula. Shapes: B = batch, C = classes, H = hidden."""
+
 from __future__ import annotations
 
 import torch
@@ -31,19 +32,35 @@ def cosine_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
 
 def hidden_cosine(student_cls: list[torch.Tensor], teacher_cls: list[torch.Tensor]) -> torch.Tensor:
     """mean over mapped layers l and batch b of (1 − cos(h^s_{l,b}, h^t_{l,b})), [CLS] vectors (B, H)."""
-    losses = [1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean() for s, t in zip(student_cls, teacher_cls, strict=True)]
+    losses = [
+        1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean()
+        for s, t in zip(student_cls, teacher_cls, strict=True)
+    ]
     return torch.stack(losses).mean()
 
 
-def distillation_loss(student_logits, teacher_logits, labels, *, temperature: float, w_ce: float, w_kl: float,
-                      w_cos: float, w_hidden: float = 0.0, student_cls=None, teacher_cls=None):
+def distillation_loss(
+    student_logits,
+    teacher_logits,
+    labels,
+    *,
+    temperature: float,
+    w_ce: float,
+    w_kl: float,
+    w_cos: float,
+    w_hidden: float = 0.0,
+    student_cls=None,
+    teacher_cls=None,
+):
     """w_ce·CE(s, y) + w_kl·T²·KL(p_t ‖ p_s) + w_cos·(1 − cos(s, t)) [+ w_hidden·hidden_cosine].
 
     Returns (total, parts) where parts holds each unweighted term as a float tensor.
     """
-    parts = {"ce": cross_entropy(student_logits, labels),
-             "kl": kl_teacher_student(student_logits, teacher_logits, temperature),
-             "cos": cosine_logits(student_logits, teacher_logits)}
+    parts = {
+        "ce": cross_entropy(student_logits, labels),
+        "kl": kl_teacher_student(student_logits, teacher_logits, temperature),
+        "cos": cosine_logits(student_logits, teacher_logits),
+    }
     total = w_ce * parts["ce"] + w_kl * parts["kl"] + w_cos * parts["cos"]
     if w_hidden > 0:
         parts["hidden"] = hidden_cosine(student_cls, teacher_cls)

@@ -1,4 +1,5 @@
 """Models: load the teacher, cut a student out of it (layer surgery), add LoRA, reload a stage."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ _HELP = "use odd, even, first[:k], last[:k], distilbert, or 1-based layer number
 
 
 # ---------------------------------------------------------------- layer maps
+
 
 def preset_layers(name: str, depth: int, k: int | None = None) -> list[int]:
     """1-based teacher layers of a named strategy; k = student depth (default half the teacher's).
@@ -51,23 +53,33 @@ def resolve_layers(spec, depth: int) -> list[int]:
                 raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1}")
             spec = preset_layers(name, depth, int(k) if k else None)
             if len(spec) != (int(k) if k else len(spec)):  # distilbert's bottom and top halves met
-                raise UserError(f"layers '{name}:{k}': distilbert takes every other layer from the bottom "
-                                f"and from the top, which for {k} layers needs a teacher of at least {2 * int(k) - 2} "
-                                f"layers (this one has {depth}); use a smaller depth, first:{k} or a list of layers")
+                raise UserError(
+                    f"layers '{name}:{k}': distilbert takes every other layer from the bottom "
+                    f"and from the top, which for {k} layers needs a teacher of at least {2 * int(k) - 2} "
+                    f"layers (this one has {depth}); use a smaller depth, first:{k} or a list of layers"
+                )
         else:
             try:
                 spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
             except ValueError:
                 raise UserError(f"layers '{spec}': {_HELP}") from None
     if isinstance(spec, int) and not isinstance(spec, bool):  # `distill.layers: [1, 3]` lists two one-layer students
-        raise UserError(f"layers {spec}: a student spec is a strategy or a list of layers, and {spec} alone is one "
-                        "number; for a student of layers 1 and 3 write distill.layers: [[1, 3]] (or --layers 1,3)")
-    if not isinstance(spec, (list, tuple)) or not spec or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+        raise UserError(
+            f"layers {spec}: a student spec is a strategy or a list of layers, and {spec} alone is one "
+            "number; for a student of layers 1 and 3 write distill.layers: [[1, 3]] (or --layers 1,3)"
+        )
+    if (
+        not isinstance(spec, (list, tuple))
+        or not spec
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec)
+    ):
         raise UserError(f"layers {spec!r}: {_HELP}")
     layers = list(spec)
     bad = [x for x in layers if not 1 <= x <= depth]
     if bad:
-        raise UserError(f"layers {layers}: {bad} outside 1..{depth} (the teacher has {depth} layers; numbers are 1-based)")
+        raise UserError(
+            f"layers {layers}: {bad} outside 1..{depth} (the teacher has {depth} layers; numbers are 1-based)"
+        )
     if any(b <= a for a, b in zip(layers, layers[1:])):
         raise UserError(f"layers {layers}: must be strictly increasing, without repeats")
     if len(layers) == depth:
@@ -97,7 +109,7 @@ def student_state_dict(teacher_state: dict, layers: list[int]) -> dict:
             continue
         j = int(m.group(2))
         if j in source_to_student:
-            new_key = key[:m.start(2)] + str(source_to_student[j]) + key[m.end(2):]
+            new_key = key[: m.start(2)] + str(source_to_student[j]) + key[m.end(2) :]
             out[new_key] = tensor.clone()
     return out
 
@@ -118,6 +130,7 @@ def depth_of(model) -> int:
 
 # ---------------------------------------------------------------- loading
 
+
 def _from_pretrained(loader, ref: str, what: str, **kw):
     """Load from a local folder, the local Hub cache, or the Hub, failing fast when offline."""
     path, local = resolve(ref, what)
@@ -125,7 +138,9 @@ def _from_pretrained(loader, ref: str, what: str, **kw):
         try:
             return loader(path, **kw)
         except (OSError, ValueError) as e:
-            raise UserError(f"{what} '{ref}': not a loadable Hugging Face model folder ({str(e).splitlines()[0][:200]})") from None
+            raise UserError(
+                f"{what} '{ref}': not a loadable Hugging Face model folder ({str(e).splitlines()[0][:200]})"
+            ) from None
     try:
         return loader(path, local_files_only=True, **kw)
     except (OSError, ValueError):
@@ -148,16 +163,25 @@ def load_model_config(ref: str, what: str = "teacher.model"):
 def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model", log=print):
     """A sequence classifier with our label names (the head is new when `ref` is a plain encoder)."""
     id2label = dict(enumerate(label_names))
-    config = _from_pretrained(AutoConfig.from_pretrained, ref, what, num_labels=len(label_names),
-                              id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, ref, what, config=config,
-                                   output_loading_info=True)
+    config = _from_pretrained(
+        AutoConfig.from_pretrained,
+        ref,
+        what,
+        num_labels=len(label_names),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
+    model, info = _from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained, ref, what, config=config, output_loading_info=True
+    )
     note_new_weights(info["missing_keys"], ref, what, log)
     # transformers 5 keeps a checkpoint's own dtype: a bf16/fp16 checkpoint would train without fp32 master
     # weights. Training starts in fp32 (mixed precision, when on, is autocast on top of it)
     model = model.float()
     if not any(_LAYER_KEY.search(k) for k in model.state_dict()):
-        raise UserError(f"{what} '{ref}': no encoder.layer.N weights found; only BERT-style encoders can be cut into students")
+        raise UserError(
+            f"{what} '{ref}': no encoder.layer.N weights found; only BERT-style encoders can be cut into students"
+        )
     return model
 
 
@@ -165,8 +189,10 @@ def note_new_weights(missing_keys, ref: str, what: str, log) -> None:
     """One line of ours when weights outside the head were newly initialised (transformers' own report is silenced)."""
     modules = sorted({k.rsplit(".", 1)[0] for k in missing_keys if k.split(".")[0] not in HEAD_NAMES})
     if modules:
-        log(f"note: {what} '{ref}' has no weights for {', '.join(modules)}; they start random "
-            "(newly initialised), so they must be trained to mean anything")
+        log(
+            f"note: {what} '{ref}' has no weights for {', '.join(modules)}; they start random "
+            "(newly initialised), so they must be trained to mean anything"
+        )
 
 
 # ---------------------------------------------------------------- LoRA
@@ -174,7 +200,9 @@ def note_new_weights(missing_keys, ref: str, what: str, log) -> None:
 HEAD_NAMES = {"classifier", "score"}  # the heads PEFT's SEQ_CLS task trains in full and saves
 # what adapter_config.json names as the base: not a path (PEFT would resolve it from the working directory and
 # could silently load another model there) but an invalid Hub id, so AutoPeftModel fails loudly and says why
-ADAPTER_BASE_NOTE = "base_model/ inside this adapter folder: PeftModel.from_pretrained(its model, folder); see README.md"
+ADAPTER_BASE_NOTE = (
+    "base_model/ inside this adapter folder: PeftModel.from_pretrained(its model, folder); see README.md"
+)
 
 
 def find_pooler(model) -> str | None:
@@ -197,8 +225,10 @@ def pooler_decision(model, setting) -> tuple[bool, str]:
     name = find_pooler(model)
     if name is None:
         if setting is True:
-            raise UserError("lora.train_pooler is true, but the model has no BERT pooler (its classifier head is "
-                            "trained in full already); use auto or false")
+            raise UserError(
+                "lora.train_pooler is true, but the model has no BERT pooler (its classifier head is "
+                "trained in full already); use auto or false"
+            )
         return False, "the model has no BERT pooler; the classifier head, trained in full, is the whole head"
     if setting != "auto":
         return setting, f"lora.train_pooler is {str(setting).lower()}"
@@ -215,24 +245,39 @@ def add_lora(model, cfg: LoraConfig, log=None):
     target_modules ["all-linear"] means every linear layer of the encoder, never the classifier head
     (the head is trained in full instead), nor a pooler trained in full.
     """
-    from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
     train_pooler, why = pooler_decision(model, cfg.train_pooler)
     pooler = [find_pooler(model)] if train_pooler else []
     if log:
         log(f"pooler {'trained in full' if train_pooler else 'frozen'} ({why})")
     if list(cfg.target_modules) == ["all-linear"]:
-        targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-                   and n.split(".")[0] not in HEAD_NAMES and not any(n.startswith(p + ".") for p in pooler)]
+        targets = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear)
+            and n.split(".")[0] not in HEAD_NAMES
+            and not any(n.startswith(p + ".") for p in pooler)
+        ]
     else:
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
         missing = [t for t in cfg.target_modules if t not in names]
         if missing:
-            raise UserError(f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense, "
-                            "or [all-linear]")
+            raise UserError(
+                f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense, or [all-linear]"
+            )
         targets = list(cfg.target_modules)
-    peft_cfg = PeftLoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
-                              modules_to_save=pooler or None)  # PEFT adds the classifier itself
+    peft_cfg = PeftLoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        modules_to_save=pooler or None,
+    )  # PEFT adds the classifier itself
     return get_peft_model(model, peft_cfg)
 
 
@@ -254,11 +299,15 @@ def load_stage_model(stage_dir: Path):
     """Reload a finished stage folder: a plain HF classifier, or a PEFT adapter on its base."""
     stage_dir = Path(stage_dir)
     if not (stage_dir / "adapter_config.json").exists():
-        return AutoModelForSequenceClassification.from_pretrained(stage_dir, local_files_only=True,
-                                                                  use_safetensors=True).float()
+        return AutoModelForSequenceClassification.from_pretrained(
+            stage_dir, local_files_only=True, use_safetensors=True
+        ).float()
     from peft import PeftModel
+
     base_dir = stage_dir / LORA_BASE_DIR
-    base = AutoModelForSequenceClassification.from_pretrained(base_dir, local_files_only=True, use_safetensors=True).float()
+    base = AutoModelForSequenceClassification.from_pretrained(
+        base_dir, local_files_only=True, use_safetensors=True
+    ).float()
     return PeftModel.from_pretrained(base, stage_dir, is_trainable=False)
 
 
@@ -276,13 +325,27 @@ LORA_LOAD_LINES = (
     'model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)',
     "tokenizer = AutoTokenizer.from_pretrained(folder)",
 )
-LORA_AUTO_NOTE = ("`AutoPeftModelForSequenceClassification.from_pretrained(folder)` fails on purpose: PEFT would look for "
-                  "the base by a name relative to the working directory, not to this folder, and could load another "
-                  "model; `adapter_config.json` therefore names the base with a note instead of a path.")
+LORA_AUTO_NOTE = (
+    "`AutoPeftModelForSequenceClassification.from_pretrained(folder)` fails on purpose: PEFT would look for "
+    "the base by a name relative to the working directory, not to this folder, and could load another "
+    "model; `adapter_config.json` therefore names the base with a note instead of a path."
+)
 
 
 def lora_readme(title: str) -> str:
     """The model card of a LoRA stage folder: the adapter loads on base_model/ with plain peft + transformers."""
-    return "\n".join([f"# {title}", "", "A PEFT LoRA adapter; `base_model/` holds the exact model it adapts "
-                      "(for a LoRA student, the cut of the pretrained teacher). Load it with:", "", "```python",
-                      *LORA_LOAD_LINES, "```", "", LORA_AUTO_NOTE, ""])
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            "A PEFT LoRA adapter; `base_model/` holds the exact model it adapts "
+            "(for a LoRA student, the cut of the pretrained teacher). Load it with:",
+            "",
+            "```python",
+            *LORA_LOAD_LINES,
+            "```",
+            "",
+            LORA_AUTO_NOTE,
+            "",
+        ]
+    )

@@ -3,6 +3,7 @@
 The Hub may be unreachable (offline machines, firewalls). A naive `from_pretrained` then retries
 for 25-50 s; we answer in a few seconds with a message that says what to do instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,13 +21,15 @@ HUB_TIMEOUT_S = 3.0
 
 def resolve_package_path(ref: str, what: str) -> Path:
     """'package:PKG/sub/folder' → the folder inside the installed package, found without importing it."""
-    spec_text = ref[len("package:"):]
+    spec_text = ref[len("package:") :]
     pkg, _, sub = spec_text.partition("/")
     spec = importlib.util.find_spec(pkg)
     if spec is None or spec.origin is None:
         dist = pkg.replace("_", "-")
-        raise UserError(f"{what} '{ref}': package '{pkg}' is not installed; "
-                        f"install it (pip install {dist}, or pip install 'distill-lora[demo]')")
+        raise UserError(
+            f"{what} '{ref}': package '{pkg}' is not installed; "
+            f"install it (pip install {dist}, or pip install 'distill-lora[demo]')"
+        )
     path = Path(spec.origin).parent / sub
     if not path.exists():
         raise UserError(f"{what} '{ref}': folder '{path}' does not exist in package '{pkg}'")
@@ -70,9 +73,11 @@ def resolve(ref: str, what: str) -> tuple[str, bool]:
 
 def hub_unreachable_message(ref: str, what: str) -> str:
     why = "HF_HUB_OFFLINE is set" if is_offline() else f"the Hub ({hub_endpoint()}) cannot be reached"
-    return (f"{what} '{ref}' is a Hugging Face Hub id, but {why} and it is not in the local cache; "
-            f"download it on a machine with internet and set {what} to the local folder, "
-            "or run the offline demo: --config demo")
+    return (
+        f"{what} '{ref}' is a Hugging Face Hub id, but {why} and it is not in the local cache; "
+        f"download it on a machine with internet and set {what} to the local folder, "
+        "or run the offline demo: --config demo"
+    )
 
 
 def require_hub(ref: str, what: str) -> None:
@@ -111,6 +116,7 @@ def model_fingerprint(ref: str, what: str = "teacher.model") -> str:
     if not local:
         try:
             from huggingface_hub import snapshot_download
+
             path, local = snapshot_download(path, local_files_only=True), True
         except Exception:  # noqa: BLE001 - not cached (yet): the id is all we know
             return ref

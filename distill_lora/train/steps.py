@@ -1,4 +1,5 @@
 """Per-batch step losses: model, batch → (loss, parts). The training loop calls one of them per batch."""
+
 from __future__ import annotations
 
 from distill_lora.config import DistillConfig
@@ -22,14 +23,25 @@ def distill_step(targets: dict, k: DistillConfig, n_layers: int):
     def loss_fn(model, batch):
         if not cache:  # move the cached targets to the training device once
             cache.update({key: v.to(batch["input_ids"].device) for key, v in targets.items()})
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=k.w_hidden > 0)
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=k.w_hidden > 0
+        )
         idx = batch["idx"]
         student_cls = teacher_cls = None
         if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
             student_cls = [out.hidden_states[i + 1][:, 0] for i in range(n_layers)]
             teacher_cls = [cache["cls"][idx, i] for i in range(n_layers)]
-        return distillation_loss(out.logits, cache["logits"][idx], batch["labels"], temperature=k.temperature,
-                                 w_ce=k.w_ce, w_kl=k.w_kl, w_cos=k.w_cos, w_hidden=k.w_hidden,
-                                 student_cls=student_cls, teacher_cls=teacher_cls)
+        return distillation_loss(
+            out.logits,
+            cache["logits"][idx],
+            batch["labels"],
+            temperature=k.temperature,
+            w_ce=k.w_ce,
+            w_kl=k.w_kl,
+            w_cos=k.w_cos,
+            w_hidden=k.w_hidden,
+            student_cls=student_cls,
+            teacher_cls=teacher_cls,
+        )
+
     return loss_fn

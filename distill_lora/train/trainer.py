@@ -3,6 +3,7 @@
 loss_fn(model, batch) -> (loss, parts): `parts["ce"]` is the cross-entropy with the true labels,
 which is what the report's "Training Loss" column shows for every model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,18 +22,17 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
-
-from distill_lora.train import checkpoint, distributed
 
 from distill_lora import faults
 from distill_lora.config import TrainConfig
 from distill_lora.errors import UserError
-from distill_lora.train.data import Encoded, make_collate
 from distill_lora.metrics import classification_metrics
+from distill_lora.train import checkpoint, distributed
+from distill_lora.train.data import Encoded, make_collate
 
 
 def mixed_precision_for(precision: str) -> str:
@@ -53,8 +53,11 @@ def make_accelerator(precision: str = "auto") -> Accelerator:
 
 
 def device_name(accelerator: Accelerator) -> str:
-    name = (torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda"
-            else f"cpu ({torch.get_num_threads()} threads)")
+    name = (
+        torch.cuda.get_device_name(accelerator.device)
+        if accelerator.device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
     return name if accelerator.num_processes == 1 else f"{accelerator.num_processes} processes × {name}"
 
 
@@ -69,8 +72,15 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 
 @torch.inference_mode()
-def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator, pad_id: int,
-             cls_layers: list[int] | None = None, mixed: bool = True) -> dict:
+def evaluate(
+    model,
+    dataset: Encoded,
+    batch_size: int,
+    accelerator: Accelerator,
+    pad_id: int,
+    cls_layers: list[int] | None = None,
+    mixed: bool = True,
+) -> dict:
     """Logits (N, C) in dataset order, mean cross-entropy, and optionally [CLS] states of some layers.
 
     cls_layers are hidden_states indices (0 = embeddings, l = output of layer l). mixed=False runs in
@@ -81,13 +91,18 @@ def evaluate(model, dataset: Encoded, batch_size: int, accelerator: Accelerator,
     # With several processes each evaluates every n-th batch; gather_for_metrics puts them back in order
     # and drops the examples repeated to even out the last round.
     loader = accelerator.prepare_data_loader(
-        DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id),
-                   generator=torch.Generator()))
+        DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, collate_fn=make_collate(pad_id), generator=torch.Generator()
+        )
+    )
     logits, cls = [], []
     for batch in loader:
         with accelerator.autocast() if mixed else contextlib.nullcontext():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=cls_layers is not None)
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                output_hidden_states=cls_layers is not None,
+            )
         logits.append(accelerator.gather_for_metrics(out.logits.float()).cpu())
         if cls_layers is not None:
             states = torch.stack([out.hidden_states[i][:, 0].float() for i in cls_layers], dim=1)
@@ -121,8 +136,14 @@ def _progress(total: int, desc: str):
     if not sys.stdout.isatty():
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
     progress.start()
     progress.add_task(desc, total=total, info="")
     return progress
@@ -169,12 +190,12 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
     if lengths is None:
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     chunk = batch_size * BUCKET_BATCHES
     batches = []
     for start in range(0, n, chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
@@ -207,8 +228,9 @@ def _load_best(work_dir: Path, model, epoch: int):
     with safe_open(path, "pt") as fh:
         saved = int(fh.metadata()["epoch"])
     if saved != epoch:  # a file renamed or mixed up by hand: never test weights of another epoch
-        raise UserError(f"{path} holds epoch {saved}, not the selected epoch {epoch}; "
-                        f"delete {work_dir} and train again")
+        raise UserError(
+            f"{path} holds epoch {saved}, not the selected epoch {epoch}; delete {work_dir} and train again"
+        )
     state = load_file(path)
     logits = state.pop("__val_logits__").numpy()
     model.load_state_dict(state)
@@ -218,6 +240,7 @@ def _load_best(work_dir: Path, model, epoch: int):
 @dataclass(frozen=True)
 class TrainRun:
     """What train() trains on and where it writes: fixed for the whole call."""
+
     train_set: Encoded
     val_set: Encoded
     label_names: list[str]  # class names, for the validation metrics
@@ -232,6 +255,7 @@ class TrainRun:
 class LoopState:
     """Where training stands: everything carried from step to step and epoch to epoch. A checkpoint stores it as
     JSON (these field names are its keys), so a resumed run continues exactly where the interrupted one stopped."""
+
     epoch: int = 1  # the epoch being trained (1-based)
     batches_done: int = 0  # global batches of this epoch trained so far
     examples_done: int = 0  # their examples: the divisor of the epoch's mean losses
@@ -273,13 +297,19 @@ def train(model, loss_fn, cfg: TrainConfig, run: TrainRun, *, on_validated=None)
             state.epoch += 1  # the next epoch starts at its first batch, with no loss sums
             state.batches_done, state.examples_done, state.epoch_done, state.sums = 0, 0, False, {}
     selected_val_logits = _load_best(run.work_dir, run.accelerator.unwrap_model(model), state.selected_epoch)
-    return TrainResult(history=state.history, selected_epoch=state.selected_epoch, stopped_early=state.stopped_early,
-                       wall_time_s=session.wall_time(), selected_val_logits=selected_val_logits,
-                       samples_per_s=state.seen / state.train_time if state.train_time else 0.0)
+    return TrainResult(
+        history=state.history,
+        selected_epoch=state.selected_epoch,
+        stopped_early=state.stopped_early,
+        wall_time_s=session.wall_time(),
+        selected_val_logits=selected_val_logits,
+        samples_per_s=state.seen / state.train_time if state.train_time else 0.0,
+    )
 
 
-def _train_epoch(model, loss_fn, optimizer, scheduler, cfg: TrainConfig, run: TrainRun, state: LoopState,
-                 session: _Session) -> None:
+def _train_epoch(
+    model, loss_fn, optimizer, scheduler, cfg: TrainConfig, run: TrainRun, state: LoopState, session: _Session
+) -> None:
     """One epoch from state.batches_done on: forward, loss, backward, step — and checkpoints.
 
     Gradient accumulation is done here rather than by accelerate, so that a last, shorter group of
@@ -301,9 +331,11 @@ def _train_epoch(model, loss_fn, optimizer, scheduler, cfg: TrainConfig, run: Tr
             if faults.maybe(f"{desc}:nan:{state.step + 1}"):
                 loss = loss * float("nan")
             if distributed.any_flag([not bool(torch.isfinite(loss))], acc.device)[0]:
-                raise UserError(f"stage {desc}: the loss became {float(loss)} at step {state.step + 1} (epoch "
-                                f"{state.epoch}); training stopped and the last good checkpoint is kept. Lower the "
-                                "learning rate or use train.precision: fp32, then run again")
+                raise UserError(
+                    f"stage {desc}: the loss became {float(loss)} at step {state.step + 1} (epoch "
+                    f"{state.epoch}); training stopped and the last good checkpoint is kept. Lower the "
+                    "learning rate or use train.precision: fp32, then run again"
+                )
             acc.backward(loss * (weight / group_size))
         n_real = len(part) if weight else 0  # examples repeated to even out the processes count for nothing
         for k, v in {"loss": loss, **parts}.items():
@@ -322,8 +354,12 @@ def _train_epoch(model, loss_fn, optimizer, scheduler, cfg: TrainConfig, run: Tr
         faults.maybe(f"{desc}:step:{state.step}")
         if state.step % cfg.log_every == 0 or state.step == session.total_steps:
             means = {k: round(v / state.examples_done, 6) for k, v in _global_sums(sums, acc).items()}
-            session.log_step(state, means, scheduler.get_last_lr()[0],
-                             rate=state.seen / (state.train_time + time.perf_counter() - t0))
+            session.log_step(
+                state,
+                means,
+                scheduler.get_last_lr()[0],
+                rate=state.seen / (state.train_time + time.perf_counter() - t0),
+            )
         stopping = distributed.any_flag([session.stop.signal is not None], acc.device)[0]
         if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
             state.train_time += time.perf_counter() - t0
@@ -332,8 +368,10 @@ def _train_epoch(model, loss_fn, optimizer, scheduler, cfg: TrainConfig, run: Tr
             sums = _restore_sums(state.sums, acc)  # as a run resumed from this checkpoint will add them up
             _save_checkpoint(model, optimizer, scheduler, run, state, session)
             if stopping:
-                raise Interrupted(f"{session.stop.signal or 'a stop signal'} received: stage {desc} stopped after "
-                                  f"step {state.step} with a checkpoint; run the same command again to resume")
+                raise Interrupted(
+                    f"{session.stop.signal or 'a stop signal'} received: stage {desc} stopped after "
+                    f"step {state.step} with a checkpoint; run the same command again to resume"
+                )
     state.train_time += time.perf_counter() - t0
     state.sums = _global_sums(sums, acc)
 
@@ -346,8 +384,9 @@ def _prepare(model, cfg: TrainConfig, run: TrainRun):
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     accelerator = run.accelerator
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  fused=accelerator.device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=accelerator.device.type == "cuda"
+    )
     n_batches_epoch = math.ceil(len(run.train_set) / cfg.batch_size)
     total_steps = math.ceil(n_batches_epoch / cfg.grad_accum) * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -366,10 +405,14 @@ def _epoch_loader(cfg: TrainConfig, run: TrainRun, state: LoopState):
     lengths = [len(ids) for ids in run.train_set.input_ids] if cfg.length_buckets else None
     batches = epoch_batches(len(run.train_set), cfg.batch_size, run.seed, state.epoch, lengths)
     acc = run.accelerator
-    shards = [distributed.shard(b, acc.process_index, acc.num_processes) for b in batches[state.batches_done:]]
-    loader = DataLoader(run.train_set, batch_sampler=[part for part, _ in shards],
-                        collate_fn=make_collate(run.pad_id), pin_memory=acc.device.type == "cuda",
-                        generator=torch.Generator())  # private: keeps the global RNG (dropout) as a resumed run expects
+    shards = [distributed.shard(b, acc.process_index, acc.num_processes) for b in batches[state.batches_done :]]
+    loader = DataLoader(
+        run.train_set,
+        batch_sampler=[part for part, _ in shards],
+        collate_fn=make_collate(run.pad_id),
+        pin_memory=acc.device.type == "cuda",
+        generator=torch.Generator(),
+    )  # private: keeps the global RNG (dropout) as a resumed run expects
     return batches, zip(shards, loader)
 
 
@@ -377,8 +420,9 @@ def _restore_sums(sums: dict[str, float], accelerator: Accelerator) -> dict:
     """Per-example loss sums of this epoch: the checkpoint's totals go to the main process, the others
     start from 0 (float32 tensors, as in an uninterrupted run, so a resumed run adds up identically)."""
     keep = distributed.is_main()
-    return {k: torch.tensor(v if keep else 0.0, dtype=torch.float32, device=accelerator.device)
-            for k, v in sums.items()}
+    return {
+        k: torch.tensor(v if keep else 0.0, dtype=torch.float32, device=accelerator.device) for k, v in sums.items()
+    }
 
 
 def _global_sums(sums: dict, accelerator: Accelerator) -> dict[str, float]:
@@ -396,16 +440,24 @@ def _validate(model, cfg: TrainConfig, run: TrainRun, state: LoopState, session:
     epoch, n, sums = state.epoch, state.examples_done, state.sums
     val = evaluate(model, run.val_set, cfg.eval_batch_size, run.accelerator, run.pad_id)
     val_metrics = classification_metrics(run.val_set.labels, val["logits"], run.label_names)
-    entry = {"epoch": epoch, "train_loss": sums["ce"] / n, "train_total_loss": sums["loss"] / n,
-             "val_loss": val["loss"], "val_accuracy": val_metrics["accuracy"], "val_macro_f1": val_metrics["macro_f1"]}
+    entry = {
+        "epoch": epoch,
+        "train_loss": sums["ce"] / n,
+        "train_total_loss": sums["loss"] / n,
+        "val_loss": val["loss"],
+        "val_accuracy": val_metrics["accuracy"],
+        "val_macro_f1": val_metrics["macro_f1"],
+    }
     for k in sums:
         if k not in ("loss", "ce"):
             entry[f"train_{k}"] = sums[k] / n
     state.history.append(entry)
     session.log.write(json.dumps({"validation": entry}) + "\n")
     score = val["loss"] if cfg.select_metric == "loss" else val_metrics[cfg.select_metric]
-    session.say(f"  {run.desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
-                f"val acc {val_metrics['accuracy']:.4f}  val macro-F1 {val_metrics['macro_f1']:.4f}")
+    session.say(
+        f"  {run.desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
+        f"val acc {val_metrics['accuracy']:.4f}  val macro-F1 {val_metrics['macro_f1']:.4f}"
+    )
     faults.maybe(f"{run.desc}:validated:{epoch}")
     if _is_better(score, state.best_score, cfg.select_metric):
         state.best_score, state.since_best, state.selected_epoch = score, 0, epoch
@@ -420,6 +472,7 @@ def _validate(model, cfg: TrainConfig, run: TrainRun, state: LoopState, session:
 @dataclass(frozen=True)
 class _Session:
     """What train() holds open while it trains: the step log, the terminal, the stop signals, the clock."""
+
     desc: str
     total_steps: int
     log: io.TextIOBase  # train_log.jsonl on the main process; the others write into memory
@@ -436,8 +489,10 @@ class _Session:
             (self.progress.console.print if self.progress else print)(line)
 
     def log_step(self, state: LoopState, means: dict[str, float], lr: float, rate: float) -> None:
-        self.log.write(json.dumps({"step": state.step, "epoch": state.epoch, **means, "lr": lr,
-                                   "samples_per_s": round(rate, 2)}) + "\n")
+        self.log.write(
+            json.dumps({"step": state.step, "epoch": state.epoch, **means, "lr": lr, "samples_per_s": round(rate, 2)})
+            + "\n"
+        )
         info = f"loss {means['loss']:.4f}  {rate:.1f} samples/s"
         if self.progress:
             self.progress.update(self.progress.task_ids[0], completed=state.step, info=info)

@@ -2,6 +2,7 @@
 
 The result goes into results.json under "out_of_domain" and the report gains a section for it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,18 +11,39 @@ import numpy as np
 
 from distill_lora.config import DataConfig, SplitLimits
 from distill_lora.errors import UserError
-from distill_lora.train.data import load_split
-from distill_lora.metrics import classification_metrics, softmax
-from distill_lora.use.predict import load_predictor
 from distill_lora.experiment.runs import RunLock
 from distill_lora.files import atomic_write_json, read_json
+from distill_lora.metrics import classification_metrics, softmax
+from distill_lora.train.data import load_split
+from distill_lora.use.predict import load_predictor
 
-KEEP = ("stage", "model_type", "depth", "total_params", "trainable_params", "train_loss", "train_total_loss",
-        "wall_time_s", "samples_per_s", "validation_history", "selected_epoch", "weights_bytes", "teacher_layers")
+KEEP = (
+    "stage",
+    "model_type",
+    "depth",
+    "total_params",
+    "trainable_params",
+    "train_loss",
+    "train_total_loss",
+    "wall_time_s",
+    "samples_per_s",
+    "validation_history",
+    "selected_epoch",
+    "weights_bytes",
+    "teacher_layers",
+)
 
 
-def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text", label_column: str = "label",
-                 label_map: dict | None = None, split: str = "test", limit: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: Path,
+    source: str,
+    name: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_map: dict | None = None,
+    split: str = "test",
+    limit: int | None = None,
+) -> dict:
     """Score every finished stage of every seed of the last compare on one split of another data set."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
@@ -29,11 +51,20 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
         raise UserError(f"{results_path} not found; run compare first")
     results = read_json(results_path)
     comparison = results["comparison"]
-    data_cfg = DataConfig(source=source, text_column=text_column, label_column=label_column,
-                          label_names=comparison["label_names"], label_map=label_map or {}, null_text="drop",
-                          limit=SplitLimits(**{split: limit}) if limit else SplitLimits())
-    bad = {k: v for k, v in (label_map or {}).items()
-           if not isinstance(v, int) or not 0 <= v < len(comparison["label_names"])}
+    data_cfg = DataConfig(
+        source=source,
+        text_column=text_column,
+        label_column=label_column,
+        label_names=comparison["label_names"],
+        label_map=label_map or {},
+        null_text="drop",
+        limit=SplitLimits(**{split: limit}) if limit else SplitLimits(),
+    )
+    bad = {
+        k: v
+        for k, v in (label_map or {}).items()
+        if not isinstance(v, int) or not 0 <= v < len(comparison["label_names"])
+    }
     if bad:
         raise UserError(f"--label-map {bad}: values must be class indices 0..{len(comparison['label_names']) - 1}")
     if split not in ("train", "validation", "test"):
@@ -41,6 +72,27 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
     data, notes = load_split(data_cfg, split)
     for note in notes:
         print(f"[{name}] data: {note}")
+    per_seed = _score_every_stage(run_dir, comparison, data, name)
+    ood = {
+        "source": source,
+        "split": split,
+        "n": len(data),
+        "positive_share": float(np.mean(data.labels)),
+        "comparison": {
+            **{k: comparison[k] for k in ("seeds", "label_names")},
+            "test_labels": data.labels,
+            "per_seed": per_seed,
+        },
+    }
+    with RunLock(run_dir):
+        results = read_json(results_path)  # re-read under the lock
+        results.setdefault("out_of_domain", {})[name] = ood
+        atomic_write_json(results_path, results)
+    return results
+
+
+def _score_every_stage(run_dir: Path, comparison: dict, data, name: str) -> dict:
+    """{seed: {stage: record with the other data set's metrics and predictions}} for every stage of the run."""
     per_seed = {}
     for seed in comparison["seeds"]:
         per_seed[str(seed)] = {}
@@ -49,6 +101,7 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
             predictor = load_predictor(run_dir / f"seed-{seed}" / (int8_of or stage), device="cpu" if int8_of else None)
             if int8_of:
                 from distill_lora.experiment.quantize import quantize_dynamic_int8
+
                 predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)
             probs = softmax(logits)
@@ -58,12 +111,4 @@ def evaluate_run(run_dir: Path, source: str, name: str, text_column: str = "text
                 "predictions": {"pred": logits.argmax(1).tolist(), "prob_positive": probs[:, 1].tolist()},
             }
             print(f"[{name}] seed {seed} {stage}: macro-F1 {per_seed[str(seed)][stage]['test']['macro_f1']:.4f}")
-    ood = {"source": source, "split": split, "n": len(data), "positive_share": float(np.mean(data.labels)),
-           "comparison": {**{k: comparison[k] for k in ("seeds", "label_names")}, "test_labels": data.labels,
-                          "per_seed": per_seed}}
-    with RunLock(run_dir):
-        results = read_json(results_path)  # re-read under the lock
-        results.setdefault("out_of_domain", {})[name] = ood
-        atomic_write_json(results_path, results)
-    return results
-
+    return per_seed

@@ -6,6 +6,7 @@ merged into their base (`merge_and_unload`), so the folder loads with plain
 saved merged model gives the same logits as the adapter on the validation texts (max |Δlogit| ≤
 MERGE_TOLERANCE). The folder is built next to OUT_DIR and renamed into place when complete.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,12 @@ import numpy as np
 
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
-from distill_lora.use.model_card import model_card
-from distill_lora.use.predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
 from distill_lora.experiment.runs import DONE
 from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
+from distill_lora.use.model_card import model_card
+from distill_lora.use.predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
 
-MERGE_TOLERANCE = 1e-4        # max |Δlogit| allowed between the merged model and adapter + base
+MERGE_TOLERANCE = 1e-4  # max |Δlogit| allowed between the merged model and adapter + base
 MERGE_CHECK_MAX_TEXTS = 1000  # validation texts the merge check runs on (the first N; enough to catch a bad merge)
 METADATA_FILES = ("config.yaml", "metrics.json", DECISION_FILE)
 NOT_EXPORTED = {DONE, "train_log.jsonl", "test_predictions.jsonl", "README.md", EXPORT_MARKER}
@@ -41,12 +42,14 @@ def _copy_stage(model_dir: Path, dest: Path) -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / src.name)
     if (dest / "adapter_config.json").exists():  # stages saved before the note named their base by a local path
         from distill_lora.train.models import write_adapter_base_note  # transformers only when needed
+
         write_adapter_base_note(dest)
 
 
 def _validation_texts(model_dir: Path) -> tuple[list[str], str | None]:
     """(texts, None) for the merge check, or ([], why) when the stage's validation data cannot be read."""
     from distill_lora.train.data import load_splits
+
     try:
         texts = load_splits(load_config(str(model_dir / "config.yaml")).data).validation.texts
     except UserError as e:
@@ -66,22 +69,34 @@ def _write_merged(model_dir: Path, dest: Path, log) -> dict:
         if (model_dir / name).exists():
             shutil.copy2(model_dir / name, dest / name)
     if why_not:
-        log(f"merge check skipped: the validation split could not be loaded ({why_not}); "
-            "the merged model is NOT verified against the adapter")
+        log(
+            f"merge check skipped: the validation split could not be loaded ({why_not}); "
+            "the merged model is NOT verified against the adapter"
+        )
         return {"checked": False, "reason": why_not, "tolerance": MERGE_TOLERANCE}
     # check the folder as saved, loaded as a plain classifier, not the in-memory object
     reloaded = load_predictor(dest, device="cpu", require_marker=False)
     after = reloaded.logits(texts)
     max_diff = float(np.abs(after - before).max()) if len(texts) else 0.0
     same_labels = bool((reloaded.labels_from_logits(after)[0] == adapter.labels_from_logits(before)[0]).all())
-    check = {"checked": True, "n_texts": len(texts), "split": "validation", "max_abs_logit_diff": max_diff,
-             "tolerance": MERGE_TOLERANCE, "same_labels": same_labels}
+    check = {
+        "checked": True,
+        "n_texts": len(texts),
+        "split": "validation",
+        "max_abs_logit_diff": max_diff,
+        "tolerance": MERGE_TOLERANCE,
+        "same_labels": same_labels,
+    }
     verdict = "ok" if max_diff <= MERGE_TOLERANCE else "FAILED"
-    log(f"merge check on {len(texts)} validation texts: max |Δlogit| merged vs adapter = {max_diff:.3e} "
-        f"(tolerance {MERGE_TOLERANCE:.0e}) {verdict}; labels identical: {same_labels}")
+    log(
+        f"merge check on {len(texts)} validation texts: max |Δlogit| merged vs adapter = {max_diff:.3e} "
+        f"(tolerance {MERGE_TOLERANCE:.0e}) {verdict}; labels identical: {same_labels}"
+    )
     if max_diff > MERGE_TOLERANCE:
-        raise UserError(f"merge check failed: merged and unmerged logits differ by up to {max_diff:.3e} "
-                        f"(> {MERGE_TOLERANCE:.0e}); nothing was exported. Export without --merge instead")
+        raise UserError(
+            f"merge check failed: merged and unmerged logits differ by up to {max_diff:.3e} "
+            f"(> {MERGE_TOLERANCE:.0e}); nothing was exported. Export without --merge instead"
+        )
     return check
 
 
@@ -101,10 +116,16 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
         else:
             _copy_stage(model_dir, tmp)
         info = model_info(model_dir)
-        export = {"stage": info["stage"], "seed": info["seed"], "run_dir": info["run_dir"],
-                  "source": str(model_dir.resolve()), "format": _format(is_lora, merge),
-                  "merge_check": merge_check, "threshold": read_threshold(model_dir),
-                  "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        export = {
+            "stage": info["stage"],
+            "seed": info["seed"],
+            "run_dir": info["run_dir"],
+            "source": str(model_dir.resolve()),
+            "format": _format(is_lora, merge),
+            "merge_check": merge_check,
+            "threshold": read_threshold(model_dir),
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         atomic_write_text(tmp / "README.md", model_card(info, load_config(str(model_dir / "config.yaml")), export))
         atomic_write_json(tmp / EXPORT_MARKER, export)  # last: marks the export complete
         _check_out_dir(out_dir)  # someone may have filled it meanwhile

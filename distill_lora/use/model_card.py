@@ -1,4 +1,5 @@
 """The model card (README.md) of an exported folder: what the model is, how to load it, its metrics, its limits."""
+
 from __future__ import annotations
 
 
@@ -13,33 +14,55 @@ def ci_text(ci) -> str:
 
 def _metrics_lines(info: dict) -> list[str]:
     test, ci = info.get("test") or {}, info.get("test_ci") or {}
-    names = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "f1_positive": "F1 (positive class)",
-             "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "ece": "Expected calibration error"}
-    lines = [f"| {label} | {test[key]:.4f}{ci_text(ci.get(key))} |" for key, label in names.items()
-             if isinstance(test.get(key), (int, float))]
+    names = {
+        "accuracy": "Accuracy",
+        "macro_f1": "Macro-F1",
+        "f1_positive": "F1 (positive class)",
+        "roc_auc": "ROC AUC",
+        "pr_auc": "PR AUC",
+        "ece": "Expected calibration error",
+    }
+    lines = [
+        f"| {label} | {test[key]:.4f}{ci_text(ci.get(key))} |"
+        for key, label in names.items()
+        if isinstance(test.get(key), (int, float))
+    ]
     if not lines:
         return ["No test metrics were recorded for this model."]
-    return [f"On the held-out test split ({test.get('n', '?')} examples), evaluated once after the epoch was "
-            "picked on validation:", "", "| Metric | Value |", "|---|---|", *lines]
+    return [
+        f"On the held-out test split ({test.get('n', '?')} examples), evaluated once after the epoch was "
+        "picked on validation:",
+        "",
+        "| Metric | Value |",
+        "|---|---|",
+        *lines,
+    ]
 
 
 def _use_lines(export: dict) -> list[str]:
     """The card's loading recipe for the export's format, and its note."""
     from distill_lora.train.models import LORA_AUTO_NOTE, LORA_LOAD_LINES
-    plain = ["from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-             "model = AutoModelForSequenceClassification.from_pretrained(folder)",
-             "tokenizer = AutoTokenizer.from_pretrained(folder)"]
+
+    plain = [
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "model = AutoModelForSequenceClassification.from_pretrained(folder)",
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+    ]
     load = {"plain": plain, "lora-merged": plain, "lora-adapter": list(LORA_LOAD_LINES)}[export["format"]]
-    load_note = {"plain": "", "lora-merged": "The LoRA adapter is merged into the weights: no PEFT needed.",
-                 "lora-adapter": "A PEFT LoRA adapter on the exact model it adapts, stored in `base_model/`. "
-                                 + LORA_AUTO_NOTE}[export["format"]]
+    load_note = {
+        "plain": "",
+        "lora-merged": "The LoRA adapter is merged into the weights: no PEFT needed.",
+        "lora-adapter": "A PEFT LoRA adapter on the exact model it adapts, stored in `base_model/`. " + LORA_AUTO_NOTE,
+    }[export["format"]]
     return ["```python", 'folder = "path/to/this/folder"', *load, "```", "", *([load_note, ""] if load_note else [])]
 
 
 def _merge_check_line(check: dict | None) -> str:
     if check and check.get("checked"):
-        return (f"\nMerge check: on {check['n_texts']} validation texts the merged model's logits differ from "
-                f"the adapter's by at most {check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']:.0e}).\n")
+        return (
+            f"\nMerge check: on {check['n_texts']} validation texts the merged model's logits differ from "
+            f"the adapter's by at most {check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']:.0e}).\n"
+        )
     if check:
         return f"\nMerge check: **skipped** ({check['reason']}).\n"
     return ""
@@ -50,57 +73,62 @@ def model_card(info: dict, cfg, export: dict) -> str:
     names = list(cfg.data.label_names)
     positive = names[1]
     threshold = export.get("threshold")
-    decision = (f"`{positive}` when p({positive}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
-                if threshold is not None else "the most probable class (argmax)")
-    return "\n".join([
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: text-classification",
-        "tags: [text-classification, hate-speech, distill-lora]",
-        "---",
-        f"# {info.get('model_type') or info.get('stage')}",
-        "",
-        f"Stage `{info.get('stage')}`, seed {info.get('seed')}, exported by `distill-lora export` from "
-        f"`{export['source']}` ({export['format']}). Depth: {info.get('depth')} layers. "
-        f"Pretrained starting point: `{cfg.teacher.model}`.",
-        "",
-        "## Use",
-        "",
-        *_use_lines(export),
-        f"or `distill-lora predict FOLDER \"some text\"`. Texts are truncated to {cfg.data.max_length} tokens. "
-        f"Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}; the label is {decision}.",
-        _merge_check_line(export.get("merge_check")),
-        "## Data",
-        "",
-        f"Trained on `{cfg.data.source}` (text column `{cfg.data.text_column}`, label column "
-        f"`{cfg.data.label_column}`). The epoch was chosen on the validation split; the test split chose nothing.",
-        "",
-        "## Test metrics",
-        "",
-        *_metrics_lines(info),
-        "",
-        "## Intended use",
-        "",
-        "Research and teaching: comparing distilled and LoRA-tuned classifiers, and as one signal that helps "
-        "people triage content for review. Not for automated moderation, for decisions about individuals, or "
-        "for any use without human review of its outputs.",
-        "",
-        "## Limits and known biases",
-        "",
-        *LIMITS,
-        "",
-    ])
+    decision = (
+        f"`{positive}` when p({positive}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
+        if threshold is not None
+        else "the most probable class (argmax)"
+    )
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "pipeline_tag: text-classification",
+            "tags: [text-classification, hate-speech, distill-lora]",
+            "---",
+            f"# {info.get('model_type') or info.get('stage')}",
+            "",
+            f"Stage `{info.get('stage')}`, seed {info.get('seed')}, exported by `distill-lora export` from "
+            f"`{export['source']}` ({export['format']}). Depth: {info.get('depth')} layers. "
+            f"Pretrained starting point: `{cfg.teacher.model}`.",
+            "",
+            "## Use",
+            "",
+            *_use_lines(export),
+            f'or `distill-lora predict FOLDER "some text"`. Texts are truncated to {cfg.data.max_length} tokens. '
+            f"Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}; the label is {decision}.",
+            _merge_check_line(export.get("merge_check")),
+            "## Data",
+            "",
+            f"Trained on `{cfg.data.source}` (text column `{cfg.data.text_column}`, label column "
+            f"`{cfg.data.label_column}`). The epoch was chosen on the validation split; the test split chose nothing.",
+            "",
+            "## Test metrics",
+            "",
+            *_metrics_lines(info),
+            "",
+            "## Intended use",
+            "",
+            "Research and teaching: comparing distilled and LoRA-tuned classifiers, and as one signal that helps "
+            "people triage content for review. Not for automated moderation, for decisions about individuals, or "
+            "for any use without human review of its outputs.",
+            "",
+            "## Limits and known biases",
+            "",
+            *LIMITS,
+            "",
+        ]
+    )
 
 
 LIMITS = [
-        "- Hate-speech classifiers flag dialects (e.g. African-American English) and mentions of identity terms "
-        "(\"gay\", \"muslim\", \"black\"…) as toxic more often than other text with the same meaning: expect false "
-        "positives on counter-speech, reclaimed words, and people talking about their own identity.",
-        "- Labels come from annotators who disagree; the training labels are noisy and encode their judgement, "
-        "and the test metrics inherit that noise.",
-        "- Domain shift: scores hold for texts like the training data. Other platforms, time periods, languages, "
-        "sarcasm, quotes and new slurs or coded words lower them, often silently.",
-        "- A probability is not a calibrated risk; set any decision threshold on your own validation data.",
-        "- The test metrics above come from one test split (and one seed); small test sets give wide intervals.",
-        "- Do not use for automated moderation without human review.",
+    "- Hate-speech classifiers flag dialects (e.g. African-American English) and mentions of identity terms "
+    '("gay", "muslim", "black"…) as toxic more often than other text with the same meaning: expect false '
+    "positives on counter-speech, reclaimed words, and people talking about their own identity.",
+    "- Labels come from annotators who disagree; the training labels are noisy and encode their judgement, "
+    "and the test metrics inherit that noise.",
+    "- Domain shift: scores hold for texts like the training data. Other platforms, time periods, languages, "
+    "sarcasm, quotes and new slurs or coded words lower them, often silently.",
+    "- A probability is not a calibrated risk; set any decision threshold on your own validation data.",
+    "- The test metrics above come from one test split (and one seed); small test sets give wide intervals.",
+    "- Do not use for automated moderation without human review.",
 ]

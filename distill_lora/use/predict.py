@@ -7,6 +7,7 @@ A model folder is either a finished stage (`RUN_DIR/seed-S/<stage-id>/`, with `D
 written by `distill-lora export` (with `export.json`); both hold `config.yaml` (the run's resolved
 config: max_length, label names, text column) and, maybe, `decision.json` = {"threshold": t}.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ _SEED_DIR = re.compile(r"^seed-(\d+)$")
 
 # ---------------------------------------------------------------- finding the model folder
 
+
 def is_model_folder(path: Path) -> bool:
     """A finished stage or a finished export (both markers are written last)."""
     return (path / DONE).exists() or (path / EXPORT_MARKER).exists()
@@ -44,7 +46,9 @@ def _seeds(run_dir: Path) -> list[int]:
 
 
 def _finished_stages(seed_path: Path) -> list[str]:
-    return sorted(p.name for p in seed_path.iterdir() if p.is_dir() and (p / DONE).exists()) if seed_path.is_dir() else []
+    return (
+        sorted(p.name for p in seed_path.iterdir() if p.is_dir() and (p / DONE).exists()) if seed_path.is_dir() else []
+    )
 
 
 def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int | None = None) -> Path:
@@ -57,7 +61,9 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
         raise UserError(f"'{run_dir}' is not a folder; give a run folder (with seed-S/ inside) or a model folder")
     if is_model_folder(run_dir) or _looks_like_model_folder(run_dir):
         if stage_id is not None or seed is not None:
-            raise UserError(f"'{run_dir}' is a model folder itself; drop --stage and --trained-seed, or give its run folder")
+            raise UserError(
+                f"'{run_dir}' is a model folder itself; drop --stage and --trained-seed, or give its run folder"
+            )
         return _check_finished(run_dir)
     seeds = _seeds(run_dir)
     if not seeds:
@@ -70,19 +76,25 @@ def find_model_dir(run_dir: str | Path, stage_id: str | None = None, seed: int |
     path = run_dir / f"seed-{seed}" / stage_id
     if not path.exists():
         have = _finished_stages(run_dir / f"seed-{seed}")
-        raise UserError(f"--stage {stage_id}: no such stage in {run_dir}/seed-{seed}; "
-                        f"finished stages there: {', '.join(have) or 'none'}")
+        raise UserError(
+            f"--stage {stage_id}: no such stage in {run_dir}/seed-{seed}; "
+            f"finished stages there: {', '.join(have) or 'none'}"
+        )
     return _check_finished(path)
 
 
 def _check_finished(path: Path, require_marker: bool = True) -> Path:
     source = _int8_source(path)
     if source:
-        raise UserError(f"'{path}' is an int8 row measured from {source} and holds no weights; use --stage {source} "
-                        "or quantise it yourself (distill_lora.experiment.quantize.quantize_dynamic_int8)")
+        raise UserError(
+            f"'{path}' is an int8 row measured from {source} and holds no weights; use --stage {source} "
+            "or quantise it yourself (distill_lora.experiment.quantize.quantize_dynamic_int8)"
+        )
     if require_marker and not is_model_folder(path):
-        raise UserError(f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "
-                        "training; run its command again, or pick a finished stage")
+        raise UserError(
+            f"'{path}' is not a finished stage (no {DONE} file): it was interrupted or is still "
+            "training; run its command again, or pick a finished stage"
+        )
     if not (path / "config.yaml").exists():
         raise UserError(f"'{path}' has no config.yaml, so its max_length and label names are unknown")
     return path
@@ -99,6 +111,7 @@ def _int8_source(path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------- what the folder says about itself
+
 
 def read_threshold(model_dir: Path) -> float | None:
     """p(positive) cut from decision.json, or None (argmax) when the stage has none."""
@@ -126,12 +139,21 @@ def model_info(model_dir: Path) -> dict:
         stage, seed = metrics.get("stage", model_dir.name), int(m.group(1)) if m else None
         run_dir = str(model_dir.parent.parent) if m else None
         export = None
-    return {"stage": stage, "seed": seed, "model_type": metrics.get("model_type"), "run_dir": run_dir,
-            "model_dir": str(model_dir), "depth": metrics.get("depth"), "test": metrics.get("test"),
-            "test_ci": metrics.get("test_ci"), "export": export}
+    return {
+        "stage": stage,
+        "seed": seed,
+        "model_type": metrics.get("model_type"),
+        "run_dir": run_dir,
+        "model_dir": str(model_dir),
+        "depth": metrics.get("depth"),
+        "test": metrics.get("test"),
+        "test_ci": metrics.get("test_ci"),
+        "export": export,
+    }
 
 
 # ---------------------------------------------------------------- the predictor
+
 
 def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -140,6 +162,7 @@ def pick_device(device: str | None = None) -> torch.device:
 @dataclass
 class Predictor:
     """A loaded model folder. `predict(texts)` → one dict per text; `logits(texts)` → (N, C) array."""
+
     model_dir: Path
     model: object
     tokenizer: object
@@ -159,6 +182,7 @@ class Predictor:
     def logits(self, texts: list[str]) -> np.ndarray:
         """fp32 logits in input order, tokenised and padded per batch exactly as at evaluation."""
         from distill_lora.train.data import Encoded, Split, make_collate
+
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         encoded = Encoded(Split(list(texts), [0] * len(texts)), self.tokenizer, self.max_length)
@@ -166,14 +190,16 @@ class Predictor:
         out = []
         for start in range(0, len(encoded), self.batch_size):
             batch = collate([encoded[i] for i in range(start, min(start + self.batch_size, len(encoded)))])
-            logits = self.model(input_ids=batch["input_ids"].to(self.device),
-                                attention_mask=batch["attention_mask"].to(self.device)).logits
+            logits = self.model(
+                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
+            ).logits
             out.append(logits.float().cpu())
         return torch.cat(out).numpy()
 
     def labels_from_logits(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label ids, p(positive)): argmax, or p(positive) ≥ threshold when decision.json sets one."""
         from distill_lora.metrics import softmax
+
         probs = softmax(np.asarray(logits, dtype=np.float64))
         p_pos = probs[:, POSITIVE]
         if self.threshold is None:
@@ -186,18 +212,29 @@ class Predictor:
     def predict(self, texts: list[str]) -> list[dict]:
         logits = self.logits(texts)
         ids, p_pos = self.labels_from_logits(logits)
-        return [{"text": t, "label": self.label_names[int(i)], "label_id": int(i), "prob_positive": float(p),
-                 "logits": [float(x) for x in row]} for t, i, p, row in zip(texts, ids, p_pos, logits)]
+        return [
+            {
+                "text": t,
+                "label": self.label_names[int(i)],
+                "label_id": int(i),
+                "prob_positive": float(p),
+                "logits": [float(x) for x in row],
+            }
+            for t, i, p, row in zip(texts, ids, p_pos, logits)
+        ]
 
 
-def load_predictor(model_dir: str | Path, device: str | None = None, batch_size: int | None = None,
-                   require_marker: bool = True) -> Predictor:
+def load_predictor(
+    model_dir: str | Path, device: str | None = None, batch_size: int | None = None, require_marker: bool = True
+) -> Predictor:
     """Load a finished stage or export folder (plain classifier, or LoRA adapter on its base) for inference.
 
     require_marker=False only for export's check of a folder it is still writing.
     """
     from transformers import AutoTokenizer
+
     from distill_lora.train.models import load_stage_model
+
     model_dir = _check_finished(Path(model_dir), require_marker)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
@@ -209,13 +246,22 @@ def load_predictor(model_dir: str | Path, device: str | None = None, batch_size:
         raise UserError(f"'{model_dir}': cannot load the model ({str(e).splitlines()[0][:200]})") from None
     dev = pick_device(device)
     model.to(dev).eval()
-    return Predictor(model_dir=model_dir, model=model, tokenizer=tokenizer, max_length=cfg.data.max_length,
-                     batch_size=batch_size or cfg.train.eval_batch_size, label_names=list(cfg.data.label_names),
-                     text_column=cfg.data.text_column, threshold=read_threshold(model_dir), device=dev,
-                     info=model_info(model_dir))
+    return Predictor(
+        model_dir=model_dir,
+        model=model,
+        tokenizer=tokenizer,
+        max_length=cfg.data.max_length,
+        batch_size=batch_size or cfg.train.eval_batch_size,
+        label_names=list(cfg.data.label_names),
+        text_column=cfg.data.text_column,
+        threshold=read_threshold(model_dir),
+        device=dev,
+        info=model_info(model_dir),
+    )
 
 
 # ---------------------------------------------------------------- which texts can be classified
+
 
 def text_problem(text) -> str | None:
     """Why `text` cannot be classified, or None: the one rule for the command line, files and the web API."""
@@ -226,16 +272,20 @@ def text_problem(text) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # a lone UTF-16 surrogate: JSON "\ud800", or bytes that are not UTF-8 in argv
-        return (f"is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} at character {e.start} "
-                "(send text as UTF-8, with surrogates only in pairs)")
+        return (
+            f"is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} at character {e.start} "
+            "(send text as UTF-8, with surrogates only in pairs)"
+        )
     return None
 
 
 # ---------------------------------------------------------------- texts from a file
 
+
 def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     """txt: one text per line (blank lines skipped); jsonl/json/csv/parquet: the text column (else "text")."""
     from distill_lora.train.data import _as_text, _read_rows
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--file '{path}': no such file")
@@ -250,8 +300,10 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     for i, row in enumerate(rows, 1):
         text = _as_text(row.get(column))
         if not text:  # None (missing / blank) or False (not a text)
-            raise UserError(f"--file '{path}' row {i}: no text in column '{column}'"
-                            + ("" if column == text_column else f" (nor '{text_column}')"))
+            raise UserError(
+                f"--file '{path}' row {i}: no text in column '{column}'"
+                + ("" if column == text_column else f" (nor '{text_column}')")
+            )
         problem = text_problem(text)
         if problem:
             raise UserError(f"--file '{path}' row {i}: the text {problem}")
@@ -261,8 +313,9 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
 
 def format_lines(predictions: list[dict], positive_name: str) -> str:
     """One line per text: label, p(positive), text (tab-separated)."""
-    return "\n".join(f"{p['label']}\tp({positive_name})={p['prob_positive']:.4f}\t{' '.join(p['text'].split())}"
-                     for p in predictions)
+    return "\n".join(
+        f"{p['label']}\tp({positive_name})={p['prob_positive']:.4f}\t{' '.join(p['text'].split())}" for p in predictions
+    )
 
 
 def to_json(predictions: list[dict]) -> str:

@@ -8,6 +8,7 @@
 The page and the API use the very folder that was evaluated (through predict.Predictor). Bad input
 gets a 4xx answer with {"error": "..."}; the server keeps serving.
 """
+
 from __future__ import annotations
 
 import errno
@@ -74,8 +75,9 @@ def bind(host: str, port: int) -> socket.socket:
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: use a port from 1 to 65535 (e.g. 8000)")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except (socket.gaierror, UnicodeError):
         raise UserError(f"--host {host}: not an address or a known host name (e.g. 127.0.0.1 or 0.0.0.0)") from None
     sock = socket.socket(family, kind, proto)
@@ -86,13 +88,17 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise UserError(f"--port {port}: already in use on {host}; stop what listens there or pick another "
-                            "port with --port") from None
+            raise UserError(
+                f"--port {port}: already in use on {host}; stop what listens there or pick another port with --port"
+            ) from None
         if e.errno == errno.EACCES:
-            raise UserError(f"--port {port}: not allowed on {host} (ports below 1024 need root); pick a port "
-                            "from 1024 with --port") from None
-        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); use an address of this "
-                        "machine, e.g. 127.0.0.1") from None
+            raise UserError(
+                f"--port {port}: not allowed on {host} (ports below 1024 need root); pick a port from 1024 with --port"
+            ) from None
+        raise UserError(
+            f"--host {host} --port {port}: cannot listen there ({e.strerror}); use an address of this "
+            "machine, e.g. 127.0.0.1"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -115,8 +121,13 @@ def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
 
     @app.get("/api/model")
     def model():
-        return {**info, "label_names": predictor.label_names, "threshold": predictor.threshold,
-                "max_length": predictor.max_length, "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_texts": MAX_TEXTS}}
+        return {
+            **info,
+            "label_names": predictor.label_names,
+            "threshold": predictor.threshold,
+            "max_length": predictor.max_length,
+            "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_texts": MAX_TEXTS},
+        }
 
     @app.post("/api/predict")
     async def api_predict(request: Request):
@@ -131,16 +142,21 @@ def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def page():
         nonce = secrets.token_urlsafe(16)
-        csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; connect-src 'self'; "
-               "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-        return HTMLResponse(render_page(info, predictor.label_names, nonce),
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+        csp = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; connect-src 'self'; "
+            "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return HTMLResponse(
+            render_page(info, predictor.label_names, nonce),
+            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"},
+        )
 
     return app
 
 
 def app_from_env() -> FastAPI:
-    """For `uvicorn --factory distill_lora.use.serve:app_from_env --workers N`: the folder comes from the environment."""
+    """For `uvicorn --factory distill_lora.use.serve:app_from_env --workers N`: the folder comes from the
+    environment."""
     model_dir = os.environ.get(MODEL_DIR_ENV)
     if not model_dir:
         raise RuntimeError(f"set {MODEL_DIR_ENV} to a finished stage folder, e.g. runs/demo/seed-0/teacher")
@@ -149,26 +165,52 @@ def app_from_env() -> FastAPI:
 
 # ---------------------------------------------------------------- the page (inline: no external assets)
 
+
 def _metrics_rows(test: dict | None, test_ci: dict | None) -> str:
     if not test:
         return "<tr><td colspan=2>no test metrics recorded</td></tr>"
-    keys = [("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("f1_positive", "F1 positive"),
-            ("roc_auc", "ROC AUC"), ("n", "test examples")]
+    keys = [
+        ("accuracy", "accuracy"),
+        ("macro_f1", "macro-F1"),
+        ("f1_positive", "F1 positive"),
+        ("roc_auc", "ROC AUC"),
+        ("n", "test examples"),
+    ]
     ci = test_ci or {}
-    return "".join(f"<tr><td>{name}</td><td>{test[k]:.4f}{html.escape(ci_text(ci.get(k)))}</td></tr>"
-                   if isinstance(test[k], float) else f"<tr><td>{name}</td><td>{html.escape(str(test[k]))}</td></tr>"
-                   for k, name in keys if test.get(k) is not None)
+    return "".join(
+        f"<tr><td>{name}</td><td>{test[k]:.4f}{html.escape(ci_text(ci.get(k)))}</td></tr>"
+        if isinstance(test[k], float)
+        else f"<tr><td>{name}</td><td>{html.escape(str(test[k]))}</td></tr>"
+        for k, name in keys
+        if test.get(k) is not None
+    )
 
 
 def render_page(info: dict, label_names: list[str], nonce: str) -> str:
-    e = lambda x: html.escape(str(x))  # every value shown comes from files: escape it
+    def e(x):  # every value shown comes from files: escape it
+        return html.escape(str(x))
+
     positive = label_names[1]
-    model_rows = "".join(f"<tr><td>{k}</td><td>{e(v)}</td></tr>" for k, v in (
-        ("stage", info["stage"]), ("seed", info["seed"]), ("model type", info["model_type"]),
-        ("depth", info["depth"]), ("run folder", info["run_dir"]), ("model folder", info["model_dir"])))
-    return PAGE.format(stage=e(info["stage"]), positive=e(positive), model_rows=model_rows,
-                       metrics_rows=_metrics_rows(info.get("test"), info.get("test_ci")), nonce=nonce,
-                       max_chars=MAX_TEXT_CHARS, positive_js=json.dumps(positive).replace("<", "\\u003c"))
+    model_rows = "".join(
+        f"<tr><td>{k}</td><td>{e(v)}</td></tr>"
+        for k, v in (
+            ("stage", info["stage"]),
+            ("seed", info["seed"]),
+            ("model type", info["model_type"]),
+            ("depth", info["depth"]),
+            ("run folder", info["run_dir"]),
+            ("model folder", info["model_dir"]),
+        )
+    )
+    return PAGE.format(
+        stage=e(info["stage"]),
+        positive=e(positive),
+        model_rows=model_rows,
+        metrics_rows=_metrics_rows(info.get("test"), info.get("test_ci")),
+        nonce=nonce,
+        max_chars=MAX_TEXT_CHARS,
+        positive_js=json.dumps(positive).replace("<", "\\u003c"),
+    )
 
 
 PAGE = """<!doctype html>

@@ -1,10 +1,11 @@
 """Verdicts and analysis sentences from constructed numbers: each branch, and no sentence without its numbers."""
+
 import json
 
 import pytest
 
-from distill_lora.report import analysis
 from distill_lora.metrics import metrics_from_predictions
+from distill_lora.report import analysis
 
 NAMES = ["not toxic", "toxic"]
 
@@ -12,18 +13,35 @@ NAMES = ["not toxic", "toxic"]
 def run(labels, pred, history=None, **extra):
     """One stage of one seed, as results.json holds it."""
     pred = [int(x) for x in pred]
-    return {"model_type": "m", "depth": 6, "test": metrics_from_predictions(labels, pred, [float(x) for x in pred], NAMES),
-            "predictions": {"pred": pred, "prob_positive": [float(x) for x in pred]},
-            "validation_history": history or [{"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_macro_f1": 0.6,
-                                               "val_accuracy": 0.6}], "selected_epoch": 1, "train_loss": 0.5, "train_total_loss": 0.5,
-            "wall_time_s": 1.0, "samples_per_s": 1.0, "peak_memory_bytes": 1, "total_params": 10,
-            "trainable_params": 10, "weights_bytes": 1, **extra}
+    return {
+        "model_type": "m",
+        "depth": 6,
+        "test": metrics_from_predictions(labels, pred, [float(x) for x in pred], NAMES),
+        "predictions": {"pred": pred, "prob_positive": [float(x) for x in pred]},
+        "validation_history": history
+        or [{"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_macro_f1": 0.6, "val_accuracy": 0.6}],
+        "selected_epoch": 1,
+        "train_loss": 0.5,
+        "train_total_loss": 0.5,
+        "wall_time_s": 1.0,
+        "samples_per_s": 1.0,
+        "peak_memory_bytes": 1,
+        "total_params": 10,
+        "trainable_params": 10,
+        "weights_bytes": 1,
+        **extra,
+    }
 
 
 def result_of(labels, stages: dict, **extra) -> dict:
     """One-seed comparison from {stage: predictions}."""
-    return {"seeds": [0], "label_names": NAMES, "test_labels": list(labels),
-            "per_seed": {"0": {s: run(labels, p) for s, p in stages.items()}}, **extra}
+    return {
+        "seeds": [0],
+        "label_names": NAMES,
+        "test_labels": list(labels),
+        "per_seed": {"0": {s: run(labels, p) for s, p in stages.items()}},
+        **extra,
+    }
 
 
 # 40 texts; B is wrong on 8 that A gets right and right on 1 that A gets wrong:
@@ -77,40 +95,70 @@ def test_report_settings_come_from_the_run_unless_a_flag_is_given():
     assert values == {"bootstrap_resamples": 300, "bootstrap_seed": 4, "alpha": 0.1}
     assert source == {"bootstrap_resamples": "results.json", "bootstrap_seed": "results.json", "alpha": "command line"}
     values, source = analysis.report_settings({})  # a results.json from before settings were stored
-    assert values == {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "alpha": 0.05} and set(source.values()) == {"default"}
+    assert values == {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "alpha": 0.05} and set(source.values()) == {
+        "default"
+    }
 
 
 def test_report_command_keeps_the_runs_alpha(tmp_path):
     """A run made with report.alpha 0.2: `report RUN` without flags keeps its verdicts; --alpha 0.05 changes one."""
     from typer.testing import CliRunner
+
     from distill_lora.cli import app
+
     # B wrong on 5 texts A gets right, right on none: p = 2 / 32 = 0.0625, significant at 0.2 but not at 0.05
     labels = [0, 1] * 20
     b = [1 - y if i < 5 else y for i, y in enumerate(labels)]
     comparison = result_of(labels, {"a": labels, "b": b})
     comparison["majority_baseline"] = {"test": metrics_from_predictions(labels, [0] * 40, [0.0] * 40, NAMES)}
-    split = {"n": 40, "positive_share": 0.5, "truncated_share": 0.0,
-             "length_percentiles": {"p50": 5, "p90": 5, "p99": 5, "max": 5}}
-    results = {"comparison": comparison, "run": {"device": "cpu"}, "all_stages": {},
-               "report_settings": {"bootstrap_resamples": 200, "bootstrap_seed": 0, "alpha": 0.2},
-               "data": {"source": "x", "max_length": 8, "splits": {s: split for s in ("train", "validation", "test")},
-                        "overlap": {k: 0 for k in ("duplicates_in_train", "duplicates_in_validation", "duplicates_in_test",
-                                                   "shared_train_validation", "shared_train_test",
-                                                   "shared_validation_test", "duplicates_with_clashing_labels")}}}
+    split = {
+        "n": 40,
+        "positive_share": 0.5,
+        "truncated_share": 0.0,
+        "length_percentiles": {"p50": 5, "p90": 5, "p99": 5, "max": 5},
+    }
+    results = {
+        "comparison": comparison,
+        "run": {"device": "cpu"},
+        "all_stages": {},
+        "report_settings": {"bootstrap_resamples": 200, "bootstrap_seed": 0, "alpha": 0.2},
+        "data": {
+            "source": "x",
+            "max_length": 8,
+            "splits": {s: split for s in ("train", "validation", "test")},
+            "overlap": {
+                k: 0
+                for k in (
+                    "duplicates_in_train",
+                    "duplicates_in_validation",
+                    "duplicates_in_test",
+                    "shared_train_validation",
+                    "shared_train_test",
+                    "shared_validation_test",
+                    "duplicates_with_clashing_labels",
+                )
+            },
+        },
+    }
     (tmp_path / "results.json").write_text(json.dumps(results))
 
     def verdict(*flags):
         r = CliRunner().invoke(app, ["report", str(tmp_path), *flags])
         assert r.exit_code == 0, r.output
         return json.loads((tmp_path / "analysis.json").read_text())["pairs"][0]["verdict"]
+
     assert verdict() == "significant"
     assert verdict("--alpha", "0.05") == "within noise"
 
 
 # ---------------------------------------------------------------- sentences, branch by branch
 
+
 def history(losses, f1s):
-    return [{"epoch": i + 1, "val_loss": v, "val_macro_f1": f, "val_accuracy": f} for i, (v, f) in enumerate(zip(losses, f1s))]
+    return [
+        {"epoch": i + 1, "val_loss": v, "val_macro_f1": f, "val_accuracy": f}
+        for i, (v, f) in enumerate(zip(losses, f1s))
+    ]
 
 
 def test_overfitting_needs_loss_and_selection_metric():
@@ -134,10 +182,17 @@ def test_overfitting_needs_loss_and_selection_metric():
 
 
 def summary_of(**rows):
-    base = {"model_type": "m", "depth": 6, "trainable_params": 10, "total_params": 10,
-            "wall_time_s": {"mean": 1.0, "std": 0.0}}
-    return {s: {**base, **{k: ({"mean": v, "std": 0.0} if isinstance(v, float) else v) for k, v in r.items()}}
-            for s, r in rows.items()}
+    base = {
+        "model_type": "m",
+        "depth": 6,
+        "trainable_params": 10,
+        "total_params": 10,
+        "wall_time_s": {"mean": 1.0, "std": 0.0},
+    }
+    return {
+        s: {**base, **{k: ({"mean": v, "std": 0.0} if isinstance(v, float) else v) for k, v in r.items()}}
+        for s, r in rows.items()
+    }
 
 
 def test_seed_lines():
@@ -150,9 +205,9 @@ def test_seed_lines():
 
 def test_missed_class_against_the_teacher():
     labels = [0] * 10 + [1] * 10
-    teacher = [0] * 10 + [1] * 9 + [0]            # toxic recall 0.9
-    student = [0] * 10 + [1] * 5 + [0] * 5        # toxic recall 0.5
-    close = [0] * 10 + [1] * 9 + [0]              # same as the teacher: no line
+    teacher = [0] * 10 + [1] * 9 + [0]  # toxic recall 0.9
+    student = [0] * 10 + [1] * 5 + [0] * 5  # toxic recall 0.5
+    close = [0] * 10 + [1] * 9 + [0]  # same as the teacher: no line
     result = result_of(labels, {"teacher": teacher, "student-odd": student, "student-even": close})
     summary = {s: {"model_type": s} for s in ("teacher", "student-odd", "student-even")}
     (line,) = analysis.missed_class_lines(result, summary)
@@ -164,8 +219,8 @@ def test_missed_class_against_the_teacher():
 
 def test_models_that_err_on_different_texts():
     labels = [1] * 20
-    odd = [0] * 4 + [1] * 16                      # wrong on texts 0-3
-    even = [1] * 10 + [0] * 4 + [1] * 6           # wrong on texts 10-13
+    odd = [0] * 4 + [1] * 16  # wrong on texts 0-3
+    even = [1] * 10 + [0] * 4 + [1] * 6  # wrong on texts 10-13
     groups = ["g1"] * 10 + ["g2"] * 10
     result = result_of(labels, {"student-odd": odd, "student-even": even}, test_groups=groups)
     summary = {"student-odd": {}, "student-even": {}}
@@ -183,19 +238,25 @@ def test_models_that_fail_different_groups():
     even = [1] * 4 + [0] * 4 + [1] * 4 + [0, 0, 1, 1]
     result = result_of(labels, {"student-odd": odd, "student-even": even}, test_groups=groups)
     lines = analysis.disagreement_lines(result, {"student-odd": {}, "student-even": {}})
-    assert lines[-1] == ("[student-odd] and [student-even] fail different groups (half or more of a group's texts "
-                         "wrong): only [student-odd] fails 't0'; only [student-even] fails 't1'; both fail 't3'.")
+    assert lines[-1] == (
+        "[student-odd] and [student-even] fail different groups (half or more of a group's texts "
+        "wrong): only [student-odd] fails 't0'; only [student-even] fails 't1'; both fail 't3'."
+    )
     assert analysis.failed_groups(result, "student-odd") == ["t0", "t3"]
     one_sided = result_of(labels, {"student-odd": odd, "student-even": [1] * 12 + [0, 0, 1, 1]}, test_groups=groups)
     assert analysis.disagreement_lines(one_sided, {"student-odd": {}, "student-even": {}})[-1].endswith(
-        "wrong): only [student-odd] fails 't0'; both fail 't3'.")  # nothing named for a side that fails none
+        "wrong): only [student-odd] fails 't0'; both fail 't3'."
+    )  # nothing named for a side that fails none
     alike = result_of(labels, {"student-odd": odd, "student-even": odd}, test_groups=groups)
     assert analysis.disagreement_lines(alike, {"student-odd": {}, "student-even": {}}) == []
 
 
 def test_ranking_that_reverses_between_macro_f1_and_roc_auc():
-    summary = summary_of(x={"macro_f1": 0.80, "roc_auc": 0.85}, y={"macro_f1": 0.70, "roc_auc": 0.95},
-                         z={"macro_f1": 0.60, "roc_auc": 0.50})
+    summary = summary_of(
+        x={"macro_f1": 0.80, "roc_auc": 0.85},
+        y={"macro_f1": 0.70, "roc_auc": 0.95},
+        z={"macro_f1": 0.60, "roc_auc": 0.50},
+    )
     (line,) = analysis.reversal_lines(summary)
     assert line.startswith("ROC-AUC reverses 1 pair(s)")
     assert "[x] is above [y] in macro-F1 (0.800 vs 0.700) but below it in ROC-AUC (0.850 vs 0.950)" in line
@@ -211,17 +272,34 @@ def test_a_derived_row_that_predicts_exactly_like_a_member():
     (line,) = analysis.identical_prediction_lines(result)
     assert line.startswith("[ens] makes exactly [lora-student]'s 10 test predictions in its one seed")
     # two seeds: the same in seed 0 only is not "exactly like" it
-    two = {**result, "seeds": [0, 1], "per_seed": {"0": result["per_seed"]["0"], "1": {
-        **result["per_seed"]["0"], "ens": {**result["per_seed"]["0"]["ens2"], "ensemble_of": ["student-odd", "lora-student"]}}}}
+    two = {
+        **result,
+        "seeds": [0, 1],
+        "per_seed": {
+            "0": result["per_seed"]["0"],
+            "1": {
+                **result["per_seed"]["0"],
+                "ens": {**result["per_seed"]["0"]["ens2"], "ensemble_of": ["student-odd", "lora-student"]},
+            },
+        },
+    }
     assert analysis.identical_prediction_lines(two) == []
 
 
 def test_lora_costs_as_measured():
     def rows(lora_time):
-        return summary_of(teacher={"trainable_params": 110_000_000, "total_params": 110_000_000,
-                                   "wall_time_s": 100.0, "depth": 12},
-                          **{"lora-teacher": {"trainable_params": 300_000, "total_params": 110_300_000,
-                                              "wall_time_s": lora_time, "depth": 12}})
+        return summary_of(
+            teacher={"trainable_params": 110_000_000, "total_params": 110_000_000, "wall_time_s": 100.0, "depth": 12},
+            **{
+                "lora-teacher": {
+                    "trainable_params": 300_000,
+                    "total_params": 110_300_000,
+                    "wall_time_s": lora_time,
+                    "depth": 12,
+                }
+            },
+        )
+
     (slower,) = analysis.lora_cost_lines(rows(150.0))
     assert "trained 0.30M parameters (0.3% of its 110.30M) against [teacher]'s 110.00M" in slower
     assert "150 s vs 100 s (1.5× slower)" in slower and "did not make training faster" in slower
@@ -244,3 +322,17 @@ def test_key_findings_name_the_two_questions():
     assert odd_even["diff"]["accuracy"]["point"] == pytest.approx(-7 / 40)  # odd − even, as asked
     assert odd_even["diff"]["accuracy"]["low"] <= -7 / 40 <= odd_even["diff"]["accuracy"]["high"]
     assert k["distill_vs_lora"]["a"] == "student-even"  # the better student against LoRA
+
+
+def test_an_int8_student_counts_its_teacher_time_as_the_student_does():
+    """The summary's 'with teacher' time covers every model that needs the fine-tuned teacher: students and their
+    int8 copies (found when stage ids stopped being parsed by prefix: student-odd-int8 had lost it)."""
+    labels = [0, 1] * 5
+    result = result_of(labels, {"teacher": labels, "student-odd": labels, "student-odd-int8": labels})
+    for stages in result["per_seed"].values():
+        for name, run in stages.items():
+            run.update(wall_time_s={"teacher": 10.0, "student-odd": 3.0, "student-odd-int8": 3.5}[name])
+    summary = analysis.summarise(result, resamples=100)
+    assert summary["student-odd"]["wall_time_with_teacher_s"]["mean"] == 13.0
+    assert summary["student-odd-int8"]["wall_time_with_teacher_s"]["mean"] == 13.5
+    assert "wall_time_with_teacher_s" not in summary["teacher"]

@@ -1,13 +1,14 @@
 """lora.train_pooler: BERT's pooler is trained in full (and saved) when asked, or when auto finds it untrained."""
+
 import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-from conftest import tiny_config
 from distill_lora.cli import app
 from distill_lora.config import LoraConfig, load_config
 from distill_lora.errors import UserError
@@ -29,13 +30,23 @@ def lora_params(model, r: int = R) -> int:
 def tiny_roberta():
     """A RoBERTa classifier: no pooler; its head (classifier.dense + out_proj) is all inside `classifier`."""
     from transformers import RobertaConfig, RobertaForSequenceClassification
+
     torch.manual_seed(0)
-    return RobertaForSequenceClassification(RobertaConfig(
-        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=40, num_labels=2))
+    return RobertaForSequenceClassification(
+        RobertaConfig(
+            vocab_size=40,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=40,
+            num_labels=2,
+        )
+    )
 
 
 # ---------------------------------------------------------------- config
+
 
 @pytest.mark.parametrize("value, want", [("auto", "auto"), ("true", True), ("false", False)])
 def test_train_pooler_accepts_auto_true_false(value, want):
@@ -46,8 +57,18 @@ def test_train_pooler_accepts_auto_true_false(value, want):
 @pytest.mark.parametrize("value", ["maybe", "1", "yes please"])
 def test_train_pooler_rejects_other_values_in_one_line(value, tmp_path):
     # a missing data folder too: config validation must answer first (and nothing trains if it does not)
-    r = CliRunner().invoke(app, ["lora", "--config", "demo", "--set", f"lora.train_pooler={value}",
-                                 "--set", f"data.source={tmp_path / 'missing'}"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "lora",
+            "--config",
+            "demo",
+            "--set",
+            f"lora.train_pooler={value}",
+            "--set",
+            f"data.source={tmp_path / 'missing'}",
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "'lora.train_pooler' must be auto, true or false" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -55,11 +76,14 @@ def test_train_pooler_rejects_other_values_in_one_line(value, tmp_path):
 
 # ---------------------------------------------------------------- the rule
 
+
 def test_auto_trains_a_pooler_that_was_never_trained(tiny_bert12):
     model = bert(tiny_bert12)  # a random BERT: transformers initialised the pooler's bias to zeros
     assert not model.bert.pooler.dense.bias.any()
-    assert pooler_decision(model, "auto") == (True, "auto: bert.pooler.dense.bias is all zeros, so the pooler "
-                                                    "was never trained")
+    assert pooler_decision(model, "auto") == (
+        True,
+        "auto: bert.pooler.dense.bias is all zeros, so the pooler was never trained",
+    )
     assert pooler_decision(model, False)[0] is False and pooler_decision(model, True)[0] is True
     with torch.no_grad():
         model.bert.pooler.dense.bias[3] = 0.01  # one trained value is enough to keep it as pretrained
@@ -77,10 +101,15 @@ def test_a_model_without_pooler_has_nothing_extra_to_train():
     peft_model = add_lora(model, LoraConfig())  # the RoBERTa head is trained in full as `classifier`
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n}
     assert {n.split("modules_to_save.default.")[1] for n in trainable} == {
-        "dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"}
+        "dense.weight",
+        "dense.bias",
+        "out_proj.weight",
+        "out_proj.bias",
+    }
 
 
 # ---------------------------------------------------------------- counting, saving, reloading
+
 
 @pytest.mark.parametrize("setting", [True, False])
 def test_parameter_counts_follow_the_decision(tiny_bert12, setting):
@@ -120,15 +149,19 @@ def test_a_trained_pooler_is_saved_and_reloaded(tiny_bert12, tmp_path):
         got = load_stage_model(tmp_path)(input_ids=x).logits
         frozen = base.bert.pooler  # the pooler as pretrained (PEFT keeps it as the wrapper's original)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    assert not torch.equal(model.base_model.model.bert.pooler.modules_to_save["default"].dense.weight,
-                           frozen.original_module.dense.weight)
+    assert not torch.equal(
+        model.base_model.model.bert.pooler.modules_to_save["default"].dense.weight, frozen.original_module.dense.weight
+    )
 
 
 # ---------------------------------------------------------------- a checkpoint without pooler weights
 
+
 def test_missing_pooler_weights_get_one_line_of_ours(tiny_bert6, tmp_path):
-    from safetensors.torch import load_file, save_file
     import shutil
+
+    from safetensors.torch import load_file, save_file
+
     weights = load_file(tiny_bert6 / "model.safetensors")
     for name in ("config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json"):
         if (tiny_bert6 / name).exists():
@@ -145,8 +178,10 @@ def test_missing_pooler_weights_get_one_line_of_ours(tiny_bert6, tmp_path):
 
 # ---------------------------------------------------------------- the pipeline
 
+
 def test_stage_hash_includes_the_pooler_decision(tiny_bert12, tiny_data, tmp_path):
     from distill_lora.experiment import pipeline
+
     ctx = pipeline.prepare(load_config(str(tiny_config(tmp_path, tiny_bert12, tiny_data))))
     assert pipeline.lora_hash(ctx, "lora-student", True) != pipeline.lora_hash(ctx, "lora-student", False)
 

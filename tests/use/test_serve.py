@@ -1,4 +1,5 @@
 """serve: the JSON API and the page, in-process with FastAPI's TestClient."""
+
 import json
 import sys
 
@@ -6,12 +7,12 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 from typer.testing import CliRunner
 
-from distill_lora.use import serve
 from distill_lora.cli import app as cli_app
+from distill_lora.use import serve
 from distill_lora.use.predict import load_predictor
-from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +116,10 @@ def test_page_shows_confidence_intervals_when_recorded(finished_run, tmp_path):
 
 SURROGATES = {
     "lone surrogate": ('{"text": "caf\\ud800"}', '"text" is not valid Unicode: lone surrogate U+D800 at character 3'),
-    "lone low surrogate in a list": ('{"texts": ["ok", "\\udc00 x"]}', '"texts"[1] is not valid Unicode: lone '
-                                                                      'surrogate U+DC00 at character 0'),
+    "lone low surrogate in a list": (
+        '{"texts": ["ok", "\\udc00 x"]}',
+        '"texts"[1] is not valid Unicode: lone surrogate U+DC00 at character 0',
+    ),
 }
 
 
@@ -128,18 +131,23 @@ def test_lone_surrogate_is_a_400_naming_the_field(client, case):
 
 
 def test_surrogate_pair_is_one_character_and_classified(client):
-    r = client.post("/api/predict", content=b'{"text": "you are vermin \\ud83d\\ude00"}',
-                    headers={"Content-Type": "application/json"})
-    assert r.status_code == 200 and r.json()["prediction"]["text"] == "you are vermin \U0001F600"
+    r = client.post(
+        "/api/predict",
+        content=b'{"text": "you are vermin \\ud83d\\ude00"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 200 and r.json()["prediction"]["text"] == "you are vermin \U0001f600"
 
 
 # any text JSON can carry, surrogates often (see test_properties): 200, or a 4xx with a reason, never a 500
-api_text = st.lists(st.one_of(st.characters(codec=None, categories=None), st.integers(0xD800, 0xDFFF).map(chr)),
-                    max_size=20).map("".join)  # st.text never yields surrogates, whatever its alphabet
+api_text = st.lists(
+    st.one_of(st.characters(codec=None, categories=None), st.integers(0xD800, 0xDFFF).map(chr)), max_size=20
+).map("".join)  # st.text never yields surrogates, whatever its alphabet
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(value=st.one_of(api_text, st.lists(api_text, min_size=1, max_size=3)))
 def test_api_never_answers_500(client, value):
     body = json.dumps({"texts" if isinstance(value, list) else "text": value}).encode()
@@ -149,13 +157,16 @@ def test_api_never_answers_500(client, value):
 
 def test_cli_serve_binds_before_saying_serving_and_serves_on_that_socket(finished_run, monkeypatch):
     import socket
+
     import uvicorn
+
     seen = {}
 
     def run(self, sockets=None):  # instead of serving: what uvicorn would serve on
         seen["port"] = sockets[0].getsockname()[1]
         with socket.create_connection(("127.0.0.1", seen["port"]), timeout=5):  # already listening
             pass
+
     monkeypatch.setattr(uvicorn.Server, "run", run)
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ uvicorn serves the app on 127.0.0.1 (a free port) in a background thread; Debian
 playwright (no `playwright install`: executable_path points at /usr/bin/chromium). Skipped, saying why,
 only outside CI when chromium is missing; in CI (CI=true) a missing chromium is a failure.
 """
+
 import json
 import os
 import socket
@@ -13,12 +14,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_predict import stage_path
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 if not CHROMIUM.exists():
     if os.environ.get("CI") == "true":
@@ -35,10 +42,15 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(finished_run):
     import uvicorn
+
     from distill_lora.use.serve import create_app
+
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(stage_path(finished_run, "teacher")), host="127.0.0.1",
-                                        port=port, log_level="warning"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(stage_path(finished_run, "teacher")), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -51,20 +63,23 @@ def server(finished_run):
 
 
 def api_predict(base: str, text: str) -> dict:
-    req = urllib.request.Request(f"{base}/api/predict", data=json.dumps({"text": text}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/api/predict", data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())["prediction"]
 
 
 def read_verdict(page) -> tuple[str, str]:
-    page.wait_for_function("() => { const v = document.getElementById('verdict').textContent;"
-                           " return v && v !== '…'; }", timeout=20_000)
+    page.wait_for_function(
+        "() => { const v = document.getElementById('verdict').textContent; return v && v !== '…'; }", timeout=20_000
+    )
     return page.inner_text("#verdict"), page.inner_text("#prob")
 
 
 def test_page_shows_the_apis_verdict(server, tmp_path):
     from playwright.sync_api import sync_playwright
+
     text = "they are vermin and garbage"
     want = api_predict(server, text)
     with sync_playwright() as p:

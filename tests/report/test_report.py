@@ -1,4 +1,5 @@
 """The report from a fixture results.json: every row, every section, valid plots, honest sentences."""
+
 import json
 import re
 
@@ -9,38 +10,81 @@ from distill_lora.metrics import metrics_from_predictions
 from distill_lora.report.write import write_report
 
 NAMES = ["not toxic", "toxic"]
-ACCURACY = {"teacher": 0.92, "student-odd": 0.86, "student-even": 0.86, "lora-student": 0.70, "lora-teacher": 0.90,
-            "teacher-int8": 0.92, "student-odd-int8": 0.60}
-DEPTH = {"teacher": 12, "student-odd": 6, "student-even": 6, "lora-student": 6, "lora-teacher": 12,
-         "teacher-int8": 12, "student-odd-int8": 6}
+ACCURACY = {
+    "teacher": 0.92,
+    "student-odd": 0.86,
+    "student-even": 0.86,
+    "lora-student": 0.70,
+    "lora-teacher": 0.90,
+    "teacher-int8": 0.92,
+    "student-odd-int8": 0.60,
+}
+DEPTH = {
+    "teacher": 12,
+    "student-odd": 6,
+    "student-even": 6,
+    "lora-student": 6,
+    "lora-teacher": 12,
+    "teacher-int8": 12,
+    "student-odd-int8": 6,
+}
 # int8 rows: 4x smaller; teacher-int8 2x faster than its fp32 source on the CPU, student-odd-int8 1.25x slower
 INT8_LATENCY = {"teacher-int8": (10.0, 5.0), "student-odd-int8": (10.0, 12.5)}  # (fp32, int8) ms at batch 1
 
 
 def fake_stage(stage, labels, preds, probs, seed, overfit=False):
     val_loss = [0.5, 0.4, 0.55] if overfit else [0.5, 0.45, 0.42]
-    history = [{"epoch": e + 1, "train_loss": 0.6 - 0.1 * e, "train_total_loss": 0.5 - 0.1 * e,
-                "val_loss": v, "val_accuracy": 0.8, "val_macro_f1": 0.7 + 0.01 * e} for e, v in enumerate(val_loss)]
-    return {"stage": stage, "model_type": f"type of {stage}", "depth": DEPTH[stage],
-            "test": metrics_from_predictions(labels, preds, probs, NAMES), "validation_history": history,
-            "selected_epoch": 3, "train_loss": 0.4, "train_total_loss": 0.3, "wall_time_s": 100.0 + seed,
-            "samples_per_s": 50.0, "peak_memory_bytes": 2 ** 30, "peak_memory_kind": "cuda max allocated",
-            "device": "NVIDIA H100",
-            "total_params": 110_000_000 if DEPTH[stage] == 12 else 67_000_000,
-            "trainable_params": 300_000 if stage.startswith("lora") else 67_000_000, "weights_bytes": 2 ** 20,
-            "inference": {"latency_ms_batch1": 5.0, "throughput_batch64": 900.0},
-            "predictions": {"pred": preds.tolist(), "prob_positive": probs.tolist()}}
+    history = [
+        {
+            "epoch": e + 1,
+            "train_loss": 0.6 - 0.1 * e,
+            "train_total_loss": 0.5 - 0.1 * e,
+            "val_loss": v,
+            "val_accuracy": 0.8,
+            "val_macro_f1": 0.7 + 0.01 * e,
+        }
+        for e, v in enumerate(val_loss)
+    ]
+    return {
+        "stage": stage,
+        "model_type": f"type of {stage}",
+        "depth": DEPTH[stage],
+        "test": metrics_from_predictions(labels, preds, probs, NAMES),
+        "validation_history": history,
+        "selected_epoch": 3,
+        "train_loss": 0.4,
+        "train_total_loss": 0.3,
+        "wall_time_s": 100.0 + seed,
+        "samples_per_s": 50.0,
+        "peak_memory_bytes": 2**30,
+        "peak_memory_kind": "cuda max allocated",
+        "device": "NVIDIA H100",
+        "total_params": 110_000_000 if DEPTH[stage] == 12 else 67_000_000,
+        "trainable_params": 300_000 if stage.startswith("lora") else 67_000_000,
+        "weights_bytes": 2**20,
+        "inference": {"latency_ms_batch1": 5.0, "throughput_batch64": 900.0},
+        "predictions": {"pred": preds.tolist(), "prob_positive": probs.tolist()},
+    }
 
 
 def fake_int8_stage(stage, labels, preds, probs, seed):
     m = fake_stage(stage, labels, preds, probs, seed)
     fp32_ms, int8_ms = INT8_LATENCY[stage]
-    m.update(quantized_from=stage.removesuffix("-int8"), quantization={"quantize_time_s": 0.5},
-             validation_history=[], selected_epoch=None, train_loss=None, train_total_loss=None, samples_per_s=None,
-             weights_bytes=2 ** 20, fp32_weights_bytes=4 * 2 ** 20, device="cpu (2 threads)",
-             peak_memory_kind="process RSS (sampled during the stage)",
-             inference={"latency_ms_batch1": int8_ms, "throughput_batch64": 64000 / int8_ms},
-             fp32_cpu_inference={"latency_ms_batch1": fp32_ms, "throughput_batch64": 64000 / fp32_ms})
+    m.update(
+        quantized_from=stage.removesuffix("-int8"),
+        quantization={"quantize_time_s": 0.5},
+        validation_history=[],
+        selected_epoch=None,
+        train_loss=None,
+        train_total_loss=None,
+        samples_per_s=None,
+        weights_bytes=2**20,
+        fp32_weights_bytes=4 * 2**20,
+        device="cpu (2 threads)",
+        peak_memory_kind="process RSS (sampled during the stage)",
+        inference={"latency_ms_batch1": int8_ms, "throughput_batch64": 64000 / int8_ms},
+        fp32_cpu_inference={"latency_ms_batch1": fp32_ms, "throughput_batch64": 64000 / fp32_ms},
+    )
     return m
 
 
@@ -65,14 +109,34 @@ def results():
                 stages[stage] = fake_stage(stage, labels, preds, probs, seed, overfit=stage == "lora-teacher")
         per_seed[str(seed)] = stages
     majority = metrics_from_predictions(labels, np.zeros(n, int), np.zeros(n), NAMES)
-    comparison = {"seeds": [0, 1, 2], "label_names": NAMES, "test_labels": labels.tolist(), "per_seed": per_seed,
-                  "majority_baseline": {"test": majority}}
-    split = {"n": n, "positive_share": 0.3, "truncated_share": 0.01,
-             "length_percentiles": {"p50": 20, "p90": 40, "p99": 80, "max": 120}}
-    data = {"source": "fixture", "max_length": 64, "splits": {"train": split, "validation": split, "test": split},
-            "overlap": {"duplicates_in_train": 3, "duplicates_in_validation": 0, "duplicates_in_test": 0,
-                        "shared_train_validation": 1, "shared_train_test": 2, "shared_validation_test": 0,
-                        "duplicates_with_clashing_labels": 1}, "notes": []}
+    comparison = {
+        "seeds": [0, 1, 2],
+        "label_names": NAMES,
+        "test_labels": labels.tolist(),
+        "per_seed": per_seed,
+        "majority_baseline": {"test": majority},
+    }
+    split = {
+        "n": n,
+        "positive_share": 0.3,
+        "truncated_share": 0.01,
+        "length_percentiles": {"p50": 20, "p90": 40, "p99": 80, "max": 120},
+    }
+    data = {
+        "source": "fixture",
+        "max_length": 64,
+        "splits": {"train": split, "validation": split, "test": split},
+        "overlap": {
+            "duplicates_in_train": 3,
+            "duplicates_in_validation": 0,
+            "duplicates_in_test": 0,
+            "shared_train_validation": 1,
+            "shared_train_test": 2,
+            "shared_validation_test": 0,
+            "duplicates_with_clashing_labels": 1,
+        },
+        "notes": [],
+    }
     return {"comparison": comparison, "data": data, "run": {"device": "test device"}, "all_stages": {}}
 
 
@@ -89,12 +153,21 @@ def test_every_row_and_section(built):
     for stage in ACCURACY:
         assert f"type of {stage}" in md and f"| {stage} |" in md
     assert "Majority class (baseline)" in md
-    for heading in ("## Full results", "## Costs", "## Are the differences real?", "## Data", "## Plots",
-                    "## Analysis"):
+    for heading in (
+        "## Full results",
+        "## Costs",
+        "## Are the differences real?",
+        "## Data",
+        "## Plots",
+        "## Analysis",
+    ):
         assert heading in md
     # the summary, then the assignment's table with its three columns, before the wide tables
-    assert md.index("## Summary") < md.index("| Model Type | Training Loss | Test Set Performance |") < \
-        md.index("## Full results")
+    assert (
+        md.index("## Summary")
+        < md.index("| Model Type | Training Loss | Test Set Performance |")
+        < md.index("## Full results")
+    )
     assert "± " in md and "[95% CI]" in md
     assert "LoRA makes training cheap" not in md  # a fixed claim, whatever the numbers
     assert "ensemble-odd+even" in md and "ensemble-odd+even+lora-student" in md
@@ -172,6 +245,7 @@ def test_int8_rows_and_sentences_follow_the_numbers(built):
 
 def test_ensembles_never_take_int8_members(results):
     from distill_lora.report.analysis import add_ensembles
+
     for stages in add_ensembles(results["comparison"])["per_seed"].values():
         members = [m for s in stages.values() for m in s.get("ensemble_of", [])]
         assert members and not any(m.endswith("-int8") for m in members)
@@ -179,7 +253,9 @@ def test_ensembles_never_take_int8_members(results):
 
 def test_report_command_rebuilds_from_results_json(results, tmp_path):
     from typer.testing import CliRunner
+
     from distill_lora.cli import app
+
     (tmp_path / "results.json").write_text(json.dumps(results))
     r = CliRunner().invoke(app, ["report", str(tmp_path), "--resamples", "200"])
     assert r.exit_code == 0, r.output
@@ -190,8 +266,9 @@ def test_report_command_rebuilds_from_results_json(results, tmp_path):
 
 def test_ensemble_is_the_mean_of_its_members(results):
     from distill_lora.report.analysis import add_ensembles
+
     with_ens = add_ensembles(results["comparison"])
-    for seed, stages in with_ens["per_seed"].items():
+    for stages in with_ens["per_seed"].values():
         ens = stages["ensemble-odd+even"]
         odd, even = stages["student-odd"], stages["student-even"]
         mean = (np.array(odd["predictions"]["prob_positive"]) + np.array(even["predictions"]["prob_positive"])) / 2
@@ -202,34 +279,48 @@ def test_ensemble_is_the_mean_of_its_members(results):
 
 
 def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
-    from distill_lora.report.analysis import compare_pairs, _difference_sentence
+    from distill_lora.report.analysis import _difference_sentence, compare_pairs
+
     labels = [0, 1] * 20
     right = labels
     wrong = [1 - y for y in labels]
     # seed 0: a is right everywhere, b wrong; seed 1: the other way round. McNemar p < 0.05 in both seeds
-    result = {"test_labels": labels, "seeds": [0, 1], "per_seed": {
-        "0": {"a": _run(labels, right), "b": _run(labels, wrong)},
-        "1": {"a": _run(labels, wrong), "b": _run(labels, right)}}}
+    result = {
+        "test_labels": labels,
+        "seeds": [0, 1],
+        "per_seed": {
+            "0": {"a": _run(labels, right), "b": _run(labels, wrong)},
+            "1": {"a": _run(labels, wrong), "b": _run(labels, right)},
+        },
+    }
     (pair,) = compare_pairs(result)
     assert pair["seeds_significant"] == 2 and pair["verdict"] == "mixed" and pair["winner"] is None
     summary = {s: {"model_type": s.upper(), "macro_f1": {"mean": 0.5}} for s in ("a", "b")}
     sentence = _difference_sentence(summary, [pair], "a", "b")
-    assert "significant in every seed but not in one direction" in sentence and "do not read it as a ranking" in sentence
+    assert (
+        "significant in every seed but not in one direction" in sentence and "do not read it as a ranking" in sentence
+    )
     assert "better than" not in sentence
 
 
 def _run(labels, pred):
     from distill_lora.metrics import metrics_from_predictions
-    return {"test": metrics_from_predictions(labels, pred, [float(x) for x in pred], ["no", "yes"]),
-            "predictions": {"pred": pred}}
+
+    return {
+        "test": metrics_from_predictions(labels, pred, [float(x) for x in pred], ["no", "yes"]),
+        "predictions": {"pred": pred},
+    }
 
 
 def test_an_ensemble_of_students_counts_the_teacher_once_in_its_training_time(results):
     from distill_lora.report.analysis import add_ensembles, summarise
+
     result = add_ensembles(results["comparison"])
     summary = summarise(result, 100, 0)
     per_seed = result["per_seed"]
-    expected = [s["student-odd"]["wall_time_s"] + s["student-even"]["wall_time_s"] + s["teacher"]["wall_time_s"]
-                for s in per_seed.values()]
+    expected = [
+        s["student-odd"]["wall_time_s"] + s["student-even"]["wall_time_s"] + s["teacher"]["wall_time_s"]
+        for s in per_seed.values()
+    ]
     assert summary["ensemble-odd+even"]["wall_time_with_teacher_s"]["mean"] == pytest.approx(np.mean(expected))
     assert "wall_time_with_teacher_s" not in summary["lora-student"]  # LoRA adapts the pretrained model

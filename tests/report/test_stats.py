@@ -1,12 +1,20 @@
 """Statistics against cases worked out by hand."""
+
 import math
 
 import numpy as np
 import pytest
 
 from distill_lora.metrics import expected_calibration_error, tune_threshold
-from distill_lora.report.stats import (bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test, resample_weights,
-                                weighted_metric)
+from distill_lora.report.stats import (
+    bootstrap_ci,
+    holm,
+    mcnemar_exact,
+    paired_diff_ci,
+    paired_seed_test,
+    resample_weights,
+    weighted_metric,
+)
 
 
 def test_mcnemar_known_table():
@@ -17,7 +25,7 @@ def test_mcnemar_known_table():
     r = mcnemar_exact(labels, a, b)
     assert (r["a_only_right"], r["b_only_right"]) == (8, 2)
     # two-sided exact binomial: 2 * P(X <= 2), X ~ Bin(10, 1/2)
-    hand = 2 * sum(math.comb(10, k) for k in range(3)) / 2 ** 10
+    hand = 2 * sum(math.comb(10, k) for k in range(3)) / 2**10
     assert r["p_value"] == pytest.approx(hand)
 
 
@@ -128,8 +136,9 @@ def test_cluster_bootstrap_resamples_whole_groups_by_hand():
     #   1/7 (c right once of 7 texts), 6/6, 6/6, 2/5 (c twice of 5); sorted 1/7, 2/5, 1, 1
     # 50% interval: low at 0.25 * 3 = 0.75: 1/7 + 0.75 * (2/5 - 1/7); high at 2.25: 1
     labels, preds = np.ones(6, int), np.array([1, 1, 0, 0, 0, 1])
-    ci = bootstrap_ci(labels, [preds], "accuracy", n_resamples=4, seed=0, confidence=0.5,
-                      groups=["a", "a", "b", "b", "b", "c"])
+    ci = bootstrap_ci(
+        labels, [preds], "accuracy", n_resamples=4, seed=0, confidence=0.5, groups=["a", "a", "b", "b", "b", "c"]
+    )
     assert ci["low"] == pytest.approx(1 / 7 + 0.75 * (2 / 5 - 1 / 7)) and ci["high"] == pytest.approx(1.0)
     assert ci["point"] == pytest.approx(3 / 6) and ci["method"] == "cluster bootstrap (3 groups)"
     assert ci["n_resamples"] == 4
@@ -158,6 +167,7 @@ def test_every_text_its_own_group_is_the_iid_bootstrap():
 
 def test_weighted_macro_f1_is_scikit_learns_on_the_resample():
     from sklearn.metrics import f1_score
+
     rng = np.random.default_rng(2)
     labels, preds = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
     preds[labels == 2] = 0  # class 2 never found: its F1 is 0 and still counts in the macro mean
@@ -170,6 +180,7 @@ def test_weighted_macro_f1_is_scikit_learns_on_the_resample():
 
 def test_ci_point_is_the_tables_macro_f1_over_all_classes():
     from distill_lora.metrics import metrics_from_predictions
+
     # three classes named, two present in test: the table averages over all three (class 2's F1 is 0)
     labels = np.array([0, 1, 0, 1, 0, 1])
     table = metrics_from_predictions(labels, labels, labels.astype(float), ["a", "b", "c"])["macro_f1"]

@@ -1,4 +1,5 @@
 """Data-parallel runs: two real CPU processes (gloo) give the results of one process at the same global batch."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, build_tiny_bert, tiny_config, tiny_texts, write_jsonl
 
 STAGES = ("teacher", "student-odd", "lora-student")
@@ -23,14 +23,31 @@ def _free_port() -> int:
 
 def _compare(config, out, processes: int) -> subprocess.CompletedProcess:
     # one thread per process: the two runs then add up in comparable ways, and 2 processes fit 2 cores
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
     args = ["compare", "--config", str(config), "-o", str(out)]
     if processes == 1:
         cmd = [sys.executable, "-m", "distill_lora", *args]
     else:  # `accelerate launch --cpu --num_processes 2` would quietly start ONE process; torchrun starts two
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "distill_lora", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "distill_lora",
+            *args,
+        ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
 
 
@@ -52,9 +69,15 @@ def runs(tmp_path_factory):
     write_jsonl(data / "validation.jsonl", tiny_texts(41, 1))
     test = tiny_texts(41, 2)
     write_jsonl(data / "test.jsonl", test)
-    config = tiny_config(tmp, model, data, distill={"layers": ["odd"]}, lora={"models": ["lora-student"]},
-                         report={"measure_speed": False, "bootstrap_resamples": 100},
-                         train={"epochs": 2, "batch_size": 16, "eval_batch_size": 16, "log_every": 1})
+    config = tiny_config(
+        tmp,
+        model,
+        data,
+        distill={"layers": ["odd"]},
+        lora={"models": ["lora-student"]},
+        report={"measure_speed": False, "bootstrap_resamples": 100},
+        train={"epochs": 2, "batch_size": 16, "eval_batch_size": 16, "log_every": 1},
+    )
     one = _compare(config, tmp / "one", 1)
     assert one.returncode == 0, one.stderr[-3000:]
     two = _compare(config, tmp / "two", 2)
@@ -96,6 +119,7 @@ def test_two_processes_match_one_at_the_same_global_batch(runs, stage):
 
 def test_teacher_targets_cache_is_the_same(runs):
     from safetensors.numpy import load_file
+
     [c1] = (runs["one"] / "seed-0" / "cache").glob("*.safetensors")
     [c2] = (runs["two"] / "seed-0" / "cache").glob("*.safetensors")
     # same teacher config; the name also carries the teacher weights' sha256, which differs in the last bits

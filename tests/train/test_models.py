@@ -1,4 +1,5 @@
 """Layer maps and student surgery: exact, tensor by tensor."""
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -25,18 +26,21 @@ def test_presets_are_one_based():
     assert layers_name([7, 8, 9, 10, 11, 12], 12) == "last" and layers_name([1, 3, 5, 8, 10, 12], 12) == "distilbert"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("0,3,5", "outside 1..12"),
-    ("1,3,13", "outside 1..12"),
-    ("3,1,5", "strictly increasing"),
-    ("1,1,5", "strictly increasing"),
-    ("one,two", "odd, even, first"),
-    ([], "1-based layer numbers"),
-    (list(range(1, 13)), "must be shallower"),
-    ("middle", "odd, even, first"),
-    ("first:12", "student depth after ':'"),
-    ("odd:3", "odd and even take no depth"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("0,3,5", "outside 1..12"),
+        ("1,3,13", "outside 1..12"),
+        ("3,1,5", "strictly increasing"),
+        ("1,1,5", "strictly increasing"),
+        ("one,two", "odd, even, first"),
+        ([], "1-based layer numbers"),
+        (list(range(1, 13)), "must be shallower"),
+        ("middle", "odd, even, first"),
+        ("first:12", "student depth after ':'"),
+        ("odd:3", "odd and even take no depth"),
+    ],
+)
 def test_invalid_layer_lists_rejected(spec, message):
     with pytest.raises(UserError, match=message):
         resolve_layers(spec, 12)
@@ -59,15 +63,19 @@ def test_student_layers_are_exact_copies(tiny_bert12, spec):
             assert torch.equal(s[name], t[name]), (spec, i, name)
     # the layer that was not picked must differ (guards against copying everything in order)
     if spec == "even":
-        assert not torch.equal(_layer(student, 0)["attention.self.query.weight"],
-                               _layer(teacher, 0)["attention.self.query.weight"])
+        assert not torch.equal(
+            _layer(student, 0)["attention.self.query.weight"], _layer(teacher, 0)["attention.self.query.weight"]
+        )
     for prefix in ("bert.embeddings", "bert.pooler", "classifier"):
         ts = {k: v for k, v in teacher.state_dict().items() if k.startswith(prefix)}
         ss = {k: v for k, v in student.state_dict().items() if k.startswith(prefix)}
         assert ts.keys() == ss.keys() and ts
         assert all(torch.equal(ts[k], ss[k]) for k in ts)
     # a copy, not shared storage: training the student must not move the teacher
-    assert student.bert.embeddings.word_embeddings.weight.data_ptr() != teacher.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert (
+        student.bert.embeddings.word_embeddings.weight.data_ptr()
+        != teacher.bert.embeddings.word_embeddings.weight.data_ptr()
+    )
 
 
 def test_odd_and_even_students_differ(tiny_bert12):
@@ -104,11 +112,18 @@ def test_lora_all_linear_leaves_the_head_unwrapped(tiny_bert12):
 
 
 def test_lora_dora_and_gradient_checkpointing_train(tiny_bert6, tiny_data, tmp_path):
-    from typer.testing import CliRunner
     from conftest import tiny_config
+    from typer.testing import CliRunner
+
     from distill_lora.cli import app
-    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "gradient_checkpointing": True},
-                      lora={"use_dora": True, "models": ["lora-teacher"]})
+
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        train={"epochs": 1, "gradient_checkpointing": True},
+        lora={"use_dora": True, "models": ["lora-teacher"]},
+    )
     r = CliRunner().invoke(app, ["lora", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     cfg_json = (tmp_path / "run" / "seed-0" / "lora-teacher" / "adapter_config.json").read_text()
@@ -118,7 +133,9 @@ def test_lora_dora_and_gradient_checkpointing_train(tiny_bert6, tiny_data, tmp_p
 def test_a_half_precision_checkpoint_trains_from_fp32_weights(tiny_bert6, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
+
     from distill_lora.train.models import load_classifier
+
     AutoModelForSequenceClassification.from_pretrained(tiny_bert6).to(torch.bfloat16).save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_text((tiny_bert6 / "vocab.txt").read_text())
     model = load_classifier(str(tmp_path), ["no", "yes"])

@@ -2,18 +2,19 @@
 
 The loading code in these tests uses transformers and peft only; distill_lora's loader is the reference.
 """
+
 import json
 import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from peft import AutoPeftModelForSequenceClassification, PeftModel
+from test_predict import STAGES, split_texts, stage_path
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
 from distill_lora.train.models import load_stage_model
-from test_predict import STAGES, split_texts, stage_path
 
 LORA = ["lora-student", "lora-teacher"]
 
@@ -21,7 +22,9 @@ LORA = ["lora-student", "lora-teacher"]
 def plain_load(folder):
     """What a user without distill-lora writes (the recipe of the folder's README for a LoRA folder)."""
     if (folder / "adapter_config.json").exists():
-        return PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder / "base_model"), folder)
+        return PeftModel.from_pretrained(
+            AutoModelForSequenceClassification.from_pretrained(folder / "base_model"), folder
+        )
     return AutoModelForSequenceClassification.from_pretrained(folder)
 
 
@@ -65,20 +68,27 @@ def test_stage_folder_loads_plainly_from_a_copy(finished_run, tmp_path, monkeypa
     if stage in LORA:
         assert_auto_peft_fails_loudly(copy, tmp_path, monkeypatch)
         readme = (copy / "README.md").read_text()
-        assert 'PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)' in readme
+        assert (
+            'PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)'
+            in readme
+        )
 
 
 @pytest.mark.parametrize("stage, merge", [("teacher", False), ("lora-student", False), ("lora-student", True)])
 def test_export_folder_loads_plainly_from_a_copy(finished_run, tmp_path, monkeypatch, stage, merge):
     out = tmp_path / "export"
-    r = CliRunner().invoke(app, ["export", str(finished_run["output"]), "--stage", stage, str(out),
-                                 *(["--merge"] if merge else [])])
+    r = CliRunner().invoke(
+        app, ["export", str(finished_run["output"]), "--stage", stage, str(out), *(["--merge"] if merge else [])]
+    )
     assert r.exit_code == 0, r.output
     copy = check_folder(out, stage_path(finished_run, stage), tmp_path, monkeypatch)
     card = (copy / "README.md").read_text()
     if stage in LORA and not merge:
         assert_auto_peft_fails_loudly(copy, tmp_path, monkeypatch)
-        assert 'PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)' in card
+        assert (
+            'PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(folder + "/base_model"), folder)'
+            in card
+        )
     else:
         assert "model = AutoModelForSequenceClassification.from_pretrained(folder)" in card
 

@@ -1,16 +1,17 @@
 """export: self-contained folders that answer exactly like the stage; the LoRA merge is checked."""
+
 import json
 
 import numpy as np
 import pytest
 import yaml
+from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-from distill_lora.use import export
 from distill_lora.cli import app
+from distill_lora.use import export
 from distill_lora.use.predict import load_predictor
-from test_predict import STAGES, assert_matches_recorded, copy_stage, split_texts, stage_path
 
 runner = CliRunner()
 LORA = ["lora-student", "lora-teacher"]
@@ -108,8 +109,17 @@ def test_model_card_and_copied_decision(finished_run, tmp_path):
     card = (out / "README.md").read_text()
     for metric in ("accuracy", "macro_f1"):
         assert f"(95% CI {ci[metric]['low']:.4f}–{ci[metric]['high']:.4f})" in card, metric
-    for phrase in (str(finished_run["data"]), "Macro-F1", "Intended use", "dialect",
-                   "identity terms", "annotators", "Domain shift", "without human review", "p(toxic) ≥ 0.4200"):
+    for phrase in (
+        str(finished_run["data"]),
+        "Macro-F1",
+        "Intended use",
+        "dialect",
+        "identity terms",
+        "annotators",
+        "Domain shift",
+        "without human review",
+        "p(toxic) ≥ 0.4200",
+    ):
         assert phrase in card, phrase
     assert json.loads((out / "decision.json").read_text()) == {"threshold": 0.42}
     assert load_predictor(out).threshold == 0.42

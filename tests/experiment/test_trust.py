@@ -1,9 +1,10 @@
 """Settings that used to give quiet wrong results: each either gives correct numbers or a one-line error."""
+
 import json
 
 import pytest
-
 from conftest import write_jsonl
+
 from distill_lora.config import DataConfig, load_config
 from distill_lora.errors import UserError
 from distill_lora.train.data import load_splits
@@ -24,6 +25,7 @@ def _yaml_config(tmp_path, data_yaml: str):
 
 
 # ---------------------------------------------------------------- data.label_map
+
 
 def test_label_map_with_integer_keys_swaps_the_classes(tmp_path):
     # YAML reads {0: 1, 1: 0} with int keys; they were ignored (looked up as strings), so nothing was swapped
@@ -59,12 +61,15 @@ def test_string_labels_mapped(tmp_path):
     assert splits.train.labels == [r["label"] for r in ROWS]
 
 
-@pytest.mark.parametrize("mapping, message", [
-    ("{null: 1}", "key None is not a single value"),
-    ("{1: 0, '1': 1}", "maps '1' twice"),
-    ("{1: true}", "is not a class index"),
-    ("{1: 2}", "is not a class index"),
-])
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ("{null: 1}", "key None is not a single value"),
+        ("{1: 0, '1': 1}", "maps '1' twice"),
+        ("{1: true}", "is not a class index"),
+        ("{1: 2}", "is not a class index"),
+    ],
+)
 def test_bad_label_maps_are_one_line_errors(tmp_path, mapping, message):
     _folder(tmp_path, ROWS)
     path = tmp_path / "c.yaml"
@@ -74,6 +79,7 @@ def test_bad_label_maps_are_one_line_errors(tmp_path, mapping, message):
 
 
 # ---------------------------------------------------------------- classes
+
 
 def test_three_classes_are_refused_at_load():
     with pytest.raises(UserError, match="has 3 classes; this version supports two"):
@@ -88,60 +94,90 @@ def test_a_split_without_a_class_is_an_error_naming_it(tmp_path):
 
 # ---------------------------------------------------------------- settings checked before training
 
+
 def test_max_length_beyond_the_teachers_positions_is_refused(tmp_path, tiny_bert6, tiny_data):
     from conftest import tiny_config
+
     from distill_lora.experiment import pipeline
+
     cfg = load_config(str(tiny_config(tmp_path, tiny_bert6, tiny_data)), ["data.max_length=65"])
     with pytest.raises(UserError, match=r"data.max_length 65 is more than the teacher takes \(64 tokens"):
         pipeline.prepare(cfg)
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("spec, depth, expected", [("distilbert:4", 6, [1, 3, 4, 6]), ("distilbert:3", 4, [1, 3, 4]),
-                                                   ("distilbert", 12, [1, 3, 5, 8, 10, 12])])
+@pytest.mark.parametrize(
+    "spec, depth, expected",
+    [("distilbert:4", 6, [1, 3, 4, 6]), ("distilbert:3", 4, [1, 3, 4]), ("distilbert", 12, [1, 3, 5, 8, 10, 12])],
+)
 def test_distilbert_preset_gives_k_layers(spec, depth, expected):
     from distill_lora.train.models import resolve_layers
+
     assert resolve_layers(spec, depth) == expected
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("distilbert:4", "for 4 layers needs a teacher of at least 6 layers \\(this one has 5\\)"),
-    ("odd:2", "odd and even take no depth"),
-    ("last:5", "must be 1..4"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("distilbert:4", "for 4 layers needs a teacher of at least 6 layers \\(this one has 5\\)"),
+        ("odd:2", "odd and even take no depth"),
+        ("last:5", "must be 1..4"),
+    ],
+)
 def test_layer_presets_refuse_what_they_cannot_give(spec, message):
     from distill_lora.train.models import resolve_layers
+
     with pytest.raises(UserError, match=message):
         resolve_layers(spec, 5)
 
 
 # ---------------------------------------------------------------- each stage keeps its own precision
 
-def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_path, tiny_bert6, tiny_data,
-                                                                          monkeypatch):
+
+def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_path, tiny_bert6, tiny_data, monkeypatch):
     """accelerate keeps one process-wide state: building the teacher-logit cache inside a student's stage reset it
     to the teacher's precision, so the student trained under the teacher's dtype."""
-    from typer.testing import CliRunner
     from conftest import tiny_config
-    from distill_lora.train import trainer
+    from typer.testing import CliRunner
+
     from distill_lora.cli import app
+    from distill_lora.train import trainer
+
     seen = {}
     real_train = trainer.train
 
     def spy(model, loss_fn, cfg, stage, **kw):
         seen[stage.desc] = stage.accelerator.mixed_precision
         return real_train(model, loss_fn, cfg, stage, **kw)
+
     monkeypatch.setattr(trainer, "train", spy)
-    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32},
-                      teacher={"model": str(tiny_bert6), "train": {"lr": 1e-3, "precision": "fp32"}},
-                      distill={"train": {"lr": 1e-3, "precision": "bf16"}}, report={"measure_speed": False})
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32},
+        teacher={"model": str(tiny_bert6), "train": {"lr": 1e-3, "precision": "fp32"}},
+        distill={"train": {"lr": 1e-3, "precision": "bf16"}},
+        report={"measure_speed": False},
+    )
     result = CliRunner().invoke(app, ["distill", "--layers", "odd", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert seen == {"teacher": "no", "student-odd": "bf16"}
     # a sweep trial builds its student (and the teacher's targets, fresh in the sweep's own run) the same way
     seen.clear()
-    sweep = ["sweep", "--config", str(cfg), "--set", "sweep.sampler=grid", "--set", "sweep.trials=1",
-             "--set", "sweep.space={distill.temperature: {choices: [3.0]}}", "-o", str(tmp_path / "sweep-run")]
+    sweep = [
+        "sweep",
+        "--config",
+        str(cfg),
+        "--set",
+        "sweep.sampler=grid",
+        "--set",
+        "sweep.trials=1",
+        "--set",
+        "sweep.space={distill.temperature: {choices: [3.0]}}",
+        "-o",
+        str(tmp_path / "sweep-run"),
+    ]
     result = CliRunner().invoke(app, sweep)
     assert result.exit_code == 0, result.output
     assert seen == {"teacher": "no", "trial-0000": "bf16", "student-odd": "bf16"}
@@ -149,18 +185,27 @@ def test_student_keeps_its_precision_after_computing_the_teachers_targets(tmp_pa
 
 # ---------------------------------------------------------------- reuse is keyed on contents, not names
 
+
 def _tiny_run_config(tmp_path, model, data, epochs=1):
     from conftest import tiny_config
-    return tiny_config(tmp_path, model, data, train={"epochs": epochs, "batch_size": 16, "eval_batch_size": 32},
-                       report={"measure_speed": False, "quantize_int8": False})
+
+    return tiny_config(
+        tmp_path,
+        model,
+        data,
+        train={"epochs": epochs, "batch_size": 16, "eval_batch_size": 32},
+        report={"measure_speed": False, "quantize_int8": False},
+    )
 
 
 def test_replacing_the_teacher_folders_weights_retrains_teacher_and_students(tmp_path, tiny_data):
     """A local teacher was keyed by its path: new weights in the same folder reused the old teacher, cache and
     students."""
-    from typer.testing import CliRunner
     from conftest import build_tiny_bert
+    from typer.testing import CliRunner
+
     from distill_lora.cli import app
+
     model = build_tiny_bert(tmp_path / "pretrained", 4, seed=0)
     cfg = _tiny_run_config(tmp_path, model, tiny_data)
     run = ["distill", "--layers", "odd", "--config", str(cfg)]
@@ -181,13 +226,18 @@ def test_replacing_the_teacher_folders_weights_retrains_teacher_and_students(tmp
     assert len(list((seed / "cache").glob("teacher-*.safetensors"))) == 2  # the old teacher's targets are not used
 
 
-def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_format(tmp_path, tiny_bert6, tiny_data,
-                                                                                     monkeypatch):
+def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_format(
+    tmp_path, tiny_bert6, tiny_data, monkeypatch
+):
     from distill_lora.experiment import pipeline
+
     ctx = pipeline.prepare(load_config(str(_tiny_run_config(tmp_path, tiny_bert6, tiny_data))))
     monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "a" * 64)
-    student, teacher, lora = pipeline.student_hash(ctx, [1, 3, 5]), pipeline.teacher_hash(ctx), pipeline.lora_hash(
-        ctx, "lora-student", True)
+    student, teacher, lora = (
+        pipeline.student_hash(ctx, [1, 3, 5]),
+        pipeline.teacher_hash(ctx),
+        pipeline.lora_hash(ctx, "lora-student", True),
+    )
     monkeypatch.setattr(pipeline, "teacher_weights", lambda ctx: "b" * 64)
     assert pipeline.student_hash(ctx, [1, 3, 5]) != student and pipeline.teacher_hash(ctx) == teacher
     monkeypatch.setattr(pipeline, "RESULTS_FORMAT", pipeline.RESULTS_FORMAT + 1)
@@ -196,6 +246,7 @@ def test_students_are_keyed_on_the_teachers_weights_and_stages_on_the_results_fo
 
 # ---------------------------------------------------------------- the tested model is the selected epoch's
 
+
 def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tiny_bert6, tiny_data, monkeypatch):
     """Killed after epoch 2's weights were saved as the new best but before a checkpoint recorded that choice, the
     resumed run re-trains epoch 2; on a GPU that re-run need not win again (here: forced not to). The model tested
@@ -203,20 +254,32 @@ def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tin
     import os
     import subprocess
     import sys
-    from typer.testing import CliRunner
+
     from conftest import REPO
-    from distill_lora.train import trainer
+    from typer.testing import CliRunner
+
     from distill_lora.cli import app
+    from distill_lora.train import trainer
 
     def config(name):
         return _tiny_run_config(tmp_path / name, tiny_bert6, tiny_data, epochs=2)
+
     killed, reference = config("killed"), config("reference")
     env = {**os.environ, "DISTILL_LORA_FAULT": "kill@teacher:best-saved:2"}
     # with these settings the tiny teacher's validation loss falls in epoch 2 (0.7135 → 0.7025): a new best to save
-    loss = [a for kv in ("train.select_metric=loss", "teacher.train.lr=5e-3", "train.batch_size=8",
-                         "train.warmup_ratio=0") for a in ("--set", kv)]
-    proc = subprocess.run([sys.executable, "-m", "distill_lora", "train-teacher", "--config", str(killed), *loss], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    loss = [
+        a
+        for kv in ("train.select_metric=loss", "teacher.train.lr=5e-3", "train.batch_size=8", "train.warmup_ratio=0")
+        for a in ("--set", kv)
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "distill_lora", "train-teacher", "--config", str(killed), *loss],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     monkeypatch.setattr(trainer, "_is_better", lambda score, best, metric: best is None)  # only epoch 1 ever wins
     for cfg in (killed, reference):
@@ -226,8 +289,9 @@ def test_kill_after_new_best_weights_keeps_the_checkpointed_choice(tmp_path, tin
     got, want = (json.loads((cfg.parent / stage / "metrics.json").read_text()) for cfg in (killed, reference))
     assert got["selected_epoch"] == want["selected_epoch"] == 1
     assert got["test"] == want["test"]
-    assert ((killed.parent / stage / "test_predictions.jsonl").read_text() ==
-            (reference.parent / stage / "test_predictions.jsonl").read_text())
+    assert (killed.parent / stage / "test_predictions.jsonl").read_text() == (
+        reference.parent / stage / "test_predictions.jsonl"
+    ).read_text()
 
 
 def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
@@ -236,6 +300,7 @@ def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
     from distill_lora.experiment import pipeline
     from distill_lora.train import trainer
     from distill_lora.train.models import load_stage_model
+
     ctx = pipeline.prepare(load_config(str(finished_run["config"])))
     accelerator = trainer.make_accelerator("fp32")
     for stage in ("teacher", "student-odd", "lora-student"):
@@ -250,8 +315,10 @@ def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
 
 # ---------------------------------------------------------------- reading only what is needed
 
+
 def test_test_only_data_set_loads_one_split(tmp_path):
     from distill_lora.train.data import load_split
+
     write_jsonl(tmp_path / "test.jsonl", ROWS[:4])  # no train file
     split, notes = load_split(DataConfig(source=str(tmp_path)), "test")
     assert split.texts == [r["text"] for r in ROWS[:4]] and split.labels == [0, 1, 0, 1] and notes == []
@@ -262,7 +329,9 @@ def test_test_only_data_set_loads_one_split(tmp_path):
 def test_cached_hub_data_set_loads_offline(tmp_path, monkeypatch):
     """Offline, a Hub id that datasets has in its local cache was refused before the cache was tried."""
     import shutil
+
     import datasets
+
     rows = ROWS + [{"text": "one more", "label": 1}]
     _folder(tmp_path / "files", rows)
     files = {s: str(tmp_path / "files" / f"{s}.jsonl") for s in ("train", "validation", "test")}
@@ -284,11 +353,11 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
     import torch
 
     from distill_lora.experiment import pipeline
-
     from distill_lora.train import trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("an Accelerator was made only to name the device")
+
     monkeypatch.setattr(trainer, "make_accelerator", refuse)
     if not torch.cuda.is_available():
         assert pipeline._device() == f"cpu ({torch.get_num_threads()} threads)"

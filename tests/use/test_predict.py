@@ -1,4 +1,5 @@
 """predict: the shared inference path reproduces the recorded test predictions; the CLI command."""
+
 import json
 import shutil
 
@@ -17,6 +18,7 @@ runner = CliRunner()
 
 
 # ---------------------------------------------------------------- helpers (also used by test_export / test_serve)
+
 
 def stage_path(finished_run, stage: str):
     return finished_run["output"] / "seed-0" / stage
@@ -47,6 +49,7 @@ def copy_stage(finished_run, stage: str, tmp_path, seed: int = 0):
 
 
 # ---------------------------------------------------------------- round trip
+
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_predictor_reproduces_recorded_test_predictions(finished_run, stage):
@@ -83,6 +86,7 @@ def test_decision_threshold_sets_the_label(finished_run, tmp_path):
 
 # ---------------------------------------------------------------- finding the folder
 
+
 def test_find_model_dir_defaults_and_refusals(finished_run, tmp_path):
     out = finished_run["output"]
     assert find_model_dir(out) == out / "seed-0" / "teacher"
@@ -115,6 +119,7 @@ def test_read_texts_file_formats(tmp_path):
 
 # ---------------------------------------------------------------- the command
 
+
 def test_cli_predict_text_arguments(finished_run):
     texts = ["you are vermin and trash", "lovely park with friends"]
     result = runner.invoke(app, ["predict", str(finished_run["output"]), *texts])
@@ -135,8 +140,9 @@ def test_cli_predict_file_and_json(finished_run, tmp_path, fmt):
         path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     else:
         path.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
-    result = runner.invoke(app, ["predict", str(finished_run["output"]), "--stage", "lora-student", "--file", str(path),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["predict", str(finished_run["output"]), "--stage", "lora-student", "--file", str(path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     assert [g["text"] for g in got] == texts

@@ -1,30 +1,58 @@
 """report.py's rendering from small constructed results: the assignment's table, setup, examples, summary,
 per-row thresholds, decimals, joint timings; and the timing itself (costs.time_together, timing.time_run)."""
+
 import pytest
 import torch
 
+from distill_lora.metrics import metrics_from_predictions
 from distill_lora.report import write as report
 from distill_lora.report.analysis import add_ensembles, summarise
-from distill_lora.metrics import metrics_from_predictions
 
 NAMES = ["not toxic", "toxic"]
 LABELS = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
 # predictions per stage: lora-student misses the last three toxic texts; the others miss fewer
-PREDS = {"teacher": LABELS, "student-odd": [0, 0, 0, 0, 0, 1, 1, 1, 1, 1], "student-even": [0] * 7 + [1, 1, 1],
-         "lora-student": [0] * 7 + [1, 0, 0]}
+PREDS = {
+    "teacher": LABELS,
+    "student-odd": [0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+    "student-even": [0] * 7 + [1, 1, 1],
+    "lora-student": [0] * 7 + [1, 0, 0],
+}
 
 
 def stage(name, pred, **extra):
     prob = [0.9 if p else 0.1 for p in pred]
-    history = [{"epoch": e, "train_loss": 0.5, "train_total_loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.6 + e / 10,
-                "val_macro_f1": 0.5 + e / 10} for e in (1, 2, 3)]
-    m = {"stage": name, "model_type": f"type of {name}", "depth": 6 if name == "teacher" else 3,
-         "test": metrics_from_predictions(LABELS, pred, prob, NAMES), "validation_history": history,
-         "selected_epoch": 2, "train_loss": 0.25, "train_total_loss": 0.5, "wall_time_s": 100.0, "samples_per_s": 9.0,
-         "peak_memory_bytes": 2 ** 20, "peak_memory_kind": "process RSS", "device": "cpu (1 threads)",
-         "total_params": 22_710_000, "trainable_params": 22_710_000, "weights_bytes": 2 ** 20, "precision": "no",
-         "train_settings": {"lr": 1e-4, "batch_size": 16, "epochs": 3},
-         "predictions": {"pred": list(pred), "prob_positive": prob}}
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 0.5,
+            "train_total_loss": 0.4,
+            "val_loss": 0.3,
+            "val_accuracy": 0.6 + e / 10,
+            "val_macro_f1": 0.5 + e / 10,
+        }
+        for e in (1, 2, 3)
+    ]
+    m = {
+        "stage": name,
+        "model_type": f"type of {name}",
+        "depth": 6 if name == "teacher" else 3,
+        "test": metrics_from_predictions(LABELS, pred, prob, NAMES),
+        "validation_history": history,
+        "selected_epoch": 2,
+        "train_loss": 0.25,
+        "train_total_loss": 0.5,
+        "wall_time_s": 100.0,
+        "samples_per_s": 9.0,
+        "peak_memory_bytes": 2**20,
+        "peak_memory_kind": "process RSS",
+        "device": "cpu (1 threads)",
+        "total_params": 22_710_000,
+        "trainable_params": 22_710_000,
+        "weights_bytes": 2**20,
+        "precision": "no",
+        "train_settings": {"lr": 1e-4, "batch_size": 16, "epochs": 3},
+        "predictions": {"pred": list(pred), "prob_positive": prob},
+    }
     m.update(extra)
     return m
 
@@ -32,16 +60,31 @@ def stage(name, pred, **extra):
 @pytest.fixture(scope="module")
 def built():
     stages = {name: stage(name, p) for name, p in PREDS.items()}
-    stages["student-odd"].update(teacher_layers=[1, 3, 5], loss_weights={
-        "temperature": 2.0, "w_ce": 0.5, "w_kl": 0.25, "w_cos": 0.25, "w_hidden": 0.0},
-        teacher_targets={"time_s": 12.5, "peak_memory_bytes": 3 * 2 ** 20, "reused": False})
+    stages["student-odd"].update(
+        teacher_layers=[1, 3, 5],
+        loss_weights={"temperature": 2.0, "w_ce": 0.5, "w_kl": 0.25, "w_cos": 0.25, "w_hidden": 0.0},
+        teacher_targets={"time_s": 12.5, "peak_memory_bytes": 3 * 2**20, "reused": False},
+    )
     stages["teacher"].update(threshold=0.4, test_at_threshold=stages["teacher"]["test"])
-    stages["teacher-int8"] = stage("teacher-int8", LABELS, quantized_from="teacher", validation_history=[],
-                                   selected_epoch=None, train_loss=None, train_total_loss=None,
-                                   quantization={"quantize_time_s": 0.5}, precision="int8 weights, fp32 activations")
-    comparison = {"seeds": [0], "label_names": NAMES, "test_labels": LABELS, "per_seed": {"0": stages},
-                  "majority_baseline": {"test": metrics_from_predictions(LABELS, [0] * 10, [0.0] * 10, NAMES)},
-                  "test_texts": [f"text {i}" for i in range(10)]}
+    stages["teacher-int8"] = stage(
+        "teacher-int8",
+        LABELS,
+        quantized_from="teacher",
+        validation_history=[],
+        selected_epoch=None,
+        train_loss=None,
+        train_total_loss=None,
+        quantization={"quantize_time_s": 0.5},
+        precision="int8 weights, fp32 activations",
+    )
+    comparison = {
+        "seeds": [0],
+        "label_names": NAMES,
+        "test_labels": LABELS,
+        "per_seed": {"0": stages},
+        "majority_baseline": {"test": metrics_from_predictions(LABELS, [0] * 10, [0.0] * 10, NAMES)},
+        "test_texts": [f"text {i}" for i in range(10)],
+    }
     result = add_ensembles(comparison)
     return result, summarise(result, 100, 0)
 
@@ -85,9 +128,20 @@ def test_setup_rows(built):
 def test_costs_use_joint_timings_and_show_the_teacher_pass(built):
     result, summary = built
     spread = {"median": 2.0, "min": 1.5, "max": 3.0}
-    timings = {"device": "cpu (1 threads)", "seed": 0, "repeats": 5, "inputs": "x", "models": {
-        s: {"device": "cpu (1 threads)", "latency_ms_batch1": spread,
-            "throughput_batch64": {"median": 100.0, "min": 90.0, "max": 110.0}} for s in [*PREDS, "teacher-int8"]}}
+    timings = {
+        "device": "cpu (1 threads)",
+        "seed": 0,
+        "repeats": 5,
+        "inputs": "x",
+        "models": {
+            s: {
+                "device": "cpu (1 threads)",
+                "latency_ms_batch1": spread,
+                "throughput_batch64": {"median": 100.0, "min": 90.0, "max": 110.0},
+            }
+            for s in [*PREDS, "teacher-int8"]
+        },
+    }
     header, rows = report.cost_rows(result, summary, timings)
     by_stage = {r[0]: dict(zip(header, r)) for r in rows}
     latency = next(h for h in header if h.startswith("Latency"))
@@ -113,15 +167,22 @@ def test_examples_are_misclassified_texts_in_a_fence_no_text_can_close(built):
 
 
 def test_pair_sentence_is_oriented_and_computed():
-    pair = {"a": "student-even", "b": "student-odd", "macro_f1_diff": -0.05, "verdict": "within noise",
-            "winner": None, "verdict_basis": "cluster_bootstrap",
-            "diff": {"macro_f1": {"point": -0.05, "low": -0.12, "high": 0.03}}}
+    pair = {
+        "a": "student-even",
+        "b": "student-odd",
+        "macro_f1_diff": -0.05,
+        "verdict": "within noise",
+        "winner": None,
+        "verdict_basis": "cluster_bootstrap",
+        "diff": {"macro_f1": {"point": -0.05, "low": -0.12, "high": 0.03}},
+    }
     text = report.pair_sentence([pair], "student-odd", "student-even", 3)
     assert "macro-F1 student-odd − student-even = +0.050 (95% CI -0.030 to +0.120)" in text
     assert "no difference shown" in text and "paired cluster bootstrap, Holm-adjusted" in text
     won = {**pair, "verdict": "significant", "winner": "student-odd", "verdict_basis": "mcnemar_holm"}
     assert report.pair_sentence([won], "student-odd", "student-even", 3).startswith(
-        "student-odd vs student-even: student-odd is better;")
+        "student-odd vs student-even: student-odd is better;"
+    )
 
 
 def test_scope_names_the_demo_only_for_the_demo():
@@ -142,6 +203,7 @@ def test_how_sure_says_one_seed_cannot_rank(built):
 
 class Recorder(torch.nn.Module):
     """A model that records when it ran (for the interleaving test)."""
+
     def __init__(self, name, log):
         super().__init__()
         self.name, self.log = name, log
@@ -152,6 +214,7 @@ class Recorder(torch.nn.Module):
 
 def test_time_together_interleaves_and_reports_median_and_range():
     from distill_lora.train.costs import time_together
+
     log = []
     data = [{"input_ids": [1, 2, 3], "label": 0, "idx": i} for i in range(4)]
     models = {n: (Recorder(n, log), torch.device("cpu")) for n in ("a", "b", "c")}
@@ -165,6 +228,7 @@ def test_time_together_interleaves_and_reports_median_and_range():
 
 def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
     from distill_lora.experiment import timing
+
     comparison = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "abc"}}}}
     previous = {"fingerprint": {"teacher": "abc"}, "device": "NVIDIA H200", "models": {}}
     monkeypatch.setattr(timing, "models_to_time", lambda *a: pytest.fail("a no-op re-run must not re-time"))
@@ -178,9 +242,16 @@ def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
 
 def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
     from distill_lora.report.write import pair_sentence
-    pair = {"a": "student-odd", "b": "lora-student", "macro_f1_diff": 0.048, "verdict": "within noise",
-            "winner": None, "verdict_basis": "mcnemar_holm",
-            "diff": {"macro_f1": {"point": 0.048, "low": 0.015, "high": 0.086}}}
+
+    pair = {
+        "a": "student-odd",
+        "b": "lora-student",
+        "macro_f1_diff": 0.048,
+        "verdict": "within noise",
+        "winner": None,
+        "verdict_basis": "mcnemar_holm",
+        "diff": {"macro_f1": {"point": 0.048, "low": 0.015, "high": 0.086}},
+    }
     text = pair_sentence([pair], "student-odd", "lora-student", 3)
     assert "no difference shown" in text and "(95% CI +0.015 to +0.086)" in text
     assert "McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0" in text
@@ -192,13 +263,29 @@ def test_analysis_quotes_the_joint_timings():
     """The Costs table used the joint timings while the analysis quoted each stage's own (another load, another
     moment): one report gave the same teacher 21.3 and 26.1 ms."""
     from distill_lora.report.write import use_joint_timings
-    result = {"seeds": [0], "per_seed": {"0": {"teacher": {}, "teacher-int8": {"quantized_from": "teacher"},
-                                               "ens": {"ensemble_of": ["teacher", "teacher-int8"]}}}}
-    summary = {"teacher": {"latency_ms_batch1": {"mean": 26.1, "std": 0.0}},
-               "teacher-int8": {"quantized_from": "teacher"}, "ens": {}}
-    timings = {"device": "cpu (1 threads)", "models": {
-        "teacher": {"latency_ms_batch1": {"median": 21.3}, "throughput_batch64": {"median": 40.0}},
-        "teacher-int8": {"latency_ms_batch1": {"median": 14.0}, "throughput_batch64": {"median": 60.0}}}}
+
+    result = {
+        "seeds": [0],
+        "per_seed": {
+            "0": {
+                "teacher": {},
+                "teacher-int8": {"quantized_from": "teacher"},
+                "ens": {"ensemble_of": ["teacher", "teacher-int8"]},
+            }
+        },
+    }
+    summary = {
+        "teacher": {"latency_ms_batch1": {"mean": 26.1, "std": 0.0}},
+        "teacher-int8": {"quantized_from": "teacher"},
+        "ens": {},
+    }
+    timings = {
+        "device": "cpu (1 threads)",
+        "models": {
+            "teacher": {"latency_ms_batch1": {"median": 21.3}, "throughput_batch64": {"median": 40.0}},
+            "teacher-int8": {"latency_ms_batch1": {"median": 14.0}, "throughput_batch64": {"median": 60.0}},
+        },
+    }
     use_joint_timings(result, summary, timings)
     assert summary["teacher"]["latency_ms_batch1"]["mean"] == 21.3
     assert summary["teacher-int8"]["fp32_cpu_latency_ms_batch1"]["mean"] == 21.3

@@ -1,18 +1,19 @@
 """Every stage end to end on the tiny model, through the real CLI (in-process)."""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
-from conftest import tiny_config
-from distill_lora.experiment import pipeline
-from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import load_config
+from distill_lora.experiment import pipeline
+from distill_lora.train import trainer
 from distill_lora.train.data import Encoded, load_splits
 from distill_lora.train.models import LORA_BASE_DIR, load_stage_model
 
@@ -25,8 +26,14 @@ def test_compare_writes_every_stage(finished_run):
     out = finished_run["output"]
     for stage in STAGES:
         d = out / "seed-0" / stage
-        for name in ("DONE", "metrics.json", "config.yaml", "test_predictions.jsonl", "tokenizer_config.json",
-                     "train_log.jsonl"):
+        for name in (
+            "DONE",
+            "metrics.json",
+            "config.yaml",
+            "test_predictions.jsonl",
+            "tokenizer_config.json",
+            "train_log.jsonl",
+        ):
             assert (d / name).exists(), (stage, name)
         m = json.loads((d / "metrics.json").read_text())
         for key in ("test", "validation_history", "selected_epoch", "train_loss", "wall_time_s", "samples_per_s"):
@@ -110,7 +117,10 @@ def test_second_compare_reuses_and_changed_config_reruns(finished_run, tmp_path)
     assert "[teacher] reusing" in changed.output and "[lora-teacher] reusing" in changed.output
     assert "[student-odd] config changed" in changed.output and "[student-even] config changed" in changed.output
     m = json.loads((out / "seed-0" / "student-odd" / "DONE").read_text())
-    assert m["config_hash"] != json.loads((finished_run["output"] / "seed-0" / "student-odd" / "DONE").read_text())["config_hash"]
+    assert (
+        m["config_hash"]
+        != json.loads((finished_run["output"] / "seed-0" / "student-odd" / "DONE").read_text())["config_hash"]
+    )
 
 
 def test_single_stage_commands(tiny_bert6, tiny_data, tmp_path):
@@ -173,11 +183,17 @@ def test_test_split_once_and_students_from_finetuned_teacher(tiny_bert6, tiny_da
     assert torch.equal(lora_src[key], pretrained[key])  # lora-student: cut from the pretrained teacher
 
     # the saved LoRA base holds exactly the pretrained layers 1, 3, 5
-    base = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed-0" / "lora-student" / LORA_BASE_DIR)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "run" / "seed-0" / "lora-student" / LORA_BASE_DIR
+    )
     assert base.config.num_hidden_layers == 3
     for i, src in enumerate([1, 3, 5]):
         b = base.bert.encoder.layer[i].state_dict()
-        p = {k.split(f"encoder.layer.{src - 1}.", 1)[1]: v for k, v in pretrained.items() if f"encoder.layer.{src - 1}." in k}
+        p = {
+            k.split(f"encoder.layer.{src - 1}.", 1)[1]: v
+            for k, v in pretrained.items()
+            if f"encoder.layer.{src - 1}." in k
+        }
         assert all(torch.equal(b[k], p[k]) for k in p)
 
 
@@ -200,6 +216,7 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
     m = json.loads((seed / "student-even" / "metrics.json").read_text())
     assert m["validation_history"][0]["train_hidden"] > 0
     from safetensors.torch import load_file
+
     (cache,) = list((seed / "cache").glob("*-cls-2-4-6.safetensors"))
     tensors = load_file(cache)
     assert tensors["cls"].shape == (96, 3, 32) and tensors["logits"].shape == (96, 2)
@@ -217,13 +234,26 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
                 h = layer(h)
                 h = h[0] if isinstance(h, tuple) else h
                 after.append(h[0, 0])
-            torch.testing.assert_close(tensors["cls"][n], torch.stack([after[1], after[3], after[5]]),
-                                       atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                tensors["cls"][n], torch.stack([after[1], after[3], after[5]]), atol=1e-5, rtol=1e-4
+            )
             logits = teacher.classifier(teacher.bert.pooler(h))[0]
             torch.testing.assert_close(tensors["logits"][n], logits, atol=1e-5, rtol=1e-4)
     # another teacher config is another cache key: its targets are computed anew, the old file is not reused
-    r = runner.invoke(app, ["distill", "--layers", "even", "--config", cfg, "--set", "distill.w_hidden=0.5",
-                            "--set", "teacher.train.lr=3e-3"])
+    r = runner.invoke(
+        app,
+        [
+            "distill",
+            "--layers",
+            "even",
+            "--config",
+            cfg,
+            "--set",
+            "distill.w_hidden=0.5",
+            "--set",
+            "teacher.train.lr=3e-3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     (new,) = [c for c in (seed / "cache").glob("*-cls-2-4-6.safetensors") if c != cache]
     fresh = load_file(new)
@@ -260,8 +290,10 @@ def test_epoch_batches_cover_every_example_once_in_a_seeded_order(bucketed):
     assert batches != trainer.epoch_batches(1003, 16, seed=3, epoch=3, lengths=lengths)
     assert batches != trainer.epoch_batches(1003, 16, seed=4, epoch=2, lengths=lengths)
     if bucketed:  # bucketing cuts padding: the longest text of a batch is close to its shortest
+
         def padded(bs):
             return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
         plain = trainer.epoch_batches(1003, 16, seed=3, epoch=2)
         assert padded(batches) < 0.8 * padded(plain)
 
@@ -285,14 +317,28 @@ def test_compare_layers_option(tiny_bert6, tiny_data, tmp_path):
 
 def test_evaluate_on_another_dataset(finished_run, tmp_path):
     from conftest import tiny_texts, write_jsonl
+
     run = tmp_path / "run"
     shutil.copytree(finished_run["output"], run)
     other = tmp_path / "other"
     rows = [{"tweet": r["text"], "y": "hate" if r["label"] else "ok"} for r in tiny_texts(30, 9)]
     write_jsonl(other / "train.jsonl", rows)
     write_jsonl(other / "test.jsonl", rows)
-    r = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--text-column", "tweet",
-                            "--label-column", "y", "--label-map", '{"hate": 1, "ok": 0}'])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(run),
+            "--data",
+            str(other),
+            "--text-column",
+            "tweet",
+            "--label-column",
+            "y",
+            "--label-map",
+            '{"hate": 1, "ok": 0}',
+        ],
+    )
     assert r.exit_code == 0, r.output
     results = json.loads((run / "results.json").read_text())
     ood = results["out_of_domain"]["other"]
@@ -301,6 +347,7 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
     teacher = ood["comparison"]["per_seed"]["0"]["teacher"]
     # the scores are the teacher's own predictions on these texts
     from distill_lora.use.predict import load_predictor
+
     logits = load_predictor(run / "seed-0" / "teacher").logits([x["tweet"] for x in rows])
     assert teacher["predictions"]["pred"] == logits.argmax(1).tolist()
     report = (run / "report.md").read_text()
@@ -317,8 +364,10 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
 # BERT's pooler bias is zero, so the pooler is trained in full); re-record lora-student if that changes.
 PINNED_LOSSES = {
     "teacher": [{"loss": 0.700848, "ce": 0.700848}, {"loss": 0.697653, "ce": 0.697653}],
-    "student-odd": [{"loss": 0.282046, "ce": 0.694139, "kl": 1.8e-05, "cos": 0.15198},
-                    {"loss": 0.267121, "ce": 0.693616, "kl": 1.9e-05, "cos": 0.107728}],
+    "student-odd": [
+        {"loss": 0.282046, "ce": 0.694139, "kl": 1.8e-05, "cos": 0.15198},
+        {"loss": 0.267121, "ce": 0.693616, "kl": 1.9e-05, "cos": 0.107728},
+    ],
     "lora-student": [{"loss": 0.700102, "ce": 0.700102}, {"loss": 0.70347, "ce": 0.70347}],
 }
 

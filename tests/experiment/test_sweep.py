@@ -1,26 +1,33 @@
 """distill-lora sweep: trials see validation only, the test split once (best trial), the study resumes."""
+
 import itertools
 import json
 
 import optuna
 import pytest
 import yaml
+from conftest import tiny_config
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from conftest import tiny_config
-from distill_lora.experiment import pipeline
-from distill_lora.train import trainer
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
+from distill_lora.experiment import pipeline
+from distill_lora.train import trainer
 
 runner = CliRunner()
 
 
 def _config(tmp_path, model, data, sweep, **extra):
-    return tiny_config(tmp_path, model, data, train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32,
-                                                     "log_every": 2}, sweep=sweep, **extra)
+    return tiny_config(
+        tmp_path,
+        model,
+        data,
+        train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "log_every": 2},
+        sweep=sweep,
+        **extra,
+    )
 
 
 def _study(out):
@@ -48,6 +55,7 @@ def evaluations(monkeypatch):
         names = [s for s, enc in ctxs[-1].encoded.items() if enc is dataset]
         seen.append(names[0] if names else "?")
         return evaluate(model, dataset, *a, **kw)
+
     monkeypatch.setattr(pipeline, "prepare", spy_prepare)
     monkeypatch.setattr(trainer, "evaluate", spy_evaluate)
     return seen
@@ -55,8 +63,13 @@ def evaluations(monkeypatch):
 
 def test_distill_sweep_selects_on_validation_and_tests_the_best_once(tiny_bert6, tiny_data, tmp_path, evaluations):
     space = {"distill.temperature": {"low": 1, "high": 8, "log": True}, "distill.train.lr": {"choices": [3e-4, 3e-3]}}
-    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "distill", "layers": "odd", "trials": 3, "space": space},
-                  distill={"train": {"epochs": 2}})
+    cfg = _config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        {"stage": "distill", "layers": "odd", "trials": 3, "space": space},
+        distill={"train": {"epochs": 2}},
+    )
     out = tmp_path / "run"
     r = runner.invoke(app, ["train-teacher", "--config", str(cfg)])  # the teacher's own stage: its own test pass
     assert r.exit_code == 0, r.output
@@ -101,7 +114,9 @@ def test_distill_sweep_selects_on_validation_and_tests_the_best_once(tiny_bert6,
 
 def test_a_changed_config_or_space_is_a_new_study(tmp_path, capsys):
     from types import SimpleNamespace
+
     from distill_lora.experiment.sweep import _open_study
+
     space = {"distill.w_kl": {"low": 0, "high": 1}}
 
     def open_(*overrides):
@@ -119,9 +134,13 @@ def test_a_changed_config_or_space_is_a_new_study(tmp_path, capsys):
 
 def test_grid_covers_every_combination_and_resumes_an_interrupted_trial(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     space = {"lora.r": {"choices": [2, 4]}, "lora.target_modules": {"choices": [["query"], ["query", "value"]]}}
-    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "lora-student", "sampler": "grid", "trials": 10,
-                                                   "pruning": False, "space": space},
-                  lora={"train": {"lr": 5e-3, "epochs": 2}})
+    cfg = _config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        {"stage": "lora-student", "sampler": "grid", "trials": 10, "pruning": False, "space": space},
+        lora={"train": {"lr": 5e-3, "epochs": 2}},
+    )
     out = tmp_path / "run"
     monkeypatch.setenv("DISTILL_LORA_FAULT", "term@trial-0001:step:8")  # SIGTERM in trial 1's second epoch
     r = runner.invoke(app, ["sweep", "--config", str(cfg)])
@@ -148,19 +167,26 @@ def test_grid_covers_every_combination_and_resumes_an_interrupted_trial(tiny_ber
     assert yaml.safe_load((out / "sweep" / "best_config.yaml").read_text())["sweep"]["sampler"] == "grid"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("sweep.space={distill.temprature: {low: 1, high: 2}}", "unknown key 'distill.temprature' in sweep.space; "
-                                                             "did you mean 'distill.temperature'?"),
-    ("sweep.space={train.lr: {low: 1.0e-5, high: 1.0e-3}}", "did you mean 'distill.train.lr'?"),
-    ("sweep.space={distill.temperature: {low: 0, high: 2}}", "value 0: 'distill.temperature' must be > 0"),
-    ("sweep.space={distill.temperature: {lo: 1, high: 2}}", "unknown key 'sweep.space.distill.temperature.lo'; "
-                                                           "did you mean 'low'?"),
-    ("sweep.space={distill.temperature: {low: 3, high: 2}}", "needs float low < high"),
-    ("sweep.space={distill.temperature: {low: 1, high: 2, choices: [1]}}", "either choices"),
-    ("sweep.space={distill.w_kl: 0.5}", "must be {low: .., high: ..} or {choices: [..]}"),
-    ("sweep.space={distill.train.batch_size: {low: 8, high: 32.5}}", "needs int low < high"),
-    ("sweep.sampler=bayes", "'sweep.sampler' must be one of tpe, grid, random"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "sweep.space={distill.temprature: {low: 1, high: 2}}",
+            "unknown key 'distill.temprature' in sweep.space; did you mean 'distill.temperature'?",
+        ),
+        ("sweep.space={train.lr: {low: 1.0e-5, high: 1.0e-3}}", "did you mean 'distill.train.lr'?"),
+        ("sweep.space={distill.temperature: {low: 0, high: 2}}", "value 0: 'distill.temperature' must be > 0"),
+        (
+            "sweep.space={distill.temperature: {lo: 1, high: 2}}",
+            "unknown key 'sweep.space.distill.temperature.lo'; did you mean 'low'?",
+        ),
+        ("sweep.space={distill.temperature: {low: 3, high: 2}}", "needs float low < high"),
+        ("sweep.space={distill.temperature: {low: 1, high: 2, choices: [1]}}", "either choices"),
+        ("sweep.space={distill.w_kl: 0.5}", "must be {low: .., high: ..} or {choices: [..]}"),
+        ("sweep.space={distill.train.batch_size: {low: 8, high: 32.5}}", "needs int low < high"),
+        ("sweep.sampler=bayes", "'sweep.sampler' must be one of tpe, grid, random"),
+    ],
+)
 def test_bad_sweep_config_messages(override, message):
     with pytest.raises(UserError) as e:
         load_config("default", [override])
@@ -170,17 +196,26 @@ def test_bad_sweep_config_messages(override, message):
 def test_grid_needs_choices_and_nested_keys_work():
     with pytest.raises(UserError, match="grid needs choices"):
         load_config("default", ["sweep.sampler=grid", "sweep.space={distill.w_kl: {low: 0, high: 1}}"])
-    cfg = load_config("default", ["sweep.space.distill.temperature.low=1", "sweep.space.distill.temperature.high=4",
-                                  "sweep.stage=distill"])
+    cfg = load_config(
+        "default",
+        ["sweep.space.distill.temperature.low=1", "sweep.space.distill.temperature.high=4", "sweep.stage=distill"],
+    )
     from distill_lora.config import flat_space
+
     assert flat_space(cfg.sweep.space) == {"distill.temperature": {"low": 1, "high": 4}}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "sweep.space={lora.rr: {choices: [4, 8]}}", "--set", "sweep.stage=lora-teacher"], "did you mean 'lora.r'"),
-    ([], "no search space"),
-    (["--trials", "0", "--set", "sweep.space={distill.w_kl: {low: 0, high: 1}}"], "'sweep.trials' must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--set", "sweep.space={lora.rr: {choices: [4, 8]}}", "--set", "sweep.stage=lora-teacher"],
+            "did you mean 'lora.r'",
+        ),
+        ([], "no search space"),
+        (["--trials", "0", "--set", "sweep.space={distill.w_kl: {low: 0, high: 1}}"], "'sweep.trials' must be >= 1"),
+    ],
+)
 def test_cli_errors_are_one_line(args, message, tiny_bert6, tiny_data, tmp_path):
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data)
     r = runner.invoke(app, ["sweep", "--config", str(cfg), *args])
@@ -191,8 +226,10 @@ def test_cli_errors_are_one_line(args, message, tiny_bert6, tiny_data, tmp_path)
 
 
 def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_last_epoch(
-        tiny_bert6, tiny_data, tmp_path, monkeypatch):
+    tiny_bert6, tiny_data, tmp_path, monkeypatch
+):
     from distill_lora.experiment import sweep
+
     monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)  # compare with one finished trial, to keep the test short
     # the tiny random BERT learns nothing in 3 epochs, so the test scripts the validation scores the sweep
     # sees (trial values follow from them): the lr-a trial scores 0.9, the lr-b trial 0.5, at every epoch
@@ -203,12 +240,19 @@ def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_las
         def scored(entry):
             entry["val_macro_f1"] = 0.9 if cfg.lr == lr_a else 0.5
             on_validated(entry)
+
         return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
+
     monkeypatch.setattr(trainer, "train", scripted_train)
     seed = next(s for s in range(50) if _grid_order(s, [lr_a, lr_b]) == [lr_a, lr_b])
     space = {"teacher.train.lr": {"choices": [lr_a, lr_b]}}
-    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "sampler_seed": seed,
-                                                   "trials": 2, "space": space}, teacher={"train": {"epochs": 3}})
+    cfg = _config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        {"stage": "teacher", "sampler": "grid", "sampler_seed": seed, "trials": 2, "space": space},
+        teacher={"train": {"epochs": 3}},
+    )
     r = runner.invoke(app, ["sweep", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     first, second = _study(tmp_path / "run").trials
@@ -225,6 +269,7 @@ def test_pruning_stops_a_trial_below_the_median_but_never_after_its_first_or_las
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     from distill_lora.experiment import sweep
+
     monkeypatch.setattr(sweep, "PRUNE_AFTER_TRIALS", 1)
     real_train = trainer.train
 
@@ -232,12 +277,24 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp
         def scored(entry):
             entry["val_macro_f1"] = 0.9 if cfg.lr == 1e-3 else 0.5
             on_validated(entry)
+
         return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
+
     monkeypatch.setattr(trainer, "train", scripted_train)
     seed = next(s for s in range(50) if _grid_order(s, [1e-3, 2e-3]) == [1e-3, 2e-3])
-    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "sampler_seed": seed,
-                                                   "trials": 2, "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}},
-                  teacher={"train": {"epochs": 2}})  # 2 epochs: epoch 2 is the last, so nothing can be pruned
+    cfg = _config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        {
+            "stage": "teacher",
+            "sampler": "grid",
+            "sampler_seed": seed,
+            "trials": 2,
+            "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}},
+        },
+        teacher={"train": {"epochs": 2}},
+    )  # 2 epochs: epoch 2 is the last, so nothing can be pruned
     r = runner.invoke(app, ["sweep", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     assert [t.state for t in _study(tmp_path / "run").trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
@@ -246,6 +303,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_bert6, tiny_data, tmp
 def _grid_order(seed, values):
     """The order in which the sweep queues a one-key grid (as sweep._open_study shuffles it)."""
     import random
+
     combos = list(values)
     random.Random(seed).shuffle(combos)
     return combos
@@ -258,10 +316,16 @@ def test_a_sweep_whose_trials_all_tie_says_so(tiny_bert6, tiny_data, tmp_path, m
         def scored(entry):
             entry["val_macro_f1"] = 0.5  # every trial alike, as LoRA at the majority class on OLID was
             on_validated(entry)
+
         return real_train(model, loss_fn, cfg, stage, on_validated=on_validated and scored)
+
     monkeypatch.setattr(trainer, "train", scripted_train)
-    cfg = _config(tmp_path, tiny_bert6, tiny_data, {"stage": "teacher", "sampler": "grid", "trials": 2,
-                                                   "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}})
+    cfg = _config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        {"stage": "teacher", "sampler": "grid", "trials": 2, "space": {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}},
+    )
     r = runner.invoke(app, ["sweep", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "every complete trial scored validation macro-F1 0.5000" in r.output

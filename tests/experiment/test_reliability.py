@@ -4,6 +4,7 @@ The kill chain runs compare in subprocesses that die (SIGKILL, as on a preempted
 named by DISTILL_LORA_FAULT, each resuming what the previous one left; the finished run must equal an
 uninterrupted reference run exactly (CPU, same seed).
 """
+
 import errno
 import json
 import os
@@ -11,18 +12,28 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, tiny_config
 from typer.testing import CliRunner
 
-from conftest import REPO, tiny_config
 from distill_lora.cli import app
 
 runner = CliRunner()
 STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
 # pipeline order; 6 optimiser steps per epoch, 2 epochs, a checkpoint every 2 steps
-KILL_POINTS = ["teacher:step:1", "teacher:step:3", "teacher:checkpoint:4", "teacher:validated:1",
-               "teacher:step:9", "teacher:before-done", "teacher:done", "student-odd:step:5",
-               "student-odd:validated:2", "student-even:checkpoint:6", "lora-student:step:2",
-               "lora-teacher:before-done"]
+KILL_POINTS = [
+    "teacher:step:1",
+    "teacher:step:3",
+    "teacher:checkpoint:4",
+    "teacher:validated:1",
+    "teacher:step:9",
+    "teacher:before-done",
+    "teacher:done",
+    "student-odd:step:5",
+    "student-odd:validated:2",
+    "student-even:checkpoint:6",
+    "lora-student:step:2",
+    "lora-teacher:before-done",
+]
 
 
 def _config(tmp_path, model, data):
@@ -34,8 +45,14 @@ def _run_cli(args, fault=None, timeout=300):
     env.pop("DISTILL_LORA_FAULT", None)
     if fault:
         env["DISTILL_LORA_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "distill_lora", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "distill_lora", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _outcome(run_dir):
@@ -121,6 +138,7 @@ def test_nan_loss_stops_with_the_step_named(tiny_bert6, tiny_data, tmp_path, mon
 
 def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(tiny_bert6, tiny_data, tmp_path):
     import socket
+
     cfg = _config(tmp_path, tiny_bert6, tiny_data)
     run = tmp_path / "run"
     run.mkdir()
@@ -150,10 +168,12 @@ def test_changed_config_discards_an_unfinished_stage(reference, tmp_path):
 
 def test_disk_full_leaves_nothing_half_written(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     from distill_lora.experiment import stage
+
     cfg = _config(tmp_path, tiny_bert6, tiny_data)
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
     monkeypatch.setattr(stage, "atomic_write_text", full)  # the stage skeleton writes config.yaml
     r = runner.invoke(app, ["train-teacher", "--config", str(cfg), "--set", "train.epochs=1"])
     assert r.exit_code == 1
@@ -168,11 +188,26 @@ def test_loop_state_keeps_the_checkpoint_keys_of_earlier_versions():
     """A checkpoint's "loop" JSON is LoopState's fields: an unfinished run saved before LoopState existed (this dict
     holds the keys that version wrote, in its order) must load, and be saved again with the same keys in that order."""
     from dataclasses import asdict
+
     from distill_lora.train.trainer import LoopState
-    saved = {"epoch": 2, "batches_done": 5, "examples_done": 40, "epoch_done": False, "step": 4, "seen": 136,
-             "train_time": 0.41, "sums": {"ce": 27.6, "loss": 27.6}, "history": [{"epoch": 1, "val_loss": 0.69}],
-             "best_score": 0.69, "selected_epoch": 1, "since_best": 0, "stopped_early": False, "log_bytes": 812,
-             "wall_time": 1.7}
+
+    saved = {
+        "epoch": 2,
+        "batches_done": 5,
+        "examples_done": 40,
+        "epoch_done": False,
+        "step": 4,
+        "seen": 136,
+        "train_time": 0.41,
+        "sums": {"ce": 27.6, "loss": 27.6},
+        "history": [{"epoch": 1, "val_loss": 0.69}],
+        "best_score": 0.69,
+        "selected_epoch": 1,
+        "since_best": 0,
+        "stopped_early": False,
+        "log_bytes": 812,
+        "wall_time": 1.7,
+    }
     state = LoopState(**json.loads(json.dumps(saved)))
     assert json.dumps(asdict(state)) == json.dumps(saved)
     assert list(asdict(LoopState())) == list(saved)  # a fresh run writes the same keys

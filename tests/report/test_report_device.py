@@ -1,5 +1,6 @@
 """report: costs are labelled with the device that measured them (each stage's metrics.json), not with the
 process that rewrote the report."""
+
 import json
 
 from distill_lora.report.write import measured_on, write_report

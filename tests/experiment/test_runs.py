@@ -1,4 +1,5 @@
 """runs and files: file modes follow the umask; run.json keeps the history of the commands that wrote to the run."""
+
 import json
 import os
 import stat
@@ -7,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 
 from distill_lora import files
-
 from distill_lora.experiment import runs
 
 
@@ -24,8 +24,9 @@ def with_umask():
     os.umask(old)
 
 
-@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
-                                                       (0o002, 0o664, 0o775)])
+@pytest.mark.parametrize(
+    "mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)]
+)
 def test_written_files_and_stage_folders_follow_the_umask(tmp_path, with_umask, mask, file_mode, dir_mode):
     with_umask(mask)
     assert files.umask() == mask
@@ -53,21 +54,27 @@ def test_a_finished_run_has_no_private_files(finished_run):
     """Every file and folder of a real run (stages, checkpoints' leftovers, report, plots) as open() and mkdir() make
     them under the umask the run had (that of this test session)."""
     mask = files.umask()
-    wrong = [(str(p), oct(mode(p))) for p in finished_run["output"].rglob("*")
-             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
+    wrong = [
+        (str(p), oct(mode(p)))
+        for p in finished_run["output"].rglob("*")
+        if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask
+    ]
     assert not wrong
 
 
 def test_run_json_keeps_every_command(tmp_path, monkeypatch):
     from distill_lora.experiment import pipeline
+
     ctx = SimpleNamespace(output_dir=tmp_path, splits=SimpleNamespace(fingerprint={"train": "abc"}))
     monkeypatch.setattr("sys.argv", ["distill-lora", "compare"])
     pipeline.write_run_files(ctx, "cpu (2 threads)")
     monkeypatch.setattr("sys.argv", ["distill-lora", "compare", "--seeds", "0,1"])
     pipeline.write_run_files(ctx, "cpu (1 threads)")
     run = json.loads((tmp_path / "run.json").read_text())
-    assert [h["argv"] for h in run["history"]] == [["distill-lora", "compare"],
-                                                   ["distill-lora", "compare", "--seeds", "0,1"]]
+    assert [h["argv"] for h in run["history"]] == [
+        ["distill-lora", "compare"],
+        ["distill-lora", "compare", "--seeds", "0,1"],
+    ]
     assert [h["device"] for h in run["history"]] == ["cpu (2 threads)", "cpu (1 threads)"]
     assert run["device"] == "cpu (1 threads)" and run["data_files"] == {"train": "abc"}
     assert all(h["versions"]["torch"] and h["time"] for h in run["history"])
@@ -76,8 +83,13 @@ def test_run_json_keeps_every_command(tmp_path, monkeypatch):
 def test_run_json_from_before_the_history_keeps_its_command():
     old = {"versions": {"torch": "2.0"}, "device": "NVIDIA A100", "git_commit": "abc", "data_files": {}}
     history = runs.provenance("cpu (2 threads)", {}, old)["history"]
-    assert history[0] == {"time": None, "argv": None, "device": "NVIDIA A100", "versions": {"torch": "2.0"},
-                          "git_commit": "abc"}
+    assert history[0] == {
+        "time": None,
+        "argv": None,
+        "device": "NVIDIA A100",
+        "versions": {"torch": "2.0"},
+        "git_commit": "abc",
+    }
     assert len(history) == 2 and history[1]["device"] == "cpu (2 threads)"
     assert len(runs.provenance("cpu", {}, None)["history"]) == 1
     assert len(runs.provenance("cpu", {}, {"history": "garbage"})["history"]) == 1
@@ -86,9 +98,11 @@ def test_run_json_from_before_the_history_keeps_its_command():
 def test_an_export_has_no_private_files(finished_run, tmp_path):
     """export built its folder with mkdtemp (0700) and kept safetensors' 0600 files: not shareable."""
     from distill_lora.use.export import export_model
+
     out = tmp_path / "exported"
     export_model(finished_run["output"] / "seed-0" / "teacher", out, log=lambda line: None)
     mask = files.umask()
-    wrong = [(str(p), oct(mode(p))) for p in [out, *out.rglob("*")]
-             if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask]
+    wrong = [
+        (str(p), oct(mode(p))) for p in [out, *out.rglob("*")] if mode(p) != (0o777 if p.is_dir() else 0o666) & ~mask
+    ]
     assert not wrong

@@ -1,25 +1,26 @@
 """int8 dynamic quantisation: the model, its size formula, the int8 rows of compare, and who refuses them."""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_texts
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
-from conftest import tiny_texts
-from distill_lora.experiment import pipeline
-from distill_lora.train import trainer
-from distill_lora.report.analysis import add_ensembles
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
+from distill_lora.experiment import pipeline
+from distill_lora.experiment.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
+from distill_lora.report.analysis import add_ensembles
+from distill_lora.stage_ids import int8_sources
+from distill_lora.train import trainer
 from distill_lora.train.costs import PlainCpu, state_dict_bytes
 from distill_lora.train.models import load_stage_model
 from distill_lora.use.predict import find_model_dir
-from distill_lora.experiment.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
-from distill_lora.stage_ids import int8_sources
 
 runner = CliRunner()
 INT8_STAGES = ["teacher-int8", "student-odd-int8", "student-even-int8"]
@@ -27,6 +28,7 @@ INT8_STAGES = ["teacher-int8", "student-odd-int8", "student-even-int8"]
 
 def _dynamic_linear():
     from torch.ao.nn.quantized.dynamic import Linear
+
     return Linear
 
 
@@ -85,11 +87,15 @@ def test_compare_writes_int8_rows(finished_run):
     ctx = pipeline.prepare(cfg)
     q = quantize_dynamic_int8(load_stage_model(seed / "student-odd"))
     logits = trainer.evaluate(q, ctx.encoded["test"], 32, PlainCpu(), ctx.pad_id, mixed=False)["logits"]
-    recorded = [json.loads(line) for line in (seed / "student-odd-int8" / "test_predictions.jsonl").read_text().splitlines()]
+    recorded = [
+        json.loads(line) for line in (seed / "student-odd-int8" / "test_predictions.jsonl").read_text().splitlines()
+    ]
     np.testing.assert_array_equal(logits, np.array([r["logits"] for r in recorded], dtype=np.float32))
     # the report treats them as rows: every table, the pairs, and one sentence each in the analysis
     report = (out / "report.md").read_text()
-    assert "## int8 dynamic quantisation" in report and "| teacher-int8 | teacher, weights quantised to int8 |" in report
+    assert (
+        "## int8 dynamic quantisation" in report and "| teacher-int8 | teacher, weights quantised to int8 |" in report
+    )
     for stage in INT8_STAGES:
         assert f"| {stage} |" in report and f"[{stage}]:" in report.split("## Analysis", 1)[1]
     pairs = json.loads((out / "analysis.json").read_text())["pairs"]
@@ -122,8 +128,20 @@ def test_quantize_int8_false_adds_no_rows(finished_run, tmp_path):
     shutil.copytree(finished_run["output"], run)
     for stage in INT8_STAGES:
         shutil.rmtree(run / "seed-0" / stage)
-    r = runner.invoke(app, ["compare", "--config", str(finished_run["config"]), "-o", str(run),
-                            "--set", "report.quantize_int8=false", "--set", "report.bootstrap_resamples=100"])
+    r = runner.invoke(
+        app,
+        [
+            "compare",
+            "--config",
+            str(finished_run["config"]),
+            "-o",
+            str(run),
+            "--set",
+            "report.quantize_int8=false",
+            "--set",
+            "report.bootstrap_resamples=100",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert not list((run / "seed-0").glob("*-int8"))
     assert "int8" not in (run / "report.md").read_text()
@@ -143,12 +161,14 @@ def test_int8_recipe_stored_by_older_versions_still_runs(finished_run):
     """metrics.json of an int8 row made before the package had rooms names distill_lora.quantize and
     distill_lora.models: the one-line shims keep that recipe working, and it rebuilds the very model tested."""
     import importlib
+
     folder = finished_run["output"] / "seed-0" / "teacher-int8"
     note = json.loads((folder / "metrics.json").read_text())["weights_note"]
     recipe = note.split("rebuilt deterministically by ", 1)[1]
     assert recipe.startswith("distill_lora.experiment.quantize.quantize_dynamic_int8(distill_lora.train.models.")
     old = recipe.replace("distill_lora.experiment.quantize.", "distill_lora.quantize.").replace(
-        "distill_lora.train.models.", "distill_lora.models.")
+        "distill_lora.train.models.", "distill_lora.models."
+    )
     names = {"distill_lora": importlib.import_module("distill_lora")}
     for module in ("distill_lora.quantize", "distill_lora.models"):
         importlib.import_module(module)

@@ -1,12 +1,13 @@
-import dataclasses
 """Data loading: formats, the text rule, label checks, carving, limits, fast Hub failure."""
+
 import csv
+import dataclasses
 import socket
 import time
 
 import pytest
-
 from conftest import write_jsonl
+
 from distill_lora.config import DataConfig, SplitLimits
 from distill_lora.errors import UserError
 from distill_lora.train.data import Encoded, load_splits, make_collate
@@ -29,6 +30,7 @@ def folder_with(tmp_path, train=ROWS, validation=ROWS[:6], test=ROWS[:6], ext="j
         elif ext == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
+
             pq.write_table(pa.Table.from_pylist(rows), path)
     return tmp_path
 
@@ -149,7 +151,9 @@ def test_hub_id_with_offline_flag(monkeypatch):
 
 def test_encoding_and_dynamic_padding(tiny_bert12):
     from transformers import AutoTokenizer
+
     from distill_lora.train.data import Split
+
     tok = AutoTokenizer.from_pretrained(tiny_bert12)
     enc = Encoded(Split(["love park", "the music is so very lovely festival coffee"], [0, 1]), tok, max_length=6)
     assert len(enc.input_ids[0]) == 4 and len(enc.input_ids[1]) == 6
@@ -162,8 +166,13 @@ def test_encoding_and_dynamic_padding(tiny_bert12):
 
 def test_duplicates_counted_and_optionally_dropped(tmp_path):
     from distill_lora.train.data import overlap_summary
-    train = ROWS + [{"text": "text number 1", "label": 0}, {"text": "only in train", "label": 1},
-                    {"text": "only in train", "label": 1}, {"text": "leaks", "label": 1}]
+
+    train = ROWS + [
+        {"text": "text number 1", "label": 0},
+        {"text": "only in train", "label": 1},
+        {"text": "only in train", "label": 1},
+        {"text": "leaks", "label": 1},
+    ]
     test = ROWS[10:14] + [{"text": "leaks", "label": 1}]
     folder = folder_with(tmp_path, train=train, validation=ROWS[14:18], test=test)
     s = load_splits(DataConfig(source=str(folder)))
@@ -207,6 +216,7 @@ def test_group_column_missing_or_blank_is_one_line(tmp_path):
 
 def test_demo_data_names_its_templates():
     from distill_lora.config import load_config
+
     cfg = load_config("demo")
     s = load_splits(cfg.data)
     assert cfg.data.group_column == "template"

@@ -1,4 +1,5 @@
 """Each loss term against numbers computed by hand (in plain Python math)."""
+
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def hand_kl(temperature):
     for s, t in zip(S, T):
         ps, pt = softmax(s, temperature), softmax(t, temperature)
         total += sum(a * math.log(a / b) for a, b in zip(pt, ps))
-    return temperature ** 2 * total / len(S)
+    return temperature**2 * total / len(S)
 
 
 def test_cross_entropy_matches_hand_value():
@@ -56,6 +57,7 @@ def test_kl_zero_for_equal_logits():
 def test_cosine_matches_hand_value():
     def cos(a, b):
         return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
     hand = sum(1 - cos(s, t) for s, t in zip(S, T)) / 2
     assert cosine_logits(torch.tensor(S), torch.tensor(T)).item() == pytest.approx(hand, rel=1e-6)
 
@@ -77,7 +79,8 @@ def test_hidden_cosine_term():
     # layer 1 identical (loss 0), layer 2 orthogonal (loss 1) → mean 0.5
     assert hidden_cosine(a, b).item() == pytest.approx(0.5)
     s, t, y = torch.tensor(S[:1]), torch.tensor(T[:1]), torch.tensor(Y[:1])
-    total, parts = distillation_loss(s, t, y, temperature=1.0, w_ce=0, w_kl=0, w_cos=0, w_hidden=2.0,
-                                     student_cls=a, teacher_cls=b)
+    total, parts = distillation_loss(
+        s, t, y, temperature=1.0, w_ce=0, w_kl=0, w_cos=0, w_hidden=2.0, student_cls=a, teacher_cls=b
+    )
     assert total.item() == pytest.approx(1.0)
     assert parts["hidden"].item() == pytest.approx(0.5)
