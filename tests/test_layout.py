@@ -30,7 +30,7 @@ EXEMPT = {
     "them would hide which term a number weighs",
     "train/trainer.py:_train_epoch": "the step loop, forward → loss → backward → step, is kept in one place to be "
     "read top to bottom (67 lines)",
-    "report/analysis.py:analysis_lines": "the Analysis section's sentences in the order the report prints them "
+    "report/findings.py:analysis_lines": "the Analysis section's sentences in the order the report prints them "
     "(67 lines)",
 }
 

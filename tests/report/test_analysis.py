@@ -5,7 +5,7 @@ import json
 import pytest
 
 from distill_lora.metrics import metrics_from_predictions
-from distill_lora.report import analysis
+from distill_lora.report import analysis, findings
 
 NAMES = ["not toxic", "toxic"]
 
@@ -162,23 +162,23 @@ def history(losses, f1s):
 
 
 def test_overfitting_needs_loss_and_selection_metric():
-    both = analysis.overfitting(history([0.5, 0.4, 0.5], [0.6, 0.8, 0.7]))
+    both = findings.overfitting(history([0.5, 0.4, 0.5], [0.6, 0.8, 0.7]))
     assert both["kind"] == "overfits" and both["metric_best_epoch"] == 2 and both["loss_min_epoch"] == 2
-    sentence = analysis.overfit_sentence("M [m]", 0, both)
+    sentence = findings.overfit_sentence("M [m]", 0, both)
     assert "rose from 0.4000 (epoch 2) to 0.5000 (epoch 3)" in sentence
     assert "macro-F1 fell from 0.8000 (epoch 2) to 0.7000" in sentence and "overfits after epoch 2" in sentence
     # the issue's LoRA case: loss lowest at epoch 1 (majority class only), macro-F1 rising to the last epoch
-    loss_only = analysis.overfitting(history([0.60, 0.65, 0.7, 0.72], [0.4, 0.6, 0.7, 0.8]))
+    loss_only = findings.overfitting(history([0.60, 0.65, 0.7, 0.72], [0.4, 0.6, 0.7, 0.8]))
     assert loss_only["kind"] == "loss only"
-    sentence = analysis.overfit_sentence("M [m]", 0, loss_only)
+    sentence = findings.overfit_sentence("M [m]", 0, loss_only)
     assert "did not fall (0.8000 at epoch 4, 0.8000 at the last)" in sentence and "overfits" not in sentence
-    assert analysis.overfitting(history([0.5, 0.4, 0.41], [0.6, 0.8, 0.7])) is None  # loss up < 5%: no signal
-    assert analysis.overfitting(history([0.5, 0.4, 0.3], [0.6, 0.8, 0.7])) is None  # metric fell, loss did not
-    assert analysis.overfitting(history([0.5], [0.6])) is None
+    assert findings.overfitting(history([0.5, 0.4, 0.41], [0.6, 0.8, 0.7])) is None  # loss up < 5%: no signal
+    assert findings.overfitting(history([0.5, 0.4, 0.3], [0.6, 0.8, 0.7])) is None  # metric fell, loss did not
+    assert findings.overfitting(history([0.5], [0.6])) is None
     # selection by accuracy reads val_accuracy; selection by loss falls back to macro-F1
     h = [dict(x, val_accuracy=a) for x, a in zip(history([0.5, 0.4, 0.5], [0.6, 0.8, 0.7]), [0.7, 0.7, 0.9])]
-    assert analysis.overfitting(h, "accuracy")["kind"] == "loss only"
-    assert analysis.overfitting(h, "loss")["kind"] == "overfits"
+    assert findings.overfitting(h, "accuracy")["kind"] == "loss only"
+    assert findings.overfitting(h, "loss")["kind"] == "overfits"
 
 
 def summary_of(**rows):
@@ -196,10 +196,10 @@ def summary_of(**rows):
 
 
 def test_seed_lines():
-    one = analysis.seed_lines({"seeds": [0]}, {})
+    one = findings.seed_lines({"seeds": [0]}, {})
     assert len(one) == 1 and "ranking across seeds is impossible" in one[0] and "noise" not in one[0]
     summary = {"x": {"macro_f1": {"mean": 0.8, "std": 0.02}}, "y": {"macro_f1": {"mean": 0.7, "std": 0.005}}}
-    (two,) = analysis.seed_lines({"seeds": [0, 1]}, summary)
+    (two,) = findings.seed_lines({"seeds": [0, 1]}, summary)
     assert "over 2 seeds" in two and "0.0050 [y]" in two and "0.0200 [x]" in two
 
 
@@ -210,11 +210,11 @@ def test_missed_class_against_the_teacher():
     close = [0] * 10 + [1] * 9 + [0]  # same as the teacher: no line
     result = result_of(labels, {"teacher": teacher, "student-odd": student, "student-even": close})
     summary = {s: {"model_type": s} for s in ("teacher", "student-odd", "student-even")}
-    (line,) = analysis.missed_class_lines(result, summary)
+    (line,) = findings.missed_class_lines(result, summary)
     assert "[student-odd] misses 'toxic' texts: recall 0.50 against the teacher's 0.90 (10 such" in line
-    assert analysis.missed_class_lines(result, {"student-odd": {"model_type": "x"}}) == []  # no teacher, no claim
+    assert findings.missed_class_lines(result, {"student-odd": {"model_type": "x"}}) == []  # no teacher, no claim
     derived = {"teacher": {"model_type": "t"}, "student-odd": {"model_type": "s", "quantized_from": "student-even"}}
-    assert analysis.missed_class_lines(result, derived) == []  # an int8 row is not a model of its own here
+    assert findings.missed_class_lines(result, derived) == []  # an int8 row is not a model of its own here
 
 
 def test_models_that_err_on_different_texts():
@@ -224,10 +224,10 @@ def test_models_that_err_on_different_texts():
     groups = ["g1"] * 10 + ["g2"] * 10
     result = result_of(labels, {"student-odd": odd, "student-even": even}, test_groups=groups)
     summary = {"student-odd": {}, "student-even": {}}
-    (line,) = analysis.disagreement_lines(result, summary)
+    (line,) = findings.disagreement_lines(result, summary)
     assert "of the 8 texts either misses, they share 0 (overlap 0.00); 4 only [student-odd] misses, 4 only" in line
     same = result_of(labels, {"student-odd": odd, "student-even": odd})
-    assert analysis.disagreement_lines(same, summary) == []  # the same errors: no such claim
+    assert findings.disagreement_lines(same, summary) == []  # the same errors: no such claim
 
 
 def test_models_that_fail_different_groups():
@@ -237,18 +237,18 @@ def test_models_that_fail_different_groups():
     odd = [0] * 4 + [1] * 4 + [0, 1, 1, 1] + [0, 0, 1, 1]
     even = [1] * 4 + [0] * 4 + [1] * 4 + [0, 0, 1, 1]
     result = result_of(labels, {"student-odd": odd, "student-even": even}, test_groups=groups)
-    lines = analysis.disagreement_lines(result, {"student-odd": {}, "student-even": {}})
+    lines = findings.disagreement_lines(result, {"student-odd": {}, "student-even": {}})
     assert lines[-1] == (
         "[student-odd] and [student-even] fail different groups (half or more of a group's texts "
         "wrong): only [student-odd] fails 't0'; only [student-even] fails 't1'; both fail 't3'."
     )
-    assert analysis.failed_groups(result, "student-odd") == ["t0", "t3"]
+    assert findings.failed_groups(result, "student-odd") == ["t0", "t3"]
     one_sided = result_of(labels, {"student-odd": odd, "student-even": [1] * 12 + [0, 0, 1, 1]}, test_groups=groups)
-    assert analysis.disagreement_lines(one_sided, {"student-odd": {}, "student-even": {}})[-1].endswith(
+    assert findings.disagreement_lines(one_sided, {"student-odd": {}, "student-even": {}})[-1].endswith(
         "wrong): only [student-odd] fails 't0'; both fail 't3'."
     )  # nothing named for a side that fails none
     alike = result_of(labels, {"student-odd": odd, "student-even": odd}, test_groups=groups)
-    assert analysis.disagreement_lines(alike, {"student-odd": {}, "student-even": {}}) == []
+    assert findings.disagreement_lines(alike, {"student-odd": {}, "student-even": {}}) == []
 
 
 def test_ranking_that_reverses_between_macro_f1_and_roc_auc():
@@ -257,11 +257,11 @@ def test_ranking_that_reverses_between_macro_f1_and_roc_auc():
         y={"macro_f1": 0.70, "roc_auc": 0.95},
         z={"macro_f1": 0.60, "roc_auc": 0.50},
     )
-    (line,) = analysis.reversal_lines(summary)
+    (line,) = findings.reversal_lines(summary)
     assert line.startswith("ROC-AUC reverses 1 pair(s)")
     assert "[x] is above [y] in macro-F1 (0.800 vs 0.700) but below it in ROC-AUC (0.850 vs 0.950)" in line
     same = summary_of(x={"macro_f1": 0.8, "roc_auc": 0.9}, y={"macro_f1": 0.7, "roc_auc": 0.8})
-    assert analysis.reversal_lines(same) == []
+    assert findings.reversal_lines(same) == []
 
 
 def test_a_derived_row_that_predicts_exactly_like_a_member():
@@ -269,7 +269,7 @@ def test_a_derived_row_that_predicts_exactly_like_a_member():
     result = result_of(labels, {"student-odd": [0] * 10, "lora-student": [1] * 10, "ens": [1] * 10, "ens2": [0, 1] * 5})
     result["per_seed"]["0"]["ens"]["ensemble_of"] = ["student-odd", "lora-student"]
     result["per_seed"]["0"]["ens2"]["ensemble_of"] = ["student-odd", "lora-student"]
-    (line,) = analysis.identical_prediction_lines(result)
+    (line,) = findings.identical_prediction_lines(result)
     assert line.startswith("[ens] makes exactly [lora-student]'s 10 test predictions in its one seed")
     # two seeds: the same in seed 0 only is not "exactly like" it
     two = {
@@ -283,7 +283,7 @@ def test_a_derived_row_that_predicts_exactly_like_a_member():
             },
         },
     }
-    assert analysis.identical_prediction_lines(two) == []
+    assert findings.identical_prediction_lines(two) == []
 
 
 def test_lora_costs_as_measured():
@@ -300,13 +300,13 @@ def test_lora_costs_as_measured():
             },
         )
 
-    (slower,) = analysis.lora_cost_lines(rows(150.0))
+    (slower,) = findings.lora_cost_lines(rows(150.0))
     assert "trained 0.30M parameters (0.3% of its 110.30M) against [teacher]'s 110.00M" in slower
     assert "150 s vs 100 s (1.5× slower)" in slower and "did not make training faster" in slower
     assert "cheap" not in slower
-    (faster,) = analysis.lora_cost_lines(rows(50.0))
+    (faster,) = findings.lora_cost_lines(rows(50.0))
     assert "50 s vs 100 s (2.0× faster), so it was cheaper to train here" in faster
-    assert analysis.lora_cost_lines(summary_of(teacher={})) == []  # no LoRA row, no LoRA sentence
+    assert findings.lora_cost_lines(summary_of(teacher={})) == []  # no LoRA row, no LoRA sentence
 
 
 def test_key_findings_name_the_two_questions():
@@ -315,7 +315,7 @@ def test_key_findings_name_the_two_questions():
     result = result_of(labels, {"student-even": A, "student-odd": B, "lora-student": A})
     summary = analysis.summarise(result, 200)
     pairs = analysis.compare_pairs(result, resamples=200)
-    k = analysis.key_findings(result, summary, pairs)
+    k = findings.key_findings(result, summary, pairs)
     assert (k["n_seeds"], k["n_test"], k["n_groups"], k["verdict_basis"]) == (1, 40, None, "mcnemar_holm")
     odd_even = k["odd_vs_even"]
     assert (odd_even["a"], odd_even["b"]) == ("student-odd", "student-even")

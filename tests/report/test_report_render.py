@@ -1,10 +1,11 @@
-"""report.py's rendering from small constructed results: the assignment's table, setup, examples, summary,
+"""The report's rendering (report/tables.py, report/write.py) from small constructed results: the assignment's table, setup, examples, summary,
 per-row thresholds, decimals, joint timings; and the timing itself (costs.time_together, timing.time_run)."""
 
 import pytest
 import torch
 
 from distill_lora.metrics import metrics_from_predictions
+from distill_lora.report import tables
 from distill_lora.report import write as report
 from distill_lora.report.analysis import add_ensembles, summarise
 
@@ -91,19 +92,19 @@ def built():
 
 def test_assignment_table_has_three_columns_and_trained_models_only(built):
     result, summary = built
-    rows = report.assignment_rows(result, summary)
+    rows = tables.assignment_rows(result, summary)
     assert [r[0] for r in rows] == [f"type of {s}" for s in PREDS]  # no int8, no ensembles, no majority row
-    assert all(len(r) == 3 for r in rows) and report.COLUMNS == ("Model Type", "Training Loss", "Test Set Performance")
+    assert all(len(r) == 3 for r in rows) and tables.COLUMNS == ("Model Type", "Training Loss", "Test Set Performance")
     assert rows[1] == ["type of student-odd", "0.250", "0.900 / 0.899"]  # 9 of 10 right; three decimals at n = 10
 
 
 def test_decimals_follow_the_test_size():
-    assert report.digits_for(140) == 3 and report.digits_for(9_999) == 3 and report.digits_for(10_000) == 4
+    assert tables.digits_for(140) == 3 and tables.digits_for(9_999) == 3 and tables.digits_for(10_000) == 4
 
 
 def test_threshold_columns_per_row(built):
     result, summary = built
-    header, rows = report.full_rows(result, summary)
+    header, rows = tables.full_rows(result, summary)
     assert header[-2:] == ["Threshold (validation)", "Macro-F1 at threshold"]  # one row has one: the columns stay
     by_stage = {r[0]: r for r in rows}
     assert by_stage["teacher"][-2:] == ["0.400", "1.000"]
@@ -114,7 +115,7 @@ def test_threshold_columns_per_row(built):
 
 def test_setup_rows(built):
     result, _ = built
-    header, rows = report.setup_rows(result)
+    header, rows = tables.setup_rows(result)
     by_stage = {r[0]: dict(zip(header, r)) for r in rows}
     odd = by_stage["student-odd"]
     assert odd["Starting weights"] == "fine-tuned teacher, layers {1,3,5}"
@@ -142,7 +143,7 @@ def test_costs_use_joint_timings_and_show_the_teacher_pass(built):
             for s in [*PREDS, "teacher-int8"]
         },
     }
-    header, rows = report.cost_rows(result, summary, timings)
+    header, rows = tables.cost_rows(result, summary, timings)
     by_stage = {r[0]: dict(zip(header, r)) for r in rows}
     latency = next(h for h in header if h.startswith("Latency"))
     assert by_stage["teacher"][latency] == "2.00 [1.50–3.00]"

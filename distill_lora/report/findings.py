@@ -1,0 +1,425 @@
+"""Findings drawn from the numbers: the sentences of the report's Analysis section. Each is written only when the
+numbers of the same comparison support it."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from distill_lora.report.analysis import (
+    _difference_sentence,
+    _name,
+    _pair,
+    _times,
+    groups_of,
+    int8_comparisons,
+    int8_sentence,
+    runs_of,
+    stage_ids,
+)
+from distill_lora.stage_ids import (
+    LORA_STUDENT,
+    LORA_TEACHER,
+    STUDENT_EVEN,
+    STUDENT_ODD,
+    TEACHER,
+    is_derived,
+    is_student,
+)
+
+OVERFIT_LOSS_RISE = 1.05  # validation loss must end ≥ 5% above its minimum
+
+
+def overfitting(history: list[dict], select_metric: str = "macro_f1") -> dict | None:
+    """Whether a training curve shows overfitting, by a rule that needs two signals.
+
+    With val_loss and the selection metric m (val_macro_f1 or val_accuracy; val_macro_f1 when the epoch was
+    selected by loss) per epoch, n epochs:
+    - the loss signal: validation loss is lowest at an epoch k < n and ends ≥ 5% above that minimum;
+    - the metric signal: m is highest at an epoch e < n and is lower at epoch n.
+    Both: "overfits" after epoch e. Loss only: "loss only" (the model grew more confident on what it gets
+    wrong, but its selection metric did not fall: not called overfitting). Otherwise None.
+    """
+    if len(history) < 2:
+        return None
+    key = "val_macro_f1" if select_metric == "loss" else f"val_{select_metric}"
+    losses, scores = [h["val_loss"] for h in history], [h[key] for h in history]
+    n, k, e = len(history), int(np.argmin(losses)) + 1, int(np.argmax(scores)) + 1
+    if not (k < n and losses[-1] >= losses[k - 1] * OVERFIT_LOSS_RISE):
+        return None
+    found = {
+        "loss_min_epoch": k,
+        "loss_min": losses[k - 1],
+        "loss_last": losses[-1],
+        "epochs": n,
+        "metric": key,
+        "metric_best_epoch": e,
+        "metric_best": scores[e - 1],
+        "metric_last": scores[-1],
+    }
+    found["kind"] = "overfits" if e < n and scores[-1] < scores[e - 1] else "loss only"
+    return found
+
+
+def overfit_sentence(name: str, seed, o: dict) -> str:
+    metric = o["metric"].removeprefix("val_").replace("macro_f1", "macro-F1")
+    loss = (
+        f"validation loss rose from {o['loss_min']:.4f} (epoch {o['loss_min_epoch']}) to {o['loss_last']:.4f} "
+        f"(epoch {o['epochs']})"
+    )
+    if o["kind"] == "overfits":
+        return (
+            f"{name}, seed {seed}: {loss} and validation {metric} fell from {o['metric_best']:.4f} "
+            f"(epoch {o['metric_best_epoch']}) to {o['metric_last']:.4f}: it overfits after epoch "
+            f"{o['metric_best_epoch']}."
+        )
+    return (
+        f"{name}, seed {seed}: {loss}, but validation {metric} did not fall ({o['metric_best']:.4f} at epoch "
+        f"{o['metric_best_epoch']}, {o['metric_last']:.4f} at the last): not overfitting by the rule "
+        "(both must worsen)."
+    )
+
+
+def seed_lines(result: dict, summary: dict) -> list[str]:
+    """What the seeds can tell: nothing about ranking stability with one; the measured spread with several."""
+    seeds = result["seeds"]
+    if len(seeds) < 2:
+        return [
+            f"One training seed ({seeds[0]}): the ranking and differences are of this seed only; how much "
+            "they move from seed to seed was not measured, so ranking across seeds is impossible here."
+        ]
+    spread = {s: x["macro_f1"]["std"] for s, x in summary.items() if x["macro_f1"]["std"] is not None}
+    hi, lo = max(spread, key=spread.get), min(spread, key=spread.get)
+    return [
+        f"Seed-to-seed spread of test macro-F1 (sample std over {len(seeds)} seeds): from {spread[lo]:.4f} "
+        f"[{lo}] to {spread[hi]:.4f} [{hi}]."
+    ]
+
+
+RECALL_GAP = 0.05  # a class counts as missed when the model's recall is this far below the teacher's
+
+
+def _recall(labels: np.ndarray, pred: np.ndarray, c: int) -> float:
+    return float(np.mean(pred[labels == c] == c))
+
+
+def missed_class_lines(result: dict, summary: dict) -> list[str]:
+    """Per trained model, the class whose recall (from its test predictions, mean over seeds) falls furthest below
+    the teacher's, when it is at least RECALL_GAP below. Derived rows (int8, ensembles) are left out: their
+    members' lines and the identical-prediction lines cover them."""
+    if TEACHER not in summary:
+        return []
+    labels, names = np.asarray(result["test_labels"]), result["label_names"]
+
+    def recalls(stage):
+        return [
+            np.mean([_recall(labels, np.asarray(r["predictions"]["pred"]), c) for r in runs_of(result, stage)])
+            for c in range(len(names))
+        ]
+
+    teacher = recalls(TEACHER)
+    lines = []
+    for stage in summary:
+        if stage == TEACHER or is_derived(stage) or summary[stage].get("quantized_from"):
+            continue
+        own = recalls(stage)
+        c = int(np.argmax([t - o for t, o in zip(teacher, own)]))
+        if teacher[c] - own[c] >= RECALL_GAP:
+            lines.append(
+                f"{_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
+                f"teacher's {teacher[c]:.2f} ({int(np.sum(labels == c))} such test texts)."
+            )
+    return lines
+
+
+DISAGREEMENT_PAIRS = (
+    (STUDENT_ODD, STUDENT_EVEN),
+    (STUDENT_ODD, LORA_STUDENT),
+    (STUDENT_EVEN, LORA_STUDENT),
+    (TEACHER, LORA_TEACHER),
+)
+DISAGREE_OVERLAP = 0.5  # errors "on different texts": under half of the texts either gets wrong are shared
+
+
+def error_overlap(result: dict, a: str, b: str) -> dict:
+    """Test texts each model gets wrong, pooled over seeds: A only, B only, both; Jaccard = both / either."""
+    labels = np.asarray(result["test_labels"])
+    wrong_a = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, a)])
+    wrong_b = np.concatenate([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, b)])
+    both, either = int(np.sum(wrong_a & wrong_b)), int(np.sum(wrong_a | wrong_b))
+    return {
+        "a_only": int(np.sum(wrong_a & ~wrong_b)),
+        "b_only": int(np.sum(~wrong_a & wrong_b)),
+        "both": both,
+        "either": either,
+        "jaccard": both / either if either else None,
+    }
+
+
+def failed_groups(result: dict, stage: str) -> list[str]:
+    """Groups (data.group_column) on which a model gets at least half of the texts wrong, pooled over seeds."""
+    labels, groups = np.asarray(result["test_labels"]), np.asarray(groups_of(result), dtype=str)
+    wrong = np.mean([np.asarray(r["predictions"]["pred"]) != labels for r in runs_of(result, stage)], axis=0)
+    return [g for g in dict.fromkeys(groups) if wrong[groups == g].mean() >= 0.5]
+
+
+def _quoted(groups: list[str]) -> str:
+    return ", ".join(f"'{g}'" for g in groups)
+
+
+def disagreement_lines(result: dict, summary: dict) -> list[str]:
+    """Pairs of models that get different texts wrong (their errors overlap less than DISAGREE_OVERLAP), and,
+    when the data names groups, the groups only one of the two fails (half or more of their texts wrong)."""
+    lines = []
+    seeds = "pooled over seeds" if len(result["seeds"]) > 1 else "one seed"
+    for a, b in DISAGREEMENT_PAIRS:
+        if a not in summary or b not in summary:
+            continue
+        o = error_overlap(result, a, b)
+        if o["jaccard"] is not None and o["jaccard"] < DISAGREE_OVERLAP and o["a_only"] and o["b_only"]:
+            lines.append(
+                f"[{a}] and [{b}] get different texts wrong: of the {o['either']} texts either misses, they "
+                f"share {o['both']} (overlap {o['jaccard']:.2f}); {o['a_only']} only [{a}] misses, "
+                f"{o['b_only']} only [{b}] ({seeds})."
+            )
+        if groups_of(result) is None:
+            continue
+        fa, fb = failed_groups(result, a), failed_groups(result, b)
+        only_a, only_b = [g for g in fa if g not in fb], [g for g in fb if g not in fa]
+        shared = [g for g in fa if g in fb]
+        parts = [f"only [{x}] fails {_quoted(gs)}" for x, gs in ((a, only_a), (b, only_b)) if gs]
+        if parts:
+            parts += [f"both fail {_quoted(shared)}"] if shared else []
+            lines.append(
+                f"[{a}] and [{b}] fail different groups (half or more of a group's texts wrong): "
+                + "; ".join(parts)
+                + "."
+            )
+    return lines
+
+
+def reversal_lines(summary: dict, shown: int = 3) -> list[str]:
+    """Pairs ranked one way by macro-F1 (at the 0.5 cut) and the other way by ROC-AUC (threshold-free)."""
+    rows = [s for s in summary if summary[s]["roc_auc"]["mean"] is not None]
+    f1 = {s: summary[s]["macro_f1"]["mean"] for s in rows}
+    auc = {s: summary[s]["roc_auc"]["mean"] for s in rows}
+    flips = [(a, b) for a, b in itertools.permutations(rows, 2) if f1[a] > f1[b] and auc[a] < auc[b]]
+    flips.sort(key=lambda ab: f1[ab[0]] - f1[ab[1]], reverse=True)
+    if not flips:
+        return []
+    text = "; ".join(
+        f"[{a}] is above [{b}] in macro-F1 ({f1[a]:.3f} vs {f1[b]:.3f}) but below it in ROC-AUC "
+        f"({auc[a]:.3f} vs {auc[b]:.3f})"
+        for a, b in flips[:shown]
+    )
+    more = f"; {len(flips) - shown} more pair(s) reverse" if len(flips) > shown else ""
+    return [f"ROC-AUC reverses {len(flips)} pair(s) of the macro-F1 ranking: {text}{more}."]
+
+
+def identical_prediction_lines(result: dict) -> list[str]:
+    """Derived rows (ensembles, int8) whose test predictions equal one member's in every seed."""
+    lines = []
+    n = len(result["test_labels"])
+    for stage in stage_ids(result):
+        runs = runs_of(result, stage)
+        members = runs[0].get("ensemble_of") or ([runs[0]["quantized_from"]] if runs[0].get("quantized_from") else [])
+        for m in members:
+            if m in stage_ids(result) and all(
+                r["predictions"]["pred"] == x["predictions"]["pred"] for r, x in zip(runs, runs_of(result, m))
+            ):
+                seeds = "in every seed" if len(runs) > 1 else "in its one seed"
+                lines.append(
+                    f"[{stage}] makes exactly [{m}]'s {n} test predictions {seeds}: as a classifier it "
+                    f"adds nothing over [{m}]."
+                )
+                break
+    return lines
+
+
+def lora_cost_lines(summary: dict) -> list[str]:
+    """Each LoRA model against the fully trained model of the same depth: trained parameters, measured training
+    time (with its ratio) and, when timed, latency; "cheaper to train" only when its time says so."""
+    lines = []
+    for lora, full in ((LORA_TEACHER, TEACHER), (LORA_STUDENT, STUDENT_ODD), (LORA_STUDENT, STUDENT_EVEN)):
+        if lora not in summary or full not in summary:
+            continue
+        lo, fu = summary[lora], summary[full]
+        t_lo = lo["wall_time_s"]["mean"]
+        t_fu = fu.get("wall_time_with_teacher_s", fu["wall_time_s"])["mean"]
+        counting = " counting the teacher it needs" if "wall_time_with_teacher_s" in fu else ""
+        ratio = t_fu / t_lo if t_lo else float("inf")
+        line = (
+            f"[{lora}] trained {lo['trainable_params'] / 1e6:.2f}M parameters "
+            f"({lo['trainable_params'] / lo['total_params']:.1%} of its {lo['total_params'] / 1e6:.2f}M) against "
+            f"[{full}]'s {fu['trainable_params'] / 1e6:.2f}M; training took {t_lo:.0f} s vs {t_fu:.0f} s{counting} "
+            f"({_times(ratio, 'faster', 'slower')})"
+        )
+        line += (
+            ", so it was cheaper to train here"
+            if t_lo < t_fu
+            else ", so fewer trained parameters did not make training faster here"
+        )
+        if "latency_ms_batch1" in lo and "latency_ms_batch1" in fu:
+            line += (
+                f"; at inference it has {lo['depth']} layers to [{full}]'s {fu['depth']}: "
+                f"{lo['latency_ms_batch1']['mean']:.1f} vs {fu['latency_ms_batch1']['mean']:.1f} ms per example "
+                "at batch 1"
+            )
+        lines.append(line + ".")
+    return lines
+
+
+def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
+    """Problems actually visible in this run's numbers."""
+    found = []
+    for stage in stage_ids(result):
+        name = _name(summary, stage)
+        for seed, r in zip(result["seeds"], runs_of(result, stage)):
+            o = overfitting(r["validation_history"], r.get("select_metric", "macro_f1"))
+            if o:  # an ensemble or int8 row has no history: it was not trained
+                found.append(overfit_sentence(name, seed, o))
+        f1 = summary[stage]["macro_f1"]["mean"]
+        if f1 <= majority_f1 + 0.05:
+            found.append(
+                f"{name} barely beats or does not beat the majority-class baseline "
+                f"(macro-F1 {f1:.4f} vs {majority_f1:.4f}): it did not learn the task in this budget."
+            )
+        ece = summary[stage]["ece"]["mean"]
+        if ece is not None and ece > 0.1:
+            found.append(
+                f"{name} is poorly calibrated (expected calibration error {ece:.3f}): "
+                "its probabilities should not be read as confidence."
+            )
+        if len(runs_of(result, stage)[0]["validation_history"]) > 1 and all(
+            r["selected_epoch"] == len(r["validation_history"]) for r in runs_of(result, stage)
+        ):
+            found.append(f"{name}: the last epoch was the best in every seed: more epochs may help.")
+    if TEACHER in summary:
+        for stage in summary:
+            if is_student(stage) and not summary[stage].get("quantized_from"):
+                p = _pair(pairs, TEACHER, stage)
+                if p and p["verdict"] == "significant" and p["winner"] == TEACHER:
+                    gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
+                    found.append(
+                        f"{_name(summary, stage)} never caught up with its teacher "
+                        f"(macro-F1 {gap:.4f} lower, significant)."
+                    )
+    return found
+
+
+def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
+    p = _pair(pairs, a, b)
+    if p is None:
+        return None
+    d = p["diff"]
+    if p["a"] != a:  # the pair was tested as B − A: report A − B, in the order asked
+        d = {m: {**x, "point": -x["point"], "low": -x["high"], "high": -x["low"]} for m, x in d.items()}
+    adjusted = p["bootstrap_p_holm"] if p["verdict_basis"] == "cluster_bootstrap" else max(p["mcnemar_p_holm"])
+    return {
+        "a": a,
+        "b": b,
+        "macro_f1_a": summary[a]["macro_f1"]["mean"],
+        "macro_f1_b": summary[b]["macro_f1"]["mean"],
+        "diff": d,
+        "verdict": p["verdict"],
+        "winner": p["winner"],
+        "p_holm": adjusted,
+        "verdict_basis": p["verdict_basis"],
+    }
+
+
+def key_findings(result: dict, summary: dict, pairs: list[dict]) -> dict:
+    """The numbers a five-line summary needs: the two questions' pairs (A − B with CI and verdict) and costs."""
+    students = [s for s in (STUDENT_ODD, STUDENT_EVEN) if s in summary]
+    best = max(students, key=lambda s: summary[s]["macro_f1"]["mean"]) if students else None
+    groups = groups_of(result)
+    return {
+        "n_seeds": len(result["seeds"]),
+        "n_test": len(result["test_labels"]),
+        "n_groups": len(set(groups)) if groups is not None else None,
+        "verdict_basis": pairs[0]["verdict_basis"] if pairs else None,
+        "odd_vs_even": _finding(summary, pairs, STUDENT_ODD, STUDENT_EVEN),
+        "distill_vs_lora": _finding(summary, pairs, best, LORA_STUDENT) if best else None,
+        "costs": {
+            s: {
+                "train_time_s": x["wall_time_s"]["mean"],
+                "train_time_with_teacher_s": x.get("wall_time_with_teacher_s", {}).get("mean"),
+                "trainable_params": x["trainable_params"],
+                "total_params": x["total_params"],
+                "depth": x["depth"],
+                "latency_ms_batch1": x.get("latency_ms_batch1", {}).get("mean"),
+            }
+            for s, x in summary.items()
+            if not is_derived(s) and not x.get("quantized_from")
+        },
+    }
+
+
+def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
+    """The report's Analysis section as markdown lines."""
+    ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)
+    lines = [
+        "**Ranking by mean test macro-F1:** "
+        + "; ".join(f"{i + 1}. {_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked))
+        + "."
+    ]
+    lines += ["", *seed_lines(result, summary), "", "**Differences:**"]
+    key_pairs = list(zip(ranked, ranked[1:]))
+    for a, b in (
+        (STUDENT_ODD, STUDENT_EVEN),
+        (TEACHER, LORA_TEACHER),
+        (LORA_STUDENT, STUDENT_ODD),
+        (LORA_STUDENT, STUDENT_EVEN),
+    ):
+        if a in summary and b in summary and (a, b) not in key_pairs and (b, a) not in key_pairs:
+            key_pairs.append((a, b))
+    for a, b in key_pairs:
+        sentence = _difference_sentence(summary, pairs, a, b)
+        if sentence:
+            lines.append(f"- {sentence}")
+    shown = (
+        missed_class_lines(result, summary)
+        + disagreement_lines(result, summary)
+        + reversal_lines(summary)
+        + identical_prediction_lines(result)
+    )
+    if shown:
+        lines += ["", "**What the tables show:**"] + [f"- {x}" for x in shown]
+    lines.append("")
+    lines.append("**Costs:**")
+    for s in ranked:
+        x = summary[s]
+        if x.get("quantized_from"):
+            cost = (
+                f"- {_name(summary, s)}: {x['depth']} layers, no training of its own ({x['wall_time_s']['mean']:.0f} s "
+                f"to obtain: the training of {x['quantized_from']}, then {x['quantize_time_s']['mean']:.1f} s "
+                "quantising)"
+            )
+            if "latency_ms_batch1" in x:
+                cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1 on CPU"
+            lines.append(cost + ".")
+            continue
+        cost = (
+            f"- {_name(summary, s)}: {x['depth']} layers, {x['trainable_params'] / 1e6:.2f}M of "
+            f"{x['total_params'] / 1e6:.2f}M parameters trained, {x['wall_time_s']['mean']:.0f} s of training"
+        )
+        if "wall_time_with_teacher_s" in x:
+            cost += f" ({x['wall_time_with_teacher_s']['mean']:.0f} s counting the teacher it needs)"
+        if "latency_ms_batch1" in x:
+            cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1"
+        lines.append(cost + ".")
+    lines += [f"- {x}" for x in lora_cost_lines(summary)]
+    int8 = int8_comparisons(summary, pairs)
+    if int8:
+        lines += ["", "**int8 dynamic quantisation (the same model, int8 weights, no training):**"]
+        lines += [f"- {int8_sentence(summary, c)}" for c in int8]
+    lines.append("")
+    lines.append("**Challenges observed in this run:**")
+    found = challenges(result, summary, pairs, majority_f1)
+    lines += [f"- {c}" for c in found] or [
+        "- none of the checked problems (overfitting validation curves, "
+        "majority-level models, poor calibration, students far behind "
+        "their teacher) appeared."
+    ]
+    return lines

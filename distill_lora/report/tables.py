@@ -1,0 +1,541 @@
+"""The report's tables and their cells: the assignment's table, setup, full results, per class, costs, int8, pairs,
+data. Pure functions of the comparison dict (results.json)."""
+
+from __future__ import annotations
+
+from distill_lora.report.analysis import int8_comparisons, runs_of, stage_ids
+from distill_lora.stage_ids import is_lora, is_student, kind_of
+
+COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
+
+LAYERS_NOTE = (
+    "Layers = the encoder layers a model runs at inference; a LoRA model runs every layer of the model "
+    "it adapts, and its adapters add to it."
+)
+LOSS_NOTE = (
+    "Training Loss = mean cross-entropy with the true labels over the training batches of the selected "
+    "epoch (train mode, dropout on), the same quantity for every model; a distilled student's total "
+    "distillation loss is in the setup table."
+)
+INT8_NOTE = (
+    "int8 rows: the fp32 model above with post-training dynamic quantisation (torch): nn.Linear weights "
+    "in int8, activations quantised per batch at run time, on the CPU; nothing was trained. Size = int8 "
+    "weights + their scales + the fp32 rest (embeddings, LayerNorm, biases); the int8 weights are not saved "
+    "(rebuilt exactly from the fp32 stage folder)."
+)
+TEST_NOTE = (
+    "Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
+    "after its epoch was selected on validation; the test split chose nothing."
+)
+ENSEMBLE_NOTE = (
+    "Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
+    "of their members' (they run every member), not measurements; their peak memory was not measured."
+)
+DEMO_SOURCE = "package:distill_lora/demo_data"
+EXAMPLE_CHARS = 160  # a misclassified text is cut here: enough to recognise it, short enough to scan
+
+
+def digits_for(n_test: int) -> int:
+    """Decimals a test metric can carry: one example moves accuracy by 1/n, so with n < 10,000 the fourth
+    decimal is noise."""
+    return 3 if n_test < 10_000 else 4
+
+
+def _ms(x: dict, digits: int = 3, one_seed: bool = False) -> str:
+    """'0.812' for one seed, '0.812 ± 0.005' (sample std over seeds) for several."""
+    if x is None or x["mean"] is None:
+        return "–"
+    if one_seed:
+        return f"{x['mean']:.{digits}f}"
+    return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
+
+
+def _millions(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f}M"
+
+
+def _mib(n: int | None) -> str:
+    return "–" if not n else f"{n / 2**20:.1f} MiB"
+
+
+def _seeds_text(result: dict) -> str:
+    seeds = result["seeds"]
+    if len(seeds) == 1:
+        return f"one training seed ({seeds[0]}): how much the numbers move between seeds was not measured"
+    return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def derived_from(result: dict, stage: str) -> str | None:
+    """'int8' or 'ensemble' for rows that were not trained (made from trained models), else None."""
+    run = runs_of(result, stage)[0]
+    if run.get("quantized_from"):
+        return "int8"
+    if run.get("ensemble_of"):
+        return "ensemble"
+    return None
+
+
+def trained_stages(result: dict) -> list[str]:
+    return [st for st in stage_ids(result) if derived_from(result, st) is None]
+
+
+def _digits(result: dict) -> int:
+    return digits_for(len(result["test_labels"]))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
+    """The assignment's table: one row per trained model; accuracy / macro-F1 in one cell."""
+    one, d = len(result["seeds"]) == 1, _digits(result)
+    return [
+        [
+            summary[st]["model_type"],
+            _ms(summary[st]["train_loss"], d, one),
+            f"{_ms(summary[st]['accuracy'], d, one)} / {_ms(summary[st]['macro_f1'], d, one)}",
+        ]
+        for st in trained_stages(result)
+    ]
+
+
+def _ci(s: dict, metric: str, d: int) -> str:
+    ci = s["ci"][metric]
+    return f"{ci['point']:.{d}f} [{ci['low']:.{d}f}, {ci['high']:.{d}f}]"
+
+
+def _ci_methods(summary: dict) -> str:
+    """The CI methods used, as the summary names them (percentile bootstrap when unnamed)."""
+    methods = {}
+    for s in summary.values():
+        for metric in ("accuracy", "macro_f1"):
+            methods.setdefault(s["ci"][metric].get("method", "percentile bootstrap"), []).append(metric)
+    return "; ".join(sorted(methods))
+
+
+def _selected(run: dict) -> dict | None:
+    """The validation record of the selected epoch (None for rows that were not trained)."""
+    if not run.get("selected_epoch") or not run.get("validation_history"):
+        return None
+    return run["validation_history"][run["selected_epoch"] - 1]
+
+
+def validation_cell(result: dict, stage: str, d: int) -> str:
+    """'acc / macro-F1' on validation at the selected epoch, mean over seeds; '–' for untrained rows."""
+    picked = [_selected(r) for r in runs_of(result, stage)]
+    if None in picked:
+        return "–"
+    acc = sum(p["val_accuracy"] for p in picked) / len(picked)
+    f1 = sum(p["val_macro_f1"] for p in picked) / len(picked)
+    return f"{acc:.{d}f} / {f1:.{d}f}"
+
+
+def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
+    one, d = len(result["seeds"]) == 1, _digits(result)
+    header = [
+        "Model",
+        "Layers",
+        "Validation acc / macro-F1 (selected epoch)",
+        "Accuracy [95% CI]",
+        "Macro-F1 [95% CI]",
+        "F1 positive",
+        "ROC-AUC",
+        "PR-AUC",
+        "ECE",
+    ]
+    tuned = any("at_threshold" in s for s in summary.values())
+    if tuned:  # per row: a row without its own threshold (every ensemble) shows "–"
+        header += ["Threshold (validation)", "Macro-F1 at threshold"]
+    rows = []
+    for stage, s in summary.items():
+        row = [
+            stage,
+            str(s["depth"]),
+            validation_cell(result, stage, d),
+            _ci(s, "accuracy", d),
+            _ci(s, "macro_f1", d),
+            _ms(s["f1_positive"], d, one),
+            _ms(s["roc_auc"], d, one),
+            _ms(s["pr_auc"], d, one),
+            _ms(s["ece"], d, one),
+        ]
+        if tuned:
+            row += [
+                _ms(s.get("threshold"), 3, one),
+                _ms(s["at_threshold"]["macro_f1"], d, one) if "at_threshold" in s else "–",
+            ]
+        rows.append(row)
+    return header, rows
+
+
+def _starting_weights(result: dict, stage: str) -> str:
+    run = runs_of(result, stage)[0]
+    layers = run.get("teacher_layers")
+    cut = f"layers {{{','.join(map(str, layers))}}}" if layers else f"all {run['depth']} layers"
+    if is_student(stage):
+        return f"fine-tuned teacher, {cut}"
+    if is_lora(stage):
+        return f"pretrained, {cut}, + LoRA adapters and a new head"
+    return f"pretrained, {cut}, + a new head"
+
+
+def _loss_text(stage: str, run: dict) -> str:
+    w = run.get("loss_weights")
+    if w is None:
+        if is_student(stage):  # a run from before metrics.json recorded the weights
+            return "w_ce·CE + w_kl·T²·KL + w_cos·cos (distillation)"
+        return "CE"
+    text = f"{w['w_ce']:.2g}·CE + {w['w_kl']:.2g}·T²·KL + {w['w_cos']:.2g}·cos (T = {w['temperature']:g})"
+    return text + (f" + {w['w_hidden']:.2g}·hidden cos" if w.get("w_hidden") else "")
+
+
+def _derived_note(summary: dict) -> list[str]:
+    """What the rows marked – are, naming only the kinds this run has (no line when it has none)."""
+    kinds = []
+    if any(s.get("quantized_from") for s in summary.values()):
+        kinds.append("int8 rows quantise a trained model")
+    if any(kind_of(stage).kind == "ensemble" for stage in summary):
+        kinds.append("ensembles average trained models")
+    return [f"- Rows marked – were not trained: {'; '.join(kinds)}."] if kinds else []
+
+
+PRECISION = {"no": "fp32", "bf16": "bf16 mixed", "fp16": "fp16 mixed"}  # accelerate's names → the reader's
+
+
+def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """How each model was made: weights it started from, loss, what was trained, and how."""
+    header = [
+        "Model",
+        "Starting weights",
+        "Loss",
+        "Trainable params",
+        "Epochs run / selected",
+        "Learning rate",
+        "Batch size",
+        "Precision",
+        "Final training loss (total)",
+    ]
+    rows = []
+    for stage in stage_ids(result):
+        run, kind = runs_of(result, stage)[0], derived_from(result, stage)
+        if kind == "int8":
+            rows.append(
+                [
+                    stage,
+                    f"{run['quantized_from']}, weights quantised to int8",
+                    "– (not trained)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    run.get("precision", "int8 weights, fp32 activations"),
+                    "–",
+                ]
+            )
+            continue
+        if kind == "ensemble":
+            rows.append(
+                [
+                    stage,
+                    "mean probability of " + ", ".join(run["ensemble_of"]),
+                    "– (not trained)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                ]
+            )
+            continue
+        t = run.get("train_settings", {})
+        total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) if is_student(stage) else "–"
+        rows.append(
+            [
+                stage,
+                _starting_weights(result, stage),
+                _loss_text(stage, run),
+                _millions(run["trainable_params"]),
+                f"{len(run['validation_history'])}"
+                + (f" of {t['epochs']}" if "epochs" in t else "")
+                + f" / {run['selected_epoch']}",
+                f"{t['lr']:g}" if "lr" in t else "–",
+                str(t.get("batch_size", "–")),
+                PRECISION.get(run.get("precision"), str(run.get("precision", "–"))),
+                total,
+            ]
+        )
+    return header, rows
+
+
+def _mean_of(result: dict, stage: str, key: str) -> dict:
+    values = [r[key] for r in runs_of(result, stage) if r.get(key) is not None]
+    return {"mean": sum(values) / len(values) if values else None, "std": 0.0}
+
+
+def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    names = result["label_names"]
+    header = ["Model"] + [f"{n}: {k}" for n in names for k in ("precision", "recall")]
+    rows = []
+    for stage in stage_ids(result):
+        runs = runs_of(result, stage)
+        row = [stage]
+        for n in names:
+            for k in ("precision", "recall"):
+                vals = [r["test"]["per_class"][n][k] for r in runs]
+                row.append(f"{sum(vals) / len(vals):.{_digits(result)}f}")
+        rows.append(row)
+    return header, rows
+
+
+def measured_on(summary: dict, fallback: str) -> str:
+    """The device(s) the costs were measured on, from each stage's own metrics.json: the process that writes the
+    report (e.g. a no-op re-run with another thread count) measured nothing. One device: its name; several:
+    each with its stages. int8 rows are timed on the CPU and say so in their own section."""
+    stages_on: dict[str, list[str]] = {}
+    for stage, s in summary.items():
+        if not s.get("quantized_from"):
+            stages_on.setdefault(s.get("device") or fallback, []).append(stage)
+    if len(stages_on) <= 1:
+        return next(iter(stages_on), fallback)
+    return "; ".join(f"{device} ({', '.join(stages)})" for device, stages in stages_on.items())
+
+
+def _spread_text(x: dict, digits: int) -> str:
+    return f"{x['median']:.{digits}f} [{x['min']:.{digits}f}–{x['max']:.{digits}f}]"
+
+
+def timed_speed(result: dict, summary: dict, timings: dict | None, stage: str) -> tuple[str, str]:
+    """(latency, throughput) cells: the joint timing at the end of the run (median [min–max] of its repeats)
+    when there is one; an ensemble's is the sum over its members; else the stage's own timing after training."""
+    models = (timings or {}).get("models", {})
+    if stage in models:
+        t = models[stage]
+        return _spread_text(t["latency_ms_batch1"], 2), _spread_text(t["throughput_batch64"], 1)
+    members = runs_of(result, stage)[0].get("ensemble_of")
+    if members and all(m in models for m in members):
+        latency = sum(models[m]["latency_ms_batch1"]["median"] for m in members)
+        throughput = 1 / sum(1 / models[m]["throughput_batch64"]["median"] for m in members)
+        return f"{latency:.2f} (sum)", f"{throughput:.1f} (sum)"
+    s, one = summary[stage], len(result["seeds"]) == 1
+    if "latency_ms_batch1" not in s:
+        return "–", "–"
+    return _ms(s["latency_ms_batch1"], 2, one), _ms(s["throughput_batch64"], 1, one)
+
+
+def teacher_pass_cell(result: dict, stage: str) -> str:
+    """The teacher-logit pass a distilled student needed (its own cost, apart from the student's training)."""
+    t = runs_of(result, stage)[0].get("teacher_targets")
+    if not t:
+        return "–"
+    if t.get("reused"):
+        return "reused (cached)"
+    return f"{t['time_s']:.1f} s, {_mib(t.get('peak_memory_bytes'))}"
+
+
+def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[str], list[list[str]]]:
+    one = len(result["seeds"]) == 1
+    spread = " (median [min–max] of repeats)" if timings else ""
+    header = [
+        "Model",
+        "Layers",
+        "Total params",
+        "Trainable params",
+        "Weights on disk",
+        "Training time (s)",
+        "Teacher-logit pass",
+        "Training samples/s",
+        "Peak memory",
+        f"Latency, batch 1 (ms/example){spread}",
+        f"Throughput, batch 64 (examples/s){spread}",
+    ]
+    rows = []
+    first = next(iter(summary.values()))
+    for stage, s in summary.items():
+        kind = derived_from(result, stage)
+        time_s = _ms(s["wall_time_s"], 1, one)
+        if "wall_time_with_teacher_s" in s:
+            time_s += f" (with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)})"
+        weights = _mib(s.get("weights_bytes"))
+        if is_lora(stage):
+            weights += " adapter + head (base model shipped separately)"
+        if kind == "int8":  # not trained: what it takes to obtain it is its source's training plus quantising
+            time_s = f"– ({s['quantized_from']} + {_ms(s['quantize_time_s'], 1, one)} s quantising)"
+            weights += " int8 (not saved; rebuilt from its source)"
+        elif kind == "ensemble":
+            time_s += " (sum of members)"
+        elif s.get("device") != first.get("device"):  # trained somewhere else
+            time_s += f" on {s.get('device')}"
+        # an ensemble's members ran apart: its peak memory was never measured
+        memory = "–" if kind == "ensemble" else _mib(s["peak_memory_bytes"])
+        # int8 rows on a GPU run: CPU RSS, said in the cell
+        if kind != "ensemble" and s.get("peak_memory_kind") != first.get("peak_memory_kind"):
+            memory += f" ({s.get('peak_memory_kind')})"
+        latency, throughput = timed_speed(result, summary, timings, stage)
+        device = ((timings or {}).get("models", {}).get(stage) or {}).get("device") or s.get("device")
+        if device != (timings or {}).get("device", first.get("device")) and latency != "–" and kind != "ensemble":
+            latency, throughput = f"{latency} on {device}", f"{throughput} on {device}"
+        trainable = "–" if kind == "int8" else _millions(s["trainable_params"])
+        rows.append(
+            [
+                stage,
+                str(s["depth"]),
+                _millions(s["total_params"]),
+                trainable,
+                weights,
+                time_s,
+                teacher_pass_cell(result, stage),
+                _ms(s["samples_per_s"], 1, one),
+                memory,
+                latency,
+                throughput,
+            ]
+        )
+    return header, rows
+
+
+def _int8_speed(c: dict, timings: dict | None) -> dict | None:
+    """fp32 and int8 CPU timings of one int8 row: from the joint timing when it has both, else the stage's."""
+    models = (timings or {}).get("models", {})
+    fp32 = models.get(f"{c['source']} (fp32 on CPU)") or models.get(c["source"])
+    if c["stage"] in models and fp32 and fp32["device"].startswith("cpu"):
+        return {
+            "latency_ms_int8": models[c["stage"]]["latency_ms_batch1"]["median"],
+            "latency_ms_fp32": fp32["latency_ms_batch1"]["median"],
+            "throughput_int8": models[c["stage"]]["throughput_batch64"]["median"],
+            "throughput_fp32": fp32["throughput_batch64"]["median"],
+        }
+    if "speedup_batch1" in c:
+        return {k: c[k] for k in ("latency_ms_int8", "latency_ms_fp32", "throughput_int8", "throughput_fp32")}
+    return None
+
+
+def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) -> tuple[list[str], list[list[str]]]:
+    """Each int8 row beside its fp32 source: size, speed on the same CPU, macro-F1 and the pair's verdict."""
+    header = [
+        "int8 model",
+        "Size int8 / fp32",
+        "× smaller",
+        "CPU latency batch 1, int8 / fp32 (ms)",
+        "× faster",
+        "CPU throughput batch 64, int8 / fp32 (ex/s)",
+        "× faster",
+        "Macro-F1 int8 / fp32",
+        "Change",
+        "verdict (as in the pairs table)",
+    ]
+    rows = []
+    for c in int8_comparisons(summary, pairs):
+        t = _int8_speed(c, timings)
+        p = c["pair"]
+        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+        rows.append(
+            [
+                c["stage"],
+                f"{_mib(c['int8_bytes'])} / {_mib(c['fp32_bytes'])}",
+                f"{c['size_ratio']:.2f}",
+                f"{t['latency_ms_int8']:.2f} / {t['latency_ms_fp32']:.2f}" if t else "–",
+                f"{t['latency_ms_fp32'] / t['latency_ms_int8']:.2f}" if t else "–",
+                f"{t['throughput_int8']:.1f} / {t['throughput_fp32']:.1f}" if t else "–",
+                f"{t['throughput_int8'] / t['throughput_fp32']:.2f}" if t else "–",
+                f"{c['macro_f1_int8']:.{d}f} / {c['macro_f1_fp32']:.{d}f}",
+                f"{c['macro_f1_change']:+.{d}f}",
+                verdict,
+            ]
+        )
+    return header, rows
+
+
+def _diff_cell(p: dict, metric: str, d: int) -> str:
+    x = p.get("diff", {}).get(metric)
+    if x is None:
+        return f"{p['macro_f1_diff']:+.{d}f}" if metric == "macro_f1" else "–"
+    return f"{x['point']:+.{d}f} [{x['low']:+.{d}f}, {x['high']:+.{d}f}]"
+
+
+def _p_list(values) -> str:
+    return "–" if values is None else ", ".join(f"{x:.3g}" for x in values)
+
+
+def pair_rows(pairs: list[dict], alpha: float, d: int = 3) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "A",
+        "B",
+        "Δ macro-F1 (A − B) [95% CI]",
+        "Δ accuracy (A − B) [95% CI]",
+        "McNemar p (accuracy), raw",
+        "McNemar p, Holm-adjusted",
+        "Discordant b / c",
+        f"seeds with p < {alpha}",
+        "paired t-test p (macro-F1 over seeds)",
+        "verdict",
+        "decided by",
+    ]
+    rows = []
+    for p in pairs:
+        t = p["paired_t"]
+        t_cell = (
+            f"{t['p_value']:.3g}"
+            if t.get("p_value") is not None
+            else f"n/a ({t['reason']})"
+            if t.get("reason")
+            else "–"
+        )
+        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+        discordant = "; ".join(f"{b} / {c}" for b, c in p["discordant"]) if "discordant" in p else "–"
+        rows.append(
+            [
+                p["a"],
+                p["b"],
+                _diff_cell(p, "macro_f1", d),
+                _diff_cell(p, "accuracy", d),
+                _p_list(p["mcnemar_p"]),
+                _p_list(p.get("mcnemar_p_holm")),
+                discordant,
+                f"{p['seeds_significant']} of {p['n_seeds']}",
+                t_cell,
+                verdict,
+                BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted"),
+            ]
+        )
+    return header, rows
+
+
+BASIS = {"mcnemar_holm": "McNemar, Holm-adjusted", "cluster_bootstrap": "paired cluster bootstrap, Holm-adjusted"}
+
+
+def data_section(data: dict) -> list[str]:
+    rows = []
+    for split, s in data["splits"].items():
+        q = s["length_percentiles"]
+        rows.append(
+            [
+                split,
+                str(s["n"]),
+                f"{s['positive_share']:.1%}",
+                f"{q['p50']:.0f} / {q['p90']:.0f} / {q['p99']:.0f} / {q['max']:.0f}",
+                f"{s['truncated_share']:.1%}",
+            ]
+        )
+    lines = [
+        f"Source: `{data['source']}`; max_length {data['max_length']} tokens.",
+        "",
+        _md_table(["Split", "Examples", "Positive share", "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
+        "",
+    ]
+    o = data["overlap"]
+    lines.append(
+        f"Duplicate texts within train / validation / test: {o['duplicates_in_train']} / "
+        f"{o['duplicates_in_validation']} / {o['duplicates_in_test']} "
+        f"({o['duplicates_with_clashing_labels']} with clashing labels). Texts shared by train and "
+        f"validation: {o['shared_train_validation']}; train and test: {o['shared_train_test']}; "
+        f"validation and test: {o['shared_validation_test']}"
+        + (" (set data.drop_duplicates: true to drop them)." if not data.get("drop_duplicates") else ".")
+    )
+    lines += [f"- {n}" for n in data.get("notes", [])]
+    return lines
