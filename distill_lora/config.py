@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from distill_lora.errors import UserError
+from distill_lora.stage_ids import LORA_STAGES
 
 
 def _f(default, help: str, **kw):
@@ -141,7 +142,7 @@ class DistillConfig:
     train: dict = _f({}, "overrides of the global train block for this stage")
 
 
-LORA_MODELS = ("lora-student", "lora-teacher")
+LORA_MODELS = LORA_STAGES  # stage ids have one home: stage_ids
 
 
 @dataclass(frozen=True)
