@@ -172,21 +172,18 @@ def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
 # ---------------------------------------------------------------- trained stages
 
 
-def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_type: str, **fields) -> dict:
+def _run_trained_stage(
+    ctx: Context, stage_id: str, chash: str, build, model_type: str, save_extra=None, **fields
+) -> dict:
     """Build → train (validation picks the epoch) → test once → a DONE stage folder, through stage.run_stage.
 
-    build() -> (model, step_loss, save_extra) where save_extra(folder) writes stage-specific files.
-    fields: the record's stage-specific fields (teacher_layers, teacher_targets, pooler_trained).
+    build() -> (model, step_loss), as stage.train_model takes it; save_extra(folder), when given, writes
+    stage-specific files. fields: the record's stage-specific fields (teacher_layers, teacher_targets, …).
     """
     section = kind_of(stage_id).section
-    built = {}
-
-    def build_model():
-        model, loss_fn, built["save_extra"] = build()
-        return model, loss_fn
 
     def produce(work: Path):
-        model, result, accelerator, memory = train_model(ctx, section, build_model, work, stage_id)
+        model, result, accelerator, memory = train_model(ctx, section, build, work, stage_id)
         # the one and only pass over the test split for this model, after the epoch was chosen (all processes
         # take part); in fp32 even after mixed-precision training: plain inference (predict, serve) reproduces it
         tcfg = ctx.cfg.stage_train(section)
@@ -208,7 +205,8 @@ def _run_trained_stage(ctx: Context, stage_id: str, chash: str, build, model_typ
                 )
             model.save_pretrained(tmp)
             ctx.tokenizer.save_pretrained(tmp)
-            built["save_extra"](tmp)
+            if save_extra is not None:
+                save_extra(tmp)
             record.weights_bytes = weights_size_bytes(tmp)
             record.weights_sha256 = files_sha256(list(tmp.rglob("*.safetensors")))
             write_test_predictions(
@@ -290,7 +288,7 @@ def run_teacher(ctx: Context) -> dict:
     """Fine-tune the pretrained teacher on the task."""
 
     def build():
-        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step, lambda folder: None
+        return load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names), ce_step
 
     return _run_trained_stage(ctx, TEACHER, teacher_hash(ctx), build, "Teacher (fine-tuned)")
 
@@ -370,7 +368,7 @@ def run_student(ctx: Context, spec) -> dict:
     targets_cost = {}  # filled by build() (the teacher-logit pass), before the stage writes metrics.json
 
     def build():
-        return (*student_and_loss(ctx, layers, targets_cost), lambda folder: None)
+        return student_and_loss(ctx, layers, targets_cost)
 
     name = layers_name(layers, ctx.teacher_depth)
     model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
@@ -395,22 +393,24 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
     train_pooler = pooler_decision(base, lo.train_pooler)[0]
     extra["pooler_trained"] = train_pooler
 
+    base_copy = {}  # the base's weights before add_lora wraps it, taken only when the stage trains
+
     def build():
-        base_copy = {k: v.clone() for k, v in base.state_dict().items()}
+        base_copy.update({k: v.clone() for k, v in base.state_dict().items()})
+        return add_lora(base, lo, log=lambda line: say(f"[{stage_id}] {line}")), ce_step
 
-        def save_base(folder: Path):
-            # the adapter needs its exact base (including the initial head) to reload
-            from transformers import AutoModelForSequenceClassification
+    def save_base(folder: Path):
+        # the adapter needs its exact base (including the initial head) to reload
+        from transformers import AutoModelForSequenceClassification
 
-            plain = AutoModelForSequenceClassification.from_config(base.config)
-            plain.load_state_dict(base_copy)
-            plain.save_pretrained(folder / LORA_BASE_DIR)
-            write_adapter_base_note(folder)
-            atomic_write_text(folder / "README.md", lora_readme(model_type))
+        plain = AutoModelForSequenceClassification.from_config(base.config)
+        plain.load_state_dict(base_copy)
+        plain.save_pretrained(folder / LORA_BASE_DIR)
+        write_adapter_base_note(folder)
+        atomic_write_text(folder / "README.md", lora_readme(model_type))
 
-        return add_lora(base, lo, log=lambda line: say(f"[{stage_id}] {line}")), ce_step, save_base
-
-    return _run_trained_stage(ctx, stage_id, lora_hash(ctx, stage_id, train_pooler), build, model_type, **extra)
+    chash = lora_hash(ctx, stage_id, train_pooler)
+    return _run_trained_stage(ctx, stage_id, chash, build, model_type, save_base, **extra)
 
 
 def run_seed(ctx: Context) -> dict:

@@ -113,6 +113,7 @@ def run_int8(ctx, source: str) -> dict:
 
     def produce(_work):
         record, test_logits = _quantise_and_test(ctx, source, src)
+        record.config_hash = chash
         labels = ctx.encoded["test"].labels
 
         def write_files(tmp):
@@ -131,7 +132,8 @@ def run_int8(ctx, source: str) -> dict:
             ),
         )
 
-    return run_stage(ctx, stage_id, int8_hash(src), produce, source, main_only=True)
+    chash = int8_hash(src)
+    return run_stage(ctx, stage_id, chash, produce, source, main_only=True)
 
 
 def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object]:
@@ -176,7 +178,6 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
         weights_bytes=int8_size_bytes(qmodel),
         fp32_weights_bytes=state_dict_bytes(fp32),
         source_config_hash=src["config_hash"],
-        config_hash=int8_hash(src),
         teacher_layers=src.get("teacher_layers"),
     )
     # the source's decision threshold (tuned on its fp32 validation logits) applies unchanged, as a user
