@@ -40,6 +40,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def one_error_line(result, code, *needles):
+    """The command failed with `code` and said so in exactly one line starting with 'error:'."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 def build_tiny_bert(folder: Path, layers: int, seed: int = 0, dropout: float = 0.1) -> Path:
     """A random BERT classifier backbone + WordPiece tokenizer saved as a Hugging Face folder."""
     import torch

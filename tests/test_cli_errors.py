@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config, write_jsonl
+from conftest import REPO, one_error_line, tiny_config, write_jsonl
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
@@ -95,18 +95,6 @@ def test_python_dash_m_entry_point():
 
 
 # ---------------------------------------------------------------- one error path for every command (issue 11)
-
-
-def one_error_line(result, code, *needles):
-    """The command failed with `code` and said so in exactly one line starting with 'error:'."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ the command line hands over.
 import types
 
 import pytest
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 from distill_lora import cli
@@ -29,17 +30,6 @@ COMMANDS = [
     "export",
     "serve",
 ]
-
-
-def one_error_line(result, code, *needles):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def help_of(*args):
