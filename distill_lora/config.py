@@ -332,7 +332,28 @@ def _validate(cfg: Config) -> None:
             ftype = next(f.type for f in dataclasses.fields(TrainConfig) if f.name == key)
             _check_type(value, ftype, f"{section}.train.{key}")
         _validate_train(cfg.stage_train(section), f"{section}.train")
-    d = cfg.data
+    _validate_data(cfg.data)
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise UserError(f"config: 'seeds' must be distinct, got {cfg.seeds}")
+    problem = report_problem(cfg.report)
+    if problem:
+        raise UserError(f"config: 'report.{problem[0]}' is {getattr(cfg.report, problem[0])!r}: {problem[1]}")
+    k = cfg.distill
+    if k.temperature <= 0:
+        raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
+    weights = (k.w_ce, k.w_kl, k.w_cos, k.w_hidden)
+    if min(weights) < 0 or sum(weights) == 0:
+        raise UserError("config: distillation weights w_ce, w_kl, w_cos, w_hidden must be >= 0 and not all 0")
+    for m in cfg.lora.models:
+        if m not in LORA_MODELS:
+            raise UserError(f"config: lora.models has '{m}'; valid: {', '.join(LORA_MODELS)}")
+    lo = cfg.lora
+    if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
+        raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
+    _validate_sweep(cfg)
+
+
+def _validate_data(d: DataConfig) -> None:
     if len(d.label_names) < 2:
         raise UserError("config: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]")
     if len(set(d.label_names)) != len(d.label_names):
@@ -357,24 +378,6 @@ def _validate(cfg: Config) -> None:
         n = getattr(d.limit, split)
         if n is not None and n < 2:
             raise UserError(f"config: 'data.limit.{split}' must be at least 2, got {n}")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise UserError(f"config: 'seeds' must be distinct, got {cfg.seeds}")
-    problem = report_problem(cfg.report)
-    if problem:
-        raise UserError(f"config: 'report.{problem[0]}' is {getattr(cfg.report, problem[0])!r}: {problem[1]}")
-    k = cfg.distill
-    if k.temperature <= 0:
-        raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
-    weights = (k.w_ce, k.w_kl, k.w_cos, k.w_hidden)
-    if min(weights) < 0 or sum(weights) == 0:
-        raise UserError("config: distillation weights w_ce, w_kl, w_cos, w_hidden must be >= 0 and not all 0")
-    for m in cfg.lora.models:
-        if m not in LORA_MODELS:
-            raise UserError(f"config: lora.models has '{m}'; valid: {', '.join(LORA_MODELS)}")
-    lo = cfg.lora
-    if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
-        raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
-    _validate_sweep(cfg)
 
 
 def report_problem(r: ReportConfig) -> tuple[str, str] | None:
