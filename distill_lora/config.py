@@ -46,7 +46,7 @@ class TrainConfig:
     checkpoint_every: int = _f(500, "optimiser steps between checkpoints (0 = only at the end of each epoch)")
     tune_threshold: bool = _f(
         False,
-        "after training, pick the p(positive) cut that maximises validation macro-F1; "
+        "two classes only: after training, pick the p(positive) cut that maximises validation macro-F1; "
         "saved as decision.json and reported beside the 0.5 cut",
     )
 
@@ -78,7 +78,9 @@ class DataConfig:
         "report's CIs and pairwise verdicts then resample whole test groups; "
         "null: every text is its own group",
     )
-    label_names: list = _f(["not toxic", "toxic"], "name of each class; index 1 is the positive class")
+    label_names: list = _f(
+        ["not toxic", "toxic"], "name of each class, in class-index order (two or more); binary: index 1 is positive"
+    )
     label_map: dict = _f({}, "maps raw label values (e.g. strings) to class indices")
     split_seed: int = _f(
         0,
@@ -332,6 +334,12 @@ def _validate(cfg: Config) -> None:
             ftype = next(f.type for f in dataclasses.fields(TrainConfig) if f.name == key)
             _check_type(value, ftype, f"{section}.train.{key}")
         _validate_train(cfg.stage_train(section), f"{section}.train")
+        if cfg.stage_train(section).tune_threshold and len(cfg.data.label_names) > 2:
+            where = f"{section}.train" if "tune_threshold" in override else "train"
+            raise UserError(
+                f"config: '{where}.tune_threshold' is a p(positive) cut, for two classes; this run has "
+                f"{len(cfg.data.label_names)} ({', '.join(cfg.data.label_names)}): set it to false"
+            )
     _validate_data(cfg.data)
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise UserError(f"config: 'seeds' must be distinct, got {cfg.seeds}")
@@ -358,11 +366,6 @@ def _validate_data(d: DataConfig) -> None:
         raise UserError("config: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]")
     if len(set(d.label_names)) != len(d.label_names):
         raise UserError(f"config: 'data.label_names' has duplicates: {d.label_names}")
-    if len(d.label_names) > 2:
-        raise UserError(
-            f"config: 'data.label_names' has {len(d.label_names)} classes; this version supports two "
-            "(binary: index 1 is the positive class): merge classes with data.label_map"
-        )
     for raw, idx in d.label_map.items():
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(d.label_names):
             raise UserError(
@@ -559,7 +562,7 @@ def _yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-SHIPPED = ("default", "demo", "olid")
+SHIPPED = ("default", "demo", "olid", "davidson3")
 
 
 def shipped_config_path(name: str) -> Path:

@@ -34,6 +34,23 @@ def tiny_texts(n: int, seed: int) -> list[dict]:
     return rows
 
 
+CLASSES3 = ["hate speech", "offensive language", "neither"]
+
+
+def tiny_texts3(n: int, seed: int) -> list[dict]:
+    """Three classes with STRING labels (as davidson3): each class draws from its own word list."""
+    rng = random.Random(seed)
+    words = [WORDS_TOXIC[:4], WORDS_TOXIC[4:], WORDS_CLEAN]
+    rows = []
+    for i in range(n):
+        label = i % 3 if i < 3 else rng.choice([0, 1, 1, 2, 2])  # every class present, hate the rarest
+        text = " ".join(
+            rng.choice(FILLER) if rng.random() < 0.4 else rng.choice(words[label]) for _ in range(rng.randint(3, 9))
+        )
+        rows.append({"text": text, "label": CLASSES3[label]})
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -97,14 +114,24 @@ def tiny_data(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_config(tmp_path: Path, model: Path, data: Path, **extra) -> Path:
-    """A config file for the tiny model; `extra` holds top-level sections to merge in."""
+@pytest.fixture(scope="session")
+def tiny_data3(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data3")
+    write_jsonl(folder / "train.jsonl", tiny_texts3(120, 0))
+    write_jsonl(folder / "validation.jsonl", tiny_texts3(45, 1))
+    write_jsonl(folder / "test.jsonl", tiny_texts3(45, 2))
+    return folder
+
+
+def tiny_config(tmp_path: Path, model: Path, data: Path, data_settings: dict | None = None, **extra) -> Path:
+    """A config file for the tiny model; `data_settings` merge into its data block, `extra` holds top-level
+    sections to merge in."""
     import yaml
 
     cfg = {
         "seed": 0,
         "output_dir": str(tmp_path / "run"),
-        "data": {"source": str(data), "max_length": 16},
+        "data": {"source": str(data), "max_length": 16, **(data_settings or {})},
         "teacher": {"model": str(model), "train": {"lr": 1e-3}},
         "distill": {"train": {"lr": 1e-3}},
         "lora": {"train": {"lr": 5e-3}},
@@ -130,3 +157,25 @@ def finished_run(tmp_path_factory, tiny_bert12, tiny_data):
     result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     return {"config": cfg, "output": tmp / "run", "stdout": result.output, "model": tiny_bert12, "data": tiny_data}
+
+
+@pytest.fixture(scope="session")
+def finished_run3(tmp_path_factory, tiny_bert6, tiny_data3):
+    """A complete tiny 3-class `compare` (teacher, odd student, LoRA student; string labels through label_map)."""
+    from typer.testing import CliRunner
+
+    from distill_lora.cli import app
+
+    tmp = tmp_path_factory.mktemp("finished3")
+    cfg = tiny_config(
+        tmp,
+        tiny_bert6,
+        tiny_data3,
+        data_settings={"label_names": CLASSES3, "label_map": {c: i for i, c in enumerate(CLASSES3)}},
+        distill={"layers": ["odd"]},
+        lora={"models": ["lora-student"]},
+        train={"epochs": 3},
+    )
+    result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    return {"config": cfg, "output": tmp / "run", "stdout": result.output, "model": tiny_bert6, "data": tiny_data3}

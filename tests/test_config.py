@@ -90,3 +90,12 @@ def test_every_key_documented():
     keys = [k for k, _, _ in rows]
     assert "teacher.model" in keys and "data.limit.train" in keys and "train.precision" in keys
     assert all(help_ for _, _, help_ in rows)
+
+
+def test_three_classes_load_but_tune_threshold_is_refused():
+    three = "data.label_names=[hate speech, offensive language, neither]"
+    assert load_config("demo", [three]).data.label_names[2] == "neither"
+    with pytest.raises(UserError, match=r"'distill.train.tune_threshold' is a p\(positive\) cut, for two classes"):
+        load_config("demo", [three, "distill.train.tune_threshold=true"])
+    with pytest.raises(UserError, match=r"'train.tune_threshold'.*set it to false"):
+        load_config("demo", [three, "train.tune_threshold=true"])

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from distill_lora.metrics import classification_metrics, majority_baseline
+from distill_lora.metrics import (
+    class_shares,
+    classification_metrics,
+    expected_calibration_error,
+    majority_baseline,
+    metrics_from_predictions,
+    prediction_record,
+    recorded_probabilities,
+)
 
 NAMES = ["not toxic", "toxic"]
 
@@ -62,3 +70,60 @@ def test_ece_and_reliability_bins_by_hand_with_three_bins():
     assert bins["count"] == [2, 1, 4]
     assert bins["accuracy"] == pytest.approx([0.5, 0.0, 0.75])
     assert bins["confidence"] == pytest.approx([0.635, 0.70, 0.90])
+
+
+# ---------------------------------------------------------------- any number of classes
+
+
+def _three_class_case(seed=0, n=60):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels]
+    return labels, logits
+
+
+def test_three_class_metrics_match_scikit_learn():
+    from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
+
+    labels, logits = _three_class_case()
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    preds = probs.argmax(axis=1)
+    m = classification_metrics(labels, logits, ["a", "b", "c"])
+    assert m["f1_positive"] is None  # "the positive class" means nothing with three classes
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    p, r, f, s = precision_recall_fscore_support(labels, preds)
+    for i, name in enumerate("abc"):
+        assert m["per_class"][name] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == len(labels) and list(cm.sum(axis=1)) == [20, 20, 20]
+    # ECE of the top class: one bin holding everything is |accuracy - mean top probability|
+    assert expected_calibration_error(labels, probs, n_bins=1) == pytest.approx(
+        abs((preds == labels).mean() - probs.max(axis=1).mean())
+    )
+
+
+def test_binary_forms_of_probabilities_agree():
+    labels, logits = np.array([0, 1, 1, 0, 1]), np.array([[2.0, 0.1], [0.3, 0.9], [1.0, 1.0], [0.0, -1.0], [-2.0, 3.0]])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    record = prediction_record(probs.argmax(axis=1), probs)
+    assert set(record) == {"pred", "prob_positive"}  # binary runs keep the field they always had
+    assert recorded_probabilities(record) == pytest.approx(probs)
+    a = metrics_from_predictions(labels, probs.argmax(1), probs, ["n", "p"])
+    b = metrics_from_predictions(labels, probs.argmax(1), probs[:, 1], ["n", "p"])
+    assert a == b and a["f1_positive"] is not None
+
+
+def test_three_class_prediction_record_keeps_every_class():
+    labels, logits = _three_class_case(n=6)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    record = prediction_record(probs.argmax(axis=1), probs)
+    assert set(record) == {"pred", "probs"} and recorded_probabilities(record) == pytest.approx(probs)
+
+
+def test_class_shares_and_majority_with_three_classes():
+    shares = class_shares([0, 1, 1, 2, 2, 2], ["a", "b", "c"])
+    assert shares == {"class_shares": {"a": pytest.approx(1 / 6), "b": pytest.approx(2 / 6), "c": pytest.approx(0.5)}}
+    assert class_shares([0, 1, 1, 1], ["n", "p"])["positive_share"] == 0.75
+    m = majority_baseline([2, 2, 1], [0, 1, 2, 2], ["a", "b", "c"])
+    assert m["accuracy"] == 0.5 and m["confusion_matrix"][0] == [0, 0, 1]

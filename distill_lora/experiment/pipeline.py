@@ -20,7 +20,14 @@ from distill_lora.errors import UserError
 from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import run_stage, say, train_model
 from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
-from distill_lora.metrics import classification_metrics, majority_baseline, softmax, tune_threshold
+from distill_lora.metrics import (
+    class_shares,
+    classification_metrics,
+    majority_baseline,
+    prediction_record,
+    softmax,
+    tune_threshold,
+)
 from distill_lora.records import StageRecord
 from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
 from distill_lora.train import distributed, trainer
@@ -459,8 +466,7 @@ def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
         json.loads(line)
         for line in (stage_dir(output_dir, seed, stage) / "test_predictions.jsonl").read_text().splitlines()
     ]
-    probs = softmax(np.array([r["logits"] for r in rows]))[:, 1]
-    return {"pred": [r["pred"] for r in rows], "prob_positive": [float(p) for p in probs]}
+    return prediction_record([r["pred"] for r in rows], softmax(np.array([r["logits"] for r in rows])))
 
 
 def write_run_files(ctx: Context, device: str) -> None:
@@ -489,7 +495,7 @@ def data_summary(ctx: Context) -> dict:
         q = np.percentile(enc.full_lengths, [50, 90, 99, 100])
         splits[s] = {
             "n": len(enc),
-            "positive_share": sum(y == 1 for y in enc.labels) / len(enc),
+            **class_shares(enc.labels, ctx.cfg.data.label_names),
             "truncated_share": enc.n_truncated / len(enc),
             "length_percentiles": dict(zip(("p50", "p90", "p99", "max"), map(float, q))),
         }

@@ -96,10 +96,11 @@ def add_ensembles(result: dict) -> dict:
 
 
 def _ensemble_record(stage: str, runs: list[dict], members, labels, label_names) -> StageRecord:
-    from distill_lora.metrics import metrics_from_predictions
+    from distill_lora.metrics import metrics_from_predictions, prediction_record, recorded_probabilities
 
-    prob = np.mean([r["predictions"]["prob_positive"] for r in runs], axis=0)
-    pred = (prob >= 0.5).astype(int)
+    prob = np.mean([recorded_probabilities(r["predictions"]) for r in runs], axis=0)
+    # binary: p(positive) >= 0.5, a tie to the positive class (as it always was); otherwise the likeliest class
+    pred = (prob[:, 1] >= 0.5).astype(int) if prob.shape[1] == 2 else prob.argmax(axis=1)
     record = StageRecord(
         stage=stage,
         model_type=f"Ensemble: {' + '.join(members)} (mean probability)",
@@ -113,7 +114,7 @@ def _ensemble_record(stage: str, runs: list[dict], members, labels, label_names)
         peak_memory_bytes=max(r.get("peak_memory_bytes", 0) for r in runs),
         peak_memory_kind=runs[0].get("peak_memory_kind"),
         device=runs[0].get("device"),
-        predictions={"pred": pred.tolist(), "prob_positive": prob.tolist()},
+        predictions=prediction_record(pred, prob),
     )
     latency = [r.get("inference", {}).get("latency_ms_batch1") for r in runs]
     through = [r.get("inference", {}).get("throughput_batch64") for r in runs]

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from distill_lora.metrics import reliability_bins  # noqa: E402
+from distill_lora.metrics import recorded_probabilities, reliability_bins  # noqa: E402
 from distill_lora.report.analysis import runs_of, stage_ids  # noqa: E402
 
 
@@ -129,17 +129,18 @@ def reliability(result: dict, folder: Path) -> str:
     each point labelled with its number of test predictions (a bin of 3 says little)."""
     stages = stage_ids(result)
     labels = np.asarray(result["test_labels"])
+    lowest = 1 / len(result["label_names"])  # the top class's probability is never below 1/C
     fig, axes = _grid(len(stages), sharey=True, sharex=True)
     for ax, stage in zip(axes, stages):
         runs = runs_of(result, stage)
-        probs = np.concatenate([r["predictions"]["prob_positive"] for r in runs])
+        probs = np.concatenate([recorded_probabilities(r["predictions"]) for r in runs])
         bins = reliability_bins(np.tile(labels, len(runs)), probs)
-        ax.plot([0.5, 1], [0.5, 1], ":", color="grey")
+        ax.plot([lowest, 1], [lowest, 1], ":", color="grey")
         ax.plot(bins["confidence"], bins["accuracy"], "o-", color="tab:blue")
         for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]):
             ax.annotate(str(n), (x, y), fontsize=7, xytext=(0, -10), textcoords="offset points", ha="center")
         ax.set_title(stage, fontsize=9)
-        ax.set_xlim(0.45, 1.02)
+        ax.set_xlim(lowest - 0.05, 1.02)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("confidence", fontsize=8)
         ax.tick_params(labelbottom=True)  # shared x: the last row may be short, so every panel keeps its ticks

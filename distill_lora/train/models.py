@@ -171,9 +171,21 @@ def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
     )
+    # a classifier checkpoint with another number of classes keeps its encoder and gets a new head
+    saved_labels = len(load_model_config(ref, what).id2label)
     model, info = _from_pretrained(
-        AutoModelForSequenceClassification.from_pretrained, ref, what, config=config, output_loading_info=True
+        AutoModelForSequenceClassification.from_pretrained,
+        ref,
+        what,
+        config=config,
+        output_loading_info=True,
+        ignore_mismatched_sizes=saved_labels != len(label_names),
     )
+    if info.get("mismatched_keys"):
+        log(
+            f"note: {what} '{ref}' was saved with {saved_labels} classes and this run has {len(label_names)}: "
+            "its classification head starts random (newly initialised)"
+        )
     note_new_weights(info["missing_keys"], ref, what, log)
     # transformers 5 keeps a checkpoint's own dtype: a bf16/fp16 checkpoint would train without fp32 master
     # weights. Training starts in fp32 (mixed precision, when on, is autocast on top of it)

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from distill_lora.config import DataConfig, SplitLimits
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import RunLock
 from distill_lora.files import atomic_write_json, read_json
-from distill_lora.metrics import classification_metrics, softmax
+from distill_lora.metrics import class_shares, classification_metrics, prediction_record, softmax
 from distill_lora.train.data import load_split
 from distill_lora.use.predict import load_predictor
 
@@ -56,7 +54,8 @@ def evaluate_run(
         text_column=text_column,
         label_column=label_column,
         label_names=comparison["label_names"],
-        label_map=label_map or {},
+        # labels written as the run's class names count as those classes; --label-map adds to that
+        label_map={**_names_as_labels(comparison["label_names"]), **(label_map or {})},
         null_text="drop",
         limit=SplitLimits(**{split: limit}) if limit else SplitLimits(),
     )
@@ -77,7 +76,7 @@ def evaluate_run(
         "source": source,
         "split": split,
         "n": len(data),
-        "positive_share": float(np.mean(data.labels)),
+        **class_shares(data.labels, comparison["label_names"]),
         "comparison": {
             **{k: comparison[k] for k in ("seeds", "label_names")},
             "test_labels": data.labels,
@@ -89,6 +88,11 @@ def evaluate_run(
         results.setdefault("out_of_domain", {})[name] = ood
         atomic_write_json(results_path, results)
     return results
+
+
+def _names_as_labels(label_names: list[str]) -> dict:
+    """{class name: index}, for data labelled with the run's class names; numeric names stay indices."""
+    return {name: i for i, name in enumerate(label_names) if not str(name).strip().lstrip("-").isdigit()}
 
 
 def _score_every_stage(run_dir: Path, comparison: dict, data, name: str) -> dict:
@@ -104,11 +108,10 @@ def _score_every_stage(run_dir: Path, comparison: dict, data, name: str) -> dict
 
                 predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)
-            probs = softmax(logits)
             per_seed[str(seed)][stage] = {
                 **{k: m[k] for k in KEEP if k in m},
                 "test": classification_metrics(data.labels, logits, comparison["label_names"]),
-                "predictions": {"pred": logits.argmax(1).tolist(), "prob_positive": probs[:, 1].tolist()},
+                "predictions": prediction_record(logits.argmax(1), softmax(logits)),
             }
             print(f"[{name}] seed {seed} {stage}: macro-F1 {per_seed[str(seed)][stage]['test']['macro_f1']:.4f}")
     return per_seed

@@ -81,9 +81,16 @@ def test_bad_label_maps_are_one_line_errors(tmp_path, mapping, message):
 # ---------------------------------------------------------------- classes
 
 
-def test_three_classes_are_refused_at_load():
-    with pytest.raises(UserError, match="has 3 classes; this version supports two"):
-        load_config("demo", ["data.label_names=[a, b, c]"])
+def test_three_string_classes_missing_one_in_a_split_or_unmapped_are_errors(tmp_path):
+    names = ["hate speech", "offensive language", "neither"]
+    rows = [{"text": f"text {i}", "label": names[i % 3]} for i in range(30)]
+    cfg = DataConfig(source=str(tmp_path), label_names=names, label_map={n: i for i, n in enumerate(names)})
+    _folder(tmp_path, rows, test=[r for r in rows if r["label"] != "hate speech"])
+    with pytest.raises(UserError, match=r"split test has no example of class 0 \('hate speech'\)"):
+        load_splits(cfg)
+    _folder(tmp_path, rows, test=rows[:9] + [{"text": "x", "label": "hateful"}])
+    with pytest.raises(UserError, match=r"label 'hateful', outside the label set 0..2 \(hate speech, offensive"):
+        load_splits(cfg)
 
 
 def test_a_split_without_a_class_is_an_error_naming_it(tmp_path):
