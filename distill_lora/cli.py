@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -14,7 +15,15 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from distill_lora.config import DataConfig, ReportConfig, load_config
-from distill_lora.errors import UserError
+from distill_lora.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    RunFolderBusy,
+    UserError,
+)
 
 
 class _FlagsAsFlags:
@@ -90,19 +99,22 @@ RESUME_HINT = (
 def _user_errors(action, resume_hint: bool = False):
     """Run `action()` for a command: the one place where errors become one line and an exit code.
 
-    UserError → exit 2; a file that cannot be read or written (OSError) → one line naming it, exit 1;
-    Ctrl+C → exit 130. No traceback for any of them.
+    UserError → exit 2 (a busy run folder: 3); a file that cannot be read or written (OSError) → one line naming
+    it, exit 1; Ctrl+C → exit 130. No traceback for any of them (the codes: distill_lora/errors.py).
     """
     try:
         return action()
+    except RunFolderBusy as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(EXIT_BUSY) from None
     except UserError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
         hint = f"; {RESUME_HINT}" if resume_hint else ""
         typer.secho(f"error: could not read or write{where}: {e.strerror or e}{hint}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         note = (
             (
@@ -113,7 +125,7 @@ def _user_errors(action, resume_hint: bool = False):
             else ""
         )
         typer.secho(f"interrupted{note}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _renamed(new_flag: str, new, old_flag: str, old):
@@ -168,7 +180,7 @@ def _run(
                     return action(pipeline, ctx)
                 except Interrupted as e:
                     typer.secho(f"interrupted: {e}", fg="yellow", err=True)
-                    raise typer.Exit(143 if "SIGTERM" in str(e) else 130) from None
+                    raise typer.Exit(EXIT_TERMINATED if "SIGTERM" in str(e) else EXIT_INTERRUPTED) from None
         finally:
             remove_empty_folders(new)  # bad input found while preparing: leave no empty run folder behind
 
@@ -411,6 +423,53 @@ def retime(
         from distill_lora.experiment.timing import retime_run
 
         print(f"report: {retime_run(Path(run_dir), repeats)}")
+
+    _user_errors(action)
+
+
+@command()
+def validate(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt):
+    """Check a config without loading models or data: every problem at once, each with its key, line and fix."""
+
+    def action():
+        from distill_lora.experiment.validate import validate_config
+
+        problems = validate_config(config, overrides or [])
+        for p in problems:
+            typer.secho(f"error: {p.line()}", fg="red", err=True)
+        if problems:
+            typer.secho(f"{len(problems)} problem(s) in {config}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        typer.echo(f"{config}: ok (the data and models it names are where it says)")
+
+    _user_errors(action)
+
+
+@command("config")
+def show_config(
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    explain: Optional[str] = typer.Option(None, "--explain", help="print one key's meaning and default, e.g. lora.r"),
+):
+    """Print the resolved config (YAML, defaults filled in), or with --explain KEY what one key means."""
+
+    def action():
+        import yaml
+
+        from distill_lora.config import describe
+
+        if explain is not None:
+            rows = {key: (default, text) for key, default, text in describe()}
+            if explain not in rows:
+                near = difflib.get_close_matches(explain, list(rows), n=3, cutoff=0.5)
+                raise UserError(
+                    f"--explain {explain!r}: no such key"
+                    + (f"; did you mean {', '.join(near)}?" if near else "; see docs/config.md")
+                )
+            default, text = rows[explain]
+            typer.echo(f"{explain}: {text}\ndefault: {default}")
+            return
+        typer.echo(yaml.safe_dump(load_config(config, overrides or []).to_dict(), sort_keys=False), nl=False)
 
     _user_errors(action)
 

@@ -106,7 +106,7 @@ class DataConfig:
         for raw, idx in self.label_map.items():
             key = label_key(raw, "data.label_map")
             if key in normal and normal[key] != idx:
-                raise UserError(f"config: data.label_map maps {key!r} twice, to {normal[key]!r} and {idx!r}")
+                raise UserError(f"config: 'data.label_map' maps {key!r} twice, to {normal[key]!r} and {idx!r}")
             normal[key] = idx
         object.__setattr__(self, "label_map", normal)
 
@@ -350,14 +350,23 @@ def _validate(cfg: Config) -> None:
     if k.temperature <= 0:
         raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
     weights = (k.w_ce, k.w_kl, k.w_cos, k.w_hidden)
-    if min(weights) < 0 or sum(weights) == 0:
-        raise UserError("config: distillation weights w_ce, w_kl, w_cos, w_hidden must be >= 0 and not all 0")
+    for name, w in zip(("w_ce", "w_kl", "w_cos", "w_hidden"), weights):
+        if w < 0:
+            raise UserError(f"config: 'distill.{name}' must be >= 0, got {w}")
+    if sum(weights) == 0:
+        raise UserError("config: 'distill' weights w_ce, w_kl, w_cos, w_hidden are all 0; give one a positive weight")
     for m in cfg.lora.models:
         if m not in LORA_MODELS:
-            raise UserError(f"config: lora.models has '{m}'; valid: {', '.join(LORA_MODELS)}")
+            raise UserError(f"config: 'lora.models' has '{m}'; valid: {', '.join(LORA_MODELS)}")
     lo = cfg.lora
-    if lo.r < 1 or lo.alpha <= 0 or not 0 <= lo.dropout < 1 or not lo.target_modules:
-        raise UserError("config: lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
+    for key, bad, rule in (
+        ("r", lo.r < 1, ">= 1"),
+        ("alpha", lo.alpha <= 0, "> 0"),
+        ("dropout", not 0 <= lo.dropout < 1, "from 0 up to (not including) 1"),
+        ("target_modules", not lo.target_modules, "at least one module name, or [all-linear]"),
+    ):
+        if bad:
+            raise UserError(f"config: 'lora.{key}' must be {rule}, got {getattr(lo, key)!r}")
     _validate_sweep(cfg)
 
 
@@ -369,7 +378,8 @@ def _validate_data(d: DataConfig) -> None:
     for raw, idx in d.label_map.items():
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(d.label_names):
             raise UserError(
-                f"config: data.label_map['{raw}'] = {idx!r} is not a class index 0..{len(d.label_names) - 1}"
+                f"config: 'data.label_map' maps '{raw}' to {idx!r}, which is not a class index "
+                f"0..{len(d.label_names) - 1}"
             )
     if d.null_text not in ("error", "drop"):
         raise UserError(f"config: 'data.null_text' must be error or drop, got {d.null_text!r}")
@@ -407,11 +417,15 @@ def _validate_train(t: TrainConfig, path: str) -> None:
             raise UserError(f"config: '{path}.{key}' must be >= 1, got {getattr(t, key)}")
     if t.checkpoint_every < 0:
         raise UserError(f"config: '{path}.checkpoint_every' must be >= 0, got {t.checkpoint_every}")
-    if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.warmup_ratio < 1 or t.max_grad_norm < 0 or t.patience < 0:
-        raise UserError(
-            f"config: '{path}' needs lr > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, "
-            "max_grad_norm >= 0, patience >= 0"
-        )
+    for key, bad, rule in (
+        ("lr", t.lr <= 0, "> 0"),
+        ("weight_decay", t.weight_decay < 0, ">= 0"),
+        ("warmup_ratio", not 0 <= t.warmup_ratio < 1, "from 0 up to (not including) 1"),
+        ("max_grad_norm", t.max_grad_norm < 0, ">= 0 (0 = no clipping)"),
+        ("patience", t.patience < 0, ">= 0 (0 = no early stopping)"),
+    ):
+        if bad:
+            raise UserError(f"config: '{path}.{key}' must be {rule}, got {getattr(t, key)}")
 
 
 # ---------------------------------------------------------------- the sweep's search space
@@ -639,6 +653,11 @@ def load_config(
         raw["output_dir"] = output_dir
     if seed is not None:
         raw["seed"] = seed
+    return config_from_raw(raw)
+
+
+def config_from_raw(raw: dict) -> Config:
+    """A config's mapping (as read from YAML, overrides applied) → a validated, read-only Config."""
     cfg = _build(Config, raw, "")
     _validate(cfg)
     return cfg

@@ -154,7 +154,7 @@ def test_locked_run_folder_is_refused_before_any_data_is_loaded(tiny_bert6, tiny
     lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "just now"}  # a live process holds it
     (out / ".lock").write_text(json.dumps(lock))
     one_error_line(
-        runner.invoke(app, ["train-teacher", "-c", str(cfg)]), 2, f"run folder {out} is in use by process {os.getpid()}"
+        runner.invoke(app, ["train-teacher", "-c", str(cfg)]), 3, f"run folder {out} is in use by process {os.getpid()}"
     )
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
     blocker = tmp_path / "a-file"

@@ -53,7 +53,7 @@ def test_flags_override_yaml():
         ("train.precision=fp8", "precision' must be one of auto, fp32, bf16, fp16"),
         ("train.select_metric=test_accuracy", "select_metric"),
         ("distill.temperature=0", "temperature' must be > 0"),
-        ("lora.models=[lora-big]", "lora.models has 'lora-big'"),
+        ("lora.models=[lora-big]", "'lora.models' has 'lora-big'"),
         ("data.null_text=skip", "null_text"),
         ("data.label_names=[only]", "at least two classes"),
         ("seeed=1", "did you mean 'seed'"),

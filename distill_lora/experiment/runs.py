@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from distill_lora import faults
-from distill_lora.errors import UserError
+from distill_lora.errors import RunFolderBusy
 from distill_lora.files import (
     atomic_write_json,
     atomic_write_text,
@@ -172,7 +172,7 @@ class RunLock:
                     continue
                 if not owner:  # being written right now, or cut short: treat as held
                     owner = {"pid": "?", "host": "?", "started": "?"}
-                raise UserError(
+                raise RunFolderBusy(
                     f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
                     f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
                     f"another --output-dir (if that process is gone for sure, delete {self.path})"
@@ -181,7 +181,7 @@ class RunLock:
                 json.dump(me, fh)
             self.held = True
             return self
-        raise UserError(f"could not take the lock {self.path}; delete it if no other run uses this folder")
+        raise RunFolderBusy(f"could not take the lock {self.path}; delete it if no other run uses this folder")
 
     def __exit__(self, *exc):
         if self.held:
