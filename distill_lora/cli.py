@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -85,7 +86,9 @@ def _app(
     pass
 
 
-ConfigOpt = typer.Option("default", "--config", "-c", help="config file, or a shipped config: default, demo, olid")
+ConfigOpt = typer.Option(
+    "default", "--config", "-c", help="config file, or a shipped config: default, demo, olid, davidson3"
+)
 SetOpt = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set teacher.train.lr=3e-5 (repeatable)")
 OutOpt = typer.Option(None, "--output-dir", "-o", help="run folder (overrides output_dir)")
 SeedOpt = typer.Option(None, "--seed", help="training seed (overrides seed)")
@@ -148,16 +151,26 @@ def _run(
     seed: Optional[int],
     layer_specs: tuple = (),
     check: Optional[Callable] = None,
+    document: Optional[Callable] = None,
+    quiet: bool = False,
 ):
     """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
 
     check(cfg), when given, runs right after the config is loaded: a command's own refusals come before the
     run folder is touched and before any data is read. The lock and the writability check come before the data
     is loaded too: a busy or unwritable run folder is refused at once, not after minutes of loading. Errors go
-    through _user_errors.
+    through _user_errors. document(ctx, value), when given (--json), makes the one JSON document printed on
+    stdout at the end; progress then goes to stderr. quiet: no progress at all.
     """
 
     def run():
+        with _progress_to(document is not None, quiet):
+            ctx, value = locked_run()
+        if document is not None:
+            typer.echo(json.dumps(document(ctx, value), indent=1))
+        return value
+
+    def locked_run():
         cfg = load_config(config, overrides or [], output_dir, seed)
         if check is not None:
             check(cfg)
@@ -177,7 +190,7 @@ def _run(
             with RunLock(out) if distributed.is_main() else contextlib.nullcontext():
                 ctx = pipeline.prepare(cfg, layer_specs)
                 try:
-                    return action(pipeline, ctx)
+                    return ctx, action(pipeline, ctx)
                 except Interrupted as e:
                     typer.secho(f"interrupted: {e}", fg="yellow", err=True)
                     raise typer.Exit(EXIT_TERMINATED if "SIGTERM" in str(e) else EXIT_INTERRUPTED) from None
@@ -185,6 +198,39 @@ def _run(
             remove_empty_folders(new)  # bad input found while preparing: leave no empty run folder behind
 
     return _user_errors(run, resume_hint=True)
+
+
+@contextlib.contextmanager
+def _progress_to(json_out: bool, quiet: bool):
+    """Progress lines (print, the rich table) go to stderr under --json, nowhere under --quiet."""
+    if not (json_out or quiet):
+        yield
+        return
+    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stderr) as sink:
+        with contextlib.redirect_stdout(sink):
+            yield
+
+
+def _stages_document(command_name: str):
+    """document(ctx, records) for a command that made stages: each record is a stage's metrics."""
+
+    def document(ctx, records):
+        from distill_lora.experiment.outcome import stages_document
+
+        records = records if isinstance(records, list) else [records]
+        return stages_document(command_name, ctx.output_dir, [{"seed": ctx.cfg.seed, **r} for r in records])
+
+    return document
+
+
+def _compare_document(ctx, value):
+    from distill_lora.experiment.outcome import compare_document
+
+    return compare_document(ctx.output_dir)
+
+
+JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout at the end; progress goes to stderr")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="print no progress (errors still go to stderr)")
 
 
 def _quiet_libraries() -> None:
@@ -204,9 +250,19 @@ def train_teacher(
     set_: Optional[list[str]] = SetOpt,
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """Fine-tune the teacher (the full-depth pretrained model) on the task."""
-    _run(lambda p, ctx: p.finish_command(ctx, p.run_teacher(ctx)), config, set_, output_dir, seed)
+    _run(
+        lambda p, ctx: p.finish_command(ctx, p.run_teacher(ctx)),
+        config,
+        set_,
+        output_dir,
+        seed,
+        document=_stages_document("train-teacher") if json_out else None,
+        quiet=quiet,
+    )
 
 
 @command()
@@ -218,6 +274,8 @@ def distill(
     set_: Optional[list[str]] = SetOpt,
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if
     needed)."""
@@ -228,6 +286,8 @@ def distill(
         output_dir,
         seed,
         layer_specs=(layers,),
+        document=_stages_document("distill") if json_out else None,
+        quiet=quiet,
     )
 
 
@@ -241,6 +301,8 @@ def lora(
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
     old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage"),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
 
@@ -256,10 +318,19 @@ def lora(
     chosen = _user_errors(lora_stage)
 
     def action(p, ctx):
-        for m in ctx.cfg.lora.models if chosen == "all" else [chosen]:
-            p.finish_command(ctx, p.run_lora(ctx, m))
+        return [
+            p.finish_command(ctx, p.run_lora(ctx, m)) for m in (ctx.cfg.lora.models if chosen == "all" else [chosen])
+        ]
 
-    _run(action, config, set_, output_dir, seed)
+    _run(
+        action,
+        config,
+        set_,
+        output_dir,
+        seed,
+        document=_stages_document("lora") if json_out else None,
+        quiet=quiet,
+    )
 
 
 @command()
@@ -279,10 +350,20 @@ def compare(
     students: Optional[str] = typer.Option(
         None, "--students", hidden=True, help="old: named strategies, comma-separated, e.g. odd,even"
     ),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
     overrides = _user_errors(lambda: _compare_overrides(set_, seeds, layers, students))
-    _run(lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)), config, overrides, output_dir, seed)
+    _run(
+        lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)),
+        config,
+        overrides,
+        output_dir,
+        seed,
+        document=_compare_document if json_out else None,
+        quiet=quiet,
+    )
 
 
 _LAYER_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*,?\s*$")  # 1,4,7: one student of these layers

@@ -1,0 +1,68 @@
+"""What a command produced, as one JSON document for scripts (`--json`): folders, test metrics, verdicts.
+
+Made from the files the command wrote (metrics.json of each stage; results.json and analysis.json after
+compare), so it says exactly what the run folder says. docs/scripting.md shows its shape and a `jq` example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_lora.experiment.runs import stage_dir
+from distill_lora.files import read_json, read_json_or_none
+
+FORMAT = 1
+TEST_KEYS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
+PAIR_KEYS = ("a", "b", "verdict", "winner", "macro_f1_diff", "mcnemar_p_holm", "verdict_basis")
+
+
+def stage_entry(output_dir: Path, seed: int, stage: str, metrics: dict) -> dict:
+    """One stage: where it is and what it scored on the test split."""
+    test = metrics.get("test", {})
+    return {
+        "seed": seed,
+        "stage": stage,
+        "folder": str(stage_dir(output_dir, seed, stage).resolve()),
+        "model_type": metrics.get("model_type"),
+        "test": {k: test.get(k) for k in TEST_KEYS if k in test},
+        "per_class": test.get("per_class"),
+        "train_loss": metrics.get("train_loss"),
+    }
+
+
+def stages_document(command: str, output_dir: Path, records: list[dict]) -> dict:
+    """After train-teacher, distill or lora: the stages the command made (or reused)."""
+    output_dir = Path(output_dir)
+    return {
+        "format": FORMAT,
+        "command": command,
+        "run_dir": str(output_dir.resolve()),
+        "stages": [stage_entry(output_dir, r["seed"], r["stage"], r) for r in records],
+    }
+
+
+def compare_document(output_dir: Path) -> dict:
+    """After compare: every stage of every seed, the mean over seeds per model, and the pairwise verdicts."""
+    output_dir = Path(output_dir)
+    results = read_json(output_dir / "results.json")
+    analysis = read_json_or_none(output_dir / "analysis.json", {})
+    stages = [
+        stage_entry(output_dir, int(seed), stage, m)
+        for seed, per_stage in results["comparison"]["per_seed"].items()
+        for stage, m in per_stage.items()
+    ]
+    means = {
+        stage: {k: s[k] for k in TEST_KEYS if isinstance(s.get(k), dict)}
+        for stage, s in analysis.get("summary", {}).items()
+    }
+    return {
+        "format": FORMAT,
+        "command": "compare",
+        "run_dir": str(output_dir.resolve()),
+        "report": str((output_dir / "report.md").resolve()),
+        "label_names": results["comparison"]["label_names"],
+        "seeds": results["comparison"]["seeds"],
+        "stages": stages,
+        "mean_over_seeds": means,
+        "verdicts": [{k: p.get(k) for k in PAIR_KEYS} for p in analysis.get("pairs", [])],
+    }
