@@ -126,7 +126,8 @@ def read_threshold(model_dir: Path, label_names: list | None = None) -> float | 
     if label_names is not None and len(label_names) != 2:
         raise UserError(
             f"'{path}' sets a decision threshold, but thresholds decide between two classes and this model has "
-            f"{len(label_names)} ({', '.join(label_names)}); remove {DECISION_FILE} to predict the most probable class"
+            f"{len(label_names)} ({', '.join(map(str, label_names))}); "
+            f"remove {DECISION_FILE} to predict the most probable class"
         )
     try:
         threshold = float(read_json(path)["threshold"])
@@ -333,8 +334,8 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
 
 
 def format_lines(predictions: list[dict], label_names: list[str]) -> str:
-    """One line per text, tab-separated: label, p(positive) with two classes (`toxic\tp(toxic)=0.9120\t…`),
-    else the label's own probability (`neither\tp=0.8100\t…`), then the text on one line."""
+    """One line per text, tab-separated: label, p(positive) with two classes (`toxic\\tp(toxic)=0.9120\\t…`),
+    else the label's own probability (`neither\\tp=0.8100\\t…`), then the text on one line."""
 
     def p_text(p: dict) -> str:
         if len(label_names) == 2:
