@@ -673,14 +673,19 @@ def predict(
     file: Optional[str] = typer.Option(
         None, "--file", "-f", help="texts from a file: .txt (one per line), .jsonl or .csv (the text column)"
     ),
-    json_out: bool = typer.Option(False, "--json", help="print a JSON list of {text, label, label_id, prob_positive}"),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="a JSON list of {text, label, label_id, probabilities: {class: p}} (+ prob_positive with two classes)",
+    ),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"
     ),
     old_model: Optional[str] = OldModelOpt,
     old_seed: Optional[int] = OldSeedOpt,
 ):
-    """Classify texts with a trained stage: one line per text (label, p(positive), text), or --json."""
+    """Classify texts with a trained stage: one line per text (label, p(positive) or, with more than two classes,
+    p(label), text), or --json with every class's probability."""
 
     def action():
         _quiet_libraries()
@@ -695,7 +700,7 @@ def predict(
         if not all_texts:
             raise UserError("nothing to classify: give texts as arguments or --file FILE")
         predictions = predictor.predict(all_texts)
-        typer.echo(to_json(predictions) if json_out else format_lines(predictions, predictor.label_names[1]))
+        typer.echo(to_json(predictions) if json_out else format_lines(predictions, predictor.label_names))
 
     _user_errors(action)
 

@@ -104,6 +104,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
     """Write `model_dir` (a finished stage) to `out_dir` as a self-contained folder; returns export.json."""
     model_dir, out_dir = Path(model_dir), Path(out_dir).absolute()
     _check_out_dir(out_dir)
+    cfg = load_config(str(model_dir / "config.yaml"))
+    threshold = read_threshold(model_dir, list(cfg.data.label_names))  # a bad decision.json: refused before writing
     is_lora = (model_dir / "adapter_config.json").exists()
     if merge and not is_lora:
         log(f"note: {model_dir.name} is already a plain model; --merge has nothing to merge")
@@ -123,10 +125,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
             "source": str(model_dir.resolve()),
             "format": _format(is_lora, merge),
             "merge_check": merge_check,
-            "threshold": read_threshold(model_dir),
+            "threshold": threshold,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        atomic_write_text(tmp / "README.md", model_card(info, load_config(str(model_dir / "config.yaml")), export))
+        atomic_write_text(tmp / "README.md", model_card(info, cfg, export))
         atomic_write_json(tmp / EXPORT_MARKER, export)  # last: marks the export complete
         _check_out_dir(out_dir)  # someone may have filled it meanwhile
         if out_dir.exists():

@@ -12,20 +12,45 @@ def ci_text(ci) -> str:
     return ""
 
 
-def _metrics_lines(info: dict) -> list[str]:
+def _cell(text) -> str:
+    """A markdown table cell from a user string (a class name): a `|` would end the cell, a newline the row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _per_class_lines(test: dict, label_names: list[str]) -> list[str]:
+    """Precision, recall, F1 and support of every class (metrics.json's per_class), in label-id order."""
+    per_class = test.get("per_class")
+    if not isinstance(per_class, dict) or not all(name in per_class for name in label_names):
+        return []  # recorded before per-class metrics (or for other classes): say nothing rather than guess
+    rows = [
+        f"| {i} | {_cell(name)} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        for i, (name, m) in enumerate((name, per_class[name]) for name in label_names)
+    ]
+    return [
+        "",
+        "Per class:",
+        "",
+        "| Id | Class | Precision | Recall | F1 | Support |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _metrics_lines(info: dict, label_names: list[str]) -> list[str]:
     test, ci = info.get("test") or {}, info.get("test_ci") or {}
+    binary = len(label_names) == 2
     names = {
         "accuracy": "Accuracy",
         "macro_f1": "Macro-F1",
-        "f1_positive": "F1 (positive class)",
-        "roc_auc": "ROC AUC",
-        "pr_auc": "PR AUC",
+        "f1_positive": f"F1 ({_cell(label_names[1])}, the positive class)" if binary else None,
+        "roc_auc": "ROC AUC" if binary else "ROC AUC (one-vs-rest, macro average over classes)",
+        "pr_auc": "PR AUC" if binary else "PR AUC (one-vs-rest, macro average over classes)",
         "ece": "Expected calibration error",
     }
     lines = [
         f"| {label} | {test[key]:.4f}{ci_text(ci.get(key))} |"
         for key, label in names.items()
-        if isinstance(test.get(key), (int, float))
+        if label and isinstance(test.get(key), (int, float))
     ]
     if not lines:
         return ["No test metrics were recorded for this model."]
@@ -36,6 +61,7 @@ def _metrics_lines(info: dict) -> list[str]:
         "| Metric | Value |",
         "|---|---|",
         *lines,
+        *_per_class_lines(test, label_names),
     ]
 
 
@@ -68,16 +94,19 @@ def _merge_check_line(check: dict | None) -> str:
     return ""
 
 
+def _decision_text(names: list[str], threshold: float | None) -> str:
+    """How the label is chosen: a tuned threshold on p(positive) (two classes only), else the argmax."""
+    if threshold is not None:
+        return f"`{names[1]}` when p({names[1]}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
+    if len(names) == 2:
+        return "the most probable class (argmax)"
+    return f"the most probable of the {len(names)} classes (argmax of the softmax; every class's probability is given)"
+
+
 def model_card(info: dict, cfg, export: dict) -> str:
     """README.md of an exported folder: what the model is, how to load it, its test metrics, its limits."""
     names = list(cfg.data.label_names)
-    positive = names[1]
-    threshold = export.get("threshold")
-    decision = (
-        f"`{positive}` when p({positive}) ≥ {threshold:.4f} (`decision.json`, tuned on validation)"
-        if threshold is not None
-        else "the most probable class (argmax)"
-    )
+    decision = _decision_text(names, export.get("threshold"))
     return "\n".join(
         [
             "---",
@@ -104,7 +133,7 @@ def model_card(info: dict, cfg, export: dict) -> str:
             "",
             "## Test metrics",
             "",
-            *_metrics_lines(info),
+            *_metrics_lines(info, names),
             "",
             "## Intended use",
             "",

@@ -1,11 +1,13 @@
-"""Use a trained model: find a stage folder, load it, tokenise, batch, apply the decision threshold.
+"""Use a trained model: find a stage folder, load it, tokenise, batch, give every class its probability.
 
 The one inference path: `distill-lora predict`, `export` (its merge check) and `serve` all go through
 `Predictor`, so each of them answers exactly what the evaluated stage folder answered on the test split.
 
 A model folder is either a finished stage (`RUN_DIR/seed-S/<stage-id>/`, with `DONE`) or a folder
 written by `distill-lora export` (with `export.json`); both hold `config.yaml` (the run's resolved
-config: max_length, label names, text column) and, maybe, `decision.json` = {"threshold": t}.
+config: max_length, label names, text column) and, for two classes only, maybe `decision.json` =
+{"threshold": t}. Any number of classes (`data.label_names`): a prediction names the label and gives every
+class's probability; with two classes it also keeps p(positive) (class 1), the field binary clients read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from distill_lora.files import read_json
 
 EXPORT_MARKER = "export.json"
 DECISION_FILE = "decision.json"
-POSITIVE = 1  # index of the positive class (e.g. "toxic")
+POSITIVE = 1  # index of the positive class (e.g. "toxic") when there are two classes
 _SEED_DIR = re.compile(r"^seed-(\d+)$")
 
 
@@ -113,11 +115,20 @@ def _int8_source(path: Path) -> str | None:
 # ---------------------------------------------------------------- what the folder says about itself
 
 
-def read_threshold(model_dir: Path) -> float | None:
-    """p(positive) cut from decision.json, or None (argmax) when the stage has none."""
+def read_threshold(model_dir: Path, label_names: list | None = None) -> float | None:
+    """p(positive) cut from decision.json, or None (argmax) when the stage has none.
+
+    A threshold only decides between two classes: with more `label_names` a decision.json is refused.
+    """
     path = Path(model_dir) / DECISION_FILE
     if not path.exists():
         return None
+    if label_names is not None and len(label_names) != 2:
+        raise UserError(
+            f"'{path}' sets a decision threshold, but thresholds decide between two classes and this model has "
+            f"{len(label_names)} ({', '.join(map(str, label_names))}); "
+            f"remove {DECISION_FILE} to predict the most probable class"
+        )
     try:
         threshold = float(read_json(path)["threshold"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -197,31 +208,41 @@ class Predictor:
         return torch.cat(out).numpy()
 
     def labels_from_logits(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(label ids, p(positive)): argmax, or p(positive) ≥ threshold when decision.json sets one."""
-        from distill_lora.metrics import softmax
-
-        probs = softmax(np.asarray(logits, dtype=np.float64))
-        p_pos = probs[:, POSITIVE]
-        if self.threshold is None:
-            return probs.argmax(axis=1), p_pos
-        # the threshold decides positive vs not; "not" is the likeliest other class (class 0 when binary)
-        others = probs.copy()
-        others[:, POSITIVE] = -1.0
-        return np.where(p_pos >= self.threshold, POSITIVE, others.argmax(axis=1)), p_pos
+        """(label ids (N,), class probabilities (N, C)): argmax, or, with two classes and decision.json,
+        p(positive) ≥ threshold."""
+        return decide(logits, self.threshold)
 
     def predict(self, texts: list[str]) -> list[dict]:
+        """One dict per text: text, label, label_id, probabilities {class: p}, (binary) prob_positive, logits."""
         logits = self.logits(texts)
-        ids, p_pos = self.labels_from_logits(logits)
-        return [
-            {
-                "text": t,
-                "label": self.label_names[int(i)],
-                "label_id": int(i),
-                "prob_positive": float(p),
-                "logits": [float(x) for x in row],
-            }
-            for t, i, p, row in zip(texts, ids, p_pos, logits)
-        ]
+        ids, probs = self.labels_from_logits(logits)
+        return prediction_dicts(texts, ids, probs, logits, self.label_names)
+
+
+def decide(logits: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(label ids (N,), softmax probabilities (N, C)) of logits (N, C); a threshold (two classes only) sets
+    positive iff p(positive) ≥ threshold, as evaluation's pred_threshold does."""
+    from distill_lora.metrics import softmax
+
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    if threshold is None:
+        return probs.argmax(axis=1), probs
+    if probs.shape[1] != 2:  # read_threshold refuses this for a folder; here for callers that pass their own
+        raise UserError(f"a decision threshold needs two classes, not {probs.shape[1]}")
+    return (probs[:, POSITIVE] >= threshold).astype(int), probs
+
+
+def prediction_dicts(texts: list[str], ids, probs, logits, label_names: list[str]) -> list[dict]:
+    """The answer per text. `prob_positive` only with two classes: with more there is no positive class."""
+    out = []
+    for text, i, p, row in zip(texts, ids, probs, logits):
+        answer = {"text": text, "label": label_names[int(i)], "label_id": int(i)}
+        if len(label_names) == 2:
+            answer["prob_positive"] = float(p[POSITIVE])
+        answer["probabilities"] = {name: float(x) for name, x in zip(label_names, p)}
+        answer["logits"] = [float(x) for x in row]
+        out.append(answer)
+    return out
 
 
 def load_predictor(
@@ -239,6 +260,7 @@ def load_predictor(
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     cfg = load_config(str(model_dir / "config.yaml"))
+    threshold = read_threshold(model_dir, list(cfg.data.label_names))  # before the weights: a refusal is quick
     try:
         model = load_stage_model(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -254,7 +276,7 @@ def load_predictor(
         batch_size=batch_size or cfg.train.eval_batch_size,
         label_names=list(cfg.data.label_names),
         text_column=cfg.data.text_column,
-        threshold=read_threshold(model_dir),
+        threshold=threshold,
         device=dev,
         info=model_info(model_dir),
     )
@@ -311,13 +333,19 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     return texts
 
 
-def format_lines(predictions: list[dict], positive_name: str) -> str:
-    """One line per text: label, p(positive), text (tab-separated)."""
-    return "\n".join(
-        f"{p['label']}\tp({positive_name})={p['prob_positive']:.4f}\t{' '.join(p['text'].split())}" for p in predictions
-    )
+def format_lines(predictions: list[dict], label_names: list[str]) -> str:
+    """One line per text, tab-separated: label, p(positive) with two classes (`toxic\\tp(toxic)=0.9120\\t…`),
+    else the label's own probability (`neither\\tp=0.8100\\t…`), then the text on one line."""
+
+    def p_text(p: dict) -> str:
+        if len(label_names) == 2:
+            return f"p({label_names[POSITIVE]})={p['prob_positive']:.4f}"
+        return f"p={p['probabilities'][p['label']]:.4f}"
+
+    return "\n".join(f"{p['label']}\t{p_text(p)}\t{' '.join(p['text'].split())}" for p in predictions)
 
 
 def to_json(predictions: list[dict]) -> str:
-    keys = ("text", "label", "label_id", "prob_positive")
-    return json.dumps([{k: p[k] for k in keys} for p in predictions], ensure_ascii=False, indent=2)
+    """text, label, label_id, prob_positive (two classes only) and probabilities {class: p} per text."""
+    keys = ("text", "label", "label_id", "prob_positive", "probabilities")
+    return json.dumps([{k: p[k] for k in keys if k in p} for p in predictions], ensure_ascii=False, indent=2)

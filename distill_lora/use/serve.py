@@ -1,7 +1,9 @@
 """A small web app around one model folder: an HTML page and a JSON API (FastAPI; the `serve` extra).
 
-    GET  /             the page: a text box; it POSTs to /api/predict and shows the verdict
-    POST /api/predict  {"text": "..."} or {"texts": ["...", ...]} → {"model": ..., "predictions": [...]}
+    GET  /             the page: a text box; it POSTs to /api/predict and shows the top class and every class's p
+    POST /api/predict  {"text": "..."} or {"texts": ["...", ...]} → {"model": ..., "predictions": [...]}; each
+                       prediction: text, label, label_id, probabilities {class: p}, logits, and (two classes
+                       only) prob_positive
     GET  /api/model    which model answers, with its test metrics
     GET  /healthz      {"status": "ok"}
 
@@ -166,31 +168,45 @@ def app_from_env() -> FastAPI:
 # ---------------------------------------------------------------- the page (inline: no external assets)
 
 
-def _metrics_rows(test: dict | None, test_ci: dict | None) -> str:
+def _metrics_rows(test: dict | None, test_ci: dict | None, label_names: list[str]) -> str:
     if not test:
         return "<tr><td colspan=2>no test metrics recorded</td></tr>"
+    binary = len(label_names) == 2
     keys = [
         ("accuracy", "accuracy"),
         ("macro_f1", "macro-F1"),
-        ("f1_positive", "F1 positive"),
-        ("roc_auc", "ROC AUC"),
+        ("f1_positive", "F1 positive"),  # None with more than two classes: not shown
+        ("roc_auc", "ROC AUC" if binary else "ROC AUC (one-vs-rest, macro)"),
         ("n", "test examples"),
     ]
     ci = test_ci or {}
-    return "".join(
+    rows = [
         f"<tr><td>{name}</td><td>{test[k]:.4f}{html.escape(ci_text(ci.get(k)))}</td></tr>"
         if isinstance(test[k], float)
         else f"<tr><td>{name}</td><td>{html.escape(str(test[k]))}</td></tr>"
         for k, name in keys
         if test.get(k) is not None
-    )
+    ]
+    per_class = test.get("per_class") if not binary else None
+    if isinstance(per_class, dict):  # F1 of every class (class names are user strings: escaped)
+        rows += [
+            f"<tr><td>F1 {html.escape(str(name))}</td><td>{m['f1']:.4f}</td></tr>"
+            for name, m in per_class.items()
+            if isinstance(m, dict) and isinstance(m.get("f1"), (int, float))
+        ]
+    return "".join(rows)
+
+
+def _js(value) -> str:
+    """A JSON literal safe inside <script>: no '<' can close the element or open a comment."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def render_page(info: dict, label_names: list[str], nonce: str) -> str:
     def e(x):  # every value shown comes from files: escape it
         return html.escape(str(x))
 
-    positive = label_names[1]
+    heading = f"Is it {e(label_names[1])}?" if len(label_names) == 2 else "Which class is it?"
     model_rows = "".join(
         f"<tr><td>{k}</td><td>{e(v)}</td></tr>"
         for k, v in (
@@ -204,15 +220,18 @@ def render_page(info: dict, label_names: list[str], nonce: str) -> str:
     )
     return PAGE.format(
         stage=e(info["stage"]),
-        positive=e(positive),
+        heading=heading,
+        classes=" · ".join(e(name) for name in label_names),
         model_rows=model_rows,
-        metrics_rows=_metrics_rows(info.get("test"), info.get("test_ci")),
+        metrics_rows=_metrics_rows(info.get("test"), info.get("test_ci"), label_names),
         nonce=nonce,
         max_chars=MAX_TEXT_CHARS,
-        positive_js=json.dumps(positive).replace("<", "\\u003c"),
+        labels_js=_js(list(label_names)),
     )
 
 
+# The verdict is the top class; #dist lists every class, most probable first, with a bar and its probability.
+# Class names reach the page only through textContent (never innerHTML): they are user strings.
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>distill-lora · {stage}</title>
@@ -223,17 +242,21 @@ PAGE = """<!doctype html>
  #result {{ margin: 1.2rem 0; padding: .8rem 1rem; border-radius: .4rem; background: #f2f2f4; min-height: 1.5rem; }}
  #result.positive {{ background: #fde2e1; }} #result.negative {{ background: #e0f4e4; }} #result.error {{ background: #fff3cd; }}
  #verdict {{ font-size: 1.5rem; font-weight: 650; }}
+ #dist {{ margin: .6rem 0 0; }} #dist td {{ padding: .1rem .8rem .1rem 0; color: inherit; }}
+ #dist progress {{ width: 12rem; }}
  table {{ border-collapse: collapse; margin: .4rem 0 1rem; }} td {{ padding: .15rem .8rem .15rem 0; vertical-align: top; }}
  td:first-child {{ color: #666; }} small {{ color: #666; }}
 </style></head>
 <body>
-<h1>Is it {positive}?</h1>
+<h1>{heading}</h1>
+<p id="classes">Classes: {classes}</p>
 <form id="form">
  <label for="text">Text</label>
  <textarea id="text" name="text" maxlength="{max_chars}" required placeholder="Type a sentence…"></textarea>
  <button id="submit" type="submit">Classify</button>
 </form>
-<div id="result" aria-live="polite"><span id="verdict"></span> <span id="prob"></span></div>
+<div id="result" aria-live="polite"><span id="verdict"></span> <span id="prob"></span>
+<table id="dist" aria-label="probability of every class"></table></div>
 <h2>Model</h2>
 <table id="model">{model_rows}</table>
 <h2>Test metrics</h2>
@@ -241,21 +264,37 @@ PAGE = """<!doctype html>
 <small>The page sends the text to <code>POST /api/predict</code> on this server; the model above answers.
 Not for automated moderation without human review.</small>
 <script nonce="{nonce}">
-const POSITIVE = {positive_js};
+const LABELS = {labels_js};
+const BINARY = LABELS.length === 2;
 const form = document.getElementById("form"), result = document.getElementById("result");
 const verdict = document.getElementById("verdict"), prob = document.getElementById("prob");
+const dist = document.getElementById("dist");
+function showDistribution(probabilities) {{
+  const rows = LABELS.map((name, i) => [name, probabilities[name], i]).sort((a, b) => b[1] - a[1] || a[2] - b[2]);
+  dist.replaceChildren(...rows.map(([name, p]) => {{
+    const tr = document.createElement("tr"), cls = document.createElement("td"), bar = document.createElement("td");
+    const value = document.createElement("td"), meter = document.createElement("progress");
+    cls.className = "class"; cls.textContent = name;
+    meter.max = 1; meter.value = p; meter.textContent = (100 * p).toFixed(1) + "%"; bar.appendChild(meter);
+    value.className = "p"; value.textContent = p.toFixed(4);
+    tr.append(cls, bar, value);
+    return tr;
+  }}));
+}}
 form.addEventListener("submit", async (ev) => {{
   ev.preventDefault();
-  verdict.textContent = "…"; prob.textContent = ""; result.className = "";
+  verdict.textContent = "…"; prob.textContent = ""; result.className = ""; dist.replaceChildren();
   try {{
     const r = await fetch("/api/predict", {{method: "POST", headers: {{"Content-Type": "application/json"}},
                                           body: JSON.stringify({{text: document.getElementById("text").value}})}});
     const body = await r.json();
     if (!r.ok) {{ result.className = "error"; verdict.textContent = "error"; prob.textContent = body.error; return; }}
-    const p = body.prediction;
+    const p = body.prediction, who = " · " + body.model.stage + ", seed " + body.model.seed;
     verdict.textContent = p.label;
-    prob.textContent = "p(" + POSITIVE + ") = " + p.prob_positive.toFixed(4) + " · " + body.model.stage + ", seed " + body.model.seed;
-    result.className = p.label_id === 1 ? "positive" : "negative";
+    prob.textContent = BINARY ? "p(" + LABELS[1] + ") = " + p.prob_positive.toFixed(4) + who
+                              : "p = " + p.probabilities[p.label].toFixed(4) + who;
+    showDistribution(p.probabilities);
+    result.className = BINARY ? (p.label_id === 1 ? "positive" : "negative") : "";
   }} catch (err) {{ result.className = "error"; verdict.textContent = "error"; prob.textContent = String(err); }}
 }});
 </script>

@@ -146,7 +146,10 @@ def test_cli_predict_file_and_json(finished_run, tmp_path, fmt):
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     assert [g["text"] for g in got] == texts
-    assert set(got[0]) == {"text", "label", "label_id", "prob_positive"}
+    assert set(got[0]) == {"text", "label", "label_id", "prob_positive", "probabilities"}  # binary keeps its fields
+    assert got[0]["probabilities"] == pytest.approx(
+        {"not toxic": 1 - got[0]["prob_positive"], "toxic": got[0]["prob_positive"]}
+    )
     want_labels, _ = recorded(d)
     assert [g["label_id"] for g in got] == want_labels[:5]
 

@@ -36,6 +36,10 @@ def test_single_and_batch_predict(client, finished_run):
     assert one.json()["prediction"]["label"] == want[0]["label"]
     assert one.json()["prediction"]["prob_positive"] == pytest.approx(want[0]["prob_positive"], abs=1e-6)
     assert one.json()["model"] == {"stage": "teacher", "seed": 0, "model_type": "Teacher (fine-tuned)"}
+    # binary clients keep every field they had; every class's probability comes beside them
+    got = one.json()["prediction"]
+    assert set(got) == {"text", "label", "label_id", "prob_positive", "logits", "probabilities"}
+    assert got["probabilities"] == pytest.approx({"not toxic": 1 - got["prob_positive"], "toxic": got["prob_positive"]})
     batch = client.post("/api/predict", json={"texts": texts}).json()["predictions"]
     assert [p["label"] for p in batch] == [w["label"] for w in want]
     assert [p["text"] for p in batch] == texts
