@@ -429,3 +429,22 @@ def test_auto_targets_hash_as_the_names_they_stand_for(tiny_bert12, tiny_data, t
     assert auto.cfg.lora.target_modules == ["auto"]
     assert pipeline.lora_hash(auto, "lora-student", True) == pipeline.lora_hash(named, "lora-student", True)
     assert pipeline.lora_hash(auto, "lora-student", True) != pipeline.lora_hash(other, "lora-student", True)
+
+
+def test_a_lora_sweep_runs_on_another_family(family_folders, tiny_data, tmp_path):
+    """sweep builds its models through the same table: ModernBERT's [auto] (Wqkv) against Wqkv and Wo."""
+    from typer.testing import CliRunner
+
+    from distill_lora.cli import app
+
+    space = {"lora.target_modules": {"choices": [["auto"], ["Wqkv", "Wo"]]}}
+    cfg = tiny_config(
+        tmp_path,
+        family_folders["modernbert"],
+        tiny_data,
+        train={"epochs": 1, "batch_size": 32, "eval_batch_size": 64, "log_every": 2},
+        sweep={"stage": "lora-student", "sampler": "grid", "trials": 2, "pruning": False, "space": space},
+    )
+    result = CliRunner().invoke(app, ["sweep", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "sweep" / "best" / "seed-0" / "lora-student" / "DONE").exists()
