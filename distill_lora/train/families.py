@@ -7,7 +7,8 @@ the family's *ForSequenceClassification model in transformers 5. What each field
     layers         the list of encoder layers: a student's layer i is the teacher's layer layers[i] under this path
     depth_key      the config key that counts them (set to the student's depth)
     head           how the classifier reads the sequence, in words (docs and errors)
-    shared         everything outside the layers, copied once and unchanged into every student (tested to be equal)
+    shared         everything outside the layers (the parts a checkpoint has), copied once and unchanged into every
+                   student (tested to be equal, and to cover every tensor outside the layers)
     pooler         a head part outside `classifier` that PEFT's SEQ_CLS task would leave frozen: LoRA trains it in
                    full when it was never trained (lora.train_pooler); None when the whole head is inside `classifier`
     untrained      (tensor under `pooler`, its value at initialisation): when every one that exists still holds it,
@@ -72,12 +73,14 @@ FAMILIES = (
         embeddings="deberta.embeddings",
         layers="deberta.encoder.layer",
         head="context pooler (dense + GELU on [CLS]), then dropout and classifier",
-        # the relative-position table (and its LayerNorm, and the optional conv after layer 1) belong to the
-        # encoder, not to a layer: every layer reads the one table, so a student gets it once, unchanged
+        # the relative-position table (and its LayerNorm) belong to the encoder, not to a layer: every layer reads
+        # the one table, so a student gets it once, unchanged. The conv of v2-xlarge/xxlarge (conv_kernel_size)
+        # follows the encoder's first layer: in a student it follows the student's first layer
         shared=(
             "deberta.embeddings",
             "deberta.encoder.rel_embeddings",
             "deberta.encoder.LayerNorm",
+            "deberta.encoder.conv",
             "pooler",
             "classifier",
         ),
@@ -91,7 +94,7 @@ FAMILIES = (
         embeddings="electra.embeddings",
         layers="electra.encoder.layer",
         head="classifier: dense + GELU + out_proj on [CLS] (no pooler; all inside classifier)",
-        shared=("electra.embeddings", "classifier"),
+        shared=("electra.embeddings", "electra.embeddings_project", "classifier"),  # project: embedding_size < hidden
         lora_targets=("query", "value"),
     ),
     Family(

@@ -220,7 +220,8 @@ def test_each_model_type_has_one_family_and_its_parts_exist(family_folders):
         family = family_of(model.config)
         assert kind in family.model_types
         names = {n for n, _ in model.named_modules()}
-        assert {family.embeddings, family.layers, *family.shared} <= names, kind
+        optional = {"deberta.encoder.conv"}  # DeBERTa-v2 xlarge/xxlarge only (tested below)
+        assert {family.embeddings, family.layers, *family.shared} - optional <= names, kind
         assert len(model.get_submodule(family.layers)) == DEPTH == model.config.num_hidden_layers
         assert model.config.to_dict()[family.depth_key] == DEPTH
         assert set(family.lora_targets) <= {n.split(".")[-1] for n in names}, kind
@@ -263,14 +264,38 @@ def test_student_layers_and_shared_parts_are_exact_copies(family_folders, kind):
             assert s.keys() == t.keys()
             for name in s:
                 assert torch.equal(s[name], t[name]), (kind, spec, i, name)
-        for prefix in family.shared:  # embeddings, relative positions, head: once, unchanged
-            ts, ss = part(teacher, prefix), part(student, prefix)
-            assert ts and ts.keys() == ss.keys(), (kind, prefix)
-            assert all(torch.equal(ts[k], ss[k]) for k in ts), (kind, prefix)
+        assert_shared_parts_equal(teacher, student, family)
         # a copy, not shared storage: training the student must not move the teacher
         assert all(
             a.data_ptr() != b.data_ptr() for a, b in zip(student.parameters(), teacher.parameters(), strict=False)
         )
+
+
+def assert_shared_parts_equal(teacher, student, family):
+    """Embeddings, relative positions, head: once, unchanged; and nothing outside the layers is left unlisted."""
+    outside = {k for k in teacher.state_dict() if not k.startswith(family.layers + ".")}
+    assert outside == {k for prefix in family.shared for k in part(teacher, prefix)}, family.name
+    for prefix in family.shared:
+        ts, ss = part(teacher, prefix), part(student, prefix)
+        assert ts.keys() == ss.keys(), (family.name, prefix)
+        assert all(torch.equal(ts[k], ss[k]) for k in ts), (family.name, prefix)
+
+
+def test_a_deberta_v2_conv_follows_the_students_first_layer(family_folders):
+    """DeBERTa-v2 xlarge/xxlarge convolve after the first layer: a student does so after its own first layer."""
+    config = AutoModelForSequenceClassification.from_pretrained(family_folders["deberta-v2"]).config
+    config.conv_kernel_size = 3
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config).eval()
+    assert part(teacher, "deberta.encoder.conv")
+    inputs = batch(family_folders["deberta-v2"])
+    for spec in SPECS:
+        layers = resolve_layers(spec, DEPTH)
+        student = make_student(teacher, layers).eval()
+        assert_shared_parts_equal(teacher, student, family_of(config))
+        with torch.no_grad():
+            got = student(**inputs).logits
+        torch.testing.assert_close(got, hand_built_forward(teacher, layers, inputs), atol=1e-5, rtol=0)
 
 
 def test_a_modernbert_student_keeps_each_layers_attention_kind(family_folders):
