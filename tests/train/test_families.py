@@ -337,6 +337,25 @@ def test_student_logits_equal_a_forward_through_the_chosen_teacher_layers(family
     assert not torch.allclose(outputs[0], outputs[1])  # odd and even are different models
 
 
+def test_a_six_layer_distilbert_gives_three_layer_students_and_the_distilbert_preset_keeps_its_layout(
+    family_folders,
+):
+    from transformers import DistilBertConfig
+
+    config = DistilBertConfig(dim=32, n_layers=6, n_heads=2, hidden_dim=48, vocab_size=len(WORDS) + 5, num_labels=2)
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config).eval()
+    inputs = batch(family_folders["distilbert"])
+    assert resolve_layers("distilbert", 6) == [1, 3, 6]  # a layout: every other layer from the bottom and the top
+    for spec in ("odd", "even", "distilbert"):
+        layers = resolve_layers(spec, 6)
+        student = make_student(teacher, layers).eval()
+        assert student.config.n_layers == 3 == len(student.distilbert.transformer.layer)
+        with torch.no_grad():
+            got = student(**inputs).logits
+        torch.testing.assert_close(got, hand_built_forward(teacher, layers, inputs), atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- LoRA: targets, the head, the merge
 
 # what LoRA trains in full beside the adapters, for a model fresh from its config (heads never trained)
