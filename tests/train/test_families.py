@@ -241,6 +241,20 @@ def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
     assert families.supported() in said
 
 
+def test_compare_refuses_an_unsupported_teacher_in_one_line_before_training(tiny_data, tmp_path):
+    from conftest import one_error_line
+    from transformers import GPT2Config
+    from typer.testing import CliRunner
+
+    from distill_lora.cli import app
+
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    cfg = tiny_config(tmp_path, tmp_path / "gpt2", tiny_data)
+    result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])
+    one_error_line(result, 2, "model type 'gpt2' is not a supported encoder family; supported: BERT (bert)")
+    assert not (tmp_path / "run" / "seed-0").exists()
+
+
 # ---------------------------------------------------------------- students: exact cuts
 
 
