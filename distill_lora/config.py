@@ -155,9 +155,10 @@ class LoraConfig:
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
     dropout: float = _f(0.1, "dropout on the LoRA path")
     target_modules: list = _f(
-        ["query", "value"],
-        "linear layers that get adapters; [all-linear] = every encoder "
-        "linear layer (the classifier head is trained in full, not wrapped)",
+        ["auto"],
+        "linear layers that get adapters; [auto] = the teacher family's query and value projections (query, value "
+        "for BERT; query_proj, value_proj for DeBERTa; Wqkv for ModernBERT; q_lin, v_lin for DistilBERT); "
+        "[all-linear] = every encoder linear layer (the classifier head is trained in full, not wrapped)",
     )
     use_rslora: bool = _f(False, "rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r")
     use_dora: bool = _f(False, "DoRA: weight-decomposed low-rank adaptation")
@@ -363,10 +364,12 @@ def _validate(cfg: Config) -> None:
         ("r", lo.r < 1, ">= 1"),
         ("alpha", lo.alpha <= 0, "> 0"),
         ("dropout", not 0 <= lo.dropout < 1, "from 0 up to (not including) 1"),
-        ("target_modules", not lo.target_modules, "at least one module name, or [all-linear]"),
+        ("target_modules", not lo.target_modules, "at least one module name, [auto] or [all-linear]"),
     ):
         if bad:
             raise UserError(f"config: 'lora.{key}' must be {rule}, got {getattr(lo, key)!r}")
+    if "all-linear" in lo.target_modules and len(lo.target_modules) > 1:
+        raise UserError(f"config: 'lora.target_modules' [all-linear] stands alone, got {lo.target_modules}")
     _validate_sweep(cfg)
 
 

@@ -23,7 +23,7 @@ def test_defaults_match_the_assignment():
     assert d.w_ce == d.w_kl == d.w_cos == pytest.approx(1 / 3)
     assert d.temperature == 2.0 and d.w_hidden == 0.0
     lo = cfg.lora
-    assert (lo.r, lo.alpha, lo.dropout, lo.target_modules) == (8, 16, 0.1, ["query", "value"])
+    assert (lo.r, lo.alpha, lo.dropout, lo.target_modules) == (8, 16, 0.1, ["auto"])
     assert cfg.stage_train("lora").lr == 5e-4
     assert cfg.stage_train("teacher").lr == 5e-5
     assert lo.models == ["lora-student", "lora-teacher"] and lo.student_layers == "odd"

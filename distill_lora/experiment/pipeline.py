@@ -43,6 +43,7 @@ from distill_lora.train.models import (
     load_stage_model,
     load_tokenizer,
     lora_readme,
+    lora_target_names,
     make_student,
     parameter_counts,
     pooler_decision,
@@ -162,6 +163,8 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
 def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
     """train_pooler: the decision lora.train_pooler led to (auto depends on the checkpoint, not only the config)."""
     d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
+    # the modules adapted, not the word: [auto] on a BERT is the same stage as [query, value] (and reuses it)
+    d["target_modules"] = lora_target_names(d["target_modules"], load_model_config(ctx.cfg.teacher.model))
     if stage_id == LORA_TEACHER:
         d.pop("student_layers")
     return config_hash(

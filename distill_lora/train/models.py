@@ -11,10 +11,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from distill_lora.config import LoraConfig
 from distill_lora.errors import UserError
+from distill_lora.train.families import Family, family_of
 from distill_lora.train.sources import hub_unreachable_message, require_hub, resolve
 
 LAYER_PRESETS = ("odd", "even", "first", "last", "distilbert")
-_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
 _HELP = "use odd, even, first[:k], last[:k], distilbert, or 1-based layer numbers like 1,4,7"
 
 
@@ -95,32 +95,42 @@ def layers_name(layers: list[int], depth: int) -> str:
     return "-".join(map(str, layers))
 
 
-def student_state_dict(teacher_state: dict, layers: list[int]) -> dict:
+def student_state_dict(teacher_state: dict, layers: list[int], family: Family) -> dict:
     """Teacher weights renamed for a student: student layer i ← teacher layer layers[i] (1-based).
 
-    Everything outside the encoder layers (embeddings, pooler, classifier) is copied as is.
+    Everything outside the encoder layers (embeddings, relative positions, pooler, classifier) is copied as is;
+    tensors the family's first layer has no place for (family.first_layer_drops) are left out of student layer 0.
     """
+    layer_key = re.compile(rf"^{re.escape(family.layers)}\.(\d+)\.")
     source_to_student = {teacher_idx - 1: i for i, teacher_idx in enumerate(layers)}
     out = {}
     for key, tensor in teacher_state.items():
-        m = _LAYER_KEY.search(key)
+        m = layer_key.search(key)
         if m is None:
             out[key] = tensor.clone()
             continue
-        j = int(m.group(2))
-        if j in source_to_student:
-            new_key = key[: m.start(2)] + str(source_to_student[j]) + key[m.end(2) :]
-            out[new_key] = tensor.clone()
+        i = source_to_student.get(int(m.group(1)))
+        if i is None or (i == 0 and key[m.end() :].startswith(family.first_layer_drops)):
+            continue
+        out[key[: m.start(1)] + str(i) + key[m.end(1) :]] = tensor.clone()
     return out
+
+
+def student_config(teacher_config, layers: list[int]):
+    """The teacher's config for len(layers) layers; per-layer lists (ModernBERT's layer_types) follow the layers."""
+    family = family_of(teacher_config)
+    cfg = teacher_config.to_dict()
+    cfg[family.depth_key] = len(layers)
+    for key in family.per_layer_config:
+        cfg[key] = [cfg[key][j - 1] for j in layers]
+    return type(teacher_config).from_dict(cfg)
 
 
 def make_student(teacher, layers: list[int]):
     """A len(layers)-layer copy of `teacher` whose layer i is teacher layer layers[i]."""
-    cfg = teacher.config.to_dict()
-    cfg["num_hidden_layers"] = len(layers)
-    config = type(teacher.config).from_dict(cfg)
-    student = type(teacher)(config)
-    student.load_state_dict(student_state_dict(teacher.state_dict(), layers), strict=True)
+    family = family_of(teacher.config)
+    student = type(teacher)(student_config(teacher.config, layers))
+    student.load_state_dict(student_state_dict(teacher.state_dict(), layers, family), strict=True)
     return student
 
 
@@ -157,7 +167,10 @@ def load_tokenizer(ref: str, what: str = "teacher.model"):
 
 
 def load_model_config(ref: str, what: str = "teacher.model"):
-    return _from_pretrained(AutoConfig.from_pretrained, ref, what)
+    """The checkpoint's config, refused early when its family is not one we can cut and adapt (families.py)."""
+    config = _from_pretrained(AutoConfig.from_pretrained, ref, what)
+    family_of(config, f"{what} '{ref}'")
+    return config
 
 
 def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model", log=print):
@@ -190,10 +203,14 @@ def load_classifier(ref: str, label_names: list[str], what: str = "teacher.model
     # transformers 5 keeps a checkpoint's own dtype: a bf16/fp16 checkpoint would train without fp32 master
     # weights. Training starts in fp32 (mixed precision, when on, is autocast on top of it)
     model = model.float()
-    if not any(_LAYER_KEY.search(k) for k in model.state_dict()):
+    family = family_of(model.config, f"{what} '{ref}'")
+    try:
+        model.get_submodule(family.layers)
+    except AttributeError:
         raise UserError(
-            f"{what} '{ref}': no encoder.layer.N weights found; only BERT-style encoders can be cut into students"
-        )
+            f"{what} '{ref}': a {family.name} model without {family.layers} (transformers names its parts "
+            "otherwise in this version); students and LoRA need the layer list there"
+        ) from None
     return model
 
 
@@ -217,22 +234,35 @@ ADAPTER_BASE_NOTE = (
 )
 
 
-def find_pooler(model) -> str | None:
-    """Dotted name of a BERT-style pooler (dense + tanh on [CLS], feeding the classifier), or None.
+def in_head(name: str) -> bool:
+    """Whether a module is (inside) a head PEFT's SEQ_CLS trains in full: as PEFT matches, any part of the dotted
+    name that ends in classifier or score (DistilBERT's pre_classifier included)."""
+    parts = name.split(".")
+    return any(".".join(parts[: i + 1]).endswith(tuple(HEAD_NAMES)) for i in range(len(parts)))
 
-    RoBERTa-style heads have no pooler: their dense + out_proj live inside `classifier`, which PEFT trains anyway.
-    """
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "pooler" and isinstance(getattr(module, "dense", None), torch.nn.Linear):
-            return name
-    return None
+
+def find_pooler(model) -> str | None:
+    """Dotted name of the head part outside `classifier` that LoRA may train in full (BERT's pooler, DeBERTa's context
+    pooler, ModernBERT's head), or None: RoBERTa's and ELECTRA's dense + out_proj live inside `classifier`, which PEFT
+    trains anyway (families.py)."""
+    name = family_of(model.config).pooler
+    return name if name is not None and _has_module(model, name) else None
+
+
+def _has_module(model, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def pooler_decision(model, setting) -> tuple[bool, str]:
     """(train the pooler in full?, why in a few words) for lora.train_pooler = auto | True | False.
 
-    auto trains it when it was never trained: its bias is all zeros (transformers initialises biases to zero, so a
-    pooler missing from the checkpoint counts too; a trained pooler's bias is never exactly zero).
+    auto trains it when it was never trained: its tell-tale tensors (family.untrained: biases, LayerNorm weights)
+    still hold their initial values (zeros, ones), so a pooler missing from the checkpoint counts too; a trained
+    pooler's bias is never exactly zero.
     """
     name = find_pooler(model)
     if name is None:
@@ -244,18 +274,55 @@ def pooler_decision(model, setting) -> tuple[bool, str]:
         return False, "the model has no BERT pooler; the classifier head, trained in full, is the whole head"
     if setting != "auto":
         return setting, f"lora.train_pooler is {str(setting).lower()}"
-    bias = model.get_submodule(name).dense.bias
-    if bias is not None and not bool(bias.detach().any()):
-        return True, f"auto: {name}.dense.bias is all zeros, so the pooler was never trained"
-    return False, f"auto: {name} was trained (its bias is not zero), so it stays as pretrained"
+    params = dict(model.get_submodule(name).named_parameters())
+    signs = {  # tensor name → (its initial value, whether it still holds it)
+        f"{name}.{key}": (value, bool((params[key].detach() == value).all()))
+        for key, value in family_of(model.config).untrained
+        if key in params
+    }
+    if signs and all(held for _, held in signs.values()):
+        said = " and ".join(f"{k} is all {'zeros' if v == 0 else 'ones'}" for k, (v, _) in signs.items())
+        return True, f"auto: {said}, so the pooler was never trained"
+    moved = ", ".join(k.rsplit(".", 1)[-1] for k, (_, held) in signs.items() if not held) or "tell-tale tensors"
+    return False, f"auto: {name} was trained (its {moved} moved from the initial value), so it stays as pretrained"
+
+
+def lora_target_names(target_modules, config) -> list[str]:
+    """lora.target_modules with `auto` replaced by the family's default (query and value projections)."""
+    family = family_of(config)
+    return [t for x in target_modules for t in (family.lora_targets if x == "auto" else [x])]
+
+
+def _lora_targets(model, target_modules, pooler: list[str]) -> list[str]:
+    """Module names PEFT wraps: the family's default for auto, every encoder linear for all-linear (never the head
+    PEFT trains in full, nor a pooler trained in full), or the names given, checked."""
+    if list(target_modules) == ["all-linear"]:
+        return [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear)
+            and not in_head(n)
+            and not any(n == p or n.startswith(p + ".") for p in pooler)
+        ]
+    targets = lora_target_names(target_modules, model.config)
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        family = family_of(model.config)
+        raise UserError(
+            f"lora.target_modules {missing} not found in the model; this {family.name} model's query and value "
+            f"projections are {', '.join(family.lora_targets)} (what [auto] picks); or use [all-linear]"
+        )
+    return targets
 
 
 def add_lora(model, cfg: LoraConfig, log=None):
     """Wrap with PEFT LoRA; task SEQ_CLS keeps the classifier head trainable (fully) and saved.
 
-    The BERT pooler is trained in full and saved too when pooler_decision says so (lora.train_pooler).
-    target_modules ["all-linear"] means every linear layer of the encoder, never the classifier head
-    (the head is trained in full instead), nor a pooler trained in full.
+    The pooler (BERT's, DeBERTa's context pooler, ModernBERT's head) is trained in full and saved too when
+    pooler_decision says so (lora.train_pooler). target_modules: [auto] = the family's query and value projections;
+    [all-linear] = every linear layer of the encoder, never the classifier head (the head is trained in full
+    instead), nor a pooler trained in full.
     """
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
@@ -264,22 +331,7 @@ def add_lora(model, cfg: LoraConfig, log=None):
     pooler = [find_pooler(model)] if train_pooler else []
     if log:
         log(f"pooler {'trained in full' if train_pooler else 'frozen'} ({why})")
-    if list(cfg.target_modules) == ["all-linear"]:
-        targets = [
-            n
-            for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear)
-            and n.split(".")[0] not in HEAD_NAMES
-            and not any(n.startswith(p + ".") for p in pooler)
-        ]
-    else:
-        names = {n.split(".")[-1] for n, _ in model.named_modules()}
-        missing = [t for t in cfg.target_modules if t not in names]
-        if missing:
-            raise UserError(
-                f"lora.target_modules {missing} not found in the model; e.g. query, key, value, dense, or [all-linear]"
-            )
-        targets = list(cfg.target_modules)
+    targets = _lora_targets(model, cfg.target_modules, pooler)
     peft_cfg = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.r,
