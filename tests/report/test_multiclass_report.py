@@ -125,6 +125,20 @@ def test_shares_examples_and_csv(run3):
     assert "| predicted " in md and "p(positive" not in md
 
 
+def test_out_of_domain_section_gives_every_class_share(run3):
+    from distill_lora.metrics import class_shares
+    from distill_lora.report.analysis import summarise
+    from distill_lora.report.write import out_of_domain_section
+
+    _, _, c, _ = run3
+    ood = {"comparison": c, "source": "other", "split": "test", "n": len(c["test_labels"])}
+    ood.update(class_shares(c["test_labels"], CLASSES))
+    text = out_of_domain_section("other", ood, summarise(c, 50), 50, 0, 0.05)
+    shares = ", ".join(f"{n} {np.mean(np.asarray(c['test_labels']) == i):.1%}" for i, n in enumerate(CLASSES))
+    assert f"{len(c['test_labels'])} examples, {shares}), evaluated once" in text
+    assert "F1 positive" not in text and "ROC-AUC (one-vs-rest, macro)" in text
+
+
 def test_report_command_rebuilds_the_same_report(run3, tmp_path):
     from typer.testing import CliRunner
 
@@ -146,6 +160,10 @@ def run3_of(labels, pred, probs=None):
         "model_type": "m",
         "test": metrics_from_predictions(labels, pred, probs, CLASSES),
         "predictions": prediction_record(pred, probs),
+        "depth": 3,
+        "total_params": 10,
+        "trainable_params": 10,
+        "wall_time_s": 1.0,
     }
 
 
@@ -184,6 +202,33 @@ def test_missed_class_names_the_largest_recall_drop_mean_over_seeds():
     assert (
         findings.missed_class_lines(result3(labels, {"teacher": [teacher], "student-odd-int8": [odd[0]]}), int8) == []
     )
+
+
+def test_per_class_rows_cover_ensembles_as_means_over_seeds():
+    from distill_lora.report.analysis import add_ensembles
+
+    labels = [0] * 4 + [1] * 4 + [2] * 4
+    truth = labels
+    odd = ([0, 1, 1, 1] + [1, 1, 1, 0] + [2] * 4, [0, 0, 1, 1] + [1, 1, 0, 0] + [2] * 4)
+    even = ([2, 2, 0, 0] + [1] * 4 + [2, 2, 2, 0], [0] * 4 + [1, 1, 1, 2] + [2] * 4)
+    lora = ([1] * 12, [2] * 12)
+    stages = {"teacher": (truth, truth), "student-odd": odd, "student-even": even, "lora-student": lora}
+    result = add_ensembles(result3(labels, stages, (0, 1)))
+    header, rows = tables.per_class_rows(result)
+    assert header == ["Class", "Test texts", "Model", "Precision", "Recall", "F1", "Recall − teacher's"]
+    cells = {(r[0], r[2]): r for r in rows}
+    ensembles = [st for st in result["per_seed"]["0"] if st.startswith("ensemble")]
+    assert len(ensembles) == 2 and len(rows) == 3 * (4 + 2)
+    for st in [*stages, *ensembles]:
+        per_seed = [
+            precision_recall_fscore_support(labels, result["per_seed"][s][st]["predictions"]["pred"], zero_division=0)
+            for s in ("0", "1")
+        ]
+        p, r, f, n = (np.mean([x[k] for x in per_seed], axis=0) for k in range(4))
+        for i, name in enumerate(CLASSES):
+            row = cells[(name, st)]
+            assert row[1] == f"{n[i]:.0f}" and row[3:6] == [f"{p[i]:.3f}", f"{r[i]:.3f}", f"{f[i]:.3f}"]
+            assert row[6] == ("–" if st == "teacher" else f"{r[i] - 1.0:+.3f}")  # the teacher is always right
 
 
 def test_missed_class_skips_a_class_without_test_texts():
