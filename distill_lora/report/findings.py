@@ -104,32 +104,58 @@ def _recall(labels: np.ndarray, pred: np.ndarray, c: int) -> float:
     return float(np.mean(pred[labels == c] == c))
 
 
+def class_recalls(result: dict, stage: str) -> list[float | None]:
+    """Test recall of each class from the recorded predictions, mean over seeds; None for a class with no test text."""
+    labels = np.asarray(result["test_labels"])
+    return [
+        float(np.mean([_recall(labels, np.asarray(r["predictions"]["pred"]), c) for r in runs_of(result, stage)]))
+        if np.any(labels == c)
+        else None
+        for c in range(len(result["label_names"]))
+    ]
+
+
+def largest_recall_drop(teacher: list, own: list) -> int | None:
+    """The class whose recall falls furthest below the teacher's (the first on a tie); None without a class to
+    compare (no test texts)."""
+    drops = [t - o if t is not None else None for t, o in zip(teacher, own)]
+    present = [c for c, x in enumerate(drops) if x is not None]
+    return max(present, key=lambda c: drops[c]) if present else None
+
+
 def missed_class_lines(result: dict, summary: dict) -> list[str]:
     """Per trained model, the class whose recall (from its test predictions, mean over seeds) falls furthest below
-    the teacher's, when it is at least RECALL_GAP below. Derived rows (int8, ensembles) are left out: their
-    members' lines and the identical-prediction lines cover them."""
+    the teacher's. Binary: only when it is at least RECALL_GAP below. More classes: always named, with both
+    recalls (the reader of an N-class run asks which class each model loses first), or said that no class
+    lost recall. Derived rows (int8, ensembles) are left out: their members' lines and the identical-prediction
+    lines cover them. No test of significance is made: these are the recorded numbers."""
     if TEACHER not in summary:
         return []
     labels, names = np.asarray(result["test_labels"]), result["label_names"]
-
-    def recalls(stage):
-        return [
-            np.mean([_recall(labels, np.asarray(r["predictions"]["pred"]), c) for r in runs_of(result, stage)])
-            for c in range(len(names))
-        ]
-
-    teacher = recalls(TEACHER)
+    teacher = class_recalls(result, TEACHER)
+    seeds = "mean over seeds" if len(result["seeds"]) > 1 else "one seed"
     lines = []
     for stage in summary:
         if stage == TEACHER or is_derived(stage) or summary[stage].get("quantized_from"):
             continue
-        own = recalls(stage)
-        c = int(np.argmax([t - o for t, o in zip(teacher, own)]))
-        if teacher[c] - own[c] >= RECALL_GAP:
+        own = class_recalls(result, stage)
+        c = largest_recall_drop(teacher, own)
+        if c is None:
+            continue
+        drop, count = teacher[c] - own[c], int(np.sum(labels == c))
+        if len(names) == 2:
+            if drop >= RECALL_GAP:
+                lines.append(
+                    f"{_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
+                    f"teacher's {teacher[c]:.2f} ({count} such test texts)."
+                )
+        elif drop > 0:
             lines.append(
-                f"{_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
-                f"teacher's {teacher[c]:.2f} ({int(np.sum(labels == c))} such test texts)."
+                f"{_name(summary, stage)} loses most on '{names[c]}': recall {own[c]:.2f} against the teacher's "
+                f"{teacher[c]:.2f} (a drop of {drop:.2f}; {count} such test texts; {seeds})."
             )
+        else:
+            lines.append(f"{_name(summary, stage)} loses no recall against the teacher on any class ({seeds}).")
     return lines
 
 
@@ -199,8 +225,9 @@ def disagreement_lines(result: dict, summary: dict) -> list[str]:
     return lines
 
 
-def reversal_lines(summary: dict, shown: int = 3) -> list[str]:
-    """Pairs ranked one way by macro-F1 (at the 0.5 cut) and the other way by ROC-AUC (threshold-free)."""
+def reversal_lines(summary: dict, shown: int = 3, auc_name: str = "ROC-AUC") -> list[str]:
+    """Pairs ranked one way by macro-F1 (at the 0.5 cut) and the other way by ROC-AUC (threshold-free); `auc_name` names
+    it (with more than two classes: the one-vs-rest macro average)."""
     rows = [s for s in summary if summary[s]["roc_auc"]["mean"] is not None]
     f1 = {s: summary[s]["macro_f1"]["mean"] for s in rows}
     auc = {s: summary[s]["roc_auc"]["mean"] for s in rows}
@@ -209,12 +236,12 @@ def reversal_lines(summary: dict, shown: int = 3) -> list[str]:
     if not flips:
         return []
     text = "; ".join(
-        f"[{a}] is above [{b}] in macro-F1 ({f1[a]:.3f} vs {f1[b]:.3f}) but below it in ROC-AUC "
+        f"[{a}] is above [{b}] in macro-F1 ({f1[a]:.3f} vs {f1[b]:.3f}) but below it in {auc_name} "
         f"({auc[a]:.3f} vs {auc[b]:.3f})"
         for a, b in flips[:shown]
     )
     more = f"; {len(flips) - shown} more pair(s) reverse" if len(flips) > shown else ""
-    return [f"ROC-AUC reverses {len(flips)} pair(s) of the macro-F1 ranking: {text}{more}."]
+    return [f"{auc_name} reverses {len(flips)} pair(s) of the macro-F1 ranking: {text}{more}."]
 
 
 def identical_prediction_lines(result: dict) -> list[str]:
@@ -381,7 +408,9 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
     shown = (
         missed_class_lines(result, summary)
         + disagreement_lines(result, summary)
-        + reversal_lines(summary)
+        + reversal_lines(
+            summary, auc_name="ROC-AUC" if len(result["label_names"]) == 2 else "one-vs-rest macro ROC-AUC"
+        )
         + identical_prediction_lines(result)
     )
     if shown:

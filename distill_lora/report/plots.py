@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -106,18 +107,34 @@ def metric_bars(summary: dict, folder: Path, majority: dict | None = None) -> st
     return _save(fig, folder, "metric_bars.png")
 
 
+def _wrapped(name: str, width: int = 12) -> str:
+    """A class name on lines of about `width` characters: long names must not run into the next tick label."""
+    return textwrap.fill(name, width) or name
+
+
 def confusion_matrices(result: dict, folder: Path) -> str:
-    """Test confusion matrix of each model (first seed)."""
+    """Test confusion matrix of each model (first seed): counts, rows = true class, columns = predicted. With more
+    than two classes the panels grow with the classes and the class names wrap."""
     stages = stage_ids(result)
     names = result["label_names"]
-    fig, axes = _grid(len(stages))
+    k = len(names)
+    if k == 2:  # binary figures as they always were
+        fig, axes = _grid(len(stages))
+        ticks = names
+    else:
+        cols = min(3, len(stages))
+        rows, side = math.ceil(len(stages) / cols), max(4.2, k + 2.2)
+        fig, grid = plt.subplots(rows, cols, figsize=(side * cols, side * rows), squeeze=False)
+        for ax in grid.flat[len(stages) :]:
+            ax.axis("off")
+        axes, ticks = grid.flat, [_wrapped(n) for n in names]
     for ax, stage in zip(axes, stages):
         cm = np.asarray(runs_of(result, stage)[0]["test"]["confusion_matrix"])
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
             ax.text(j, i, str(v), ha="center", va="center", color="black" if v < cm.max() / 2 else "white")
-        ax.set_xticks(range(len(names)), names, fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(k), ticks, fontsize=8)
+        ax.set_yticks(range(k), ticks, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{stage} (seed {result['seeds'][0]})", fontsize=10)

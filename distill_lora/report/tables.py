@@ -3,8 +3,8 @@ data. Pure functions of the comparison dict (results.json)."""
 
 from __future__ import annotations
 
-from distill_lora.report.analysis import int8_comparisons, runs_of, stage_ids
-from distill_lora.stage_ids import is_lora, is_student, kind_of
+from distill_lora.report.analysis import int8_comparisons, n_classes, runs_of, stage_ids
+from distill_lora.stage_ids import TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
 
@@ -88,6 +88,20 @@ def _digits(result: dict) -> int:
     return digits_for(len(result["test_labels"]))
 
 
+def balance_text(split: dict) -> str:
+    """A split's class balance: 'x% positive' when binary (as binary reports always said), else every class's
+    share in label order ('hate speech 5.7%, offensive language 77.4%, neither 16.9%')."""
+    if "positive_share" in split:
+        return f"{split['positive_share']:.1%} positive"
+    return ", ".join(f"{name} {share:.1%}" for name, share in split["class_shares"].items())
+
+
+AUC_NOTE = (
+    "ROC-AUC and PR-AUC with more than two classes: one-vs-rest per class (its probability against all the "
+    "others), macro-averaged over the classes; there is no positive class, so no F1-positive column."
+)
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -136,16 +150,18 @@ def validation_cell(result: dict, stage: str, d: int) -> str:
 
 
 def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
-    one, d = len(result["seeds"]) == 1, _digits(result)
+    """Every model's test metrics; "F1 positive" only when binary (with more classes the AUCs are one-vs-rest
+    macro averages, which the header says)."""
+    one, d, binary = len(result["seeds"]) == 1, _digits(result), n_classes(result) == 2
+    auc = ["ROC-AUC", "PR-AUC"] if binary else ["ROC-AUC (one-vs-rest, macro)", "PR-AUC (one-vs-rest, macro)"]
     header = [
         "Model",
         "Layers",
         "Validation acc / macro-F1 (selected epoch)",
         "Accuracy [95% CI]",
         "Macro-F1 [95% CI]",
-        "F1 positive",
-        "ROC-AUC",
-        "PR-AUC",
+        *(["F1 positive"] if binary else []),
+        *auc,
         "ECE",
     ]
     tuned = any("at_threshold" in s for s in summary.values())
@@ -159,7 +175,7 @@ def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
             validation_cell(result, stage, d),
             _ci(s, "accuracy", d),
             _ci(s, "macro_f1", d),
-            _ms(s["f1_positive"], d, one),
+            *([_ms(s["f1_positive"], d, one)] if binary else []),
             _ms(s["roc_auc"], d, one),
             _ms(s["pr_auc"], d, one),
             _ms(s["ece"], d, one),
@@ -279,6 +295,10 @@ def _mean_of(result: dict, stage: str, key: str) -> dict:
 
 
 def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Per class, mean over seeds, for every model (int8 rows and ensembles included). Binary: precision and recall
+    of both classes on one row per model, as binary reports always had; more classes: per_class_long_rows."""
+    if n_classes(result) != 2:
+        return per_class_long_rows(result)
     names = result["label_names"]
     header = ["Model"] + [f"{n}: {k}" for n in names for k in ("precision", "recall")]
     rows = []
@@ -290,6 +310,47 @@ def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                 vals = [r["test"]["per_class"][n][k] for r in runs]
                 row.append(f"{sum(vals) / len(vals):.{_digits(result)}f}")
         rows.append(row)
+    return header, rows
+
+
+def class_means(result: dict, stage: str) -> dict:
+    """{class: {precision, recall, f1, support}} of one model, each the mean over seeds of its test metrics."""
+    runs = runs_of(result, stage)
+    return {
+        name: {
+            k: sum(r["test"]["per_class"][name][k] for r in runs) / len(runs)
+            for k in ("precision", "recall", "f1", "support")
+        }
+        for name in result["label_names"]
+    }
+
+
+def per_class_long_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per class and model, grouped by class so the models sit under each other: precision, recall, F1
+    (mean over seeds), the class's test support, and the recall change against the teacher."""
+    d, stages = _digits(result), stage_ids(result)
+    means = {st: class_means(result, st) for st in stages}
+    header = ["Class", "Test texts", "Model", "Precision", "Recall", "F1", "Recall − teacher's"]
+    rows = []
+    for name in result["label_names"]:
+        for st in stages:
+            m = means[st][name]
+            change = (
+                "–"
+                if st == TEACHER or TEACHER not in means
+                else f"{m['recall'] - means[TEACHER][name]['recall']:+.{d}f}"
+            )
+            rows.append(
+                [
+                    name,
+                    f"{m['support']:.0f}",
+                    st,
+                    f"{m['precision']:.{d}f}",
+                    f"{m['recall']:.{d}f}",
+                    f"{m['f1']:.{d}f}",
+                    change,
+                ]
+            )
     return header, rows
 
 
@@ -509,7 +570,17 @@ def pair_rows(pairs: list[dict], alpha: float, d: int = 3) -> tuple[list[str], l
 BASIS = {"mcnemar_holm": "McNemar, Holm-adjusted", "cluster_bootstrap": "paired cluster bootstrap, Holm-adjusted"}
 
 
+def _share_cells(data: dict) -> tuple[list[str], list]:
+    """The data table's class-balance columns: "Positive share" when binary, else one share column per class."""
+    first = next(iter(data["splits"].values()))
+    if "positive_share" in first:
+        return ["Positive share"], [lambda s: f"{s['positive_share']:.1%}"]
+    names = list(first["class_shares"])
+    return [f"{n} share" for n in names], [lambda s, n=n: f"{s['class_shares'][n]:.1%}" for n in names]
+
+
 def data_section(data: dict) -> list[str]:
+    share_header, share_cells = _share_cells(data)
     rows = []
     for split, s in data["splits"].items():
         q = s["length_percentiles"]
@@ -517,7 +588,7 @@ def data_section(data: dict) -> list[str]:
             [
                 split,
                 str(s["n"]),
-                f"{s['positive_share']:.1%}",
+                *(cell(s) for cell in share_cells),
                 f"{q['p50']:.0f} / {q['p90']:.0f} / {q['p99']:.0f} / {q['max']:.0f}",
                 f"{s['truncated_share']:.1%}",
             ]
@@ -525,7 +596,7 @@ def data_section(data: dict) -> list[str]:
     lines = [
         f"Source: `{data['source']}`; max_length {data['max_length']} tokens.",
         "",
-        _md_table(["Split", "Examples", "Positive share", "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
+        _md_table(["Split", "Examples", *share_header, "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
         "",
     ]
     o = data["overlap"]

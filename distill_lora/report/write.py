@@ -17,10 +17,20 @@ from rich.console import Console
 from rich.table import Table
 
 from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
-from distill_lora.report.analysis import add_ensembles, compare_pairs, int8_comparisons, runs_of, stage_ids, summarise
-from distill_lora.report.findings import analysis_lines
+from distill_lora.metrics import recorded_probabilities
+from distill_lora.report.analysis import (
+    add_ensembles,
+    compare_pairs,
+    int8_comparisons,
+    n_classes,
+    runs_of,
+    stage_ids,
+    summarise,
+)
+from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.plots import draw_all
 from distill_lora.report.tables import (
+    AUC_NOTE,
     BASIS,
     COLUMNS,
     DEMO_SOURCE,
@@ -36,6 +46,7 @@ from distill_lora.report.tables import (
     _md_table,
     _seeds_text,
     assignment_rows,
+    balance_text,
     cost_rows,
     data_section,
     full_rows,
@@ -167,7 +178,7 @@ def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, 
         "",
         f"- **Compared:** {len(trained)} trained models ({', '.join(trained)})"
         + (f" and {len(derived)} rows derived from them ({', '.join(derived)})" if derived else "")
-        + f", on `{data['source']}` (test split: {test['n']} texts, {test['positive_share']:.1%} positive).",
+        + f", on `{data['source']}` (test split: {test['n']} texts, {balance_text(test)}).",
     ]
     odd_even = pair_sentence(pairs, STUDENT_ODD, STUDENT_EVEN, d)
     if odd_even:
@@ -184,7 +195,7 @@ def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, 
 
 def scope_lines(data: dict) -> list[str]:
     """Where the data come from, how much of it, the class balance; the demo says what it can show."""
-    sizes = ", ".join(f"{split} {s['n']} ({s['positive_share']:.1%} positive)" for split, s in data["splits"].items())
+    sizes = ", ".join(f"{split} {s['n']} ({balance_text(s)})" for split, s in data["splits"].items())
     lines = [f"Scope: data from `{data['source']}`; {sizes}."]
     if data["source"] == DEMO_SOURCE:
         lines.append(
@@ -227,21 +238,33 @@ def examples_section(result: dict, summary: dict, per_model: int = 3) -> list[st
     ]
     for stage in summary:
         pred = result["per_seed"][str(seed)][stage]["predictions"]
-        wrong = sorted(
-            (i for i, y in enumerate(labels) if pred["pred"][i] != y),
-            key=lambda i: -abs(pred["prob_positive"][i] - 0.5),
-        )
+        wrong = [i for i, y in enumerate(labels) if pred["pred"][i] != y]
         lines.append(f"**{stage}**: {len(wrong)} of {len(labels)} wrong" + (":" if wrong else "."))
         if wrong:
-            lines += quoted_block(
-                [
-                    f"true {names[labels[i]]} | predicted {names[pred['pred'][i]]} | "
-                    f"p({names[1]}) {pred['prob_positive'][i]:.2f} | {_one_line(texts[i])}"
-                    for i in wrong[:per_model]
-                ]
-            )
+            lines += quoted_block(example_lines(pred, labels, names, texts, wrong, per_model))
         lines.append("")
     return lines
+
+
+def example_lines(pred: dict, labels: list, names: list[str], texts: list[str], wrong: list[int], shown: int):
+    """The most confidently wrong of `wrong`, one line each. Binary: ranked by |p(positive) − 0.5| and showing
+    p(positive), as binary reports always did; more classes: ranked by the probability of the wrongly predicted
+    class (the top class), showing it beside the true class's."""
+    if len(names) == 2:
+        p = pred["prob_positive"]
+        ranked = sorted(wrong, key=lambda i: -abs(p[i] - 0.5))[:shown]
+        return [
+            f"true {names[labels[i]]} | predicted {names[pred['pred'][i]]} | p({names[1]}) {p[i]:.2f} | "
+            f"{_one_line(texts[i])}"
+            for i in ranked
+        ]
+    probs = recorded_probabilities(pred)
+    ranked = sorted(wrong, key=lambda i: -probs[i, pred["pred"][i]])[:shown]
+    return [
+        f"true {names[labels[i]]} | predicted {names[pred['pred'][i]]} | p({names[pred['pred'][i]]}) "
+        f"{probs[i, pred['pred'][i]]:.2f}, p({names[labels[i]]}) {probs[i, labels[i]]:.2f} | {_one_line(texts[i])}"
+        for i in ranked
+    ]
 
 
 # ---------------------------------------------------------------- the whole report
@@ -276,6 +299,8 @@ def build_markdown(
     md = ["# distill-lora: distillation vs LoRA", ""]
     md += summary_section(result, summary, pairs, data, timings)
     md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {_seeds_text(result)}.", ""]
+    if n_classes(result) > 2:  # which class each model loses: what a reader of an N-class run looks at first
+        md += per_class_section(result, summary, "confusion_matrices.png" in plots)
     md += _assignment_and_setup(result, summary)
     md += _results_and_costs(result, summary, timings, device)
     md += _int8_section(summary, pairs, timings, _digits(result))
@@ -318,6 +343,39 @@ def _assignment_and_setup(result: dict, summary: dict) -> list[str]:
     return md
 
 
+def per_class_section(result: dict, summary: dict, has_plot: bool) -> list[str]:
+    """With more than two classes, near the top: each class's precision, recall and F1 for every model, which class
+    each model loses most recall on against the teacher, and where the confusion matrices are."""
+    losses = missed_class_lines(result, summary)
+    return [
+        "## Per class (test split)",
+        "",
+        f"Every model, {'its one seed' if len(result['seeds']) == 1 else 'mean over seeds'}; grouped by class. "
+        "Recall − teacher's: the model's recall on the class minus the teacher's (no test of significance).",
+        "",
+        _md_table(*per_class_rows(result)),
+        "",
+        *[f"- {x}" for x in losses],
+        *([""] if losses else []),
+        *(
+            [
+                "Confusion matrices (counts, first seed, every model): "
+                "[plots/confusion_matrices.png](plots/confusion_matrices.png).",
+                "",
+            ]
+            if has_plot
+            else []
+        ),
+    ]
+
+
+def _per_class_lines(result: dict) -> list[str]:
+    """The per-class table under the full results: binary keeps it there; more classes have their own section."""
+    if n_classes(result) > 2:
+        return [f"- {AUC_NOTE}", "", "Per class: see the section 'Per class (test split)' above.", ""]
+    return ["Per class (mean over seeds):", "", _md_table(*per_class_rows(result)), ""]
+
+
 def _results_and_costs(result: dict, summary: dict, timings: dict | None, device: str) -> list[str]:
     one = len(result["seeds"]) == 1
     resamples = summary[next(iter(summary))]["ci"]["accuracy"].get("n_resamples")
@@ -332,10 +390,7 @@ def _results_and_costs(result: dict, summary: dict, timings: dict | None, device
         "",
         _md_table(*full_rows(result, summary)),
         "",
-        "Per class (mean over seeds):",
-        "",
-        _md_table(*per_class_rows(result)),
-        "",
+        *_per_class_lines(result),
         "## Costs",
         "",
         f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
@@ -424,7 +479,7 @@ def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int,
         f"## Out-of-domain: {name}",
         "",
         f"Every model of this run on `{ood['source']}` ({ood['split']} split, {ood['n']} examples, "
-        f"{ood['positive_share']:.1%} positive), evaluated once; nothing was tuned on it.",
+        f"{balance_text(ood)}), evaluated once; nothing was tuned on it.",
         "",
         _md_table(*full_rows(result, summary)),
         "",
@@ -440,6 +495,8 @@ def results_csv(result: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     keys = ["accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece"]
+    # per class after the columns binary files always had (nothing moves): test_<class>_<precision|recall|f1|support>
+    per_class = [(n, k) for n in result["label_names"] for k in ("precision", "recall", "f1", "support")]
     writer.writerow(
         [
             "seed",
@@ -457,6 +514,7 @@ def results_csv(result: dict) -> str:
             "peak_memory_bytes",
             "latency_ms_batch1",
             "throughput_batch64",
+            *[f"test_{n}_{k}" for n, k in per_class],
         ]
     )
     for seed in result["seeds"]:
@@ -479,6 +537,7 @@ def results_csv(result: dict) -> str:
                     m.get("peak_memory_bytes"),
                     inf.get("latency_ms_batch1"),
                     inf.get("throughput_batch64"),
+                    *[m["test"]["per_class"][n][k] for n, k in per_class],
                 ]
             )
     return buf.getvalue()
