@@ -273,36 +273,38 @@ def _detail_table(table: dict, label_names: list[str]) -> str:
 
 
 def _finding_lines(table: dict, label_names: list[str]) -> list[str]:
-    """Sentences from the verdicts and numbers only: where a model is significantly worse or better than the
-    teacher and by how much, and where a student has fewer errors without a significant difference."""
+    """Sentences from the verdicts and numbers only: the slices where a model is significantly worse or better
+    than the teacher and by how much, and where a student has fewer errors without a significant difference."""
     ref = table["reference"]
     if ref is None:
         return []
-    found = {"worse": [], "better": [], "lower": []}
+    found = {"worse": [], "better": [], "fewer": []}
     for r in table["slices"]:
         base = r["models"][ref]["error_rate"]
+        cells = {"worse": [], "better": [], "fewer": []}
         for stage in table["models"]:
-            t = r["models"][stage].get("vs_reference")
-            if t is None:
-                continue
-            err = r["models"][stage]["error_rate"]
-            what = (
-                f"{stage} on '{_cell(r['slice'])}' ({what_error_means(r, label_names)}: {err:.1%} vs the "
-                f"teacher's {base:.1%}, {100 * (err - base):+.1f} points; n = {r['n']}"
-                + (f", {r['n_groups']} group(s)" if r["n_groups"] is not None else "")
-                + ")"
-            )
-            if t["verdict"] in ("worse", "better"):
-                found[t["verdict"]].append(what)
-            elif (is_student(stage) or stage == LORA_STUDENT) and err < base:
-                found["lower"].append(what)
-    return [
-        "- **Significantly worse than the teacher:** " + ("; ".join(found["worse"]) or "on no slice") + ".",
-        "- **Significantly better than the teacher:** " + ("; ".join(found["better"]) or "on no slice") + ".",
-        "- **A student with fewer errors than the teacher, not significant:** "
-        + ("; ".join(found["lower"]) or "on no slice")
-        + ".",
-    ]
+            t, err = r["models"][stage].get("vs_reference"), r["models"][stage]["error_rate"]
+            kind = t and (t["verdict"] if t["verdict"] in ("worse", "better") else None)
+            if t and not kind and (is_student(stage) or stage == LORA_STUDENT) and err < base:
+                kind = "fewer"
+            if kind:
+                cells[kind].append(f"{stage} {err:.1%} ({100 * (err - base):+.1f} points)")
+        groups = f", {r['n_groups']} group(s)" if r["n_groups"] is not None else ""
+        for kind, said in cells.items():
+            if said:
+                found[kind].append(
+                    f"  - '{_cell(r['slice'])}' (n = {r['n']}{groups}; error rate = share "
+                    f"{what_error_means(r, label_names)}; teacher {base:.1%}): {', '.join(said)}."
+                )
+    titles = {
+        "worse": "Significantly worse than the teacher",
+        "better": "Significantly better than the teacher",
+        "fewer": "A student with fewer errors than the teacher, not significant",
+    }
+    lines = []
+    for kind, title in titles.items():
+        lines += [f"- **{title}:**" + ("" if found[kind] else " on no slice.")] + found[kind]
+    return lines
 
 
 # ---------------------------------------------------------------- the picture and the csv
@@ -336,7 +338,11 @@ def draw_heatmap(table: dict | None, folder: Path, name: str = HEATMAP) -> list[
                 color="white" if dark else "black",
             )
     ax.set_xticks(range(len(models)), models, rotation=40, ha="right", fontsize=small + 1)
-    ax.set_yticks(range(len(rows)), [f"{_cell(r['slice'], 32)} (n={r['n']})" for r in rows], fontsize=small + 1)
+    ylabels = [
+        f"{_cell(r['slice'], 32)} (n={r['n']}" + (f", {r['n_groups']} groups)" if r.get("n_groups") else ")")
+        for r in rows
+    ]
+    ax.set_yticks(range(len(rows)), ylabels, fontsize=small + 1)
     ax.set_xticks(np.arange(len(models) + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1)

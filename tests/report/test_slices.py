@@ -143,14 +143,16 @@ def test_section_names_the_slices_from_the_numbers():
     text = "\n".join(lines)
     assert lines[0] == "## Per slice (the slice column)"
     assert "Holm-adjusted per seed over all 4 slice × model tests" in text
-    worse = next(x for x in lines if x.startswith("- **Significantly worse"))
-    assert worse == (
-        "- **Significantly worse than the teacher:** student-odd on 'A' (flagged toxic: 80.0% vs the teacher's "
-        "0.0%, +80.0 points; n = 10)."
+    at = lines.index("- **Significantly worse than the teacher:**")
+    assert lines[at + 1] == (
+        "  - 'A' (n = 10; error rate = share flagged toxic; teacher 0.0%): student-odd 80.0% (+80.0 points)."
     )
-    assert next(x for x in lines if x.startswith("- **Significantly better")).endswith("on no slice.")
-    fewer = next(x for x in lines if x.startswith("- **A student with fewer"))
-    assert "student-odd on 'B' (missed (predicted not toxic): 0.0% vs the teacher's 60.0%" in fewer
+    assert lines[at + 2] == "- **Significantly better than the teacher:** on no slice."
+    fewer = lines[lines.index("- **A student with fewer errors than the teacher, not significant:**") + 1]
+    assert fewer == (
+        "  - 'B' (n = 10; error rate = share missed (predicted not toxic); teacher 60.0%): "
+        "student-odd 0.0% (-60.0 points)."
+    )
     assert "| A | 0.00 | 0.80 ▲ | 0.10 |" in text  # the error grid, models in the given order
     assert f"(plots/{HEATMAP})" in text
 
