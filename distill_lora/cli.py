@@ -614,6 +614,9 @@ def evaluate(
     label_map: Optional[str] = typer.Option(None, "--label-map", help='JSON, e.g. \'{"hate": 1, "none": 0}\''),
     split: str = typer.Option("test", "--split", help="train, validation or test"),
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many examples (stratified)"),
+    slice_column: Optional[str] = typer.Option(
+        None, "--slice-column", help="column naming each text's slice: adds per-slice results (as data.slice_column)"
+    ),
 ):
     """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
 
@@ -623,11 +626,10 @@ def evaluate(
             mapping = json.loads(label_map) if label_map else {}
         except ValueError:
             raise UserError(f'--label-map {label_map!r} is not JSON; e.g. \'{{"hate": 1, "none": 0}}\'') from None
-        from distill_lora.use.evaluate import evaluate_run
+        from distill_lora.use.evaluate import OtherData, evaluate_run
 
-        results = evaluate_run(
-            Path(run_dir), data, name or Path(data).name, text_column, label_column, mapping, split, limit
-        )
+        other = OtherData(data, text_column, label_column, mapping, split, limit, slice_column)
+        results = evaluate_run(Path(run_dir), other, name or Path(data).name)
         print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
 
     _user_errors(action)

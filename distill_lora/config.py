@@ -78,6 +78,12 @@ class DataConfig:
         "report's CIs and pairwise verdicts then resample whole test groups; "
         "null: every text is its own group",
     )
+    slice_column: str | None = _f(
+        None,
+        "column naming a slice of each text (e.g. a template category): the report scores every model on each "
+        "slice of the test split (a blank value is the slice '(missing)'); slices never choose anything; "
+        "null: no per-slice section",
+    )
     label_names: list = _f(
         ["not toxic", "toxic"], "name of each class, in class-index order (two or more); binary: index 1 is positive"
     )
@@ -384,6 +390,11 @@ def _validate_data(d: DataConfig) -> None:
                 f"config: 'data.label_map' maps '{raw}' to {idx!r}, which is not a class index "
                 f"0..{len(d.label_names) - 1}"
             )
+    if d.slice_column is not None and d.slice_column in (d.text_column, d.label_column):
+        raise UserError(
+            f"config: 'data.slice_column' is {d.slice_column!r}, the text or label column; name the column that "
+            "holds each text's slice, or set it to null"
+        )
     if d.null_text not in ("error", "drop"):
         raise UserError(f"config: 'data.null_text' must be error or drop, got {d.null_text!r}")
     if not 0 < d.validation_fraction < 1:

@@ -5,7 +5,9 @@ negation, quoted or reported abuse, counter-speech, profanity that attacks no on
 mentions of groups (label 0). Each template belongs to exactly one split, so test texts are not
 near-copies of training texts. Each row names its template ("template": "direct hate/8", the 8th template of
 that category): the texts of one template are near-duplicates, so the report resamples them together
-(configs/demo.yaml sets data.group_column: template). Run: python scripts/make_demo_data.py  (deterministic, seed 0).
+(configs/demo.yaml sets data.group_column: template). Each row also names its category ("category": "negation"): the
+report scores every model on each category (configs/demo.yaml sets data.slice_column: category).
+Run: python scripts/make_demo_data.py  (deterministic, seed 0).
 """
 
 import json
@@ -167,7 +169,8 @@ def main() -> None:
                     text = fill(template, rng)
                     if text not in seen:
                         seen.add(text)
-                        rows.append({"text": text, "label": label, "template": f"{category}/{number}"})
+                        row = {"text": text, "label": label, "template": f"{category}/{number}"}
+                        rows.append({**row, "category": category})
                         made += 1
                     if made == PER_TEMPLATE[split]:
                         break

@@ -385,8 +385,8 @@ def evaluated(monkeypatch):
 
     calls = []
 
-    def record(run_dir, source, name, text_column, label_column, mapping, split, limit):
-        calls.append((text_column, label_column, mapping, split))
+    def record(run_dir, other, name):
+        calls.append((other.text_column, other.label_column, other.label_map, other.split))
         raise UserError("stop here")
 
     monkeypatch.setattr(evaluate, "evaluate_run", record)

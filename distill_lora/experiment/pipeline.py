@@ -124,8 +124,9 @@ RESULTS_FORMAT = 2
 
 
 def _data_key(ctx: Context) -> dict:
-    # group_column only changes how the report resamples the test split, never what a stage trains
-    data = {k: v for k, v in dataclasses.asdict(ctx.cfg.data).items() if k != "group_column"}
+    # group_column and slice_column only change how the report reads the test split, never what a stage trains
+    report_only = ("group_column", "slice_column")
+    data = {k: v for k, v in dataclasses.asdict(ctx.cfg.data).items() if k not in report_only}
     return {"data": data, "files": ctx.splits.fingerprint, "seed": ctx.cfg.seed, "format": RESULTS_FORMAT}
 
 
@@ -461,6 +462,9 @@ def run_compare(ctx: Context) -> dict:
     }
     if ctx.splits.test.groups is not None:  # the report's bootstrap resamples these whole
         comparison["test_groups"] = ctx.splits.test.groups
+    if ctx.splits.test.slices is not None:  # the report's per-slice section scores every model on each
+        comparison["test_slices"] = ctx.splits.test.slices
+        comparison["slice_column"] = ctx.cfg.data.slice_column
     return comparison
 
 

@@ -29,6 +29,7 @@ from distill_lora.report.analysis import (
 )
 from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.plots import draw_all
+from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
 from distill_lora.report.tables import (
     AUC_NOTE,
     BASIS,
@@ -290,7 +291,7 @@ def print_table(result: dict, summary: dict, console: Console | None = None) -> 
 
 
 def build_markdown(
-    result: dict, summary: dict, pairs: list[dict], results: dict, alpha: float, plots: list[str]
+    result: dict, summary: dict, pairs: list[dict], results: dict, alpha: float, plots: list[str], slices=None
 ) -> str:
     """report.md, section by section."""
     data, timings = results["data"], results.get("timings")
@@ -303,6 +304,7 @@ def build_markdown(
         md += per_class_section(result, summary, "confusion_matrices.png" in plots)
     md += _assignment_and_setup(result, summary)
     md += _results_and_costs(result, summary, timings, device)
+    md += slice_section(slices, result["label_names"], plot=HEATMAP if HEATMAP in plots else None)  # report/slices.py
     md += _int8_section(summary, pairs, timings, _digits(result))
     md += _pairs_section(pairs, alpha, _digits(result))
     md += ["## Data", ""] + data_section(data) + [""] + examples_section(result, summary)
@@ -317,6 +319,7 @@ PLOT_TITLES = {
     "confusion_matrices.png": "Confusion matrices",
     "reliability.png": "Reliability diagram",
     "cost_vs_quality.png": "Cost vs quality",
+    HEATMAP: "Error rate per slice and model (report/slices.py)",
 }
 
 
@@ -488,6 +491,8 @@ def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int,
         _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed), alpha, d)),
         "",
     ]
+    slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # evaluate --slice-column
+    lines += slice_section(slices, result["label_names"], heading="###")
     return "\n".join(lines)
 
 
@@ -580,9 +585,10 @@ def write_report(
     summary = summarise(result, resamples, boot_seed)
     use_joint_timings(result, summary, results.get("timings"))
     pairs = compare_pairs(result, alpha, resamples, boot_seed)
+    slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
-        plots = draw_all(result, summary, tmp, results.get("timings"))
+        plots = draw_all(result, summary, tmp, results.get("timings")) + draw_heatmap(slices, tmp)
         final = output_dir / "plots"
         if final.exists():
             shutil.rmtree(final)
@@ -590,10 +596,12 @@ def write_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    md = build_markdown(result, summary, pairs, results, alpha, plots)
+    md = build_markdown(result, summary, pairs, results, alpha, plots, slices)
     for name, ood in results.get("out_of_domain", {}).items():
         md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha)
     atomic_write_text(output_dir / "report.md", md)
     atomic_write_text(output_dir / "results.csv", results_csv(result))
-    atomic_write_json(output_dir / "analysis.json", {"summary": summary, "pairs": pairs})
+    if slices is not None:  # the per-slice table, one row per slice and model
+        atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
+    atomic_write_json(output_dir / "analysis.json", {"summary": summary, "pairs": pairs, "slices": slices})
     return output_dir / "report.md", summary

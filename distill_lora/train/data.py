@@ -21,6 +21,7 @@ from distill_lora.errors import UserError
 from distill_lora.train.sources import hub_reachable, hub_unreachable_message, is_offline, resolve
 
 SPLITS = ("train", "validation", "test")
+MISSING_SLICE = "(missing)"  # the slice of a row whose slice value is absent, null or blank
 SPLIT_FILE_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 EXTENSIONS = ("jsonl", "json", "csv", "parquet")
 
@@ -30,6 +31,7 @@ class Split:
     texts: list[str]
     labels: list[int]
     groups: list[str] | None = None  # data.group_column of each text (near-duplicates share one); None when unset
+    slices: list[str] | None = None  # data.slice_column of each text; None when unset or the split lacks the column
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -148,8 +150,10 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
             raise UserError(
                 f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); set data.{key}"
             )
-    texts, labels, groups, dropped = [], [], [], 0
+    texts, labels, groups, slices, dropped = [], [], [], [], 0
     n_classes = len(cfg.label_names)
+    # a split may lack the slice column (only the scored split needs it: _require_slices)
+    has_slices = cfg.slice_column is not None and any(cfg.slice_column in r for r in rows)
     for i, row in enumerate(rows, 1):
         text = _as_text(row.get(cfg.text_column))
         if text is False:
@@ -176,11 +180,13 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
         labels.append(label)
         if cfg.group_column is not None:
             groups.append(_as_group(row.get(cfg.group_column), cfg.group_column, where, i))
+        if has_slices:
+            slices.append(_as_slice(row.get(cfg.slice_column)))
     if dropped:
         notes.append(f"{where}: dropped {dropped} rows with null or blank text (data.null_text: drop)")
     if not labels:
         raise UserError(f"data: split {where} is empty after dropping rows without text")
-    return Split(texts, labels, groups if cfg.group_column is not None else None)
+    return Split(texts, labels, groups if cfg.group_column is not None else None, slices if has_slices else None)
 
 
 def _as_group(value, column: str, where: str, row: int) -> str:
@@ -192,6 +198,27 @@ def _as_group(value, column: str, where: str, row: int) -> str:
             "give every row one, or set data.group_column: null"
         )
     return group
+
+
+def _as_slice(value) -> str:
+    """A slice name as text (3 and "3" are one slice); absent, null, NaN or blank values are the slice
+    "(missing)", counted like any other rather than dropped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = _as_text(value)
+    if text is None:
+        return MISSING_SLICE
+    return text.strip() if text is not False else json.dumps(value, sort_keys=True)
+
+
+def _require_slices(data: Split, rows: list[dict], cfg: DataConfig, where: str) -> None:
+    """The split the report scores per slice must carry data.slice_column; say which columns it has."""
+    if cfg.slice_column is not None and data.slices is None:
+        columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
+        raise UserError(
+            f"data: split {where} has no column '{cfg.slice_column}' (columns: {', '.join(map(str, columns))}); "
+            "set data.slice_column (--slice-column) to one of them, or leave it unset"
+        )
 
 
 # ---------------------------------------------------------------- splitting and limiting
@@ -211,7 +238,8 @@ def _stratified_pick(labels: list[int], n: int, seed: int) -> list[int]:
 
 def _subset(split: Split, idx: list[int]) -> Split:
     groups = None if split.groups is None else [split.groups[i] for i in idx]
-    return Split([split.texts[i] for i in idx], [split.labels[i] for i in idx], groups)
+    slices = None if split.slices is None else [split.slices[i] for i in idx]
+    return Split([split.texts[i] for i in idx], [split.labels[i] for i in idx], groups, slices)
 
 
 def _file_sha256(path: Path) -> str:
@@ -276,6 +304,7 @@ def load_split(cfg: DataConfig, split: str) -> tuple[Split, list[str]]:
     rows, _, where = _load_raw(cfg, wanted=(split,), required=(split,))
     notes: list[str] = []
     data = _check_rows(rows[split], cfg, where[split], notes)
+    _require_slices(data, rows[split], cfg, where[split])
     n = getattr(cfg.limit, split)
     if n is not None and n < len(data):
         data = _subset(data, _stratified_pick(data.labels, n, cfg.split_seed))
@@ -289,6 +318,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     rows, fingerprint, where = _load_raw(cfg)
     notes: list[str] = []
     checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}
+    _require_slices(checked["test"], rows["test"], cfg, where["test"])
     if "validation" not in checked:
         from sklearn.model_selection import train_test_split
 

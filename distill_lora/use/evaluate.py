@@ -5,6 +5,7 @@ The result goes into results.json under "out_of_domain" and the report gains a s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill_lora.config import DataConfig, SplitLimits
@@ -32,18 +33,23 @@ KEEP = (
 )
 
 
-def evaluate_run(
-    run_dir: Path,
-    source: str,
-    name: str,
-    text_column: str = "text",
-    label_column: str = "label",
-    label_map: dict | None = None,
-    split: str = "test",
-    limit: int | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class OtherData:
+    """The data set `evaluate` scores a run on, as its options name it (columns as in the data block)."""
+
+    source: str
+    text_column: str = "text"
+    label_column: str = "label"
+    label_map: dict = field(default_factory=dict)
+    split: str = "test"
+    limit: int | None = None
+    slice_column: str | None = None  # each value a slice: the section gains the per-slice results
+
+
+def evaluate_run(run_dir: Path, other: OtherData, name: str) -> dict:
     """Score every finished stage of every seed of the last compare on one split of another data set."""
     run_dir = Path(run_dir)
+    source, split, label_map = other.source, other.split, other.label_map
     results_path = run_dir / "results.json"
     if not results_path.exists():
         raise UserError(f"{results_path} not found; run compare first")
@@ -51,13 +57,14 @@ def evaluate_run(
     comparison = results["comparison"]
     data_cfg = DataConfig(
         source=source,
-        text_column=text_column,
-        label_column=label_column,
+        text_column=other.text_column,
+        label_column=other.label_column,
+        slice_column=other.slice_column,
         label_names=comparison["label_names"],
         # labels written as the run's class names count as those classes; --label-map adds to that
         label_map={**_names_as_labels(comparison["label_names"]), **(label_map or {})},
         null_text="drop",
-        limit=SplitLimits(**{split: limit}) if limit else SplitLimits(),
+        limit=SplitLimits(**{split: other.limit}) if other.limit else SplitLimits(),
     )
     bad = {
         k: v
@@ -83,6 +90,8 @@ def evaluate_run(
             "per_seed": per_seed,
         },
     }
+    if data.slices is not None:  # the section's per-slice results (report/slices.py)
+        ood["comparison"].update(test_slices=data.slices, slice_column=other.slice_column)
     with RunLock(run_dir):
         results = read_json(results_path)  # re-read under the lock
         results.setdefault("out_of_domain", {})[name] = ood

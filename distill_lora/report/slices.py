@@ -1,0 +1,391 @@
+"""What does a student lose? Every model scored on each slice of the test split (data.slice_column).
+
+A slice is one value of the data's slice column (e.g. a template category: negation, counter-speech…); a row
+without one is the slice "(missing)". Per slice and model, averaged over seeds: accuracy, macro-F1 over the
+classes present in the slice, the recall of each class present, and the error rate (1 − accuracy; on a
+single-class slice, the share given another class) with a 95% bootstrap CI resampled within the slice (whole
+groups when data.group_column is set; the same resamples for every model). Each model is compared with the
+teacher on the slice's paired predictions: an exact McNemar test per seed, Holm-adjusted over every
+(slice, model) test of that seed. Slices are read after training: they never choose an epoch or a threshold.
+
+Pure functions of results.json's comparison dict, so `distill-lora report RUN_DIR` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
+
+from distill_lora.report.analysis import groups_of, runs_of, stage_ids  # noqa: E402
+from distill_lora.report.stats import bootstrap_ci, holm, mcnemar_exact  # noqa: E402
+from distill_lora.report.tables import _md_table  # noqa: E402
+from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
+
+MISSING = "(missing)"  # as train/data.py names a row without a slice value
+HEATMAP = "slices.png"
+
+
+# ---------------------------------------------------------------- the numbers
+
+
+def slice_names(slices: list[str]) -> list[str]:
+    """The distinct slices in name order, "(missing)" last."""
+    return sorted(set(slices), key=lambda s: (s == MISSING, s))
+
+
+def slice_table(
+    result: dict, models: list[str] | None = None, resamples: int = 1000, boot_seed: int = 0, alpha: float = 0.05
+) -> dict | None:
+    """Per slice: its size, groups and class shares, and every model's numbers on it with the test against the
+    teacher; None when the comparison has no slices. `models` sets the order (default: pipeline order)."""
+    slices = result.get("test_slices")
+    if slices is None:
+        return None
+    models = list(models or stage_ids(result))
+    where = np.asarray(slices, dtype=object)
+    rows = [
+        _slice_entry(result, name, np.flatnonzero(where == name), models, resamples, boot_seed)
+        for name in slice_names(slices)
+    ]
+    reference = TEACHER if TEACHER in models else None
+    if reference is not None:
+        _test_against(result, rows, reference, alpha)
+    return {
+        "column": result.get("slice_column"),
+        "models": models,
+        "reference": reference,
+        "alpha": alpha,
+        "n_resamples": resamples,
+        "grouped": groups_of(result) is not None,
+        "n_seeds": len(result["seeds"]),
+        "slices": rows,
+    }
+
+
+def _slice_entry(result: dict, name: str, idx: np.ndarray, models: list[str], resamples: int, boot_seed: int):
+    names = result["label_names"]
+    y = np.asarray(result["test_labels"])[idx]
+    groups = groups_of(result)
+    within = None if groups is None else [str(groups[i]) for i in idx]
+    present = sorted(set(y.tolist()))
+    return {
+        "slice": name,
+        "n": int(len(idx)),
+        "n_groups": None if within is None else len(set(within)),
+        "class_shares": {names[c]: float(np.mean(y == c)) for c in range(len(names))},
+        "classes_present": [names[c] for c in present],
+        "index": idx.tolist(),
+        "models": {stage: _model_on_slice(result, stage, idx, within, resamples, boot_seed) for stage in models},
+    }
+
+
+def _model_on_slice(result: dict, stage: str, idx: np.ndarray, groups, resamples: int, boot_seed: int) -> dict:
+    """One model on one slice, averaged over seeds; the error rate's CI resamples texts (or groups) of the slice."""
+    names = result["label_names"]
+    y = np.asarray(result["test_labels"])[idx]
+    present = sorted(set(y.tolist()))
+    preds = [np.asarray(r["predictions"]["pred"])[idx] for r in runs_of(result, stage)]
+    accuracy = [float(np.mean(p == y)) for p in preds]
+    f1 = [float(f1_score(y, p, labels=present, average="macro", zero_division=0)) for p in preds]
+    # the same seed, slice size and groups give every model the same resamples
+    ci = bootstrap_ci(y, preds, "accuracy", resamples, boot_seed, groups=groups, n_classes=len(names))
+    return {
+        "accuracy": statistics.mean(accuracy),
+        "accuracy_per_seed": accuracy,
+        "macro_f1": statistics.mean(f1),
+        "recall": {names[c]: statistics.mean(float(np.mean(p[y == c] == c)) for p in preds) for c in present},
+        "error_rate": 1 - statistics.mean(accuracy),
+        "error_ci": {"low": 1 - ci["high"], "high": 1 - ci["low"], "method": ci["method"]},
+    }
+
+
+def _test_against(result: dict, rows: list[dict], reference: str, alpha: float) -> None:
+    """Every other model against `reference` on each slice: exact McNemar per seed on the slice's paired
+    predictions, Holm-adjusted per seed over all (slice, model) tests, and a verdict (into each model's entry)."""
+    labels = np.asarray(result["test_labels"])
+    ref_runs = runs_of(result, reference)
+    tests = []
+    for row in rows:
+        idx, y = np.asarray(row["index"]), labels[row["index"]]
+        for stage, m in row["models"].items():
+            if stage == reference:
+                continue
+            seeds = zip(ref_runs, runs_of(result, stage))
+            mc = [
+                mcnemar_exact(y, np.asarray(r["predictions"]["pred"])[idx], np.asarray(s["predictions"]["pred"])[idx])
+                for r, s in seeds
+            ]
+            ref = row["models"][reference]["accuracy_per_seed"]
+            m["vs_reference"] = {
+                "accuracy_diff": m["accuracy"] - row["models"][reference]["accuracy"],
+                "accuracy_diff_per_seed": [a - b for a, b in zip(m["accuracy_per_seed"], ref)],
+                "discordant": [[t["a_only_right"], t["b_only_right"]] for t in mc],  # reference only / model only
+                "mcnemar_p": [t["p_value"] for t in mc],
+                "mcnemar_p_holm": [],
+            }
+            tests.append(m["vs_reference"])
+    for i in range(len(result["seeds"])):  # one family per seed, as the main table's pairs
+        for t, adjusted in zip(tests, holm([t["mcnemar_p"][i] for t in tests])):
+            t["mcnemar_p_holm"].append(adjusted)
+    for t in tests:
+        t["verdict"] = slice_verdict(t["mcnemar_p_holm"], t["accuracy_diff_per_seed"], alpha)
+
+
+def slice_verdict(p_holm: list[float], diffs: list[float], alpha: float) -> str:
+    """ "worse" or "better" than the reference when every seed's Holm-adjusted p < alpha and every seed's accuracy
+    difference has that sign; "within noise" when no seed's does; "mixed" otherwise."""
+    significant = sum(p < alpha for p in p_holm)
+    if significant == len(p_holm) and all(d < 0 for d in diffs):
+        return "worse"
+    if significant == len(p_holm) and all(d > 0 for d in diffs):
+        return "better"
+    return "within noise" if significant == 0 else "mixed"
+
+
+# ---------------------------------------------------------------- the report's section
+
+
+def _cell(name: str, width: int = 60) -> str:
+    """A slice name (data, not our words) safe inside a markdown table cell."""
+    flat = " ".join(str(name).split()).replace("|", "\\|").replace("`", "'")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def what_error_means(row: dict, label_names: list[str]) -> str:
+    """What the error rate counts on this slice: on a single-class binary slice, flagged or missed."""
+    if len(row["classes_present"]) != 1:
+        return "given a wrong class"
+    only = row["classes_present"][0]
+    if len(label_names) == 2:
+        other = label_names[1 - label_names.index(only)]
+        return f"flagged {other}" if only == label_names[0] else f"missed (predicted {other})"
+    return f"given a class other than {only}"
+
+
+def slice_section(table: dict | None, label_names: list[str], heading: str = "##", plot: str | None = None):
+    """The report's per-slice section: what was done, the slices, error rates per slice × model, each model's
+    numbers and test against the teacher, and the sentences those numbers support."""
+    if table is None:
+        return []
+    column = f"`{_cell(table['column'])}`" if table.get("column") else "the slice column"
+    lines = [f"{heading} Per slice ({column})", "", *_method_lines(table, label_names), ""]
+    lines += [_overview(table), ""]
+    lines += [f"Error rate per slice and model ({_marks(table)}):", "", _error_grid(table), ""]
+    if plot:
+        lines += [f"![Error rate per slice and model, coloured by the difference from the teacher](plots/{plot})", ""]
+    lines += ["Per slice and model (mean over seeds):", "", _detail_table(table, label_names), ""]
+    return lines + _finding_lines(table, label_names) + [""]
+
+
+def _method_lines(table: dict, label_names: list[str]) -> list[str]:
+    ci = "whole groups (data.group_column) of the slice" if table["grouped"] else "texts of the slice"
+    text = (
+        f"The test split cut by its slice column, every model scored on each slice ({table['n_seeds']} seed(s), "
+        "mean over seeds). Error rate: the share of a slice's texts given a wrong class; on a single-class "
+        f"slice, the share flagged as another class (e.g. flagged '{label_names[-1]}' on a slice of only "
+        f"'{label_names[0]}' texts) or missed. 95% CI: bootstrap over the {ci}, {table['n_resamples']} resamples, "
+        "the same for every model; where every resample gives one value (no errors, or one text or group) the "
+        "exact Clopper–Pearson interval of the slice's texts instead. Macro-F1 counts only the classes present "
+        "in the slice. Slices were read after training: they chose no epoch and no threshold."
+    )
+    if table["reference"] is None:
+        return [text + " No teacher in this run, so no model is compared with one."]
+    n_tests = sum(len(r["models"]) - 1 for r in table["slices"])
+    text += (
+        f" Against the teacher: Δ = the model's accuracy minus the teacher's on the slice (error rates move the "
+        f"other way); exact McNemar per seed on the slice's paired predictions, Holm-adjusted per seed over all "
+        f"{n_tests} slice × model tests (alpha = {table['alpha']}). *worse* / *better*: adjusted p < alpha in every "
+        "seed with Δ of one sign; *mixed*: in some seeds only."
+    )
+    if table["grouped"]:
+        text += (
+            " The texts of one group are near-duplicates and McNemar counts them as independent, so with few "
+            "groups per slice (column Groups) a verdict is about those groups, not the whole category."
+        )
+    return [text]
+
+
+def _overview(table: dict) -> str:
+    names = list(table["slices"][0]["class_shares"]) if table["slices"] else []
+    header = ["Slice", "n"] + (["Groups"] if table["grouped"] else []) + [f"Share {n}" for n in names]
+    rows = [
+        [_cell(r["slice"]), str(r["n"])]
+        + ([str(r["n_groups"])] if table["grouped"] else [])
+        + [f"{r['class_shares'][n]:.0%}" for n in names]
+        for r in table["slices"]
+    ]
+    return _md_table(header, rows)
+
+
+def _marks(table: dict) -> str:
+    if table["reference"] is None:
+        return "no teacher to compare with"
+    return "▲ significantly more errors than the teacher, ▼ significantly fewer, ~ mixed across seeds"
+
+
+def _mark(m: dict) -> str:
+    verdict = m.get("vs_reference", {}).get("verdict")
+    return {"worse": " ▲", "better": " ▼", "mixed": " ~"}.get(verdict, "")
+
+
+def _error_grid(table: dict) -> str:
+    rows = [
+        [_cell(r["slice"])] + [f"{r['models'][s]['error_rate']:.2f}{_mark(r['models'][s])}" for s in table["models"]]
+        for r in table["slices"]
+    ]
+    return _md_table(["Slice", *table["models"]], rows)
+
+
+def _detail_table(table: dict, label_names: list[str]) -> str:
+    header = ["Slice", "Model", "Accuracy", "Macro-F1", "Recall per class", "Error rate [95% CI]"]
+    header += ["Δ vs teacher", "Holm p per seed", "Verdict"] if table["reference"] else []
+    rows = []
+    for r in table["slices"]:
+        for stage in table["models"]:
+            m = r["models"][stage]
+            row = [
+                _cell(r["slice"]),
+                stage,
+                f"{m['accuracy']:.3f}",
+                f"{m['macro_f1']:.3f}",
+                ", ".join(f"{_cell(c)} {v:.2f}" for c, v in m["recall"].items()),
+                f"{m['error_rate']:.3f} [{m['error_ci']['low']:.3f}, {m['error_ci']['high']:.3f}]",
+            ]
+            if table["reference"]:
+                t = m.get("vs_reference")
+                row += (
+                    [f"{t['accuracy_diff']:+.3f}", ", ".join(f"{p:.3g}" for p in t["mcnemar_p_holm"]), t["verdict"]]
+                    if t
+                    else ["(reference)", "", ""]
+                )
+            rows.append(row)
+    return _md_table(header, rows)
+
+
+def _finding_lines(table: dict, label_names: list[str]) -> list[str]:
+    """Sentences from the verdicts and numbers only: the slices where a model is significantly worse or better
+    than the teacher and by how much, and where a student has fewer errors without a significant difference."""
+    ref = table["reference"]
+    if ref is None:
+        return []
+    found = {"worse": [], "better": [], "fewer": []}
+    for r in table["slices"]:
+        base = r["models"][ref]["error_rate"]
+        cells = {"worse": [], "better": [], "fewer": []}
+        for stage in table["models"]:
+            t, err = r["models"][stage].get("vs_reference"), r["models"][stage]["error_rate"]
+            kind = t and (t["verdict"] if t["verdict"] in ("worse", "better") else None)
+            if t and not kind and (is_student(stage) or stage == LORA_STUDENT) and err < base:
+                kind = "fewer"
+            if kind:
+                cells[kind].append(f"{stage} {err:.1%} ({100 * (err - base):+.1f} points)")
+        groups = f", {r['n_groups']} group(s)" if r["n_groups"] is not None else ""
+        for kind, said in cells.items():
+            if said:
+                found[kind].append(
+                    f"  - '{_cell(r['slice'])}' (n = {r['n']}{groups}; error rate = share "
+                    f"{what_error_means(r, label_names)}; teacher {base:.1%}): {', '.join(said)}."
+                )
+    titles = {
+        "worse": "Significantly worse than the teacher",
+        "better": "Significantly better than the teacher",
+        "fewer": "A student with fewer errors than the teacher, not significant",
+    }
+    lines = []
+    for kind, title in titles.items():
+        lines += [f"- **{title}:**" + ("" if found[kind] else " on no slice.")] + found[kind]
+    return lines
+
+
+# ---------------------------------------------------------------- the picture and the csv
+
+
+def draw_heatmap(table: dict | None, folder: Path, name: str = HEATMAP) -> list[str]:
+    """Slices (rows) × models (columns, the main table's order): each cell annotated with the model's error rate
+    on the slice and coloured by its difference from the teacher's (red: more errors, blue: fewer; diverging,
+    centred on 0); ▲/▼ mark significant differences. Sized to stay readable with 30 slices and 14 models.
+    Returns [name], or [] when there are no slices."""
+    if table is None or not table["slices"]:
+        return []
+    models, rows = table["models"], table["slices"]
+    error = np.array([[r["models"][s]["error_rate"] for s in models] for r in rows])
+    ref = table["reference"]
+    diff = error - error[:, [models.index(ref)]] if ref else np.zeros_like(error)
+    span = max(0.05, float(np.abs(diff).max()))
+    fig, ax = plt.subplots(figsize=(2.6 + 0.78 * len(models), 1.6 + 0.34 * len(rows)))
+    image = ax.imshow(diff, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
+    small = 8 if len(models) <= 8 else 7
+    for i, r in enumerate(rows):
+        for j, stage in enumerate(models):
+            dark = abs(diff[i, j]) > 0.6 * span
+            ax.text(
+                j,
+                i,
+                f"{error[i, j]:.2f}{_mark(r['models'][stage])}",
+                ha="center",
+                va="center",
+                fontsize=small,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks(range(len(models)), models, rotation=40, ha="right", fontsize=small + 1)
+    ylabels = [
+        f"{_cell(r['slice'], 32)} (n={r['n']}" + (f", {r['n_groups']} groups)" if r.get("n_groups") else ")")
+        for r in rows
+    ]
+    ax.set_yticks(range(len(rows)), ylabels, fontsize=small + 1)
+    ax.set_xticks(np.arange(len(models) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="minor", length=0)
+    ax.set_title(
+        "Error rate per slice (cell text)"
+        + (
+            ", coloured by the difference from the teacher\n▲ / ▼ significantly more / fewer errors than the teacher "
+            "(Holm-adjusted McNemar, every seed), ~ mixed across seeds"
+            if ref
+            else ""
+        ),
+        fontsize=small + 2,
+    )
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label(
+        "error rate − teacher's (red: more errors)" if ref else "no teacher: no difference", fontsize=small + 1
+    )
+    fig.tight_layout()
+    fig.savefig(Path(folder) / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
+def slices_csv(table: dict | None) -> str | None:
+    """One row per slice and model: the section's numbers, for spreadsheets; None when there are no slices."""
+    if table is None:
+        return None
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(
+        ["slice", "n", "n_groups", "stage", "accuracy", "macro_f1_present", "error_rate", "error_low", "error_high"]
+        + ["accuracy_diff_vs_teacher", "mcnemar_p_holm_per_seed", "verdict", "recall_per_class", "class_shares"]
+    )
+    for r in table["slices"]:
+        for stage in table["models"]:
+            m = r["models"][stage]
+            t = m.get("vs_reference") or {}
+            writer.writerow(
+                [r["slice"], r["n"], r["n_groups"], stage, m["accuracy"], m["macro_f1"], m["error_rate"]]
+                + [m["error_ci"]["low"], m["error_ci"]["high"], t.get("accuracy_diff")]
+                + [" ".join(map(str, t.get("mcnemar_p_holm", []))), t.get("verdict")]
+                + [" ".join(f"{c}={v}" for c, v in m["recall"].items())]
+                + [" ".join(f"{c}={v}" for c, v in r["class_shares"].items())]
+            )
+    return buf.getvalue()
