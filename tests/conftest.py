@@ -77,7 +77,8 @@ def build_tiny_bert(folder: Path, layers: int, seed: int = 0, dropout: float = 0
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS_TOXIC + WORDS_CLEAN + FILLER))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    # vocab= (not vocab_file=): transformers 5's fast tokenizer ignores vocab_file, and every word became [UNK]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),

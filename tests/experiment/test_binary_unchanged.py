@@ -1,8 +1,9 @@
 """A binary run's numbers are those of the commit before multi-class support (issue 14).
 
-tests/fixtures/binary_results.json was written from the shared tiny run (`finished_run`) at commit bba3695,
-before any N-class change, with `python tests/experiment/test_binary_unchanged.py RUN_DIR`. It holds every
-number of results.json except timings, memory, hashes and paths, which are not results.
+tests/fixtures/binary_results.json was written from the shared tiny run (`finished_run`) made with the code of
+commit bba3695, before any N-class change (and with the test tokenizer's fix of conftest.build_tiny_bert: every
+word had been [UNK]), with `python tests/experiment/test_binary_unchanged.py RUN_DIR`. It holds every number of
+results.json except timings, memory, hashes and paths, which are not results.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def numbers_of(node):
 
 
 def assert_same(expected, actual, where="results"):
-    """Equal structure; floats to 1e-9 relative (the same code on the same CPU wheel gives the same bits)."""
+    """Equal structure; floats to 1e-6 relative: the same code gives the same bits only with the same number of
+    threads (1 vs 2 threads moved an ECE by 1e-8 relative: summation order), and a real change moves more."""
     if isinstance(expected, dict):
         missing = set(expected) - set(actual)
         assert not missing, f"{where}: keys {sorted(missing)} gone"
@@ -44,7 +46,7 @@ def assert_same(expected, actual, where="results"):
         for i, (e, a) in enumerate(zip(expected, actual)):
             assert_same(e, a, f"{where}[{i}]")
     elif isinstance(expected, float):
-        assert isinstance(actual, float) and math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12), (
+        assert isinstance(actual, float) and math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-9), (
             f"{where}: {actual!r}, expected {expected!r}"
         )
     else:
