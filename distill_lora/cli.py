@@ -411,6 +411,8 @@ def sweep(
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)"),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """Hyperparameter search for one stage (sweep: in the config), on validation macro-F1; test once, for the best."""
     overrides = list(set_ or [])
@@ -430,7 +432,13 @@ def sweep(
 
         return run_sweep(ctx)
 
-    _run(action, config, overrides, output_dir, seed, check=check)
+    def document(ctx, best):
+        from distill_lora.experiment.outcome import FORMAT
+
+        keep = ("study", "stage", "trial", "values", "val_macro_f1", "stage_dir", "test", "selected_epoch", "note")
+        return {"format": FORMAT, "command": "sweep", **{k: best[k] for k in keep}}
+
+    _run(action, config, overrides, output_dir, seed, check=check, document=document if json_out else None, quiet=quiet)
 
 
 @command()
@@ -617,6 +625,8 @@ def evaluate(
     slice_column: Optional[str] = typer.Option(
         None, "--slice-column", help="column naming each text's slice: adds per-slice results (as data.slice_column)"
     ),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """Evaluate every model of a run on another data set (out-of-domain) and add it to the report."""
 
@@ -629,8 +639,13 @@ def evaluate(
         from distill_lora.use.evaluate import OtherData, evaluate_run
 
         other = OtherData(data, text_column, label_column, mapping, split, limit, slice_column)
-        results = evaluate_run(Path(run_dir), other, name or Path(data).name)
-        print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
+        with _progress_to(json_out, quiet):
+            results = evaluate_run(Path(run_dir), other, name or Path(data).name)
+            print(f"report: {_rebuild_report(Path(run_dir), results)}")  # with the run's own report settings
+        if json_out:
+            from distill_lora.experiment.outcome import evaluate_document
+
+            typer.echo(json.dumps(evaluate_document(Path(run_dir), name or Path(data).name), indent=1))
 
     _user_errors(action)
 

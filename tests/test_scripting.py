@@ -72,6 +72,18 @@ def test_single_stage_json_and_quiet(run_copy):
     assert r.exit_code == 0 and r.stdout == "" and r.stderr == "", r.output
 
 
+def test_evaluate_json_lists_every_stage_on_the_other_data(run_copy):
+    out = run_copy["output"]
+    r = runner.invoke(app, ["evaluate", str(out), "--data", str(run_copy["data"]), "--name", "again", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["command"] == "evaluate" and doc["name"] == "again" and doc["n"] == 40
+    ood = json.loads((out / "results.json").read_text())["out_of_domain"]["again"]["comparison"]["per_seed"]["0"]
+    assert {s["stage"]: s["test"]["macro_f1"] for s in doc["stages"]} == {
+        k: m["test"]["macro_f1"] for k, m in ood.items()
+    }
+
+
 def test_json_errors_keep_stdout_empty_and_use_the_documented_exit_code(run_copy, tmp_path):
     r = runner.invoke(app, ["compare", "-c", str(run_copy["config"]), "--set", "train.lr=-1", "--json"])
     assert r.exit_code == 2 and r.stdout == "" and "'train.lr' must be > 0" in r.stderr

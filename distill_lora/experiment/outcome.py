@@ -66,3 +66,30 @@ def compare_document(output_dir: Path) -> dict:
         "mean_over_seeds": means,
         "verdicts": [{k: p.get(k) for k in PAIR_KEYS} for p in analysis.get("pairs", [])],
     }
+
+
+def evaluate_document(run_dir: Path, name: str) -> dict:
+    """After evaluate: every stage of every seed scored on the other data set, as results.json keeps it."""
+    run_dir = Path(run_dir)
+    ood = read_json(run_dir / "results.json")["out_of_domain"][name]
+    stages = [
+        {
+            "seed": int(seed),
+            "stage": stage,
+            "test": {k: m["test"].get(k) for k in TEST_KEYS if k in m["test"]},
+            "per_class": m["test"].get("per_class"),
+        }
+        for seed, per_stage in ood["comparison"]["per_seed"].items()
+        for stage, m in per_stage.items()
+    ]
+    return {
+        "format": FORMAT,
+        "command": "evaluate",
+        "run_dir": str(run_dir.resolve()),
+        "report": str((run_dir / "report.md").resolve()),
+        "name": name,
+        "source": ood["source"],
+        "split": ood["split"],
+        "n": ood["n"],
+        "stages": stages,
+    }

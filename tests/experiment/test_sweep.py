@@ -104,12 +104,16 @@ def test_distill_sweep_selects_on_validation_and_tests_the_best_once(tiny_bert6,
 
     # the same command with a larger budget continues the study: exactly one new trial
     evaluations.clear()
-    r = runner.invoke(app, ["sweep", "--config", str(cfg), "--trials", "4"])
+    r = runner.invoke(app, ["sweep", "--config", str(cfg), "--trials", "4", "--json"])
     assert r.exit_code == 0, r.output
-    assert "3 of 4 trials finished" in r.output
+    assert "3 of 4 trials finished" in r.stderr  # --json: progress on stderr, the best trial on stdout
     study = _study(out)
     assert len(study.trials) == 4
     assert evaluations.count("test") <= 1  # only if the new trial is the new best
+    doc, best = json.loads(r.stdout), json.loads((out / "sweep" / "best.json").read_text())
+    assert doc["command"] == "sweep" and {k: doc[k] for k in ("trial", "values", "test")} == {
+        k: best[k] for k in ("trial", "values", "test")
+    }
 
 
 def test_a_changed_config_or_space_is_a_new_study(tmp_path, capsys):
