@@ -148,7 +148,7 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(tiny_bert6, tin
     assert r.exit_code == 3 and f"is in use by process {os.getpid()}" in r.output  # 3: busy, not bad input
     lock.write_text(json.dumps({"pid": 12345, "host": "another-host", "started": "then"}))
     r = runner.invoke(app, ["train-teacher", "--config", str(cfg)])
-    assert r.exit_code == 2 and "on another-host" in r.output and "delete" in r.output
+    assert r.exit_code == 3 and "on another-host" in r.output and "delete" in r.output
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
