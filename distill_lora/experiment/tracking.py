@@ -154,6 +154,7 @@ def log_report(report_to: list[str], output_dir: Path, report: Path) -> None:
     names = [n for n in report_to if n != "tensorboard"]
     if not names or not distributed.is_main():
         return
+    check_installed(names, "train")  # every stage may have been reused: nothing has checked yet
     run = open_run(names, output_dir, f"{Path(output_dir).name}/report", {})
     try:
         for tracker in run.trackers:

@@ -124,3 +124,44 @@ def test_the_report_and_its_plots_are_artefacts_of_a_report_run(tmp_path, monkey
     assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["plots", "report.md"]
     assert [f.path for f in client.list_artifacts(run.info.run_id, "plots")] == ["plots/quality_vs_cost.png"]
     assert not (run_dir / "tracking" / "tensorboard").exists()  # TensorBoard keeps no files
+
+
+def test_a_sweep_logs_each_trial_as_a_run(tmp_path, tiny_bert6, tiny_data):
+    pytest.importorskip("tensorboard")
+    import optuna
+
+    space = {"teacher.train.lr": {"choices": [1e-3, 2e-3]}}
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        train={"epochs": 1, "report_to": ["tensorboard"]},
+        sweep={"stage": "teacher", "sampler": "grid", "trials": 2, "space": space},
+    )
+    r = runner.invoke(app, ["sweep", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    storage = f"sqlite:///{out / 'sweep' / 'study.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert len(trials) == 2
+    for trial in trials:  # <run-name>/sweep/trial-NNNN, its score at its last step; never a test metric
+        scalars = _tensorboard_scalars(out / "tracking" / "tensorboard" / "run" / "sweep" / f"trial-{trial.number:04d}")
+        assert scalars["trial/val_macro_f1"][-1].value == pytest.approx(trial.value, abs=1e-6)
+        assert not any(tag.startswith("test/") for tag in scalars)
+    # the best config retrained as a normal stage in sweep/best: a run of that folder, with its test metrics
+    best = json.loads((out / "sweep" / "best.json").read_text())
+    scalars = _tensorboard_scalars(out / "sweep" / "best" / "tracking" / "tensorboard" / "best" / "seed-0" / "teacher")
+    assert scalars["test/macro_f1"][-1].value == pytest.approx(best["test"]["macro_f1"], rel=1e-6)
+
+
+def test_tracking_continues_the_same_sweep_study(tmp_path):
+    from distill_lora.experiment.sweep import _open_study
+
+    space = {"distill.w_kl": {"low": 0, "high": 1}}
+    names = []
+    for overrides in ([], ["train.report_to=[tensorboard]", "distill.train.report_to=[mlflow]"]):
+        cfg = load_config("default", [f"sweep.space={json.dumps(space)}", *overrides])
+        ctx = SimpleNamespace(cfg=cfg, splits=SimpleNamespace(fingerprint={"train": "abc"}))
+        names.append(_open_study(ctx, tmp_path, space, [1, 3, 5])[0].study_name)
+    assert names[0] == names[1]
