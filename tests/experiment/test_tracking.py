@@ -165,3 +165,38 @@ def test_tracking_continues_the_same_sweep_study(tmp_path):
         ctx = SimpleNamespace(cfg=cfg, splits=SimpleNamespace(fingerprint={"train": "abc"}))
         names.append(_open_study(ctx, tmp_path, space, [1, 3, 5])[0].study_name)
     assert names[0] == names[1]
+
+
+def test_two_processes_log_once_and_keep_training_stage_after_stage(tmp_path, tiny_bert6, tiny_data):
+    """torchrun, 2 CPU processes: one tracker run per stage (the main process logs), and the process group lives on
+    after a stage's trackers finish (accelerator.end_training() would end it before the student trains)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "report_to": ["tensorboard", "mlflow"]})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(port), "-m", "distill_lora", "distill", "--layers", "odd", "--config", str(cfg)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path / "run"
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{out / 'tracking' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("run").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["run/seed-0/student-odd", "run/seed-0/teacher"]
+    for stage in ("teacher", "student-odd"):
+        metrics = json.loads((out / "seed-0" / stage / "metrics.json").read_text())
+        log = (out / "seed-0" / stage / "train_log.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in log if '"step"' in line]
+        scalars = _tensorboard_scalars(out / "tracking" / "tensorboard" / "run" / "seed-0" / stage)
+        assert [s.step for s in scalars["train/loss"]] == steps  # once each, not once per process
+        assert scalars["test/macro_f1"][-1].value == pytest.approx(metrics["test"]["macro_f1"], rel=1e-6)
