@@ -9,6 +9,8 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: demo test lint bench install clean-runs
 
+TEST_STAMP := $(VENV)/.installed-test
+
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -16,12 +18,17 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test]'
 	touch $(STAMP)
 
+# the tests also read what the experiment trackers wrote; `make demo` stays without them
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test,track]'
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/distill-lora compare --config demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # ruff: formatting and the rule set in pyproject.toml (CI runs it before the tests)

@@ -49,10 +49,16 @@ class TrainConfig:
         "two classes only: after training, pick the p(positive) cut that maximises validation macro-F1; "
         "saved as decision.json and reported beside the 0.5 cut",
     )
+    report_to: list = _f(
+        [],
+        "experiment trackers that log each stage's steps, epochs and test metrics: tensorboard, mlflow, wandb "
+        "(pip install 'distill-lora[track]'; see docs/tracking.md); empty: none",
+    )
 
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 SELECT_METRICS = ("macro_f1", "accuracy", "loss")
 
 
@@ -429,6 +435,11 @@ def _validate_train(t: TrainConfig, path: str) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
         if getattr(t, key) < 1:
             raise UserError(f"config: '{path}.{key}' must be >= 1, got {getattr(t, key)}")
+    for name in t.report_to:
+        if name not in TRACKERS:
+            raise UserError(
+                f"config: '{path}.report_to' has {name!r}, which is not a tracker" + _closest(str(name), list(TRACKERS))
+            )
     if t.checkpoint_every < 0:
         raise UserError(f"config: '{path}.checkpoint_every' must be >= 0, got {t.checkpoint_every}")
     for key, bad, rule in (
@@ -449,6 +460,7 @@ SPEC_KEYS = ("low", "high", "log", "step", "choices")
 # validation macro-F1, so select_metric is not searched either)
 _NOT_SEARCHED = (
     "select_metric",
+    "report_to",
     "log_every",
     "checkpoint_every",
     "eval_batch_size",

@@ -19,6 +19,7 @@ from distill_lora.config import Config, config_hash
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import run_stage, say, train_model
+from distill_lora.experiment.tracking import log_report
 from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
 from distill_lora.metrics import (
     class_shares,
@@ -135,10 +136,13 @@ def _model_key(ctx: Context) -> dict:
     return {"model": ctx.cfg.teacher.model, "model_files": model_fingerprint(ctx.cfg.teacher.model)}
 
 
+def _train_key(ctx: Context, section: str) -> dict:
+    # report_to only says where the numbers are also logged: turning tracking on reuses finished stages
+    return {k: v for k, v in dataclasses.asdict(ctx.cfg.stage_train(section)).items() if k != "report_to"}
+
+
 def teacher_hash(ctx: Context) -> str:
-    return config_hash(
-        {**_data_key(ctx), **_model_key(ctx), "train": dataclasses.asdict(ctx.cfg.stage_train("teacher"))}
-    )
+    return config_hash({**_data_key(ctx), **_model_key(ctx), "train": _train_key(ctx, "teacher")})
 
 
 def teacher_weights(ctx: Context) -> str:
@@ -156,7 +160,7 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
             "teacher_weights": teacher_weights(ctx),
             "layers": layers,
             "distill": d,
-            "train": dataclasses.asdict(ctx.cfg.stage_train("distill")),
+            "train": _train_key(ctx, "distill"),
         }
     )
 
@@ -175,7 +179,7 @@ def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
             "stage": stage_id,
             "lora": d,
             "pooler_trained": train_pooler,
-            "train": dataclasses.asdict(ctx.cfg.stage_train("lora")),
+            "train": _train_key(ctx, "lora"),
         }
     )
 
@@ -569,4 +573,6 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
     print_table(result, summary)
     say(f"report: {report}")
+    trackers = dict.fromkeys(t for sec in ("teacher", "distill", "lora") for t in ctx.cfg.stage_train(sec).report_to)
+    log_report(list(trackers), ctx.output_dir, report)  # report.md and the plots, as artefacts (MLflow, W&B)
     return result

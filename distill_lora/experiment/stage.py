@@ -1,10 +1,17 @@
 """The one stage skeleton: reuse a finished folder with the same config hash, else make the model, test it once
 and save a DONE stage folder. The teacher, students, LoRA models and int8 rows all run through run_stage;
 sweep trials train through train_model, as stages do.
+
+Tracking (train.report_to): tracker_run opens the tracker run of a stage or sweep trial around the code that
+trains it; train_model, called inside, hands its trackers to the training Accelerator. The run is a context
+variable rather than an argument because produce(), which calls train_model, is the stage's own code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -13,10 +20,15 @@ from accelerate.utils import set_seed
 
 from distill_lora import faults
 from distill_lora.errors import UserError
+from distill_lora.experiment import tracking
 from distill_lora.experiment.runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
 from distill_lora.files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
+from distill_lora.stage_ids import kind_of
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory
+
+# the tracker run of the stage or sweep trial being trained (None: train.report_to is empty)
+_TRACKER_RUN: contextvars.ContextVar[tracking.TrackerRun | None] = contextvars.ContextVar("tracker_run", default=None)
 
 
 def say(*args) -> None:
@@ -60,15 +72,20 @@ def run_stage(ctx, stage_id: str, chash: str, produce, changed: str, main_only: 
         return read_json(final / "metrics.json")
     if not main_only:
         distributed.barrier()  # the work folder exists before any process trains
-    record, write_files, summary = produce(work)
-    if not main:
-        distributed.barrier()  # the main process writes the stage folder
-        return read_json(final / "metrics.json")
-    with stage_folder(final, chash) as tmp:
-        write_files(tmp)
-        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
-        metrics = record.to_dict()
-        atomic_write_json(tmp / "metrics.json", metrics)
+    section = kind_of(stage_id).section
+    with tracker_run(ctx, section, f"seed-{ctx.cfg.seed}/{stage_id}") if section else contextlib.nullcontext() as run:
+        record, write_files, summary = produce(work)
+        if not main:
+            distributed.barrier()  # the main process writes the stage folder
+            return read_json(final / "metrics.json")
+        with stage_folder(final, chash) as tmp:
+            write_files(tmp)
+            atomic_write_text(tmp / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
+            metrics = record.to_dict()
+            atomic_write_json(tmp / "metrics.json", metrics)
+        if run is not None:  # the test metrics and the stage's small files, at the last training step
+            run.log(tracking.flat_numbers(metrics.get("test") or {}, "test/"))
+            tracking.log_files(run.started, [final / n for n in ("metrics.json", "config.yaml")], "stage")
     faults.maybe(f"{stage_id}:done")
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)
@@ -86,6 +103,27 @@ def _start_work(stage_id: str, work: Path, chash: str) -> None:
     atomic_write_json(work / "stage.json", {"config_hash": chash})
 
 
+@contextlib.contextmanager
+def tracker_run(ctx, section: str, name: str):
+    """The tracker run <run-name>/<name> of the stage (section) trained inside the block: None when
+    train.report_to is empty; finished however the block ends."""
+    tcfg = ctx.cfg.stage_train(section)
+    if not tcfg.report_to:
+        yield None
+        return
+    where = f"{section}.train" if "report_to" in getattr(ctx.cfg, section).train else "train"
+    tracking.check_installed(tcfg.report_to, where)
+    # the resolved config: the stage's own train block in place of the global one
+    hparams = tracking.flat_params({**ctx.cfg.to_dict(), "train": dataclasses.asdict(tcfg), "section": section})
+    run = tracking.open_run(tcfg.report_to, ctx.output_dir, f"{ctx.output_dir.name}/{name}", hparams)
+    token = _TRACKER_RUN.set(run)
+    try:
+        yield run
+    finally:
+        _TRACKER_RUN.reset(token)
+        run.finish()
+
+
 def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=None):
     """Seed, build() -> (model, step_loss), train with validation picking the epoch (never the test split).
 
@@ -101,7 +139,10 @@ def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=No
     model, loss_fn = build()
     # made after build(): a student's build computes the teacher's targets under the teacher's own accelerator,
     # and accelerate keeps one process-wide state, so an earlier stage accelerator would lose its precision
-    accelerator = trainer.make_accelerator(tcfg.precision)
+    run = _TRACKER_RUN.get()
+    accelerator = trainer.make_accelerator(tcfg.precision, log_with=run.trackers if run else None)
+    if run is not None:
+        run.start(accelerator)
     say(
         f"[{desc}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
         f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}"
@@ -123,5 +164,7 @@ def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=No
             ),
             on_validated=on_validated,
         )
+    if run is not None:
+        run.step = result.steps
     # without accelerate's autocast wrapper: the test pass and the saved model are the plain fp32 model
     return accelerator.unwrap_model(model, keep_fp32_wrapper=False), result, accelerator, memory

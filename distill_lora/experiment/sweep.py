@@ -34,7 +34,7 @@ from distill_lora.config import SWEEP_STAGES, config_hash, config_with, flat_spa
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
-from distill_lora.experiment.stage import train_model
+from distill_lora.experiment.stage import tracker_run, train_model
 from distill_lora.files import atomic_write_json, atomic_write_text
 from distill_lora.stage_ids import TEACHER
 from distill_lora.train.models import add_lora, load_classifier, resolve_layers
@@ -152,6 +152,8 @@ def _open_study(ctx, folder, space: dict, layers):
     """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
     s = ctx.cfg.sweep
     base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir")}
+    for train in [base["train"]] + [base[sec]["train"] for sec in ("teacher", "distill", "lora")]:
+        train.pop("report_to", None)  # where trials are also logged: turning tracking on continues the same study
     name = "sweep-" + config_hash(
         {"stage": s.stage, "layers": layers, "space": space, "config": base, "data_files": ctx.splits.fingerprint}
     )
@@ -283,11 +285,14 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
         if s.pruning and entry["epoch"] < tcfg.epochs and trial.should_prune():
             raise optuna.TrialPruned()
 
-    try:
-        # seeded and built as a stage is (stage.train_model), so the best trial retrained as a stage is the same model
-        _, result, _, _ = train_model(
-            tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work, work.name, on_validated
-        )
+    try:  # a trial is one tracker run (train.report_to), <run-name>/sweep/trial-NNNN
+        with tracker_run(tctx, SWEEP_STAGES[s.stage], f"sweep/{work.name}") as run:
+            # seeded and built as a stage is (stage.train_model): the best trial retrained as a stage is the same model
+            _, result, _, _ = train_model(
+                tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work, work.name, on_validated
+            )
+            if run is not None:
+                run.log({"trial/val_macro_f1": result.history[result.selected_epoch - 1]["val_macro_f1"]})
     except optuna.TrialPruned:
         _clean(work)
         epochs = len(study.trials[trial.number].intermediate_values)

@@ -44,12 +44,16 @@ def mixed_precision_for(precision: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
-def make_accelerator(precision: str = "auto") -> Accelerator:
-    """An Accelerator for one stage. Gradient accumulation and data sharding are done by train() itself."""
+def make_accelerator(precision: str = "auto", log_with: list | None = None) -> Accelerator:
+    """An Accelerator for one stage. Gradient accumulation and data sharding are done by train() itself.
+
+    log_with: accelerate trackers (made by the caller, which knows where they write); train() logs each step
+    log line and each epoch's validation to them through accelerator.log, on the main process only.
+    """
     # accelerate keeps process-wide singletons; each stage may want its own precision
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision_for(precision), cpu=distributed.use_cpu())
+    return Accelerator(mixed_precision=mixed_precision_for(precision), cpu=distributed.use_cpu(), log_with=log_with)
 
 
 def device_name(accelerator: Accelerator) -> str:
@@ -123,6 +127,7 @@ class TrainResult:
     samples_per_s: float = 0.0
     stopped_early: bool = False
     selected_val_logits: object = None  # (N, C) validation logits of the selected epoch
+    steps: int = 0  # optimiser steps trained
 
 
 def _is_better(score: float, best: float | None, metric: str) -> bool:
@@ -304,6 +309,7 @@ def train(model, loss_fn, cfg: TrainConfig, run: TrainRun, *, on_validated=None)
         wall_time_s=session.wall_time(),
         selected_val_logits=selected_val_logits,
         samples_per_s=state.seen / state.train_time if state.train_time else 0.0,
+        steps=state.step,
     )
 
 
@@ -453,6 +459,7 @@ def _validate(model, cfg: TrainConfig, run: TrainRun, state: LoopState, session:
             entry[f"train_{k}"] = sums[k] / n
     state.history.append(entry)
     session.log.write(json.dumps({"validation": entry}) + "\n")
+    run.accelerator.log({f"epoch/{k}": v for k, v in entry.items()}, step=state.step)  # trackers, if any
     score = val["loss"] if cfg.select_metric == "loss" else val_metrics[cfg.select_metric]
     session.say(
         f"  {run.desc} epoch {epoch}: train CE {entry['train_loss']:.4f}  val loss {val['loss']:.4f}  "
@@ -476,6 +483,7 @@ class _Session:
     desc: str
     total_steps: int
     log: io.TextIOBase  # train_log.jsonl on the main process; the others write into memory
+    accelerator: Accelerator  # its trackers (train.report_to) get the step log too
     progress: object  # a rich progress bar on a terminal; None: plain log lines
     stop: _StopRequests
     wall_before: float  # training wall time of earlier, interrupted runs of this stage
@@ -489,10 +497,9 @@ class _Session:
             (self.progress.console.print if self.progress else print)(line)
 
     def log_step(self, state: LoopState, means: dict[str, float], lr: float, rate: float) -> None:
-        self.log.write(
-            json.dumps({"step": state.step, "epoch": state.epoch, **means, "lr": lr, "samples_per_s": round(rate, 2)})
-            + "\n"
-        )
+        line = {**means, "lr": lr, "samples_per_s": round(rate, 2)}
+        self.log.write(json.dumps({"step": state.step, "epoch": state.epoch, **line}) + "\n")
+        self.accelerator.log({f"train/{k}": v for k, v in {**line, "epoch": state.epoch}.items()}, step=state.step)
         info = f"loss {means['loss']:.4f}  {rate:.1f} samples/s"
         if self.progress:
             self.progress.update(self.progress.task_ids[0], completed=state.step, info=info)
@@ -514,7 +521,7 @@ def _open_session(run: TrainRun, total_steps: int, state: LoopState):
     log_file = open(log_path, "a", encoding="utf-8") if main else io.StringIO()
     try:
         with log_file as log, _StopRequests() as stop:
-            yield _Session(run.desc, total_steps, log, progress, stop, state.wall_time, start)
+            yield _Session(run.desc, total_steps, log, run.accelerator, progress, stop, state.wall_time, start)
     finally:  # also when a stop, a NaN or a sweep's pruner ends training: the bar must not stay on screen
         if progress:
             progress.stop()
