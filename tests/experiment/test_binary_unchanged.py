@@ -34,10 +34,10 @@ def numbers_of(node):
 
 
 def assert_same(expected, actual, where="results"):
-    """Equal structure; floats to 1e-6, relative or absolute: the same code gives the same bits only with the same
-    number of threads (1 vs 2 threads moved an ECE by 1e-8 relative, and a distillation KL of 8e-5 between nearly
-    equal distributions by 6e-9: summation order), while a real change moves a metric by 1/40 and a loss by far more
-    than 1e-6."""
+    """Equal structure; floats to 1e-4 relative (1e-6 absolute near 0): the same code gives the same bits only
+    with the same number of threads (1 vs 2 threads moved an ECE by 1e-8 relative, a distillation KL of 8e-5 by
+    6e-9, and an int8 row's ECE by 7e-5 relative: summation order and quantised kernels), while a real change
+    moves a metric by 1/40 and a loss by far more."""
     if isinstance(expected, dict):
         missing = set(expected) - set(actual)
         assert not missing, f"{where}: keys {sorted(missing)} gone"
@@ -48,7 +48,7 @@ def assert_same(expected, actual, where="results"):
         for i, (e, a) in enumerate(zip(expected, actual)):
             assert_same(e, a, f"{where}[{i}]")
     elif isinstance(expected, float):
-        assert isinstance(actual, float) and math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-6), (
+        assert isinstance(actual, float) and math.isclose(expected, actual, rel_tol=1e-4, abs_tol=1e-6), (
             f"{where}: {actual!r}, expected {expected!r}"
         )
     else:

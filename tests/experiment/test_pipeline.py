@@ -362,13 +362,13 @@ def test_evaluate_on_another_dataset(finished_run, tmp_path):
 # numbers means the training maths changed: if that was meant, record them again here (run this test and
 # read the values it prints on failure). LoRA is recorded with lora.train_pooler at its default (auto: the tiny
 # BERT's pooler bias is zero, so the pooler is trained in full); re-record lora-student if that changes.
-PINNED_LOSSES = {
-    "teacher": [{"loss": 0.700848, "ce": 0.700848}, {"loss": 0.697653, "ce": 0.697653}],
+PINNED_LOSSES = {  # recorded again on 2026-11-30 with bba3695's code once the tiny tokenizer read its vocabulary
+    "teacher": [{"loss": 0.700984, "ce": 0.700984}, {"loss": 0.697526, "ce": 0.697526}],
     "student-odd": [
-        {"loss": 0.282046, "ce": 0.694139, "kl": 1.8e-05, "cos": 0.15198},
-        {"loss": 0.267121, "ce": 0.693616, "kl": 1.9e-05, "cos": 0.107728},
+        {"loss": 0.279801, "ce": 0.694136, "kl": 1.7e-05, "cos": 0.145249},
+        {"loss": 0.268146, "ce": 0.693163, "kl": 1.9e-05, "cos": 0.111258},
     ],
-    "lora-student": [{"loss": 0.700102, "ce": 0.700102}, {"loss": 0.70347, "ce": 0.70347}],
+    "lora-student": [{"loss": 0.700153, "ce": 0.700153}, {"loss": 0.703415, "ce": 0.703415}],
 }
 
 
