@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt torch numpy
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,onnx,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

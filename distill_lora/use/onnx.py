@@ -2,7 +2,8 @@
 
 `write_onnx` exports a plain classifier (a LoRA stage is merged first, by export) with torch.onnx's exporter
 (torch.export based; needs onnxscript) with batch and sequence as dynamic axes, then makes an int8 copy with
-ONNX Runtime's dynamic quantisation (int8 weights of MatMul/Gemm, activations quantised per batch at run time).
+ONNX Runtime's dynamic quantisation (int8 weights of MatMul and embeddings, activations quantised per batch
+at run time).
 `OnnxModel` answers `model(input_ids=…, attention_mask=…).logits` as a transformers model does, so
 `use.predict.Predictor` tokenises, pads and batches exactly as on the torch path and decides with the same rule.
 
@@ -90,7 +91,7 @@ def write_onnx(model, tokenizer, dest: Path) -> dict:
             external_data=False,  # one self-contained file (fine below 2 GB: every encoder this tool trains)
             verbose=False,
         )
-        # int8 weights for MatMul/Gemm and the embedding Gathers; activations quantised per batch at run time
+        # int8 weights for MatMul and the embedding Gathers; activations quantised per batch at run time
         quantize_dynamic(str(dest / ONNX_FILE), str(dest / ONNX_INT8_FILE), weight_type=QuantType.QInt8)
     return {
         "fp32": ONNX_FILE,
@@ -99,8 +100,8 @@ def write_onnx(model, tokenizer, dest: Path) -> dict:
         "inputs": list(INPUTS),
         "dynamic_axes": ["batch", "sequence"],
         "exporter": f"torch.onnx (dynamo) {torch.__version__}",
-        "int8_method": f"onnxruntime {ort.__version__} quantize_dynamic: int8 weights (MatMul, Gemm, embedding "
-        "Gather), activations quantised per batch at run time",
+        "int8_method": f"onnxruntime {ort.__version__} quantize_dynamic: int8 weights (MatMul, embedding Gather), "
+        "activations quantised per batch at run time",
     }
 
 

@@ -34,6 +34,7 @@ MAX_TEXT_CHARS = 5000
 MAX_TEXTS = 64
 MAX_BODY_BYTES = 4 * MAX_TEXT_CHARS * MAX_TEXTS + 4096  # 4 bytes per char at most in UTF-8, plus JSON syntax
 MODEL_DIR_ENV = "DISTILL_LORA_MODEL_DIR"
+BACKEND_ENV = "DISTILL_LORA_BACKEND"  # torch, onnx or onnx-int8 for app_from_env (default as in load_predictor)
 
 
 class BadInput(Exception):
@@ -162,7 +163,7 @@ def app_from_env() -> FastAPI:
     model_dir = os.environ.get(MODEL_DIR_ENV)
     if not model_dir:
         raise RuntimeError(f"set {MODEL_DIR_ENV} to a finished stage folder, e.g. runs/demo/seed-0/teacher")
-    return create_app(model_dir)
+    return create_app(model_dir, backend=os.environ.get(BACKEND_ENV) or None)
 
 
 # ---------------------------------------------------------------- the page (inline: no external assets)

@@ -107,7 +107,7 @@ def test_cli_predict_backend_refusals(finished_run, args, message):
     assert result.output.strip().count("\n") == 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_serve_says_which_backend_answers(onnx_teacher):
+def test_serve_says_which_backend_answers(onnx_teacher, monkeypatch):
     out, _ = onnx_teacher
     client = TestClient(serve.create_app(out))
     body = client.post("/api/predict", json={"text": "you are vermin"}).json()
@@ -118,6 +118,9 @@ def test_serve_says_which_backend_answers(onnx_teacher):
     torch_body = torch_client.post("/api/predict", json={"text": "you are vermin"}).json()
     assert torch_body["model"]["backend"] == "torch"
     assert torch_body["prediction"]["logits"] == pytest.approx(body["prediction"]["logits"], abs=1e-5)
+    monkeypatch.setenv(serve.MODEL_DIR_ENV, str(out))
+    monkeypatch.setenv(serve.BACKEND_ENV, "onnx-int8")  # uvicorn --factory … app_from_env
+    assert TestClient(serve.app_from_env()).get("/api/model").json()["backend"] == "onnx-int8"
 
 
 def test_export_onnx_without_onnxruntime_is_a_user_error(finished_run, tmp_path, monkeypatch):
