@@ -43,14 +43,17 @@ def logits_of(model, texts_batches: list[dict]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def median_ms(model, batch: dict, repeats: int) -> float:
-    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+def median_ms(models: dict, batch: dict, repeats: int) -> dict:
+    """name → median ms of one forward pass; the backends take turns in every repeat, so that a busy machine's
+    slow spells fall on all of them alike rather than on whichever ran then."""
+    times = {name: [] for name in models}
+    for r in range(repeats + 1):  # round 0 warms up
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def torch_bytes(model) -> int:
@@ -95,19 +98,22 @@ def table(model_dir: Path, texts: list[str] | None, repeats: int) -> str:
         all_batches = batches(predictor, texts, 64)
         b1, b64 = batches(predictor, texts[:1], 1)[0], all_batches[0]
         rows, reference = [], None
-        for name, (model, size) in backends(export_dir).items():
+        found = backends(export_dir)
+        models = {name: model for name, (model, _) in found.items()}
+        ms1, ms64 = median_ms(models, b1, repeats), median_ms(models, b64, repeats)
+        for name, (model, size) in found.items():
             logits = logits_of(model, all_batches)
             reference = logits if reference is None else reference
             agree = float((logits.argmax(1) == reference.argmax(1)).mean())
             diff = float(np.abs(logits - reference).max())
-            ms1, ms64 = median_ms(model, b1, repeats), median_ms(model, b64, repeats)
             mb = "n/a" if size is None else f"{size / 2**20:.1f}"
-            rows.append(f"| {name} | {mb} | {ms1:.1f} | {ms64:.0f} | {agree:.2%} | {diff:.2e} |")
+            rows.append(f"| {name} | {mb} | {ms1[name]:.1f} | {ms64[name]:.0f} | {agree:.2%} | {diff:.2e} |")
     cpu = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     )
     head = (
-        f"{len(texts)} texts, max_length {predictor.max_length}, batch 64 = the first 64 texts, median of {repeats}; "
+        f"{len(texts)} texts, max_length {predictor.max_length}, batch 64 = the first 64 texts, median of {repeats} "
+        f"(backends taking turns); "
         f"{cpu}\n\n| backend | weights MB | batch 1 ms | batch 64 ms | argmax = fp32 | max abs Δlogit |\n"
         "|---|---|---|---|---|---|"
     )
