@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test]'
 	touch $(STAMP)
 
-# the tests also read what the experiment trackers wrote; `make demo` stays without them
+# the tests also read what the experiment trackers wrote and run the ONNX export; `make demo` stays without them
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test,track]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[demo,serve,test,track,onnx]'
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

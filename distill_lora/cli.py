@@ -664,6 +664,12 @@ TrainedSeedOpt = typer.Option(
     "--trained-seed",
     help="the training seed of the model to use (its seed-S/ folder); default: the smallest seed that has the stage",
 )
+BackendOpt = typer.Option(
+    None,
+    "--backend",
+    help="torch, onnx or onnx-int8 (ONNX Runtime, CPU; needs a folder from `export --onnx`); "
+    "default: onnx for such a folder, else torch",
+)
 OldModelOpt = typer.Option(None, "--model", hidden=True, help="old name of --stage")
 OldSeedOpt = typer.Option(None, "--seed", hidden=True, help="old name of --trained-seed")
 
@@ -698,6 +704,7 @@ def predict(
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"
     ),
+    backend: Optional[str] = BackendOpt,
     old_model: Optional[str] = OldModelOpt,
     old_seed: Optional[int] = OldSeedOpt,
 ):
@@ -712,10 +719,12 @@ def predict(
             problem = text_problem(text)
             if problem:
                 raise UserError(f"text argument {i} {problem}")
-        predictor = load_predictor(_model_dir(run_dir, stage, old_model, trained_seed, old_seed), batch_size=batch_size)
+        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
+        predictor = load_predictor(model_dir, batch_size=batch_size, backend=backend)
         all_texts = list(texts or []) + (read_texts_file(file, predictor.text_column) if file else [])
         if not all_texts:
             raise UserError("nothing to classify: give texts as arguments or --file FILE")
+        typer.echo(f"backend: {predictor.backend}", err=True)  # stdout stays the answers only
         predictions = predictor.predict(all_texts)
         typer.echo(to_json(predictions) if json_out else format_lines(predictions, predictor.label_names))
 
@@ -731,6 +740,12 @@ def export(
     merge: bool = typer.Option(
         False, "--merge", help="LoRA: merge the adapter into its base (loads without PEFT); checked on validation"
     ),
+    onnx: bool = typer.Option(
+        False,
+        "--onnx",
+        help="also write model.onnx and an int8 model.int8.onnx for ONNX Runtime (LoRA merged first); "
+        "checked on validation",
+    ),
     old_model: Optional[str] = OldModelOpt,
     old_seed: Optional[int] = OldSeedOpt,
 ):
@@ -741,7 +756,9 @@ def export(
         from distill_lora.use.export import export_model
 
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
-        export_info = export_model(model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True))
+        export_info = export_model(
+            model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True), onnx=onnx
+        )
         typer.echo(f"exported {export_info['stage']} (seed {export_info['seed']}, {export_info['format']}) → {out_dir}")
 
     _user_errors(action)
@@ -754,6 +771,7 @@ def serve(
     trained_seed: Optional[int] = TrainedSeedOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
     port: int = typer.Option(8000, "--port", help="port to listen on"),
+    backend: Optional[str] = BackendOpt,
     old_model: Optional[str] = OldModelOpt,
     old_seed: Optional[int] = OldSeedOpt,
 ):
@@ -771,12 +789,13 @@ def serve(
         model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
         sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
         with sock:
-            app_ = create_app(model_dir)
+            app_ = create_app(model_dir, backend=backend)
             if host not in ("127.0.0.1", "localhost", "::1"):
                 typer.secho(
                     f"warning: listening on {host}: anyone who can reach this machine can use the model", err=True
                 )
-            typer.echo(f"serving {app_.state.model_dir} on http://{host}:{port}/  (Ctrl+C stops)")
+            backend_name = app_.state.predictor.backend
+            typer.echo(f"serving {app_.state.model_dir} ({backend_name}) on http://{host}:{port}/  (Ctrl+C stops)")
             uvicorn.Server(uvicorn.Config(app_, log_level="info")).run(sockets=[sock])
 
     _user_errors(action)

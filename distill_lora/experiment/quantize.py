@@ -43,9 +43,18 @@ def quantized_engine() -> str:
     )
 
 
-def _dynamic_linear():
-    from torch.ao.nn.quantized.dynamic import Linear
+TORCH_AO_GONE = (
+    "this torch ({version}) no longer has torch.ao.quantization's dynamic int8 (deprecated in favour of torchao, "
+    "whose CPU int8 measured far slower here: docs/onnx.md); set report.quantize_int8: false, or install a torch "
+    "that has it (2.13 does)"
+)
 
+
+def _dynamic_linear():
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear
+    except ImportError:
+        raise UserError(TORCH_AO_GONE.format(version=torch.__version__)) from None
     return Linear
 
 
@@ -55,11 +64,15 @@ def quantize_dynamic_int8(model):
     model = model.cpu().float().eval()
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao (not a dependency here); it still works in the
-        # torch versions we support, and its dynamic int8 Linear is exactly the CPU baseline wanted
+        # torch versions we support, and its dynamic int8 Linear is exactly the CPU baseline wanted. torchao 0.18's
+        # Int8DynamicActivationInt8WeightConfig measured far slower on the CPU (docs/onnx.md), so we keep this path
+        # while torch has it; when torch drops it, the import above becomes a UserError, not a traceback
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        from torch.ao.quantization import quantize_dynamic
-
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError:
+            raise UserError(TORCH_AO_GONE.format(version=torch.__version__)) from None
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # copies; `model` stays fp32
 
 

@@ -24,6 +24,7 @@ from distill_lora.use.model_card import model_card
 from distill_lora.use.predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
 
 MERGE_TOLERANCE = 1e-4  # max |Δlogit| allowed between the merged model and adapter + base
+ONNX_TOLERANCE = 1e-4  # max |Δlogit| allowed between the fp32 ONNX model and the saved torch model
 MERGE_CHECK_MAX_TEXTS = 1000  # validation texts the merge check runs on (the first N; enough to catch a bad merge)
 METADATA_FILES = ("config.yaml", "metrics.json", DECISION_FILE)
 NOT_EXPORTED = {DONE, "train_log.jsonl", "test_predictions.jsonl", "README.md", EXPORT_MARKER}
@@ -100,13 +101,58 @@ def _write_merged(model_dir: Path, dest: Path, log) -> dict:
     return check
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False, log=print) -> dict:
-    """Write `model_dir` (a finished stage) to `out_dir` as a self-contained folder; returns export.json."""
+def _write_onnx(dest: Path, texts: list[str], log) -> dict:
+    """ONNX fp32 + int8 of the plain model saved in `dest`, checked against it on `texts` (validation)."""
+    from distill_lora.use.onnx import write_onnx
+
+    torch_model = load_predictor(dest, device="cpu", require_marker=False, backend="torch")
+    info = write_onnx(torch_model.model, torch_model.tokenizer, dest)
+    want = torch_model.logits(texts)
+    want_ids = torch_model.labels_from_logits(want)[0]
+    check = {"n_texts": len(texts), "split": "validation", "tolerance": ONNX_TOLERANCE}
+    for backend in ("onnx", "onnx-int8"):
+        got = load_predictor(dest, require_marker=False, backend=backend).logits(texts)
+        ids = torch_model.labels_from_logits(got)[0]
+        check[backend] = {
+            "max_abs_logit_diff": float(np.abs(got - want).max()) if len(texts) else 0.0,
+            "label_agreement": float((ids == want_ids).mean()) if len(texts) else None,
+        }
+    fp32, int8 = check["onnx"], check["onnx-int8"]
+    if not texts:
+        log("ONNX check skipped: the validation split could not be loaded; the ONNX files are NOT verified")
+    else:
+        log(
+            f"ONNX check on {len(texts)} validation texts: fp32 max |Δlogit| vs torch = "
+            f"{fp32['max_abs_logit_diff']:.3e} (tolerance {ONNX_TOLERANCE:.0e}); "
+            f"int8 labels agree with torch on {int8['label_agreement']:.1%}"
+        )
+    if fp32["max_abs_logit_diff"] > ONNX_TOLERANCE:
+        raise UserError(
+            f"ONNX check failed: fp32 ONNX and torch logits differ by up to {fp32['max_abs_logit_diff']:.3e} "
+            f"(> {ONNX_TOLERANCE:.0e}); nothing was exported. Export without --onnx instead"
+        )
+    return {**info, "check": check}
+
+
+def export_model(
+    model_dir: str | Path, out_dir: str | Path, merge: bool = False, log=print, onnx: bool = False
+) -> dict:
+    """Write `model_dir` (a finished stage) to `out_dir` as a self-contained folder; returns export.json.
+
+    onnx=True also writes model.onnx and model.int8.onnx (a LoRA stage is merged first) and checks them.
+    """
     model_dir, out_dir = Path(model_dir), Path(out_dir).absolute()
     _check_out_dir(out_dir)
     cfg = load_config(str(model_dir / "config.yaml"))
     threshold = read_threshold(model_dir, list(cfg.data.label_names))  # a bad decision.json: refused before writing
     is_lora = (model_dir / "adapter_config.json").exists()
+    if onnx:
+        from distill_lora.use.onnx import require_onnxruntime
+
+        require_onnxruntime("--onnx")  # before any work
+        if is_lora and not merge:
+            log(f"note: {model_dir.name} is a LoRA stage; --onnx merges the adapter into its base first")
+            merge = True
     if merge and not is_lora:
         log(f"note: {model_dir.name} is already a plain model; --merge has nothing to merge")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +163,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
             merge_check = _write_merged(model_dir, tmp, log)
         else:
             _copy_stage(model_dir, tmp)
+        onnx_info = _write_onnx(tmp, _validation_texts(model_dir)[0], log) if onnx else None
         info = model_info(model_dir)
         export = {
             "stage": info["stage"],
@@ -125,6 +172,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, merge: bool = False
             "source": str(model_dir.resolve()),
             "format": _format(is_lora, merge),
             "merge_check": merge_check,
+            "backends": ["torch", "onnx", "onnx-int8"] if onnx else ["torch"],  # predict/serve pick from these
+            "onnx": onnx_info,
             "threshold": threshold,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -184,6 +184,7 @@ class Predictor:
     threshold: float | None
     device: torch.device
     info: dict = field(default_factory=dict)
+    backend: str = "torch"  # which runtime answers: torch, onnx or onnx-int8 (use.onnx.BACKEND_FILES)
 
     @property
     def pad_id(self) -> int:
@@ -245,28 +246,64 @@ def prediction_dicts(texts: list[str], ids, probs, logits, label_names: list[str
     return out
 
 
+def default_backend(model_dir: Path) -> str:
+    """onnx for an export folder that holds an ONNX model (that is what it was exported for), else torch."""
+    marker = Path(model_dir) / EXPORT_MARKER
+    if marker.exists():
+        try:
+            backends = read_json(marker).get("backends") or []
+        except (OSError, ValueError, AttributeError):
+            backends = []
+        if "onnx" in backends:
+            return "onnx"
+    return "torch"
+
+
+def _load_model(model_dir: Path, backend: str):
+    """The model that answers: the stage's torch model, or an ONNX Runtime session over the export's ONNX file."""
+    from distill_lora.use.onnx import BACKEND_FILES, OnnxModel, check_backend
+
+    filename = BACKEND_FILES[check_backend(backend)]
+    if filename is None:
+        from distill_lora.train.models import load_stage_model
+
+        return load_stage_model(model_dir)
+    if not (model_dir / filename).exists():
+        raise UserError(
+            f"--backend {backend}: '{model_dir}' holds no {filename}; export it with "
+            "`distill-lora export RUN OUT --onnx` and give OUT, or use --backend torch"
+        )
+    return OnnxModel(model_dir / filename)
+
+
 def load_predictor(
-    model_dir: str | Path, device: str | None = None, batch_size: int | None = None, require_marker: bool = True
+    model_dir: str | Path,
+    device: str | None = None,
+    batch_size: int | None = None,
+    require_marker: bool = True,
+    backend: str | None = None,
 ) -> Predictor:
     """Load a finished stage or export folder (plain classifier, or LoRA adapter on its base) for inference.
 
+    backend: torch, onnx or onnx-int8 (ONNX files exist only in `export --onnx` folders); None = default_backend.
     require_marker=False only for export's check of a folder it is still writing.
     """
     from transformers import AutoTokenizer
 
-    from distill_lora.train.models import load_stage_model
-
     model_dir = _check_finished(Path(model_dir), require_marker)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    backend = backend or default_backend(model_dir)
+    if backend != "torch" and device not in (None, "cpu"):
+        raise UserError(f"--backend {backend} runs on the CPU (ONNX Runtime's CPU provider); drop the device setting")
     cfg = load_config(str(model_dir / "config.yaml"))
     threshold = read_threshold(model_dir, list(cfg.data.label_names))  # before the weights: a refusal is quick
     try:
-        model = load_stage_model(model_dir)
+        model = _load_model(model_dir, backend)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError) as e:
         raise UserError(f"'{model_dir}': cannot load the model ({str(e).splitlines()[0][:200]})") from None
-    dev = pick_device(device)
+    dev = pick_device(device) if backend == "torch" else torch.device("cpu")
     model.to(dev).eval()
     return Predictor(
         model_dir=model_dir,
@@ -278,7 +315,8 @@ def load_predictor(
         text_column=cfg.data.text_column,
         threshold=threshold,
         device=dev,
-        info=model_info(model_dir),
+        info={**model_info(model_dir), "backend": backend},
+        backend=backend,
     )
 
 

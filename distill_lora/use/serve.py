@@ -34,6 +34,7 @@ MAX_TEXT_CHARS = 5000
 MAX_TEXTS = 64
 MAX_BODY_BYTES = 4 * MAX_TEXT_CHARS * MAX_TEXTS + 4096  # 4 bytes per char at most in UTF-8, plus JSON syntax
 MODEL_DIR_ENV = "DISTILL_LORA_MODEL_DIR"
+BACKEND_ENV = "DISTILL_LORA_BACKEND"  # torch, onnx or onnx-int8 for app_from_env (default as in load_predictor)
 
 
 class BadInput(Exception):
@@ -105,9 +106,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
-    """The app for one finished stage or export folder (loaded once, here)."""
-    predictor = load_predictor(model_dir, device=device)
+def create_app(model_dir: str | Path, device: str | None = None, backend: str | None = None) -> FastAPI:
+    """The app for one finished stage or export folder (loaded once, here); backend as in load_predictor."""
+    predictor = load_predictor(model_dir, device=device, backend=backend)
     info = predictor.info
     lock = threading.Lock()  # one forward pass at a time: CPU threads are already used inside torch
     app = FastAPI(title="distill-lora", docs_url=None, redoc_url=None, openapi_url=None)
@@ -138,7 +139,7 @@ def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
         except BadInput as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         predictions = await run_in_threadpool(predict_locked, texts)
-        who = {"stage": info["stage"], "seed": info["seed"], "model_type": info["model_type"]}
+        who = {k: info[k] for k in ("stage", "seed", "model_type", "backend")}
         return {"model": who, "prediction" if single else "predictions": predictions[0] if single else predictions}
 
     @app.get("/", response_class=HTMLResponse)
@@ -162,7 +163,7 @@ def app_from_env() -> FastAPI:
     model_dir = os.environ.get(MODEL_DIR_ENV)
     if not model_dir:
         raise RuntimeError(f"set {MODEL_DIR_ENV} to a finished stage folder, e.g. runs/demo/seed-0/teacher")
-    return create_app(model_dir)
+    return create_app(model_dir, backend=os.environ.get(BACKEND_ENV) or None)
 
 
 # ---------------------------------------------------------------- the page (inline: no external assets)
@@ -214,6 +215,7 @@ def render_page(info: dict, label_names: list[str], nonce: str) -> str:
             ("seed", info["seed"]),
             ("model type", info["model_type"]),
             ("depth", info["depth"]),
+            ("backend", info.get("backend", "torch")),
             ("run folder", info["run_dir"]),
             ("model folder", info["model_dir"]),
         )
@@ -289,7 +291,7 @@ form.addEventListener("submit", async (ev) => {{
                                           body: JSON.stringify({{text: document.getElementById("text").value}})}});
     const body = await r.json();
     if (!r.ok) {{ result.className = "error"; verdict.textContent = "error"; prob.textContent = body.error; return; }}
-    const p = body.prediction, who = " · " + body.model.stage + ", seed " + body.model.seed;
+    const p = body.prediction, who = " · " + body.model.stage + ", seed " + body.model.seed + ", " + body.model.backend;
     verdict.textContent = p.label;
     prob.textContent = BINARY ? "p(" + LABELS[1] + ") = " + p.prob_positive.toFixed(4) + who
                               : "p = " + p.probabilities[p.label].toFixed(4) + who;

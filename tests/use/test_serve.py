@@ -35,7 +35,12 @@ def test_single_and_batch_predict(client, finished_run):
     assert one.status_code == 200
     assert one.json()["prediction"]["label"] == want[0]["label"]
     assert one.json()["prediction"]["prob_positive"] == pytest.approx(want[0]["prob_positive"], abs=1e-6)
-    assert one.json()["model"] == {"stage": "teacher", "seed": 0, "model_type": "Teacher (fine-tuned)"}
+    assert one.json()["model"] == {
+        "stage": "teacher",
+        "seed": 0,
+        "model_type": "Teacher (fine-tuned)",
+        "backend": "torch",
+    }
     # binary clients keep every field they had; every class's probability comes beside them
     got = one.json()["prediction"]
     assert set(got) == {"text", "label", "label_id", "prob_positive", "logits", "probabilities"}
