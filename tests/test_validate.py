@@ -64,3 +64,14 @@ def test_config_prints_the_resolved_config_and_explains_a_key():
     r = runner.invoke(app, ["config", "--explain", "lora.r"])
     assert r.exit_code == 0 and r.output == "lora.r: LoRA rank\ndefault: 8\n"
     one_error_line(runner.invoke(app, ["config", "--explain", "lora.rr"]), 2, "no such key; did you mean lora.r")
+
+
+def test_validate_names_a_tracker_that_is_not_installed(monkeypatch):
+    from distill_lora.experiment import tracking
+
+    monkeypatch.setitem(tracking.INSTALLED, "mlflow", lambda: False)
+    r = runner.invoke(app, ["validate", "--config", "demo", "--set", "train.report_to=[mlflow]"])
+    assert r.exit_code == EXIT_BAD_INPUT
+    assert "error: --set: train.report_to has mlflow, which is not installed: pip install 'distill-lora[track]'" in (
+        r.output
+    )

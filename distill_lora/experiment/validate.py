@@ -17,6 +17,7 @@ import yaml
 
 from distill_lora.config import SHIPPED, apply_override, config_from_raw, read_yaml, shipped_config_path
 from distill_lora.errors import UserError
+from distill_lora.experiment.tracking import check_installed
 from distill_lora.train.sources import hub_reachable, is_offline, resolve
 
 _KEY = re.compile(r"^config: (?:unknown key )?'([^']+)'")
@@ -111,10 +112,18 @@ def validate_config(ref: str, overrides: list[str]) -> list[Problem]:
 
 
 def source_problems(cfg) -> list[tuple[str, str]]:
-    """(key, problem) for the data source and the teacher: a local path exists, a Hub id is cached or the Hub
-    can be reached. Nothing is loaded."""
+    """(key, problem) for the trackers, the data source and the teacher: trackers are installed, a local path
+    exists, a Hub id is cached or the Hub can be reached. Nothing is loaded."""
     refs = [("data.source", cfg.data.source), ("teacher.model", cfg.teacher.model)]
     problems = []
+    trackers = [("train", cfg.train.report_to)]  # the global block first: a problem is blamed on the key set
+    trackers += [(f"{s}.train", cfg.stage_train(s).report_to) for s in ("teacher", "distill", "lora")]
+    for where, names in trackers:  # trackers named but not installed
+        try:
+            check_installed(names, where)
+        except UserError as e:
+            problems.append((f"{where}.report_to", str(e)))
+            break
     for key, ref in refs:
         try:
             _, local = resolve(ref, key)
