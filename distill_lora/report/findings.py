@@ -151,8 +151,8 @@ def missed_class_lines(result: dict, summary: dict) -> list[str]:
                 )
         elif drop > 0:
             lines.append(
-                f"{_name(summary, stage)} loses most on '{names[c]}': recall {own[c]:.2f} against the teacher's "
-                f"{teacher[c]:.2f} (a drop of {drop:.2f}; {count} such test texts; {seeds})."
+                f"{_name(summary, stage)} loses most on '{names[c]}': recall {own[c]:.3f} against the teacher's "
+                f"{teacher[c]:.3f} (a drop of {drop:.3f}; {count} such test texts; {seeds})."
             )
         else:
             lines.append(f"{_name(summary, stage)} loses no recall against the teacher on any class ({seeds}).")

@@ -100,8 +100,8 @@ def test_largest_recall_drop_is_named_with_both_recalls(run3):
         k = int(np.argmax(drop))
         if drop[k] > 0:
             text = (
-                f"[{stage}] loses most on '{CLASSES[k]}': recall {recalls(stage)[k]:.2f} against the teacher's "
-                f"{teacher[k]:.2f} (a drop of {drop[k]:.2f}; {int(np.sum(labels == k))} such test texts; one seed)."
+                f"[{stage}] loses most on '{CLASSES[k]}': recall {recalls(stage)[k]:.3f} against the teacher's "
+                f"{teacher[k]:.3f} (a drop of {drop[k]:.3f}; {int(np.sum(labels == k))} such test texts; one seed)."
             )
         else:
             text = f"[{stage}] loses no recall against the teacher on any class (one seed)."
@@ -188,7 +188,7 @@ def test_missed_class_names_the_largest_recall_drop_mean_over_seeds():
     odd_line, lora_line = findings.missed_class_lines(result, summary)
     # drops: hate 0.75 − 0.375 = 0.375, offensive 1 − 0.625 = 0.375: a tie goes to the first class
     assert odd_line == (
-        "student-odd [student-odd] loses most on 'hate speech': recall 0.38 against the teacher's 0.75 (a drop of 0.38; "
+        "student-odd [student-odd] loses most on 'hate speech': recall 0.375 against the teacher's 0.750 (a drop of 0.375; "
         "4 such test texts; mean over seeds)."
     )
     assert (
@@ -197,7 +197,7 @@ def test_missed_class_names_the_largest_recall_drop_mean_over_seeds():
     odd_only = (odd[0], odd[0])  # offensive 0.75 vs 1.0 is a smaller drop than hate's 0.25 vs 0.75
     one = result3(labels, {"teacher": (teacher, teacher), "student-odd": odd_only}, (0, 1))
     (line,) = findings.missed_class_lines(one, {"teacher": {}, "student-odd": {"model_type": "m"}})
-    assert "'hate speech': recall 0.25 against the teacher's 0.75 (a drop of 0.50" in line
+    assert "'hate speech': recall 0.250 against the teacher's 0.750 (a drop of 0.500" in line
     int8 = {"teacher": {}, "student-odd-int8": {"quantized_from": "student-odd"}}
     assert (
         findings.missed_class_lines(result3(labels, {"teacher": [teacher], "student-odd-int8": [odd[0]]}), int8) == []
@@ -235,7 +235,7 @@ def test_missed_class_skips_a_class_without_test_texts():
     labels = [0, 0, 1, 1]  # no 'neither' in the test split
     result = result3(labels, {"teacher": [[0, 0, 1, 1]], "student-odd": [[0, 2, 1, 1]]})
     (line,) = findings.missed_class_lines(result, {"teacher": {}, "student-odd": {"model_type": "m"}})
-    assert "'hate speech': recall 0.50 against the teacher's 1.00" in line
+    assert "'hate speech': recall 0.500 against the teacher's 1.000" in line
 
 
 def test_examples_rank_by_the_wrong_class_probability():
