@@ -109,8 +109,8 @@ def test_two_processes_match_one_at_the_same_global_batch(runs, stage):
     # the same global batches, split over two processes: equal up to float summation order (stated tolerance)
     assert np.abs(logits1 - logits2).max() < 1e-4
     for h1, h2 in zip(m1["validation_history"], m2["validation_history"], strict=True):
-        for key in ("train_loss", "train_total_loss", "val_loss"):
-            assert h2[key] == pytest.approx(h1[key], rel=1e-5, abs=1e-6), key
+        for key in ("train_loss", "train_total_loss", "val_loss"):  # means of losses of logits equal to 1e-4
+            assert h2[key] == pytest.approx(h1[key], rel=1e-4, abs=1e-5), key
     assert m1["selected_epoch"] == m2["selected_epoch"]
     margin = np.abs(logits1[:, 1] - logits1[:, 0])
     sure = margin > 1e-3
