@@ -1,9 +1,5 @@
-"""A tiny 3-class run for the tests of using a model: teacher and lora-student, string class names.
-
-Built once per pytest session by the real single-stage commands (train-teacher, lora --stage lora-student), not by
-`compare`, so these tests need no report. Shared by test_multiclass_use and test_browser (a memo in this module:
-a session fixture defined in two test modules would build twice).
-"""
+"""Helpers for the 3-class tests of using a model (the run itself is conftest's finished_run3): the recorded
+probabilities of a stage, and a copy of a stage under other class names."""
 
 from __future__ import annotations
 
@@ -13,30 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from conftest import CLASSES3, tiny_config
-from typer.testing import CliRunner
-
-_BUILT: dict[str, Path] = {}
-
-
-def three_class_run(tmp_path_factory, model: Path, data: Path) -> Path:
-    """The run folder (seed-0/teacher, seed-0/lora-student), built on the first call."""
-    if "run" not in _BUILT:
-        from distill_lora.cli import app
-
-        tmp = tmp_path_factory.mktemp("use3")
-        cfg = tiny_config(
-            tmp,
-            model,
-            data,
-            data_settings={"label_names": CLASSES3, "label_map": {c: i for i, c in enumerate(CLASSES3)}},
-            train={"epochs": 1},
-        )
-        for command in (["train-teacher"], ["lora", "--stage", "lora-student"]):
-            result = CliRunner().invoke(app, [*command, "--config", str(cfg)])
-            assert result.exit_code == 0, result.output
-        _BUILT["run"] = tmp / "run"
-    return _BUILT["run"]
 
 
 def recorded_probabilities(stage_dir: Path) -> tuple[list[int], np.ndarray]:

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from stages3 import three_class_run, with_label_names
+from stages3 import with_label_names
 from test_predict import stage_path
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,8 +70,8 @@ EVIL_NAMES = ["<b>hate</b> speech", 'offensive & "rude"', "</script>neither"]
 
 
 @pytest.fixture(scope="module")
-def server3(tmp_path_factory, tiny_bert6, tiny_data3):
-    run = three_class_run(tmp_path_factory, tiny_bert6, tiny_data3)
+def server3(tmp_path_factory, finished_run3):
+    run = finished_run3["output"]
     yield from serving(with_label_names(run / "seed-0" / "teacher", tmp_path_factory.mktemp("evil"), EVIL_NAMES))
 
 

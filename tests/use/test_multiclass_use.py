@@ -1,6 +1,6 @@
 """Using a model with three classes: predict, the web API and page, export and its model card.
 
-The stages come from stages3 (a tiny 3-class run made by the real commands, string class names).
+The stages come from conftest's finished_run3 (a tiny 3-class compare, string class names).
 """
 
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import CLASSES3, one_error_line
 from fastapi.testclient import TestClient
-from stages3 import recorded_probabilities, three_class_run
+from stages3 import recorded_probabilities
 from test_predict import split_texts
 from typer.testing import CliRunner
 
@@ -25,8 +25,8 @@ STAGES3 = ["teacher", "lora-student"]
 
 
 @pytest.fixture(scope="module")
-def run3(tmp_path_factory, tiny_bert6, tiny_data3):
-    return three_class_run(tmp_path_factory, tiny_bert6, tiny_data3)
+def run3(finished_run3):
+    return finished_run3["output"]
 
 
 def stage3(run3, stage: str):
