@@ -202,6 +202,12 @@ class ReportConfig:
         "add int8 dynamic quantisation (torch, CPU) of the teacher and each distilled "
         "student as extra rows: size, CPU latency and test quality beside the fp32 model",
     )
+    onnx_runtime: bool = _f(
+        False,
+        "add ONNX Runtime rows (fp32, and its int8 dynamic quantisation) of the teacher and each distilled student "
+        "to the int8 section: size, CPU latency and test quality beside PyTorch fp32 and int8; needs "
+        "pip install 'distill-lora[onnx]'",
+    )
 
 
 SWEEP_STAGES = {"distill": "distill", "teacher": "teacher", "lora-student": "lora", "lora-teacher": "lora"}

@@ -1,6 +1,6 @@
 """StageRecord: the fields of one model's result — a stage folder's metrics.json and a row of results.json.
 
-The one home of those fields: trained stages, int8 rows and the report's ensembles all build their record
+The one home of those fields: trained stages, int8 and ONNX rows and the report's ensembles all build their record
 here. Pure Python: the report reads them without torch.
 """
 
@@ -45,6 +45,9 @@ class StageRecord:
     weights_saved: bool | None = None
     weights_note: str | None = None
     int8_params: int | None = None
+    exported_from: str | None = None  # onnx rows: the fp32 stage, its backend, and how the file was made
+    backend: str | None = None
+    conversion: dict | None = None
     fp32_weights_bytes: int | None = None
     source_config_hash: str | None = None
     ensemble_of: list | None = None  # ensemble rows: member stage ids

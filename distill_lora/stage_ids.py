@@ -4,6 +4,8 @@
     student-<name>              a student distilled from its layers        (distill), e.g. student-odd
     lora-student, lora-teacher  LoRA on the pretrained cut / whole model   (lora)
     <source>-int8               a trained model with int8 weights          (not trained), e.g. teacher-int8
+    <source>-onnx, -onnx-int8   the same model run by ONNX Runtime (fp32;  (not trained; report.onnx_runtime),
+                                its int8 dynamic-quantised copy)            e.g. student-odd-onnx-int8
     ensemble-<a>+<b>…           mean probability of trained models         (not trained; report only)
 
 Pure Python: the report reads ids from results.json without torch.
@@ -17,22 +19,28 @@ TEACHER = "teacher"
 LORA_STUDENT, LORA_TEACHER = "lora-student", "lora-teacher"
 LORA_STAGES = (LORA_STUDENT, LORA_TEACHER)
 STUDENT_PREFIX, ENSEMBLE_PREFIX, INT8_SUFFIX = "student-", "ensemble-", "-int8"
+ONNX_SUFFIXES = {"-onnx-int8": "onnx-int8", "-onnx": "onnx"}  # stage-id suffix → backend (as predict --backend)
 STUDENT_ODD, STUDENT_EVEN = STUDENT_PREFIX + "odd", STUDENT_PREFIX + "even"  # the assignment's two students
 
 
 @dataclass(frozen=True)
 class StageKind:
-    kind: str  # teacher, student, lora, int8, ensemble, or other (a name this tool never makes)
+    kind: str  # teacher, student, lora, int8, onnx, ensemble, or other (a name this tool never makes)
     section: str | None  # the config section whose train block trained it (None: not trained, or other)
-    quantized_from: str | None = None
+    quantized_from: str | None = None  # int8 rows: the fp32 stage
+    exported_from: str | None = None  # onnx rows: the fp32 stage
+    backend: str | None = None  # onnx rows: onnx or onnx-int8
     members: tuple = ()  # an ensemble's stage ids
 
     @property
     def trained(self) -> bool:
-        return self.kind not in ("int8", "ensemble")
+        return self.kind not in ("int8", "onnx", "ensemble")
 
 
 def kind_of(stage_id: str) -> StageKind:
+    for suffix, backend in ONNX_SUFFIXES.items():  # before -int8: "-onnx-int8" ends with it
+        if stage_id.endswith(suffix):
+            return StageKind("onnx", None, exported_from=stage_id[: -len(suffix)], backend=backend)
     if stage_id.endswith(INT8_SUFFIX):
         return StageKind("int8", None, quantized_from=stage_id[: -len(INT8_SUFFIX)])
     if stage_id.startswith(ENSEMBLE_PREFIX):
@@ -69,16 +77,22 @@ def int8_id(source: str) -> str:
     return source + INT8_SUFFIX
 
 
+def onnx_id(source: str, backend: str) -> str:
+    return source + next(suffix for suffix, b in ONNX_SUFFIXES.items() if b == backend)
+
+
 def ensemble_id(members) -> str:
     return ENSEMBLE_PREFIX + "+".join(m[len(STUDENT_PREFIX) :] if is_student(m) else m for m in members)
 
 
 def int8_sources(stage_ids) -> list[str]:
-    """The stages that get an int8 row: the teacher and the distilled students (LoRA stages do not)."""
+    """The stages that get int8 (and ONNX Runtime) rows: the teacher and the distilled students (LoRA stages do
+    not: their shipped form is an adapter on a base model)."""
     return [s for s in stage_ids if kind_of(s).kind in ("teacher", "student")]
 
 
 def train_section(stage_id: str) -> str:
-    """The config section whose train block applies: an int8 row evaluates with its source's."""
+    """The config section whose train block applies: an int8 or onnx row evaluates with its source's."""
     k = kind_of(stage_id)
-    return kind_of(k.quantized_from).section if k.kind == "int8" else k.section
+    source = k.quantized_from or k.exported_from
+    return kind_of(source).section if source else k.section

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from distill_lora.config import load_config
+from distill_lora.experiment.onnx_model import ONNX_FILE, ONNX_INT8_FILE, OnnxModel
 from distill_lora.train.data import Encoded, Split, load_splits, make_collate
 from distill_lora.use.export import export_model
-from distill_lora.use.onnx import ONNX_FILE, ONNX_INT8_FILE, OnnxModel
 from distill_lora.use.predict import load_predictor
 
 

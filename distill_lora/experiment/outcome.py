@@ -42,18 +42,21 @@ def stages_document(command: str, output_dir: Path, records: list[dict]) -> dict
 
 
 def compare_document(output_dir: Path) -> dict:
-    """After compare: every stage of every seed, the mean over seeds per model, and the pairwise verdicts."""
+    """After compare: every stage of every seed, the mean over seeds per model, and the pairwise verdicts (with
+    the ONNX Runtime rows, report.onnx_runtime, and their verdicts against their PyTorch source)."""
     output_dir = Path(output_dir)
     results = read_json(output_dir / "results.json")
     analysis = read_json_or_none(output_dir / "analysis.json", {})
+    onnx_rows = results["comparison"].get("onnx_runtime", {})
     stages = [
         stage_entry(output_dir, int(seed), stage, m)
         for seed, per_stage in results["comparison"]["per_seed"].items()
-        for stage, m in per_stage.items()
+        for stage, m in {**per_stage, **onnx_rows.get(seed, {})}.items()
     ]
+    onnx = analysis.get("onnx_runtime", {})
     means = {
         stage: {k: s[k] for k in TEST_KEYS if isinstance(s.get(k), dict)}
-        for stage, s in analysis.get("summary", {}).items()
+        for stage, s in {**analysis.get("summary", {}), **onnx.get("summary", {})}.items()
     }
     return {
         "format": FORMAT,
@@ -64,7 +67,7 @@ def compare_document(output_dir: Path) -> dict:
         "seeds": results["comparison"]["seeds"],
         "stages": stages,
         "mean_over_seeds": means,
-        "verdicts": [{k: p.get(k) for k in PAIR_KEYS} for p in analysis.get("pairs", [])],
+        "verdicts": [{k: p.get(k) for k in PAIR_KEYS} for p in analysis.get("pairs", []) + onnx.get("pairs", [])],
     }
 
 

@@ -441,20 +441,30 @@ def run_seed(ctx: Context) -> dict:
 
         for source in int8_sources(list(results)):
             results[int8_id(source)] = run_int8(ctx, source)
+    if ctx.cfg.report.onnx_runtime:  # the CPU serving option: the same models run by ONNX Runtime
+        from distill_lora.experiment.onnx_runtime import run_onnx_rows
+
+        for source in int8_sources(list(results)):
+            results.update(run_onnx_rows(ctx, source))
     return results
 
 
 def run_compare(ctx: Context) -> dict:
     """All stages for every seed; students of seed s distil teacher s."""
+    if ctx.cfg.report.onnx_runtime:  # before hours of training, not after
+        from distill_lora.experiment.onnx_model import require_exporter
+
+        require_exporter("report.onnx_runtime: true")
     seeds = ctx.cfg.seeds or [ctx.cfg.seed]
-    per_seed = {}
+    per_seed, onnx_rows = {}, {}
     for seed in seeds:
         say(f"=== seed {seed} ===")
         stages = run_seed(ctx.for_seed(seed))
         # paired test predictions go with the metrics: the report's McNemar tests and CIs need them
-        per_seed[str(seed)] = {
-            st: {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)} for st, m in stages.items()
-        }
+        for st, m in stages.items():
+            # ONNX Runtime rows are compared with their source only (the int8 section), not in every pair
+            block = onnx_rows if kind_of(st).kind == "onnx" else per_seed
+            block.setdefault(str(seed), {})[st] = {**m, "predictions": _read_predictions(ctx.output_dir, seed, st)}
     baseline = majority_baseline(ctx.splits.train.labels, ctx.encoded["test"].labels, ctx.cfg.data.label_names)
     comparison = {
         "seeds": seeds,
@@ -464,6 +474,8 @@ def run_compare(ctx: Context) -> dict:
         "per_seed": per_seed,
         "majority_baseline": {"test": baseline},
     }
+    if onnx_rows:
+        comparison["onnx_runtime"] = onnx_rows
     if ctx.splits.test.groups is not None:  # the report's bootstrap resamples these whole
         comparison["test_groups"] = ctx.splits.test.groups
     if ctx.splits.test.slices is not None:  # the report's per-slice section scores every model on each

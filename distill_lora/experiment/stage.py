@@ -104,9 +104,10 @@ def _start_work(stage_id: str, work: Path, chash: str) -> None:
 
 
 @contextlib.contextmanager
-def tracker_run(ctx, section: str, name: str):
+def tracker_run(ctx, section: str, name: str, normal_ends: tuple = ()):
     """The tracker run <run-name>/<name> of the stage (section) trained inside the block: None when
-    train.report_to is empty; finished however the block ends."""
+    train.report_to is empty; ended however the block ends, as failed when it raised (an exception in
+    normal_ends, e.g. a pruned sweep trial, ends it as finished)."""
     tcfg = ctx.cfg.stage_train(section)
     if not tcfg.report_to:
         yield None
@@ -116,12 +117,15 @@ def tracker_run(ctx, section: str, name: str):
     # the resolved config: the stage's own train block in place of the global one
     hparams = tracking.flat_params({**ctx.cfg.to_dict(), "train": dataclasses.asdict(tcfg), "section": section})
     run = tracking.open_run(tcfg.report_to, ctx.output_dir, f"{ctx.output_dir.name}/{name}", hparams)
-    token = _TRACKER_RUN.set(run)
+    token, error = _TRACKER_RUN.set(run), None
     try:
         yield run
+    except BaseException as e:  # the tracker marks the run failed (or killed), then the error goes on
+        error = None if isinstance(e, normal_ends) else e
+        raise
     finally:
         _TRACKER_RUN.reset(token)
-        run.finish()
+        run.finish(error)
 
 
 def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=None):

@@ -286,7 +286,8 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
             raise optuna.TrialPruned()
 
     try:  # a trial is one tracker run (train.report_to), <run-name>/sweep/trial-NNNN
-        with tracker_run(tctx, SWEEP_STAGES[s.stage], f"sweep/{work.name}") as run:
+        # a pruned trial's run ends as finished: its last logged epoch says where it stopped
+        with tracker_run(tctx, SWEEP_STAGES[s.stage], f"sweep/{work.name}", (optuna.TrialPruned,)) as run:
             # seeded and built as a stage is (stage.train_model): the best trial retrained as a stage is the same model
             _, result, _, _ = train_model(
                 tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work, work.name, on_validated

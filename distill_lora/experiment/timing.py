@@ -17,28 +17,42 @@ from distill_lora.train.data import Encoded
 from distill_lora.train.models import load_stage_model
 
 
+def timed_stages(comparison: dict) -> dict:
+    """stage -> metrics of the timed (first) seed: every row of the report, and the ONNX Runtime rows."""
+    seed = str(comparison["seeds"][0])
+    return {**comparison["per_seed"][seed], **comparison.get("onnx_runtime", {}).get(seed, {})}
+
+
 def fingerprint(comparison: dict) -> dict:
     """What the timings depend on: the weights of each stage of the timed (first) seed."""
-    seed = comparison["seeds"][0]
     return {
-        stage: m.get("weights_sha256") or m.get("source_config_hash") or m.get("config_hash")
-        for stage, m in comparison["per_seed"][str(seed)].items()
+        # an ONNX row's config hash names its file (its source's weights and the exporter's version)
+        stage: m.get("weights_sha256")
+        or (m.get("exported_from") and m.get("config_hash"))
+        or m.get("source_config_hash")
+        or m.get("config_hash")
+        for stage, m in timed_stages(comparison).items()
     }
 
 
 def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device) -> dict:
-    """name -> (model, device): fp32 stages on `device`; int8 rows (quantised again from their source) on the
-    CPU, and, when `device` is not the CPU, their fp32 sources on the CPU as well (named 'SOURCE (fp32 on CPU)')
-    so the int8 speed-up compares two models on one CPU."""
+    """name -> (model, device): fp32 stages on `device`; int8 rows (quantised again from their source) and ONNX
+    Runtime rows (their saved file) on the CPU, and, when `device` is not the CPU, their fp32 sources on the CPU
+    as well (named 'SOURCE (fp32 on CPU)') so a CPU row's speed-up compares two models on one CPU."""
+    from distill_lora.experiment.onnx_model import OnnxModel
     from distill_lora.experiment.quantize import quantize_dynamic_int8
 
     cpu = torch.device("cpu")
     models = {}
     for stage, m in stages.items():
-        source = m.get("quantized_from")
+        source = m.get("quantized_from") or m.get("exported_from")
         if source:
             fp32 = load_stage_model(stage_dir(run_dir, seed, source)).eval()
-            models[stage] = (quantize_dynamic_int8(fp32), cpu)
+            if m.get("exported_from"):
+                (file,) = stage_dir(run_dir, seed, stage).glob("*.onnx")
+                models[stage] = (OnnxModel(file), cpu)
+            else:
+                models[stage] = (quantize_dynamic_int8(fp32), cpu)
             if device.type != "cpu":
                 models[f"{source} (fp32 on CPU)"] = (fp32, cpu)
         else:
@@ -61,7 +75,7 @@ def time_run(
     if previous and previous.get("fingerprint") == fp:
         return previous
     seed = comparison["seeds"][0]
-    models = models_to_time(Path(run_dir), seed, comparison["per_seed"][str(seed)], device)
+    models = models_to_time(Path(run_dir), seed, timed_stages(comparison), device)
     timed = time_together(models, dataset, pad_id, repeats=repeats)
     return {
         "fingerprint": fp,

@@ -92,9 +92,18 @@ class TrackerRun:
         if self.accelerator is not None:
             self.accelerator.log(values, step=self.step)
 
-    def finish(self) -> None:
+    def finish(self, error: BaseException | None = None) -> None:
+        """End every started tracker. A run ended by an error is marked so, not as finished: MLflow's status
+        FAILED (KILLED when interrupted: Ctrl+C or SIGTERM, a stage that resumes), W&B's exit code 1."""
         for tracker in self.started:
-            tracker.finish()
+            if error is not None and tracker.name == "mlflow":
+                import mlflow
+
+                mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            elif error is not None and tracker.name == "wandb":
+                tracker.tracker.finish(exit_code=1)
+            else:
+                tracker.finish()
         self.accelerator, self.started = None, []
 
 

@@ -112,7 +112,8 @@ def validate_config(ref: str, overrides: list[str]) -> list[Problem]:
 
 
 def source_problems(cfg) -> list[tuple[str, str]]:
-    """(key, problem) for the trackers, the data source and the teacher: trackers are installed, a local path
+    """(key, problem) for the trackers, ONNX Runtime, the data source and the teacher: what is asked for is
+    installed, a local path
     exists, a Hub id is cached or the Hub can be reached. Nothing is loaded."""
     refs = [("data.source", cfg.data.source), ("teacher.model", cfg.teacher.model)]
     problems = []
@@ -124,6 +125,13 @@ def source_problems(cfg) -> list[tuple[str, str]]:
         except UserError as e:
             problems.append((f"{where}.report_to", str(e)))
             break
+    if cfg.report.onnx_runtime:
+        from distill_lora.experiment.onnx_model import require_exporter
+
+        try:
+            require_exporter("report.onnx_runtime: true")
+        except UserError as e:
+            problems.append(("report.onnx_runtime", str(e)))
     for key, ref in refs:
         try:
             _, local = resolve(ref, key)

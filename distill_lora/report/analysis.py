@@ -140,10 +140,10 @@ def ci_of(result: dict, preds_per_seed: list, resamples: int = 1000, boot_seed: 
     }
 
 
-def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
-    """Per model: mean/std over seeds of every test metric, bootstrap CIs, costs."""
+def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0, stages: list[str] | None = None) -> dict:
+    """Per model (every stage, or `stages`): mean/std over seeds of every test metric, bootstrap CIs, costs."""
     out = {}
-    for stage in stage_ids(result):
+    for stage in stage_ids(result) if stages is None else stages:
         runs = runs_of(result, stage)
         preds = [r["predictions"]["pred"] for r in runs]
         s = {"model_type": runs[0]["model_type"], "depth": runs[0]["depth"]}
@@ -160,7 +160,7 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         s["wall_time_s"] = _mean_std([r["wall_time_s"] for r in runs])
         # a distilled student (and its int8 copy) needs its teacher trained first; an ensemble of students, once
         k = kind_of(stage)
-        needs_teacher = any(is_student(s) for s in (stage, k.quantized_from or "", *k.members))
+        needs_teacher = any(is_student(s) for s in (stage, k.quantized_from or k.exported_from or "", *k.members))
         teachers = runs_of(result, TEACHER) if needs_teacher and TEACHER in stage_ids(result) else []
         if teachers:
             s["wall_time_with_teacher_s"] = _mean_std(
@@ -183,6 +183,8 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
             "device",
             "peak_memory_kind",
             "quantized_from",
+            "exported_from",
+            "backend",
             "fp32_weights_bytes",
         ):
             s[key] = runs[0].get(key)
@@ -190,8 +192,12 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0) -> dict:
         if inf:
             s["latency_ms_batch1"] = _mean_std([i["latency_ms_batch1"] for i in inf])
             s["throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in inf])
-        if s["quantized_from"]:  # an int8 row: its fp32 source timed on the same CPU, and the quantising time
+        if s["quantized_from"]:  # an int8 row: the quantising time
             s["quantize_time_s"] = _mean_std([r["quantization"]["quantize_time_s"] for r in runs])
+        if s["exported_from"]:  # an ONNX Runtime row: converting, and how far the runtime moved the logits
+            s["convert_time_s"] = _mean_std([r["conversion"]["time_s"] for r in runs])
+            s["max_abs_logit_diff"] = max(r["conversion"]["max_abs_logit_diff_vs_source"] for r in runs)
+        if s["quantized_from"] or s["exported_from"]:  # a CPU row: its fp32 source timed on the same CPU
             fp32 = [r["fp32_cpu_inference"] for r in runs if "fp32_cpu_inference" in r]
             if fp32:
                 s["fp32_cpu_latency_ms_batch1"] = _mean_std([i["latency_ms_batch1"] for i in fp32])
@@ -214,12 +220,14 @@ def compare_pairs(result: dict, alpha: float = 0.05, resamples: int = 1000, boot
       (the larger macro-F1 wins) when its Holm-adjusted bootstrap p < alpha, i.e. the Holm-level CI of the
       difference excludes 0, else *within noise*.
     """
+    return test_pairs(result, list(itertools.combinations(stage_ids(result), 2)), alpha, resamples, boot_seed)
+
+
+def test_pairs(result: dict, which: list, alpha: float, resamples: int, boot_seed: int) -> list[dict]:
+    """The pairs `which` [(a, b), …] as one family: tests, Holm adjustment over the family, verdicts."""
     labels = result["test_labels"]
     groups, k = groups_of(result), n_classes(result)
-    pairs = [
-        _pair_entry(result, a, b, resamples, boot_seed, groups, k)
-        for a, b in itertools.combinations(stage_ids(result), 2)
-    ]
+    pairs = [_pair_entry(result, a, b, resamples, boot_seed, groups, k) for a, b in which]
     for i in range(len(result["seeds"])):  # one family per seed: every pair of that seed
         for p, adjusted in zip(pairs, holm([p["mcnemar_p"][i] for p in pairs])):
             p["mcnemar_p_holm"].append(adjusted)
@@ -295,7 +303,7 @@ def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
         source = s.get("quantized_from")
         if not source or source not in summary:
             continue
-        src, pair = summary[source], _pair(pairs, source, stage)
+        src, pair = summary[source], find_pair(pairs, source, stage)
         c = {
             "stage": stage,
             "source": source,
@@ -318,7 +326,7 @@ def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
     return out
 
 
-def _times(ratio: float, more: str, less: str) -> str:
+def times_text(ratio: float, more: str, less: str) -> str:
     """2.0 → '2.0× faster'; 0.5 → '2.0× slower' (never a ratio below 1 with the wrong word)."""
     return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
 
@@ -343,8 +351,8 @@ def int8_sentence(summary: dict, c: dict) -> str:
     )
     if "speedup_batch1" in c:
         text += (
-            f", {_times(c['speedup_batch1'], 'faster', 'slower')} on CPU at batch 1 ({c['latency_ms_int8']:.2f} vs "
-            f"{c['latency_ms_fp32']:.2f} ms per example) and {_times(c['speedup_batch64'], 'faster', 'slower')} "
+            f", {times_text(c['speedup_batch1'], 'faster', 'slower')} on CPU at batch 1 ({c['latency_ms_int8']:.2f} vs "
+            f"{c['latency_ms_fp32']:.2f} ms per example) and {times_text(c['speedup_batch64'], 'faster', 'slower')} "
             f"at batch 64 (timed on this machine's CPU)"
         )
     text += f"; macro-F1 {c['macro_f1_int8']:.4f} vs {c['macro_f1_fp32']:.4f} (change {c['macro_f1_change']:+.4f}): "
@@ -360,7 +368,7 @@ def int8_sentence(summary: dict, c: dict) -> str:
     return text
 
 
-def _pair(pairs: list[dict], a: str, b: str) -> dict | None:
+def find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
     for p in pairs:
         if {p["a"], p["b"]} == {a, b}:
             return p
@@ -372,7 +380,7 @@ def _name(summary: dict, stage: str) -> str:
 
 
 def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
-    p = _pair(pairs, a, b)
+    p = find_pair(pairs, a, b)
     if p is None:
         return None
     fa, fb = summary[a]["macro_f1"]["mean"], summary[b]["macro_f1"]["mean"]

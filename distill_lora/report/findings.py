@@ -10,13 +10,13 @@ import numpy as np
 from distill_lora.report.analysis import (
     _difference_sentence,
     _name,
-    _pair,
-    _times,
+    find_pair,
     groups_of,
     int8_comparisons,
     int8_sentence,
     runs_of,
     stage_ids,
+    times_text,
 )
 from distill_lora.stage_ids import (
     LORA_STUDENT,
@@ -280,7 +280,7 @@ def lora_cost_lines(summary: dict) -> list[str]:
             f"[{lora}] trained {lo['trainable_params'] / 1e6:.2f}M parameters "
             f"({lo['trainable_params'] / lo['total_params']:.1%} of its {lo['total_params'] / 1e6:.2f}M) against "
             f"[{full}]'s {fu['trainable_params'] / 1e6:.2f}M; training took {t_lo:.0f} s vs {t_fu:.0f} s{counting} "
-            f"({_times(ratio, 'faster', 'slower')})"
+            f"({times_text(ratio, 'faster', 'slower')})"
         )
         line += (
             ", so it was cheaper to train here"
@@ -325,7 +325,7 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     if TEACHER in summary:
         for stage in summary:
             if is_student(stage) and not summary[stage].get("quantized_from"):
-                p = _pair(pairs, TEACHER, stage)
+                p = find_pair(pairs, TEACHER, stage)
                 if p and p["verdict"] == "significant" and p["winner"] == TEACHER:
                     gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
                     found.append(
@@ -336,7 +336,7 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
 
 
 def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
-    p = _pair(pairs, a, b)
+    p = find_pair(pairs, a, b)
     if p is None:
         return None
     d = p["diff"]

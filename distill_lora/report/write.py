@@ -27,6 +27,7 @@ from distill_lora.report.analysis import (
     stage_ids,
     summarise,
 )
+from distill_lora.report.cpu_serving import cpu_backends, cpu_serving_section, onnx_rows, with_onnx_rows
 from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.plots import draw_all
 from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
@@ -291,7 +292,14 @@ def print_table(result: dict, summary: dict, console: Console | None = None) -> 
 
 
 def build_markdown(
-    result: dict, summary: dict, pairs: list[dict], results: dict, alpha: float, plots: list[str], slices=None
+    result: dict,
+    summary: dict,
+    pairs: list[dict],
+    results: dict,
+    alpha: float,
+    plots: list[str],
+    slices=None,
+    cpu=None,
 ) -> str:
     """report.md, section by section."""
     data, timings = results["data"], results.get("timings")
@@ -306,6 +314,11 @@ def build_markdown(
     md += _results_and_costs(result, summary, timings, device)
     md += slice_section(slices, result["label_names"], plot=HEATMAP if HEATMAP in plots else None)  # report/slices.py
     md += _int8_section(summary, pairs, timings, _digits(result))
+    if cpu is not None:  # report/cpu_serving.py
+        on = next(iter(cpu["summary"].values()))["device"]
+        md += cpu_serving_section(
+            cpu["groups"], cpu["pairs"], (timings or {}).get("device") or on, alpha, _digits(result)
+        )
     md += _pairs_section(pairs, alpha, _digits(result))
     md += ["## Data", ""] + data_section(data) + [""] + examples_section(result, summary)
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(name, name)}](plots/{name})\n" for name in plots]
@@ -562,8 +575,8 @@ def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None
             "mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
             "std": 0.0,
         }
-        source = s.get("quantized_from")
-        # an int8 row's speed-up compares it with its source on the same CPU
+        source = s.get("quantized_from") or s.get("exported_from")
+        # a CPU row's (int8, ONNX) speed-up compares it with its source on the same CPU
         on_cpu = (
             f"{source} (fp32 on CPU)"
             if f"{source} (fp32 on CPU)" in models
@@ -585,6 +598,10 @@ def write_report(
     summary = summarise(result, resamples, boot_seed)
     use_joint_timings(result, summary, results.get("timings"))
     pairs = compare_pairs(result, alpha, resamples, boot_seed)
+    cpu = onnx_rows(result, alpha, resamples, boot_seed)  # None without report.onnx_runtime
+    if cpu is not None:
+        use_joint_timings(with_onnx_rows(result), cpu[0], results.get("timings"))
+        cpu = {"summary": cpu[0], "pairs": cpu[1], "groups": cpu_backends(result, summary, pairs, *cpu)}
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
@@ -596,12 +613,15 @@ def write_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    md = build_markdown(result, summary, pairs, results, alpha, plots, slices)
+    md = build_markdown(result, summary, pairs, results, alpha, plots, slices, cpu)
     for name, ood in results.get("out_of_domain", {}).items():
         md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha)
     atomic_write_text(output_dir / "report.md", md)
     atomic_write_text(output_dir / "results.csv", results_csv(result))
     if slices is not None:  # the per-slice table, one row per slice and model
         atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
-    atomic_write_json(output_dir / "analysis.json", {"summary": summary, "pairs": pairs, "slices": slices})
+    analysis = {"summary": summary, "pairs": pairs, "slices": slices}
+    if cpu is not None:
+        analysis["onnx_runtime"] = {"summary": cpu["summary"], "pairs": cpu["pairs"]}
+    atomic_write_json(output_dir / "analysis.json", analysis)
     return output_dir / "report.md", summary

@@ -147,7 +147,7 @@ def export_model(
     threshold = read_threshold(model_dir, list(cfg.data.label_names))  # a bad decision.json: refused before writing
     is_lora = (model_dir / "adapter_config.json").exists()
     if onnx:
-        from distill_lora.use.onnx import require_onnxruntime
+        from distill_lora.experiment.onnx_model import require_onnxruntime
 
         require_onnxruntime("--onnx")  # before any work
         if is_lora and not merge:

@@ -83,6 +83,33 @@ def _use_lines(export: dict) -> list[str]:
     return ["```python", 'folder = "path/to/this/folder"', *load, "```", "", *([load_note, ""] if load_note else [])]
 
 
+def _onnx_lines(onnx: dict | None) -> list[str]:
+    """With `export --onnx`: the two ONNX files, how to run them, and what the export's check measured."""
+    if not onnx:
+        return []
+    check = onnx.get("check") or {}
+    lines = [
+        "## ONNX (CPU serving)",
+        "",
+        f"`{onnx['fp32']}`: the model in fp32 ({onnx['exporter']}, opset {onnx['opset']}; inputs "
+        f"{', '.join(f'`{x}`' for x in onnx['inputs'])}, batch and sequence dynamic; output `logits`). "
+        f"`{onnx['int8']}`: {onnx['int8_method']}. Tokenise with the tokenizer in this folder; then "
+        "`onnxruntime.InferenceSession(path).run(['logits'], {'input_ids': ids, 'attention_mask': mask})`, or "
+        '`distill-lora predict FOLDER --backend onnx|onnx-int8 "some text"`.',
+        "",
+    ]
+    if check.get("n_texts"):
+        lines += [
+            f"Check on {check['n_texts']} {check['split']} texts: fp32 ONNX logits differ from the PyTorch model's by "
+            f"at most {check['onnx']['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']:.0e}); the int8 file "
+            f"gives the PyTorch model's label on {check['onnx-int8']['label_agreement']:.1%} of them.",
+            "",
+        ]
+    else:
+        lines += ["The ONNX files were **not checked** against the PyTorch model (no validation texts).", ""]
+    return lines
+
+
 def _merge_check_line(check: dict | None) -> str:
     if check and check.get("checked"):
         return (
@@ -126,6 +153,7 @@ def model_card(info: dict, cfg, export: dict) -> str:
             f'or `distill-lora predict FOLDER "some text"`. Texts are truncated to {cfg.data.max_length} tokens. '
             f"Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}; the label is {decision}.",
             _merge_check_line(export.get("merge_check")),
+            *_onnx_lines(export.get("onnx")),
             "## Data",
             "",
             f"Trained on `{cfg.data.source}` (text column `{cfg.data.text_column}`, label column "

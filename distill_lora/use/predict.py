@@ -261,7 +261,8 @@ def default_backend(model_dir: Path) -> str:
 
 def _load_model(model_dir: Path, backend: str):
     """The model that answers: the stage's torch model, or an ONNX Runtime session over the export's ONNX file."""
-    from distill_lora.use.onnx import BACKEND_FILES, OnnxModel, check_backend
+    from distill_lora.experiment.onnx_model import OnnxModel
+    from distill_lora.use.onnx import BACKEND_FILES, check_backend
 
     filename = BACKEND_FILES[check_backend(backend)]
     if filename is None:

@@ -1,5 +1,6 @@
 """train.report_to: the trackers' own readers get back what metrics.json and train_log.jsonl hold."""
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,3 +201,32 @@ def test_two_processes_log_once_and_keep_training_stage_after_stage(tmp_path, ti
         scalars = _tensorboard_scalars(out / "tracking" / "tensorboard" / "run" / "seed-0" / stage)
         assert [s.step for s in scalars["train/loss"]] == steps  # once each, not once per process
         assert scalars["test/macro_f1"][-1].value == pytest.approx(metrics["test"]["macro_f1"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (None, "FINISHED"),
+        (RuntimeError("boom"), "FAILED"),
+        (KeyboardInterrupt(), "KILLED"),
+        (LookupError(), "FINISHED"),
+    ],
+)
+def test_a_stage_that_fails_or_is_interrupted_is_not_a_finished_run(tmp_path, monkeypatch, error, status):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config("default", ["train.report_to=[mlflow]"])
+    ctx = SimpleNamespace(cfg=cfg, output_dir=tmp_path / "my-run")
+    # LookupError stands for a normal end by exception (a sweep passes optuna.TrialPruned)
+    with (
+        contextlib.suppress(RuntimeError, KeyboardInterrupt, LookupError),
+        tracker_run(ctx, "teacher", "seed-0/teacher", normal_ends=(LookupError,)) as run,
+    ):
+        for tracker in run.trackers:  # as the training Accelerator starts them
+            tracker.start()
+            run.started.append(tracker)
+        if error is not None:
+            raise error
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'my-run' / 'tracking' / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("my-run").experiment_id])
+    assert found.info.run_name == "my-run/seed-0/teacher" and found.info.status == status

@@ -11,8 +11,8 @@ from test_predict import assert_matches_recorded, recorded, split_texts, stage_p
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
+from distill_lora.experiment.onnx_model import ONNX_FILE, ONNX_INT8_FILE
 from distill_lora.use import export, serve
-from distill_lora.use.onnx import ONNX_FILE, ONNX_INT8_FILE
 from distill_lora.use.predict import load_predictor
 
 runner = CliRunner()
@@ -42,6 +42,10 @@ def test_export_writes_fp32_and_int8_onnx_and_says_so(onnx_teacher):
     assert 0 <= check["onnx"]["max_abs_logit_diff"] <= export.ONNX_TOLERANCE
     assert 0.5 <= check["onnx-int8"]["label_agreement"] <= 1  # int8 is measured and reported, bound loosely
     assert "ONNX check on 40 validation texts" in result.output and "int8 labels agree with torch on" in result.output
+    card = (out / "README.md").read_text()  # the model card names both files and the check's numbers
+    assert "## ONNX (CPU serving)" in card and f"`{ONNX_INT8_FILE}`" in card
+    assert f"at most {check['onnx']['max_abs_logit_diff']:.2e}" in card
+    assert f"on {check['onnx-int8']['label_agreement']:.1%} of them" in card
     # int8 Linear weights; the tiny model is mostly its fp32 embedding table, so the file shrinks only a little
     assert (out / ONNX_INT8_FILE).stat().st_size < 0.9 * (out / ONNX_FILE).stat().st_size
 
