@@ -189,11 +189,22 @@ def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: f
     return [
         "## CPU serving: PyTorch and ONNX Runtime",
         "",
-        "Each model as a CPU server could run it (`report.onnx_runtime`): PyTorch fp32, torch's dynamic int8 (the "
-        "section above), and ONNX Runtime on the files in `seed-S/<model>-onnx/` (torch.onnx's fp32 export) and "
+        "Each model as a CPU server could run it (`report.onnx_runtime`): PyTorch fp32, "
+        + (
+            "torch's dynamic int8 (the section above), "
+            if any(o["backend"] == BACKEND_NAMES["int8"] for g in groups for o in g["options"])
+            else ""
+        )
+        + "and ONNX Runtime on the files in `seed-S/<model>-onnx/` (torch.onnx's fp32 export) and "
         "`seed-S/<model>-onnx-int8/` (ONNX Runtime's dynamic quantisation of it: int8 weights, activations quantised "
-        f"per batch). Latency and throughput on {cpu}, ONNX Runtime with as many threads as torch, × against "
-        "PyTorch fp32 on the same CPU. Size: PyTorch counts its tensors (fp32: 4 bytes per value); ONNX Runtime the "
+        "per batch). "
+        + (
+            f"Latency and throughput on {cpu}, ONNX Runtime with as many threads as torch, × against PyTorch fp32 "
+            "on the same CPU. "
+            if any(o["latency_ms"] is not None for g in groups for o in g["options"])
+            else "Not timed (`report.measure_speed: false`). "
+        )
+        + "Size: PyTorch counts its tensors (fp32: 4 bytes per value); ONNX Runtime the "
         "file's bytes. Macro-F1 with its 95% CI as in the full results. Verdict vs PyTorch fp32: torch int8 as in the "
         f"pairs table; the ONNX Runtime rows tested against their PyTorch fp32 source only ({family}; McNemar "
         "per seed, or the paired cluster bootstrap with grouped texts, as in the pairs table).",

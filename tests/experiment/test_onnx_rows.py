@@ -160,3 +160,18 @@ def test_missing_onnx_runtime_stops_compare_before_training(finished_run3, tmp_p
     assert "Traceback" not in r.output and not (out / "seed-0").exists()
     v = runner.invoke(app, ["validate", "-c", str(finished_run3["config"]), "--set", "report.onnx_runtime=true"])
     assert v.exit_code == 2 and "report.onnx_runtime" in v.output
+
+
+def test_without_timings_the_section_says_so_and_picks_nothing(onnx_run, tmp_path):
+    from distill_lora.report.write import write_report
+
+    results = read(onnx_run["out"] / "results.json")
+    results.pop("timings")
+    for block in (results["comparison"]["per_seed"], results["comparison"]["onnx_runtime"]):
+        for record in block["0"].values():
+            record.pop("inference", None), record.pop("fp32_cpu_inference", None)
+    md = write_report(tmp_path, results)[0].read_text()
+    section = md[md.index("## CPU serving") : md.index("## Are the differences real?")]
+    assert "Not timed (`report.measure_speed: false`)" in section and " on this CPU: " not in section
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| teacher")]
+    assert len(rows) == 4 and all(r[4] == r[5] == r[6] == "–" for r in rows)
