@@ -147,52 +147,34 @@ def _verdict(p: dict | None) -> str:
     return p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
 
 
+HEADER = [
+    "Model",
+    "Backend",
+    "Size",
+    "× smaller",
+    "CPU latency, batch 1 (ms)",
+    "× faster",
+    "CPU throughput, batch 64 (ex/s)",
+    "× faster",
+    "Macro-F1 [95% CI]",
+    "Change",
+    "Same label as PyTorch fp32",
+    "Verdict vs PyTorch fp32",
+]
+
+
 def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: float, d: int) -> list[str]:
     """The section's markdown: one table (every model's CPU options) and one sentence per model."""
-    header = [
-        "Model",
-        "Backend",
-        "Size",
-        "× smaller",
-        "CPU latency, batch 1 (ms)",
-        "× faster",
-        "CPU throughput, batch 64 (ex/s)",
-        "× faster",
-        "Macro-F1 [95% CI]",
-        "Change",
-        "Same label as PyTorch fp32",
-        "Verdict vs PyTorch fp32",
-    ]
-    rows = []
-    for g in groups:
-        ref = g["options"][0]
-        for o in g["options"]:
-            timed = o["latency_ms"] is not None and ref["latency_ms"] is not None
-            rows.append(
-                [
-                    o["stage"],
-                    o["backend"],
-                    _mib(o["bytes"]),
-                    f"{ref['bytes'] / o['bytes']:.2f}",
-                    f"{o['latency_ms']:.2f}" if timed else "–",
-                    f"{ref['latency_ms'] / o['latency_ms']:.2f}" if timed else "–",
-                    f"{o['throughput']:.1f}" if timed else "–",
-                    f"{o['throughput'] / ref['throughput']:.2f}" if timed else "–",
-                    _ci(o["summary"], "macro_f1", d),
-                    f"{o['summary']['macro_f1']['mean'] - ref['summary']['macro_f1']['mean']:+.{d}f}",
-                    "–" if o["agreement"] is None else f"{o['agreement']:.1%}",
-                    _verdict(o["pair"]),
-                ]
-            )
     family = f"Holm over the {len(onnx_tests)} ONNX Runtime rows' comparisons, alpha = {alpha}"
     sentences = [x for x in (cpu_choice_sentence(g, family) for g in groups) if x]
+    options = [o for g in groups for o in g["options"]]
     return [
         "## CPU serving: PyTorch and ONNX Runtime",
         "",
         "Each model as a CPU server could run it (`report.onnx_runtime`): PyTorch fp32, "
         + (
             "torch's dynamic int8 (the section above), "
-            if any(o["backend"] == BACKEND_NAMES["int8"] for g in groups for o in g["options"])
+            if any(o["backend"] == BACKEND_NAMES["int8"] for o in options)
             else ""
         )
         + "and ONNX Runtime on the files in `seed-S/<model>-onnx/` (torch.onnx's fp32 export) and "
@@ -201,7 +183,7 @@ def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: f
         + (
             f"Latency and throughput on {cpu}, ONNX Runtime with as many threads as torch, × against PyTorch fp32 "
             "on the same CPU. "
-            if any(o["latency_ms"] is not None for g in groups for o in g["options"])
+            if any(o["latency_ms"] is not None for o in options)
             else "Not timed (`report.measure_speed: false`). "
         )
         + "Size: PyTorch counts its tensors (fp32: 4 bytes per value); ONNX Runtime the "
@@ -209,8 +191,27 @@ def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: f
         f"pairs table; the ONNX Runtime rows tested against their PyTorch fp32 source only ({family}; McNemar "
         "per seed, or the paired cluster bootstrap with grouped texts, as in the pairs table).",
         "",
-        _md_table(header, rows),
+        _md_table(HEADER, [_option_row(o, g["options"][0], d) for g in groups for o in g["options"]]),
         "",
         *[f"- {x}" for x in sentences],
         *([""] if sentences else []),
+    ]
+
+
+def _option_row(o: dict, ref: dict, d: int) -> list[str]:
+    """One CPU option's cells; ref: its model's PyTorch fp32 option."""
+    timed = o["latency_ms"] is not None and ref["latency_ms"] is not None
+    return [
+        o["stage"],
+        o["backend"],
+        _mib(o["bytes"]),
+        f"{ref['bytes'] / o['bytes']:.2f}",
+        f"{o['latency_ms']:.2f}" if timed else "–",
+        f"{ref['latency_ms'] / o['latency_ms']:.2f}" if timed else "–",
+        f"{o['throughput']:.1f}" if timed else "–",
+        f"{o['throughput'] / ref['throughput']:.2f}" if timed else "–",
+        _ci(o["summary"], "macro_f1", d),
+        f"{o['summary']['macro_f1']['mean'] - ref['summary']['macro_f1']['mean']:+.{d}f}",
+        "–" if o["agreement"] is None else f"{o['agreement']:.1%}",
+        _verdict(o["pair"]),
     ]
