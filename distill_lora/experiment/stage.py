@@ -27,6 +27,7 @@ from distill_lora.stage_ids import kind_of
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory
 
+TRACKER_IDS = "tracking.json"  # in a stage's work folder: its tracker runs' ids, continued when it resumes
 # the tracker run of the stage or sweep trial being trained (None: train.report_to is empty)
 _TRACKER_RUN: contextvars.ContextVar[tracking.TrackerRun | None] = contextvars.ContextVar("tracker_run", default=None)
 
@@ -73,7 +74,8 @@ def run_stage(ctx, stage_id: str, chash: str, produce, changed: str, main_only: 
     if not main_only:
         distributed.barrier()  # the work folder exists before any process trains
     section = kind_of(stage_id).section
-    with tracker_run(ctx, section, f"seed-{ctx.cfg.seed}/{stage_id}") if section else contextlib.nullcontext() as run:
+    name, ids_file = f"seed-{ctx.cfg.seed}/{stage_id}", None if work is None else work / TRACKER_IDS
+    with tracker_run(ctx, section, name, ids_file=ids_file) if section else contextlib.nullcontext() as run:
         record, write_files, summary = produce(work)
         if not main:
             distributed.barrier()  # the main process writes the stage folder
@@ -104,7 +106,7 @@ def _start_work(stage_id: str, work: Path, chash: str) -> None:
 
 
 @contextlib.contextmanager
-def tracker_run(ctx, section: str, name: str, normal_ends: tuple = ()):
+def tracker_run(ctx, section: str, name: str, normal_ends: tuple = (), ids_file: Path | None = None):
     """The tracker run <run-name>/<name> of the stage (section) trained inside the block: None when
     train.report_to is empty; ended however the block ends, as failed when it raised (an exception in
     normal_ends, e.g. a pruned sweep trial, ends it as finished)."""
@@ -116,7 +118,7 @@ def tracker_run(ctx, section: str, name: str, normal_ends: tuple = ()):
     tracking.check_installed(tcfg.report_to, where)
     # the resolved config: the stage's own train block in place of the global one
     hparams = tracking.flat_params({**ctx.cfg.to_dict(), "train": dataclasses.asdict(tcfg), "section": section})
-    run = tracking.open_run(tcfg.report_to, ctx.output_dir, f"{ctx.output_dir.name}/{name}", hparams)
+    run = tracking.open_run(tcfg.report_to, ctx.output_dir, f"{ctx.output_dir.name}/{name}", hparams, ids_file)
     token, error = _TRACKER_RUN.set(run), None
     try:
         yield run

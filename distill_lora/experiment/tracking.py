@@ -24,8 +24,11 @@ from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracke
 from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
 from distill_lora.errors import UserError
+from distill_lora.files import atomic_write_json, read_json_or_none
 from distill_lora.train import distributed
+from distill_lora.train.trainer import Interrupted
 
+RESUMABLE = ("mlflow", "wandb")  # trackers whose run a resumed stage continues by id
 INSTALLED = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available, "wandb": is_wandb_available}
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
@@ -81,11 +84,17 @@ class TrackerRun:
     accelerator: object = None
     started: list[GeneralTracker] = field(default_factory=list)
     step: int = 0
+    ids_file: Path | None = None  # where the started runs' ids are kept while the stage may still resume
 
     def start(self, accelerator) -> None:
-        """accelerator was made with log_with=self.trackers: start them and store the hyperparameters."""
+        """accelerator was made with log_with=self.trackers: start them and store the hyperparameters; note the
+        MLflow and W&B run ids, so that a stage resumed from its checkpoint continues these runs."""
         accelerator.init_trackers(self.name, config=self.hparams)
         self.accelerator, self.started = accelerator, list(accelerator.trackers)
+        resumable = [t for t in self.started if t.name in RESUMABLE]
+        ids = {t.name: t.tracker.info.run_id if t.name == "mlflow" else t.tracker.id for t in resumable}
+        if self.ids_file is not None and ids and distributed.is_main():
+            atomic_write_json(self.ids_file, ids)
 
     def log(self, values: dict) -> None:
         """Values at the run's last step (test metrics, a trial's score)."""
@@ -99,7 +108,7 @@ class TrackerRun:
             if error is not None and tracker.name == "mlflow":
                 import mlflow
 
-                mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+                mlflow.end_run(status="KILLED" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "FAILED")
             elif error is not None and tracker.name == "wandb":
                 tracker.tracker.finish(exit_code=1)
             else:
@@ -107,24 +116,30 @@ class TrackerRun:
         self.accelerator, self.started = None, []
 
 
-def open_run(report_to: list[str], output_dir: Path, name: str, hparams: dict) -> TrackerRun:
-    """A tracker run (not started yet) for the trackers named in report_to, stored under RUN_DIR/tracking."""
+def open_run(report_to: list[str], output_dir: Path, name: str, hparams: dict, ids_file: Path | None = None):
+    """A TrackerRun (not started yet) for the trackers named in report_to, stored under RUN_DIR/tracking. ids_file:
+    the run ids a stage noted before it was interrupted (continued: one tracker run per stage, however often it
+    resumes; TensorBoard continues by writing to the same folder)."""
     folder, project = tracking_dir(output_dir), Path(output_dir).name
+    ids = read_json_or_none(ids_file, {}) if ids_file is not None else {}
     trackers = []
     for tracker in report_to:
         if tracker == "tensorboard":
             trackers.append(TensorBoardTracker(name, folder / "tensorboard"))
         elif tracker == "mlflow":
-            trackers.append(_mlflow(folder, project, name))
+            trackers.append(_mlflow(folder, project, name, ids.get("mlflow")))
         elif tracker == "wandb":
             # offline unless W&B's own environment says otherwise (WANDB_MODE=online after `wandb login`)
             mode = os.environ.get("WANDB_MODE", "offline")
             wandb_dir = os.environ.get("WANDB_DIR", str(folder))
-            trackers.append(WandBTracker(project, name=name, dir=wandb_dir, mode=mode, reinit="finish_previous"))
-    return TrackerRun(name, trackers, hparams)
+            resume = {"id": ids["wandb"], "resume": "allow"} if "wandb" in ids else {}
+            trackers.append(
+                WandBTracker(project, name=name, dir=wandb_dir, mode=mode, reinit="finish_previous", **resume)
+            )
+    return TrackerRun(name, trackers, hparams, ids_file=ids_file)
 
 
-def _mlflow(folder: Path, project: str, name: str) -> MLflowTracker:
+def _mlflow(folder: Path, project: str, name: str, run_id: str | None = None) -> MLflowTracker:
     """MLflow's tracker: a local SQLite store under the run folder unless MLFLOW_TRACKING_URI names another (MLflow
     3 refuses its old file: store by default; SQLite is the local store it recommends)."""
     import mlflow
@@ -136,7 +151,7 @@ def _mlflow(folder: Path, project: str, name: str) -> MLflowTracker:
         # set every time: one process may train runs in several folders (and mlflow keeps the last URI it was given)
         mlflow.set_tracking_uri(uri or f"sqlite:///{folder / 'mlflow.db'}")
     artifacts = None if uri else str(folder / "mlflow-artifacts")  # a tracking server keeps its own artefacts
-    return MLflowTracker(experiment_name=project, logging_dir=artifacts, run_name=name)
+    return MLflowTracker(experiment_name=project, logging_dir=artifacts, run_name=name, run_id=run_id)
 
 
 def log_files(trackers: list[GeneralTracker], files: list[Path], kind: str) -> None:

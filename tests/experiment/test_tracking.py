@@ -230,3 +230,26 @@ def test_a_stage_that_fails_or_is_interrupted_is_not_a_finished_run(tmp_path, mo
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'my-run' / 'tracking' / 'mlflow.db'}")
     (found,) = client.search_runs([client.get_experiment_by_name("my-run").experiment_id])
     assert found.info.run_name == "my-run/seed-0/teacher" and found.info.status == status
+
+
+def test_a_resumed_stage_continues_its_tracker_run(tmp_path, tiny_bert6, tiny_data, monkeypatch):
+    """Stopped by SIGTERM after step 3 and run again: one MLflow run for the stage, KILLED then continued to
+    FINISHED, holding the steps from before and after the stop."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"report_to": ["mlflow"], "log_every": 1})
+    monkeypatch.setenv("DISTILL_LORA_FAULT", "term@teacher:step:3")
+    stopped = runner.invoke(app, ["train-teacher", "--config", str(cfg)])
+    assert stopped.exit_code == 143, stopped.output
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'tracking' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("run").experiment_id
+    (first,) = client.search_runs([experiment])
+    assert first.info.status == "KILLED"
+    monkeypatch.delenv("DISTILL_LORA_FAULT")
+    resumed = runner.invoke(app, ["train-teacher", "--config", str(cfg)])
+    assert resumed.exit_code == 0 and "resuming from checkpoint-00000003" in resumed.output, resumed.output
+    (run,) = client.search_runs([experiment])
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss")}
+    total = json.loads((tmp_path / "run" / "seed-0" / "teacher" / "metrics.json").read_text())["validation_history"]
+    assert min(steps) == 1 and max(steps) >= 6 and len(total) == 2
