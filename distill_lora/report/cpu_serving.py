@@ -110,19 +110,19 @@ def _agreement(result: dict, a: str, b: str) -> float:
     return statistics.mean(shares)
 
 
-def cpu_choice_sentence(group: dict, alpha_words: str) -> str | None:
+def cpu_choice_sentence(group: dict) -> str | None:
     """Which CPU option of one model the numbers favour: the fastest at batch 1 among those not significantly
-    worse than PyTorch fp32; None when the options were not timed."""
+    worse than PyTorch fp32; None when the options (PyTorch fp32 among them) were not timed."""
     timed = [o for o in group["options"] if o["latency_ms"] is not None]
-    if len(timed) < 2:
-        return None
     fp32 = group["options"][0]
+    if len(timed) < 2 or fp32["latency_ms"] is None:
+        return None
     kept = [o for o in timed if o["pair"] is None or not _worse_than(o["pair"], group["source"])]
     best = min(kept, key=lambda o: o["latency_ms"])
     worse = [o["backend"] for o in timed if o not in kept]
     text = f"{group['source']} on this CPU: "
     if best is fp32:
-        text += "no other option is faster at batch 1 than PyTorch fp32 without losing accuracy"
+        text += "no option that is not significantly worse than PyTorch fp32 is faster than it at batch 1"
     else:
         text += (
             f"{best['backend']} is the fastest option at batch 1 that is not significantly worse than PyTorch fp32: "
@@ -133,7 +133,7 @@ def cpu_choice_sentence(group: dict, alpha_words: str) -> str | None:
             f"PyTorch fp32 on {best['agreement']:.1%} of the test texts"
         )
     if worse:
-        text += f"; significantly worse than PyTorch fp32 ({alpha_words}): {', '.join(worse)}"
+        text += f"; significantly worse than PyTorch fp32 (verdict column): {', '.join(worse)}"
     return text + "."
 
 
@@ -166,7 +166,7 @@ HEADER = [
 def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: float, d: int) -> list[str]:
     """The section's markdown: one table (every model's CPU options) and one sentence per model."""
     family = f"Holm over the {len(onnx_tests)} ONNX Runtime rows' comparisons, alpha = {alpha}"
-    sentences = [x for x in (cpu_choice_sentence(g, family) for g in groups) if x]
+    sentences = [x for x in (cpu_choice_sentence(g) for g in groups) if x]
     options = [o for g in groups for o in g["options"]]
     return [
         "## CPU serving: PyTorch and ONNX Runtime",
