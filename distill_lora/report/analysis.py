@@ -194,9 +194,6 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0, stages: l
             s["throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in inf])
         if s["quantized_from"]:  # an int8 row: the quantising time
             s["quantize_time_s"] = _mean_std([r["quantization"]["quantize_time_s"] for r in runs])
-        if s["exported_from"]:  # an ONNX Runtime row: converting, and how far the runtime moved the logits
-            s["convert_time_s"] = _mean_std([r["conversion"]["time_s"] for r in runs])
-            s["max_abs_logit_diff"] = max(r["conversion"]["max_abs_logit_diff_vs_source"] for r in runs)
         if s["quantized_from"] or s["exported_from"]:  # a CPU row: its fp32 source timed on the same CPU
             fp32 = [r["fp32_cpu_inference"] for r in runs if "fp32_cpu_inference" in r]
             if fp32:
@@ -204,6 +201,34 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0, stages: l
                 s["fp32_cpu_throughput_batch64"] = _mean_std([i["throughput_batch64"] for i in fp32])
         out[stage] = s
     return out
+
+
+def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None:
+    """Put the joint timings (every model timed together, results.json "timings") into the summary the analysis
+    reads, so its sentences quote the latencies of the Costs table; runs without them keep each stage's own."""
+    models = (timings or {}).get("models", {})
+    for stage, s in summary.items():
+        members = runs_of(result, stage)[0].get("ensemble_of") or []
+        names = [stage] if stage in models else members if members and all(m in models for m in members) else []
+        if not names:
+            continue
+        s["latency_ms_batch1"] = {"mean": sum(models[n]["latency_ms_batch1"]["median"] for n in names), "std": 0.0}
+        s["throughput_batch64"] = {
+            "mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
+            "std": 0.0,
+        }
+        source = s.get("quantized_from") or s.get("exported_from")
+        # a CPU row's (int8, ONNX) speed-up compares it with its source on the same CPU
+        on_cpu = (
+            f"{source} (fp32 on CPU)"
+            if f"{source} (fp32 on CPU)" in models
+            else source
+            if str(timings.get("device", "")).startswith("cpu")
+            else None
+        )
+        if source and on_cpu in models:
+            s["fp32_cpu_latency_ms_batch1"] = {"mean": models[on_cpu]["latency_ms_batch1"]["median"], "std": 0.0}
+            s["fp32_cpu_throughput_batch64"] = {"mean": models[on_cpu]["throughput_batch64"]["median"], "std": 0.0}
 
 
 def compare_pairs(result: dict, alpha: float = 0.05, resamples: int = 1000, boot_seed: int = 0) -> list[dict]:

@@ -13,18 +13,37 @@ import statistics
 
 import numpy as np
 
-from distill_lora.report.analysis import find_pair, runs_of, stage_ids, summarise, test_pairs, times_text
+from distill_lora.report.analysis import (
+    find_pair,
+    runs_of,
+    summarise,
+    test_pairs,
+    times_text,
+    use_joint_timings,
+)
 from distill_lora.report.tables import _ci, _md_table, _mib
 from distill_lora.stage_ids import kind_of
 
 
-def onnx_rows(result: dict, alpha: float, resamples: int, boot_seed: int) -> tuple[dict, list[dict]] | None:
-    """(summary, tests against PyTorch fp32) of the ONNX Runtime rows, or None when the run has none."""
+def cpu_serving(result: dict, summary: dict, pairs: list[dict], timings, alpha: float, resamples: int, boot_seed: int):
+    """The section's numbers, or None when the run has no ONNX Runtime rows: {"summary", "pairs", "groups", "cpu"}.
+    summary and pairs: the report's own (torch int8 and PyTorch fp32 come from there); timings: results.json's."""
     stages = onnx_stage_ids(result)
     if not stages:
         return None
-    summary = summarise(with_onnx_rows(result), resamples, boot_seed, stages=stages)
-    return summary, onnx_pairs(result, alpha, resamples, boot_seed)
+    view = with_onnx_rows(result)
+    onnx_summary = summarise(view, resamples, boot_seed, stages=stages)
+    use_joint_timings(view, onnx_summary, timings)
+    which = [(kind_of(st).exported_from, st) for st in stages]
+    # each row against its PyTorch fp32 source, Holm over these pairs only: they ask whether the runtime changed
+    # the model, not how it ranks against the other models
+    tests = test_pairs(view, [(a, b) for a, b in which if a in summary], alpha, resamples, boot_seed)
+    return {
+        "summary": onnx_summary,
+        "pairs": tests,
+        "groups": cpu_backends(view, summary, pairs, onnx_summary, tests),
+        "cpu": (timings or {}).get("device") or next(iter(onnx_summary.values()))["device"],
+    }
 
 
 def with_onnx_rows(result: dict) -> dict:
@@ -44,14 +63,6 @@ def onnx_stage_ids(result: dict) -> list[str]:
     return [st for st in per_seed[0] if all(st in p for p in per_seed)] if per_seed else []
 
 
-def onnx_pairs(result: dict, alpha: float, resamples: int, boot_seed: int) -> list[dict]:
-    """Each ONNX Runtime row against its PyTorch fp32 source, Holm-adjusted over these pairs only: they ask
-    whether the runtime changed the model, not how it ranks against the other models."""
-    view = with_onnx_rows(result)
-    which = [(kind_of(st).exported_from, st) for st in onnx_stage_ids(result)]
-    return test_pairs(view, [(a, b) for a, b in which if a in stage_ids(result)], alpha, resamples, boot_seed)
-
-
 BACKEND_NAMES = {
     "int8": "torch int8 (dynamic)",
     "onnx": "ONNX Runtime fp32",
@@ -59,12 +70,12 @@ BACKEND_NAMES = {
 }
 
 
-def cpu_backends(result: dict, summary: dict, pairs: list[dict], onnx_summary: dict, onnx_tests: list[dict]) -> list:
+def cpu_backends(view: dict, summary: dict, pairs: list[dict], onnx_summary: dict, onnx_tests: list[dict]) -> list:
     """Per model with ONNX Runtime rows, its CPU serving options side by side: PyTorch fp32, torch int8 (when the
     run has it), ONNX Runtime fp32 and int8. Each: size, CPU latency and throughput (the summary's: timed together
     when the run was), macro-F1 with its CI, the share of test texts labelled as PyTorch fp32 labels them, and the
-    verdict against PyTorch fp32 (torch int8: its pair in the all-pairs family; ONNX rows: their own family)."""
-    view = with_onnx_rows(result)
+    verdict against PyTorch fp32 (torch int8: its pair in the all-pairs family; ONNX rows: their own family).
+    view: the comparison with the ONNX rows (with_onnx_rows)."""
     out = []
     for source in dict.fromkeys(s["exported_from"] for s in onnx_summary.values()):
         if source not in summary:
@@ -163,9 +174,11 @@ HEADER = [
 ]
 
 
-def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: float, d: int) -> list[str]:
-    """The section's markdown: one table (every model's CPU options) and one sentence per model."""
-    family = f"Holm over the {len(onnx_tests)} ONNX Runtime rows' comparisons, alpha = {alpha}"
+def cpu_serving_section(cpu: dict, alpha: float, d: int) -> list[str]:
+    """The section's markdown from cpu_serving's numbers: one table (every model's CPU options), one sentence per
+    model."""
+    groups = cpu["groups"]
+    family = f"Holm over the {len(cpu['pairs'])} ONNX Runtime rows' comparisons, alpha = {alpha}"
     sentences = [x for x in (cpu_choice_sentence(g) for g in groups) if x]
     options = [o for g in groups for o in g["options"]]
     return [
@@ -181,8 +194,8 @@ def cpu_serving_section(groups: list, onnx_tests: list[dict], cpu: str, alpha: f
         "`seed-S/<model>-onnx-int8/` (ONNX Runtime's dynamic quantisation of it: int8 weights, activations quantised "
         "per batch). "
         + (
-            f"Latency and throughput on {cpu}, ONNX Runtime with as many threads as torch, × against PyTorch fp32 "
-            "on the same CPU. "
+            f"Latency and throughput on {cpu['cpu']}, ONNX Runtime with as many threads as torch, × against "
+            "PyTorch fp32 on the same CPU. "
             if any(o["latency_ms"] is not None for o in options)
             else "Not timed (`report.measure_speed: false`). "
         )

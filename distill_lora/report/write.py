@@ -26,8 +26,9 @@ from distill_lora.report.analysis import (
     runs_of,
     stage_ids,
     summarise,
+    use_joint_timings,
 )
-from distill_lora.report.cpu_serving import cpu_backends, cpu_serving_section, onnx_rows, with_onnx_rows
+from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
 from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.plots import draw_all
 from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
@@ -315,10 +316,7 @@ def build_markdown(
     md += slice_section(slices, result["label_names"], plot=HEATMAP if HEATMAP in plots else None)  # report/slices.py
     md += _int8_section(summary, pairs, timings, _digits(result))
     if cpu is not None:  # report/cpu_serving.py
-        on = next(iter(cpu["summary"].values()))["device"]
-        md += cpu_serving_section(
-            cpu["groups"], cpu["pairs"], (timings or {}).get("device") or on, alpha, _digits(result)
-        )
+        md += cpu_serving_section(cpu, alpha, _digits(result))
     md += _pairs_section(pairs, alpha, _digits(result))
     md += ["## Data", ""] + data_section(data) + [""] + examples_section(result, summary)
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(name, name)}](plots/{name})\n" for name in plots]
@@ -561,34 +559,6 @@ def results_csv(result: dict) -> str:
     return buf.getvalue()
 
 
-def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None:
-    """Put the joint timings (every model timed together, results.json "timings") into the summary the analysis
-    reads, so its sentences quote the latencies of the Costs table; runs without them keep each stage's own."""
-    models = (timings or {}).get("models", {})
-    for stage, s in summary.items():
-        members = runs_of(result, stage)[0].get("ensemble_of") or []
-        names = [stage] if stage in models else members if members and all(m in models for m in members) else []
-        if not names:
-            continue
-        s["latency_ms_batch1"] = {"mean": sum(models[n]["latency_ms_batch1"]["median"] for n in names), "std": 0.0}
-        s["throughput_batch64"] = {
-            "mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
-            "std": 0.0,
-        }
-        source = s.get("quantized_from") or s.get("exported_from")
-        # a CPU row's (int8, ONNX) speed-up compares it with its source on the same CPU
-        on_cpu = (
-            f"{source} (fp32 on CPU)"
-            if f"{source} (fp32 on CPU)" in models
-            else source
-            if str(timings.get("device", "")).startswith("cpu")
-            else None
-        )
-        if source and on_cpu in models:
-            s["fp32_cpu_latency_ms_batch1"] = {"mean": models[on_cpu]["latency_ms_batch1"]["median"], "std": 0.0}
-            s["fp32_cpu_throughput_batch64"] = {"mean": models[on_cpu]["throughput_batch64"]["median"], "std": 0.0}
-
-
 def write_report(
     output_dir: Path, results: dict, resamples: int = 1000, boot_seed: int = 0, alpha: float = 0.05
 ) -> tuple[Path, dict]:
@@ -598,10 +568,8 @@ def write_report(
     summary = summarise(result, resamples, boot_seed)
     use_joint_timings(result, summary, results.get("timings"))
     pairs = compare_pairs(result, alpha, resamples, boot_seed)
-    cpu = onnx_rows(result, alpha, resamples, boot_seed)  # None without report.onnx_runtime
-    if cpu is not None:
-        use_joint_timings(with_onnx_rows(result), cpu[0], results.get("timings"))
-        cpu = {"summary": cpu[0], "pairs": cpu[1], "groups": cpu_backends(result, summary, pairs, *cpu)}
+    # None without report.onnx_runtime
+    cpu = cpu_serving(result, summary, pairs, results.get("timings"), alpha, resamples, boot_seed)
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:

@@ -263,7 +263,7 @@ def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
 def test_analysis_quotes_the_joint_timings():
     """The Costs table used the joint timings while the analysis quoted each stage's own (another load, another
     moment): one report gave the same teacher 21.3 and 26.1 ms."""
-    from distill_lora.report.write import use_joint_timings
+    from distill_lora.report.analysis import use_joint_timings
 
     result = {
         "seeds": [0],
