@@ -47,13 +47,17 @@ def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device)
     for stage, m in stages.items():
         source = m.get("quantized_from") or m.get("exported_from")
         if source:
-            fp32 = load_stage_model(stage_dir(run_dir, seed, source)).eval()
+            # the fp32 source is loaded only where it is needed: to quantise (int8), or to time it on the CPU
+            fp32 = None
             if m.get("exported_from"):
                 (file,) = stage_dir(run_dir, seed, stage).glob("*.onnx")
                 models[stage] = (OnnxModel(file), cpu)
             else:
+                fp32 = load_stage_model(stage_dir(run_dir, seed, source)).eval()
                 models[stage] = (quantize_dynamic_int8(fp32), cpu)
-            if device.type != "cpu":
+            if device.type != "cpu" and f"{source} (fp32 on CPU)" not in models:
+                if fp32 is None:
+                    fp32 = load_stage_model(stage_dir(run_dir, seed, source)).eval()
                 models[f"{source} (fp32 on CPU)"] = (fp32, cpu)
         else:
             models[stage] = (load_stage_model(stage_dir(run_dir, seed, stage)).to(device), device)
