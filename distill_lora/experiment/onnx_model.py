@@ -20,6 +20,9 @@ import torch
 from distill_lora.errors import UserError
 
 ONNX_FILE, ONNX_INT8_FILE = "model.onnx", "model.int8.onnx"
+# backend name → the file it runs (an export folder's and an ONNX row's; torch: the safetensors weights, loaded by
+# transformers). The names are predict's --backend choices and the ONNX rows' stage-id suffixes (stage_ids.py)
+BACKEND_FILES = {"torch": None, "onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask")  # what the torch path feeds the model (Predictor.logits)
 

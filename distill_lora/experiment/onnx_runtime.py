@@ -32,7 +32,6 @@ from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, stat
 from distill_lora.train.models import load_stage_model
 
 EXPORT_VERSION, INT8_VERSION = "torch-onnx-dynamo-v1", "onnxruntime-dynamic-int8-v1"  # a change re-measures
-FILES = {"onnx": onnx.ONNX_FILE, "onnx-int8": onnx.ONNX_INT8_FILE}
 BACKEND_WORDS = {"onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8 dynamic quantisation"}
 
 
@@ -71,7 +70,7 @@ def _run_backend(ctx, source: str, backend: str, ort) -> dict:
         labels = ctx.encoded["test"].labels
 
         def write_files(tmp):
-            os.replace(scratch / FILES[backend], tmp / FILES[backend])
+            os.replace(scratch / onnx.BACKEND_FILES[backend], tmp / onnx.BACKEND_FILES[backend])
             shutil.rmtree(scratch, ignore_errors=True)
             if record.threshold is not None:
                 shutil.copyfile(src_dir / "decision.json", tmp / "decision.json")
@@ -93,7 +92,7 @@ def _make_and_test(ctx, source: str, backend: str, scratch, ort) -> tuple[StageR
     """Write the backend's file into `scratch`, test it once on the CPU, time it beside its fp32 PyTorch source."""
     src_dir = stage_dir(ctx.output_dir, ctx.cfg.seed, source)
     src = read_json(src_dir / "metrics.json")
-    cpu, path = PlainCpu(), scratch / FILES[backend]
+    cpu, path = PlainCpu(), scratch / onnx.BACKEND_FILES[backend]
     eval_batch = ctx.cfg.stage_train(train_section(source)).eval_batch_size
     labels, label_names = ctx.encoded["test"].labels, ctx.cfg.data.label_names
     with PeakMemory(cpu.device) as memory:

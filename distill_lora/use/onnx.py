@@ -13,6 +13,7 @@ import torch
 
 from distill_lora.errors import UserError
 from distill_lora.experiment.onnx_model import (
+    BACKEND_FILES,
     INPUTS,
     ONNX_FILE,
     ONNX_INT8_FILE,
@@ -22,9 +23,6 @@ from distill_lora.experiment.onnx_model import (
     quantize_int8,
     require_exporter,
 )
-
-# backend name → the file it runs in an export folder (torch: the safetensors weights, loaded by transformers)
-BACKEND_FILES = {"torch": None, "onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 
 
 def check_backend(backend: str) -> str:

@@ -184,7 +184,7 @@ class Predictor:
     threshold: float | None
     device: torch.device
     info: dict = field(default_factory=dict)
-    backend: str = "torch"  # which runtime answers: torch, onnx or onnx-int8 (use.onnx.BACKEND_FILES)
+    backend: str = "torch"  # which runtime answers: torch, onnx or onnx-int8 (experiment.onnx_model.BACKEND_FILES)
 
     @property
     def pad_id(self) -> int:
@@ -261,8 +261,8 @@ def default_backend(model_dir: Path) -> str:
 
 def _load_model(model_dir: Path, backend: str):
     """The model that answers: the stage's torch model, or an ONNX Runtime session over the export's ONNX file."""
-    from distill_lora.experiment.onnx_model import OnnxModel
-    from distill_lora.use.onnx import BACKEND_FILES, check_backend
+    from distill_lora.experiment.onnx_model import BACKEND_FILES, OnnxModel
+    from distill_lora.use.onnx import check_backend
 
     filename = BACKEND_FILES[check_backend(backend)]
     if filename is None:
