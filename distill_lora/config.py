@@ -194,7 +194,22 @@ class ReportConfig:
     bootstrap_seed: int = _f(0, "seed of the bootstrap")
     alpha: float = _f(
         0.05,
-        "significance level of the pairwise verdicts (Holm-adjusted over the pairs of a seed) and the seed-paired test",
+        "significance level of the verdicts (Holm-adjusted within each family: primary, exploratory, serving)",
+    )
+    primary: list = _f(
+        [],
+        "the planned comparisons, as 'A vs B' stage ids (e.g. 'student-odd vs student-even'); empty: the assignment's "
+        "questions (odd vs even student, each student vs the LoRA student of its depth, each model vs the teacher, "
+        "LoRA student vs LoRA teacher); every other pair is exploratory",
+    )
+    target_difference: float = _f(
+        0.02,
+        "the macro-F1 difference you care about: when no difference is shown, the report says how many test texts "
+        "(or groups) and seeds would detect it",
+    )
+    serving_margin: float = _f(
+        0.01,
+        "non-inferiority margin (macro-F1) of the CPU-serving rows (int8, ONNX Runtime) against their source",
     )
     measure_speed: bool = _f(True, "time inference (batch 1 latency, batch 64 throughput) after each stage")
     quantize_int8: bool = _f(
@@ -428,6 +443,14 @@ def report_problem(r: ReportConfig) -> tuple[str, str] | None:
         return "alpha", f"use a significance level between 0 and 1 (e.g. the default {ReportConfig().alpha})"
     if not 0 <= r.bootstrap_seed < SEED_LIMIT:
         return "bootstrap_seed", f"use an integer from 0 to {SEED_LIMIT - 1}"
+    if isinstance(r.target_difference, bool) or not 0 < r.target_difference < 1:
+        return "target_difference", "use a macro-F1 difference between 0 and 1 (e.g. the default 0.02)"
+    if isinstance(r.serving_margin, bool) or not 0 < r.serving_margin < 1:
+        return "serving_margin", "use a macro-F1 margin between 0 and 1 (e.g. the default 0.01)"
+    for entry in r.primary:
+        parts = [x.strip() for x in str(entry).split(" vs ")]
+        if not isinstance(entry, str) or len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            return "primary", f"write each comparison as 'A vs B' with two different stage ids, got {entry!r}"
     return None
 
 

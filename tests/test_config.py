@@ -58,6 +58,11 @@ def test_flags_override_yaml():
         ("data.label_names=[only]", "at least two classes"),
         ("seeed=1", "did you mean 'seed'"),
         ("train.epochs", "must look like key.sub=value"),
+        ("report.target_difference=0", "'report.target_difference' is 0.0: use a macro-F1 difference between 0 and 1"),
+        ("report.target_difference=1.5", "'report.target_difference' is 1.5"),
+        ("report.serving_margin=-0.01", "'report.serving_margin' is -0.01: use a macro-F1 margin between 0 and 1"),
+        ("report.primary=[teacher - student-odd]", "write each comparison as 'A vs B' with two different stage ids"),
+        ("report.primary=[teacher vs teacher]", "write each comparison as 'A vs B'"),
     ],
 )
 def test_bad_config_messages(override, message):

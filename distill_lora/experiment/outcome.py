@@ -13,7 +13,7 @@ from distill_lora.files import read_json, read_json_or_none
 
 FORMAT = 1
 TEST_KEYS = ("accuracy", "macro_f1", "f1_positive", "roc_auc", "pr_auc", "ece")
-PAIR_KEYS = ("a", "b", "verdict", "winner", "macro_f1_diff", "mcnemar_p_holm", "verdict_basis")
+PAIR_KEYS = ("a", "b", "family", "verdict", "winner", "macro_f1_diff", "p_value", "p_holm", "verdict_basis")
 
 
 def stage_entry(output_dir: Path, seed: int, stage: str, metrics: dict) -> dict:
@@ -67,7 +67,12 @@ def compare_document(output_dir: Path) -> dict:
         "seeds": results["comparison"]["seeds"],
         "stages": stages,
         "mean_over_seeds": means,
-        "verdicts": [{k: p.get(k) for k in PAIR_KEYS} for p in analysis.get("pairs", []) + onnx.get("pairs", [])],
+        # every tested comparison (primary, exploratory, serving), with the smallest macro-F1 difference it could detect
+        "verdicts": [
+            {k: p.get(k) for k in PAIR_KEYS}
+            | {"detectable_macro_f1": (p.get("power") or {}).get("mdd", {}).get("macro_f1")}
+            for p in analysis.get("pairs", [])
+        ],
     }
 
 

@@ -30,7 +30,16 @@ from distill_lora.metrics import (
     tune_threshold,
 )
 from distill_lora.records import StageRecord
-from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, TEACHER, int8_id, int8_sources, kind_of, student_id
+from distill_lora.stage_ids import (
+    LORA_STUDENT,
+    LORA_TEACHER,
+    TEACHER,
+    ensemble_id,
+    int8_id,
+    int8_sources,
+    kind_of,
+    student_id,
+)
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
 from distill_lora.train.data import Encoded, Splits, load_splits, overlap_summary
@@ -449,8 +458,23 @@ def run_seed(ctx: Context) -> dict:
     return results
 
 
+def planned_stages(ctx: Context) -> list[str]:
+    """The stages compare will make that the report can compare (trained models and the report's ensembles)."""
+    from distill_lora.report.analysis import ENSEMBLES
+
+    students = [
+        student_id(layers_name(resolve_layers(s, ctx.teacher_depth), ctx.teacher_depth)) for s in ctx.cfg.distill.layers
+    ]
+    trained = [TEACHER, *students, *ctx.cfg.lora.models]
+    return trained + [ensemble_id(m) for m in ENSEMBLES if all(x in trained for x in m)]
+
+
 def run_compare(ctx: Context) -> dict:
     """All stages for every seed; students of seed s distil teacher s."""
+    if ctx.cfg.report.primary:  # a planned comparison of a stage this run will not make: say so before training
+        from distill_lora.report.verdicts import parse_primary
+
+        parse_primary(ctx.cfg.report.primary, planned_stages(ctx))
     if ctx.cfg.report.onnx_runtime:  # before hours of training, not after
         from distill_lora.experiment.onnx_model import require_exporter
 
@@ -552,6 +576,7 @@ def finish_command(ctx: Context, metrics: dict) -> dict:
 
 def finish_compare(ctx: Context, result: dict) -> dict:
     """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
+    from distill_lora.report.analysis import REPORT_SETTINGS
     from distill_lora.report.write import print_table, write_report
 
     device = _device()
@@ -560,7 +585,7 @@ def finish_compare(ctx: Context, result: dict) -> dict:
     write_run_files(ctx, device)
     r = ctx.cfg.report
     # stored so that `report` and `evaluate` rebuild with the run's own settings
-    settings = {"bootstrap_resamples": r.bootstrap_resamples, "bootstrap_seed": r.bootstrap_seed, "alpha": r.alpha}
+    settings = {key: getattr(r, key) for key in REPORT_SETTINGS}
     results = {
         "comparison": result,
         "data": data_summary(ctx),

@@ -6,13 +6,12 @@ without the models. A sentence is only written when the numbers in the same dict
 
 from __future__ import annotations
 
-import itertools
 import statistics
 
 import numpy as np
 
 from distill_lora.records import StageRecord
-from distill_lora.report.stats import bootstrap_ci, holm, mcnemar_exact, paired_diff_ci, paired_seed_test
+from distill_lora.report.stats import bootstrap_ci
 from distill_lora.stage_ids import (
     LORA_STUDENT,
     STUDENT_EVEN,
@@ -55,15 +54,36 @@ def groups_of(result: dict) -> list | None:
     return result.get("test_groups")
 
 
+def with_onnx_rows(result: dict) -> dict:
+    """The comparison with its ONNX Runtime rows (results.json "onnx_runtime") beside the others, for the CPU
+    serving section; every other section reads `result` without them."""
+    onnx = result.get("onnx_runtime") or {}
+    return {
+        **result,
+        "per_seed": {seed: {**stages, **onnx.get(seed, {})} for seed, stages in result["per_seed"].items()},
+    }
+
+
+def onnx_stage_ids(result: dict) -> list[str]:
+    """The ONNX Runtime rows present in every seed (none without report.onnx_runtime)."""
+    onnx = result.get("onnx_runtime") or {}
+    per_seed = [onnx.get(str(s), {}) for s in result["seeds"]]
+    return [st for st in per_seed[0] if all(st in p for p in per_seed)] if per_seed else []
+
+
+# the report.* keys a report is a function of: compare stores them in results.json, `report` reads them back
+REPORT_SETTINGS = ("bootstrap_resamples", "bootstrap_seed", "alpha", "primary", "target_difference", "serving_margin")
+
+
 def report_settings(results: dict, **flags) -> tuple[dict, dict]:
-    """The settings a rebuilt report uses (bootstrap_resamples, bootstrap_seed, alpha) and where each came from:
+    """The settings a rebuilt report uses (REPORT_SETTINGS) and where each came from:
     "command line" (a flag given: not None), "results.json" (the run's own, stored by compare), or "default"
     (the config default, for a results.json from before the settings were stored)."""
     from distill_lora.config import ReportConfig
 
     default, stored = ReportConfig(), results.get("report_settings") or {}
     values, source = {}, {}
-    for key in ("bootstrap_resamples", "bootstrap_seed", "alpha"):
+    for key in REPORT_SETTINGS:
         if flags.get(key) is not None:
             values[key], source[key] = flags[key], "command line"
         elif key in stored:
@@ -231,92 +251,6 @@ def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None
             s["fp32_cpu_throughput_batch64"] = {"mean": models[on_cpu]["throughput_batch64"]["median"], "std": 0.0}
 
 
-def compare_pairs(result: dict, alpha: float = 0.05, resamples: int = 1000, boot_seed: int = 0) -> list[dict]:
-    """Every pair of models: McNemar per seed (raw and Holm-adjusted), the paired difference in macro-F1 and
-    accuracy with its bootstrap CI, a seed-paired t-test of macro-F1, and a verdict.
-
-    Holm–Bonferroni adjusts the p-values of all pairs of one seed together (one family per seed). Verdict rule,
-    stated in the report:
-    - without groups ("mcnemar_holm"): A is *significantly better* than B only if in every seed McNemar's
-      Holm-adjusted p < alpha and A beats B on both macro-F1 and accuracy; *within noise* when no seed has an
-      adjusted p < alpha; *mixed* otherwise.
-    - with groups of near-duplicate texts ("cluster_bootstrap"): McNemar assumes independent texts, so it is
-      kept for reference only; the paired cluster bootstrap of the macro-F1 difference decides: *significant*
-      (the larger macro-F1 wins) when its Holm-adjusted bootstrap p < alpha, i.e. the Holm-level CI of the
-      difference excludes 0, else *within noise*.
-    """
-    return test_pairs(result, list(itertools.combinations(stage_ids(result), 2)), alpha, resamples, boot_seed)
-
-
-def test_pairs(result: dict, which: list, alpha: float, resamples: int, boot_seed: int) -> list[dict]:
-    """The pairs `which` [(a, b), …] as one family: tests, Holm adjustment over the family, verdicts."""
-    labels = result["test_labels"]
-    groups, k = groups_of(result), n_classes(result)
-    pairs = [_pair_entry(result, a, b, resamples, boot_seed, groups, k) for a, b in which]
-    for i in range(len(result["seeds"])):  # one family per seed: every pair of that seed
-        for p, adjusted in zip(pairs, holm([p["mcnemar_p"][i] for p in pairs])):
-            p["mcnemar_p_holm"].append(adjusted)
-    if groups is not None:
-        for p, adjusted in zip(pairs, holm([p["diff"]["macro_f1"]["p_value"] for p in pairs])):
-            p["bootstrap_p_holm"] = adjusted
-    for p in pairs:
-        p["seeds_significant_raw"] = sum(x < alpha for x in p["mcnemar_p"])
-        p["seeds_significant"] = sum(x < alpha for x in p["mcnemar_p_holm"])
-        p["verdict_basis"] = "mcnemar_holm" if groups is None else "cluster_bootstrap"
-        p["verdict"], p["winner"] = (
-            _mcnemar_verdict(p, result, labels) if groups is None else _bootstrap_verdict(p, alpha)
-        )
-    return pairs
-
-
-def _pair_entry(result: dict, a: str, b: str, resamples: int, boot_seed: int, groups, k: int) -> dict:
-    """A pair's tests and effect sizes, before the Holm adjustment (which needs every pair)."""
-    labels = result["test_labels"]
-    ra, rb = runs_of(result, a), runs_of(result, b)
-    pa, pb = [x["predictions"]["pred"] for x in ra], [y["predictions"]["pred"] for y in rb]
-    tests = [mcnemar_exact(labels, x, y) for x, y in zip(pa, pb)]
-    f1_a, f1_b = [x["test"]["macro_f1"] for x in ra], [y["test"]["macro_f1"] for y in rb]
-    diff = {
-        m: paired_diff_ci(labels, pa, pb, m, resamples, boot_seed, groups=groups, n_classes=k)
-        for m in ("macro_f1", "accuracy")
-    }
-    entry = {
-        "a": a,
-        "b": b,
-        "macro_f1_diff": statistics.mean(fa - fb for fa, fb in zip(f1_a, f1_b)),
-        "mcnemar_p": [t["p_value"] for t in tests],
-        "mcnemar_p_holm": [],
-        "discordant": [[t["a_only_right"], t["b_only_right"]] for t in tests],
-        "n_seeds": len(tests),
-        "paired_t": paired_seed_test(f1_a, f1_b),
-        "diff": diff,
-    }
-    if groups is not None:
-        entry["bootstrap_p"] = diff["macro_f1"]["p_value"]
-    return entry
-
-
-def _mcnemar_verdict(p: dict, result: dict, labels) -> tuple[str, str | None]:
-    ra, rb = runs_of(result, p["a"]), runs_of(result, p["b"])
-    f1_diff = [x["test"]["macro_f1"] - y["test"]["macro_f1"] for x, y in zip(ra, rb)]
-    acc_diff = [x["test"]["accuracy"] - y["test"]["accuracy"] for x, y in zip(ra, rb)]
-    every = p["seeds_significant"] == p["n_seeds"]
-    if every and all(d > 0 for d in f1_diff) and all(d > 0 for d in acc_diff):
-        return "significant", p["a"]
-    if every and all(d < 0 for d in f1_diff) and all(d < 0 for d in acc_diff):
-        return "significant", p["b"]
-    if p["seeds_significant"] == 0:
-        return "within noise", None
-    return "mixed", None
-
-
-def _bootstrap_verdict(p: dict, alpha: float) -> tuple[str, str | None]:
-    point = p["diff"]["macro_f1"]["point"]
-    if p["bootstrap_p_holm"] < alpha and point != 0:
-        return "significant", p["a"] if point > 0 else p["b"]
-    return "within noise", None
-
-
 def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
     """Each int8 row against its fp32 source: size and CPU speed ratios, macro-F1 change, and the pair's verdict.
 
@@ -357,14 +291,25 @@ def times_text(ratio: float, more: str, less: str) -> str:
 
 
 def evidence(p: dict) -> str:
-    """What decided a pair's verdict, with its numbers: Holm-adjusted McNemar per seed, or the cluster bootstrap."""
-    if p["verdict_basis"] == "cluster_bootstrap":
-        d = p["diff"]["macro_f1"]
+    """What decided a pair's verdict, with its numbers: the test, its family and its Holm-adjusted p."""
+    family = f"Holm over the {p['family']} family"
+    if p["verdict_basis"] == "noninferiority":
+        n = p["noninferiority"]
         return (
-            f"paired cluster bootstrap: Δ macro-F1 {d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
-            f"Holm-adjusted p {p['bootstrap_p_holm']:.3g}"
+            f"non-inferiority at a margin of {n['margin']} macro-F1 ({n['method']}): Δ {n['point']:+.3f}, "
+            f"{family}: p {p['p_holm']:.3g}"
         )
-    return f"{p['seeds_significant']} of {p['n_seeds']} seed(s) with Holm-adjusted McNemar p < alpha"
+    if p["verdict_basis"] == "method_t":
+        d = p["method_level"]["macro_f1"]
+        return (
+            f"method-level t over {p['n_seeds']} seeds: Δ macro-F1 {d['point']:+.3f} [{d['low']:+.3f}, "
+            f"{d['high']:+.3f}], {family}: p {p['p_holm']:.3g}"
+        )
+    t = p["swap"]["macro_f1"]
+    return (
+        f"swap permutation test over {t['differing_units']} differing {p['units']} of {t['n_units']}: Δ macro-F1 "
+        f"{t['statistic']:+.3f}, {family}: p {p['p_holm']:.3g}"
+    )
 
 
 def int8_sentence(summary: dict, c: dict) -> str:
@@ -381,15 +326,13 @@ def int8_sentence(summary: dict, c: dict) -> str:
             f"at batch 64 (timed on this machine's CPU)"
         )
     text += f"; macro-F1 {c['macro_f1_int8']:.4f} vs {c['macro_f1_fp32']:.4f} (change {c['macro_f1_change']:+.4f}): "
-    if p["verdict"] == "significant":
-        text += (
-            f"significantly {'worse' if p['winner'] == c['source'] else 'better'} than its fp32 source "
-            f"[{c['source']}] ({evidence(p)})."
-        )
-    elif p["verdict"] == "within noise":
-        text += f"the difference is within noise ({evidence(p)})."
+    if p["verdict"] == "non-inferior":
+        text += f"not worse than its fp32 source [{c['source']}] by the margin or more ({evidence(p)})."
     else:
-        text += f"the difference is not consistent across seeds ({evidence(p)})."
+        text += (
+            f"not shown to be within the margin of its fp32 source [{c['source']}]: it may be worse by "
+            f"{p['noninferiority']['margin']} macro-F1 or more ({evidence(p)})."
+        )
     return text
 
 
@@ -406,7 +349,7 @@ def _name(summary: dict, stage: str) -> str:
 
 def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
     p = find_pair(pairs, a, b)
-    if p is None:
+    if p is None or p["family"] == "serving":  # a serving row is judged against its source, not ranked
         return None
     fa, fb = summary[a]["macro_f1"]["mean"], summary[b]["macro_f1"]["mean"]
     if p["verdict"] == "significant":
@@ -415,14 +358,11 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
             f"{_name(summary, p['winner'])} is significantly better than {_name(summary, loser)} "
             f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {evidence(p)})."
         )
-    if p["verdict"] == "within noise":
-        what = "within noise"
-    elif p["seeds_significant"] == p["n_seeds"]:  # McNemar rejects in every seed, yet the winner or metric flips
-        what = (
-            "significant in every seed but not in one direction (the better model changes with the seed or the metric)"
-        )
-    else:
-        what = "not consistent across seeds"
+    what = (
+        "within noise"
+        if p["verdict"] == "within noise"
+        else f"beyond what this design can decide ({p['differing_units']} differing {p['units']})"
+    )
     return (
         f"The difference between {_name(summary, a)} ({fa:.4f}) and {_name(summary, b)} ({fb:.4f}) "
         f"in macro-F1 is {what} ({evidence(p)}); do not read it as a ranking."

@@ -15,52 +15,34 @@ import numpy as np
 
 from distill_lora.report.analysis import (
     find_pair,
+    onnx_stage_ids,
     runs_of,
     summarise,
-    test_pairs,
     times_text,
     use_joint_timings,
+    with_onnx_rows,
 )
 from distill_lora.report.tables import _ci, _md_table, _mib
-from distill_lora.stage_ids import kind_of
+from distill_lora.report.verdicts import NON_INFERIOR
 
 
-def cpu_serving(result: dict, summary: dict, pairs: list[dict], timings, alpha: float, resamples: int, boot_seed: int):
+def cpu_serving(result: dict, summary: dict, pairs: list[dict], timings, resamples: int, boot_seed: int):
     """The section's numbers, or None when the run has no ONNX Runtime rows: {"summary", "pairs", "groups", "cpu"}.
-    summary and pairs: the report's own (torch int8 and PyTorch fp32 come from there); timings: results.json's."""
+    summary and pairs: the report's own (every CPU row's verdict is in the serving family of `pairs`); timings:
+    results.json's."""
     stages = onnx_stage_ids(result)
     if not stages:
         return None
     view = with_onnx_rows(result)
     onnx_summary = summarise(view, resamples, boot_seed, stages=stages)
     use_joint_timings(view, onnx_summary, timings)
-    which = [(kind_of(st).exported_from, st) for st in stages]
-    # each row against its PyTorch fp32 source, Holm over these pairs only: they ask whether the runtime changed
-    # the model, not how it ranks against the other models
-    tests = test_pairs(view, [(a, b) for a, b in which if a in summary], alpha, resamples, boot_seed)
+    serving = [p for p in pairs if p["family"] == "serving"]
     return {
         "summary": onnx_summary,
-        "pairs": tests,
-        "groups": cpu_backends(view, summary, pairs, onnx_summary, tests),
+        "pairs": serving,
+        "groups": cpu_backends(view, summary, serving, onnx_summary),
         "cpu": (timings or {}).get("device") or next(iter(onnx_summary.values()))["device"],
     }
-
-
-def with_onnx_rows(result: dict) -> dict:
-    """The comparison with its ONNX Runtime rows (results.json "onnx_runtime") beside the others, for the CPU
-    serving section; every other section reads `result` without them."""
-    onnx = result.get("onnx_runtime") or {}
-    return {
-        **result,
-        "per_seed": {seed: {**stages, **onnx.get(seed, {})} for seed, stages in result["per_seed"].items()},
-    }
-
-
-def onnx_stage_ids(result: dict) -> list[str]:
-    """The ONNX Runtime rows present in every seed (none without report.onnx_runtime)."""
-    onnx = result.get("onnx_runtime") or {}
-    per_seed = [onnx.get(str(s), {}) for s in result["seeds"]]
-    return [st for st in per_seed[0] if all(st in p for p in per_seed)] if per_seed else []
 
 
 BACKEND_NAMES = {
@@ -70,11 +52,11 @@ BACKEND_NAMES = {
 }
 
 
-def cpu_backends(view: dict, summary: dict, pairs: list[dict], onnx_summary: dict, onnx_tests: list[dict]) -> list:
+def cpu_backends(view: dict, summary: dict, serving: list[dict], onnx_summary: dict) -> list:
     """Per model with ONNX Runtime rows, its CPU serving options side by side: PyTorch fp32, torch int8 (when the
     run has it), ONNX Runtime fp32 and int8. Each: size, CPU latency and throughput (the summary's: timed together
     when the run was), macro-F1 with its CI, the share of test texts labelled as PyTorch fp32 labels them, and the
-    verdict against PyTorch fp32 (torch int8: its pair in the all-pairs family; ONNX rows: their own family).
+    verdict against PyTorch fp32 (the serving family: non-inferior at report.serving_margin, or not shown).
     view: the comparison with the ONNX rows (with_onnx_rows)."""
     out = []
     for source in dict.fromkeys(s["exported_from"] for s in onnx_summary.values()):
@@ -94,8 +76,8 @@ def cpu_backends(view: dict, summary: dict, pairs: list[dict], onnx_summary: dic
                 "pair": None,
             }
         ]
-        cpu_rows = [(st, summary[st], pairs) for st in summary if summary[st].get("quantized_from") == source]
-        for stage, s, family in cpu_rows + [(st, s, onnx_tests) for st, s in rows.items()]:
+        cpu_rows = [(st, summary[st]) for st in summary if summary[st].get("quantized_from") == source]
+        for stage, s in cpu_rows + list(rows.items()):
             options.append(
                 {
                     "stage": stage,
@@ -105,7 +87,7 @@ def cpu_backends(view: dict, summary: dict, pairs: list[dict], onnx_summary: dic
                     "throughput": s.get("throughput_batch64", {}).get("mean"),
                     "summary": s,
                     "agreement": _agreement(view, source, stage),
-                    "pair": find_pair(family, source, stage),
+                    "pair": find_pair(serving, source, stage),
                 }
             )
         out.append({"source": source, "options": options})
@@ -122,40 +104,35 @@ def _agreement(result: dict, a: str, b: str) -> float:
 
 
 def cpu_choice_sentence(group: dict) -> str | None:
-    """Which CPU option of one model the numbers favour: the fastest at batch 1 among those not significantly
-    worse than PyTorch fp32; None when the options (PyTorch fp32 among them) were not timed."""
+    """Which CPU option of one model the numbers favour: the fastest at batch 1 among those shown non-inferior to
+    PyTorch fp32 (the serving family); none recommended when no option is. None when the options (PyTorch fp32
+    among them) were not timed."""
     timed = [o for o in group["options"] if o["latency_ms"] is not None]
     fp32 = group["options"][0]
     if len(timed) < 2 or fp32["latency_ms"] is None:
         return None
-    kept = [o for o in timed if o["pair"] is None or not _worse_than(o["pair"], group["source"])]
-    best = min(kept, key=lambda o: o["latency_ms"])
-    worse = [o["backend"] for o in timed if o not in kept]
+    shown = [o for o in timed if o["pair"] is not None and o["pair"]["verdict"] == NON_INFERIOR]
     text = f"{group['source']} on this CPU: "
-    if best is fp32:
-        text += "no option that is not significantly worse than PyTorch fp32 is faster than it at batch 1"
-    else:
-        text += (
-            f"{best['backend']} is the fastest option at batch 1 that is not significantly worse than PyTorch fp32: "
-            f"{best['latency_ms']:.2f} vs {fp32['latency_ms']:.2f} ms per text "
-            f"({times_text(fp32['latency_ms'] / best['latency_ms'], 'faster', 'slower')}), "
-            f"{best['bytes'] / 2**20:.1f} vs {fp32['bytes'] / 2**20:.1f} MiB, macro-F1 "
-            f"{best['summary']['macro_f1']['mean']:.4f} vs {fp32['summary']['macro_f1']['mean']:.4f}, same label as "
-            f"PyTorch fp32 on {best['agreement']:.1%} of the test texts"
+    if not shown:
+        return text + (
+            "no option is shown non-inferior to PyTorch fp32 at the margin, so the numbers recommend none of them "
+            "(a larger test set, or more seeds, could show it)."
         )
-    if worse:
-        text += f"; significantly worse than PyTorch fp32 (verdict column): {', '.join(worse)}"
-    return text + "."
-
-
-def _worse_than(p: dict, source: str) -> bool:
-    return p["verdict"] == "significant" and p["winner"] == source
+    best = min(shown, key=lambda o: o["latency_ms"])
+    if best["latency_ms"] >= fp32["latency_ms"]:
+        return text + "no option shown non-inferior to PyTorch fp32 is faster than it at batch 1."
+    return text + (
+        f"{best['backend']} is the fastest option at batch 1 shown non-inferior to PyTorch fp32: "
+        f"{best['latency_ms']:.2f} vs {fp32['latency_ms']:.2f} ms per text "
+        f"({times_text(fp32['latency_ms'] / best['latency_ms'], 'faster', 'slower')}), "
+        f"{best['bytes'] / 2**20:.1f} vs {fp32['bytes'] / 2**20:.1f} MiB, macro-F1 "
+        f"{best['summary']['macro_f1']['mean']:.4f} vs {fp32['summary']['macro_f1']['mean']:.4f}, same label as "
+        f"PyTorch fp32 on {best['agreement']:.1%} of the test texts."
+    )
 
 
 def _verdict(p: dict | None) -> str:
-    if p is None:
-        return "– (reference)"
-    return p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+    return "– (reference)" if p is None else p["verdict"]
 
 
 HEADER = [
@@ -178,7 +155,8 @@ def cpu_serving_section(cpu: dict, alpha: float, d: int) -> list[str]:
     """The section's markdown from cpu_serving's numbers: one table (every model's CPU options), one sentence per
     model."""
     groups = cpu["groups"]
-    family = f"Holm over the {len(cpu['pairs'])} ONNX Runtime rows' comparisons, alpha = {alpha}"
+    margin = next((p["noninferiority"]["margin"] for p in cpu["pairs"]), None)
+    family = f"one-sided, margin {margin} macro-F1, Holm over the {len(cpu['pairs'])} rows of the serving family"
     sentences = [x for x in (cpu_choice_sentence(g) for g in groups) if x]
     options = [o for g in groups for o in g["options"]]
     return [
@@ -200,9 +178,10 @@ def cpu_serving_section(cpu: dict, alpha: float, d: int) -> list[str]:
             else "Not timed (`report.measure_speed: false`). "
         )
         + "Size: PyTorch counts its tensors (fp32: 4 bytes per value); ONNX Runtime the "
-        "file's bytes. Macro-F1 with its 95% CI as in the full results. Verdict vs PyTorch fp32: torch int8 as in the "
-        f"pairs table; the ONNX Runtime rows tested against their PyTorch fp32 source only ({family}; McNemar "
-        "per seed, or the paired cluster bootstrap with grouped texts, as in the pairs table).",
+        "file's bytes. Macro-F1 with its 95% CI as in the full results. Verdict vs PyTorch fp32: each row is tested "
+        f"against its PyTorch fp32 source only, for non-inferiority ({family}, alpha = {alpha}): *non-inferior* "
+        "when its macro-F1 is shown to be less than the margin below the source's; *not shown non-inferior* "
+        "otherwise (which is not the same as worse).",
         "",
         _md_table(HEADER, [_option_row(o, g["options"][0], d) for g in groups for o in g["options"]]),
         "",

@@ -339,10 +339,13 @@ def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
     p = find_pair(pairs, a, b)
     if p is None:
         return None
-    d = p["diff"]
+    d = p.get("method_level") or p["diff"]
     if p["a"] != a:  # the pair was tested as B − A: report A − B, in the order asked
-        d = {m: {**x, "point": -x["point"], "low": -x["high"], "high": -x["low"]} for m, x in d.items()}
-    adjusted = p["bootstrap_p_holm"] if p["verdict_basis"] == "cluster_bootstrap" else max(p["mcnemar_p_holm"])
+        d = {
+            m: {**x, "point": -x["point"], "low": -x["high"], "high": -x["low"]}
+            | ({"per_seed": [-v for v in x["per_seed"]]} if "per_seed" in x else {})
+            for m, x in d.items()
+        }
     return {
         "a": a,
         "b": b,
@@ -351,8 +354,10 @@ def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
         "diff": d,
         "verdict": p["verdict"],
         "winner": p["winner"],
-        "p_holm": adjusted,
+        "p_holm": p["p_holm"],
+        "family": p["family"],
         "verdict_basis": p["verdict_basis"],
+        "detectable_macro_f1": (p.get("power") or {}).get("mdd", {}).get("macro_f1"),
     }
 
 
@@ -392,14 +397,10 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         + "."
     ]
     lines += ["", *seed_lines(result, summary), "", "**Differences:**"]
-    key_pairs = list(zip(ranked, ranked[1:]))
-    for a, b in (
-        (STUDENT_ODD, STUDENT_EVEN),
-        (TEACHER, LORA_TEACHER),
-        (LORA_STUDENT, STUDENT_ODD),
-        (LORA_STUDENT, STUDENT_EVEN),
-    ):
-        if a in summary and b in summary and (a, b) not in key_pairs and (b, a) not in key_pairs:
+    # the primary questions first, then neighbours in the ranking (exploratory, said so by their evidence)
+    key_pairs = [(p["a"], p["b"]) for p in pairs if p["family"] == "primary"]
+    for a, b in zip(ranked, ranked[1:]):
+        if (a, b) not in key_pairs and (b, a) not in key_pairs:
             key_pairs.append((a, b))
     for a, b in key_pairs:
         sentence = _difference_sentence(summary, pairs, a, b)

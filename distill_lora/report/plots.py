@@ -77,8 +77,11 @@ def metric_bars(summary: dict, folder: Path, majority: dict | None = None) -> st
     lows = []
     for offset, metric, color in ((-0.2, "accuracy", "tab:blue"), (0.2, "macro_f1", "tab:green")):
         points = [summary[s]["ci"][metric]["point"] for s in stages]
+        # no whisker where the interval could not be computed (every resample scored the same)
         low = [summary[s]["ci"][metric]["low"] for s in stages]
         high = [summary[s]["ci"][metric]["high"] for s in stages]
+        low = [p if v is None else v for p, v in zip(points, low)]
+        high = [p if v is None else v for p, v in zip(points, high)]
         lows += low
         ax.bar(
             x + offset,

@@ -5,8 +5,9 @@ without one is the slice "(missing)". Per slice and model, averaged over seeds: 
 classes present in the slice, the recall of each class present, and the error rate (1 − accuracy; on a
 single-class slice, the share given another class) with a 95% bootstrap CI resampled within the slice (whole
 groups when data.group_column is set; the same resamples for every model). Each model is compared with the
-teacher on the slice's paired predictions: an exact McNemar test per seed, Holm-adjusted over every
-(slice, model) test of that seed. Slices are read after training: they never choose an epoch or a threshold.
+teacher on the slice's paired predictions: the swap (sign-flip) test over the slice's groups (or texts), all seeds
+together, Holm-adjusted over every (slice, model) test; too few differing groups give no verdict. Slices are read
+after training: they never choose an epoch or a threshold.
 
 Pure functions of results.json's comparison dict, so `distill-lora report RUN_DIR` rebuilds them.
 """
@@ -27,7 +28,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from distill_lora.report.analysis import groups_of, runs_of, stage_ids  # noqa: E402
-from distill_lora.report.stats import bootstrap_ci, holm, mcnemar_exact  # noqa: E402
+from distill_lora.report.stats import bootstrap_ci, holm, swap_test  # noqa: E402
 from distill_lora.report.tables import _md_table  # noqa: E402
 from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
 
@@ -110,46 +111,45 @@ def _model_on_slice(result: dict, stage: str, idx: np.ndarray, groups, resamples
 
 
 def _test_against(result: dict, rows: list[dict], reference: str, alpha: float) -> None:
-    """Every other model against `reference` on each slice: exact McNemar per seed on the slice's paired
-    predictions, Holm-adjusted per seed over all (slice, model) tests, and a verdict (into each model's entry)."""
+    """Every other model against `reference` on each slice: the swap (sign-flip) test of the slice's accuracy
+    difference over its units of independent evidence (groups when the data names them, else texts), all seeds
+    together, Holm-adjusted over every (slice, model) test, and a verdict (into each model's entry). A test whose
+    differing units are too few for any split to pass its Holm step is "no verdict possible": descriptive only."""
     labels = np.asarray(result["test_labels"])
+    groups = groups_of(result)
     ref_runs = runs_of(result, reference)
     tests = []
     for row in rows:
-        idx, y = np.asarray(row["index"]), labels[row["index"]]
+        idx = np.asarray(row["index"])
+        within = None if groups is None else [str(groups[i]) for i in idx]
         for stage, m in row["models"].items():
             if stage == reference:
                 continue
-            seeds = zip(ref_runs, runs_of(result, stage))
-            mc = [
-                mcnemar_exact(y, np.asarray(r["predictions"]["pred"])[idx], np.asarray(s["predictions"]["pred"])[idx])
-                for r, s in seeds
-            ]
-            ref = row["models"][reference]["accuracy_per_seed"]
+            mine = [np.asarray(r["predictions"]["pred"])[idx] for r in runs_of(result, stage)]
+            ref = [np.asarray(r["predictions"]["pred"])[idx] for r in ref_runs]
+            t = swap_test(labels[idx], mine, ref, "accuracy", len(result["label_names"]), within)
             m["vs_reference"] = {
                 "accuracy_diff": m["accuracy"] - row["models"][reference]["accuracy"],
-                "accuracy_diff_per_seed": [a - b for a, b in zip(m["accuracy_per_seed"], ref)],
-                "discordant": [[t["a_only_right"], t["b_only_right"]] for t in mc],  # reference only / model only
-                "mcnemar_p": [t["p_value"] for t in mc],
-                "mcnemar_p_holm": [],
+                "differing_units": t["differing_units"],
+                "units": "groups" if groups is not None else "texts",
+                "p_value": t["p_value"],
+                "min_p": t["min_p"],
             }
             tests.append(m["vs_reference"])
-    for i in range(len(result["seeds"])):  # one family per seed, as the main table's pairs
-        for t, adjusted in zip(tests, holm([t["mcnemar_p"][i] for t in tests])):
-            t["mcnemar_p_holm"].append(adjusted)
-    for t in tests:
-        t["verdict"] = slice_verdict(t["mcnemar_p_holm"], t["accuracy_diff_per_seed"], alpha)
+    raw = [t["p_value"] for t in tests]
+    for i, (t, adjusted) in enumerate(zip(tests, holm(raw))):
+        t["p_holm"] = adjusted
+        reachable = holm(raw[:i] + [t["min_p"]] + raw[i + 1 :])[i] < alpha
+        t["verdict"] = slice_verdict(adjusted, t["accuracy_diff"], alpha, reachable)
 
 
-def slice_verdict(p_holm: list[float], diffs: list[float], alpha: float) -> str:
-    """ "worse" or "better" than the reference when every seed's Holm-adjusted p < alpha and every seed's accuracy
-    difference has that sign; "within noise" when no seed's does; "mixed" otherwise."""
-    significant = sum(p < alpha for p in p_holm)
-    if significant == len(p_holm) and all(d < 0 for d in diffs):
-        return "worse"
-    if significant == len(p_holm) and all(d > 0 for d in diffs):
-        return "better"
-    return "within noise" if significant == 0 else "mixed"
+def slice_verdict(p_holm: float, diff: float, alpha: float, reachable: bool = True) -> str:
+    """ "worse" or "better" than the reference when the Holm-adjusted p < alpha (by the sign of the accuracy
+    difference); "no verdict possible" when no split of the slice's differing units could pass; else "within
+    noise"."""
+    if p_holm < alpha and diff != 0:
+        return "worse" if diff < 0 else "better"
+    return "within noise" if reachable else "no verdict possible"
 
 
 # ---------------------------------------------------------------- the report's section
@@ -203,15 +203,12 @@ def _method_lines(table: dict, label_names: list[str]) -> list[str]:
     n_tests = sum(len(r["models"]) - 1 for r in table["slices"])
     text += (
         f" Against the teacher: Δ = the model's accuracy minus the teacher's on the slice (error rates move the "
-        f"other way); exact McNemar per seed on the slice's paired predictions, Holm-adjusted per seed over all "
-        f"{n_tests} slice × model tests (alpha = {table['alpha']}). *worse* / *better*: adjusted p < alpha in every "
-        "seed with Δ of one sign; *mixed*: in some seeds only."
+        f"other way); the swap (sign-flip) test of that difference over the slice's "
+        f"{'groups (data.group_column)' if table['grouped'] else 'texts'}, all seeds together, Holm-adjusted over "
+        f"all {n_tests} slice × model tests (alpha = {table['alpha']}). *worse* / *better*: adjusted p < alpha. "
+        "*no verdict possible*: the slice has too few units on which the two differ for any result to pass: its "
+        "numbers are descriptive only (error rates with their intervals), with no mark."
     )
-    if table["grouped"]:
-        text += (
-            " The texts of one group are near-duplicates and McNemar counts them as independent, so with few "
-            "groups per slice (column Groups) a verdict is about those groups, not the whole category."
-        )
     return [text]
 
 
@@ -230,12 +227,15 @@ def _overview(table: dict) -> str:
 def _marks(table: dict) -> str:
     if table["reference"] is None:
         return "no teacher to compare with"
-    return "▲ significantly more errors than the teacher, ▼ significantly fewer, ~ mixed across seeds"
+    return (
+        "▲ significantly more errors than the teacher, ▼ significantly fewer; no mark: no difference shown, or none "
+        "decidable"
+    )
 
 
 def _mark(m: dict) -> str:
     verdict = m.get("vs_reference", {}).get("verdict")
-    return {"worse": " ▲", "better": " ▼", "mixed": " ~"}.get(verdict, "")
+    return {"worse": " ▲", "better": " ▼"}.get(verdict, "")
 
 
 def _error_grid(table: dict) -> str:
@@ -248,7 +248,7 @@ def _error_grid(table: dict) -> str:
 
 def _detail_table(table: dict, label_names: list[str]) -> str:
     header = ["Slice", "Model", "Accuracy", "Macro-F1", "Recall per class", "Error rate [95% CI]"]
-    header += ["Δ vs teacher", "Holm p per seed", "Verdict"] if table["reference"] else []
+    header += ["Δ vs teacher", "Differing units", "p raw / Holm", "Verdict"] if table["reference"] else []
     rows = []
     for r in table["slices"]:
         for stage in table["models"]:
@@ -264,9 +264,14 @@ def _detail_table(table: dict, label_names: list[str]) -> str:
             if table["reference"]:
                 t = m.get("vs_reference")
                 row += (
-                    [f"{t['accuracy_diff']:+.3f}", ", ".join(f"{p:.3g}" for p in t["mcnemar_p_holm"]), t["verdict"]]
+                    [
+                        f"{t['accuracy_diff']:+.3f}",
+                        f"{t['differing_units']} {t['units']}",
+                        f"{t['p_value']:.3g} / {t['p_holm']:.3g}",
+                        t["verdict"],
+                    ]
                     if t
-                    else ["(reference)", "", ""]
+                    else ["(reference)", "", "", ""]
                 )
             rows.append(row)
     return _md_table(header, rows)
@@ -351,7 +356,7 @@ def draw_heatmap(table: dict | None, folder: Path, name: str = HEATMAP) -> list[
         "Error rate per slice (cell text)"
         + (
             ", coloured by the difference from the teacher\n▲ / ▼ significantly more / fewer errors than the teacher "
-            "(Holm-adjusted McNemar, every seed), ~ mixed across seeds"
+            "(swap test over groups or texts, Holm-adjusted)"
             if ref
             else ""
         ),
@@ -375,7 +380,8 @@ def slices_csv(table: dict | None) -> str | None:
     writer = csv.writer(buf)
     writer.writerow(
         ["slice", "n", "n_groups", "stage", "accuracy", "macro_f1_present", "error_rate", "error_low", "error_high"]
-        + ["accuracy_diff_vs_teacher", "mcnemar_p_holm_per_seed", "verdict", "recall_per_class", "class_shares"]
+        + ["accuracy_diff_vs_teacher", "differing_units", "p_value", "p_holm", "verdict", "recall_per_class"]
+        + ["class_shares"]
     )
     for r in table["slices"]:
         for stage in table["models"]:
@@ -384,7 +390,7 @@ def slices_csv(table: dict | None) -> str | None:
             writer.writerow(
                 [r["slice"], r["n"], r["n_groups"], stage, m["accuracy"], m["macro_f1"], m["error_rate"]]
                 + [m["error_ci"]["low"], m["error_ci"]["high"], t.get("accuracy_diff")]
-                + [" ".join(map(str, t.get("mcnemar_p_holm", []))), t.get("verdict")]
+                + [t.get("differing_units"), t.get("p_value"), t.get("p_holm"), t.get("verdict")]
                 + [" ".join(f"{c}={v}" for c, v in m["recall"].items())]
                 + [" ".join(f"{c}={v}" for c, v in r["class_shares"].items())]
             )

@@ -8,6 +8,8 @@ product instead of a scikit-learn call per resample.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
@@ -21,6 +23,13 @@ def metric_point(metric: str, labels, preds, n_classes: int) -> float:
 
 
 def resample_weights(n: int, groups=None, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_resamples, n) counts of each test example in each bootstrap resample (read-only: one copy is shared by
+    every model and pair of a report, since the same arguments always give the same draws)."""
+    return _resample_weights(n, None if groups is None else tuple(map(str, groups)), n_resamples, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _resample_weights(n: int, groups, n_resamples: int, seed: int) -> np.ndarray:
     """(n_resamples, n) counts of each test example in each bootstrap resample.
 
     Without groups, n examples are drawn with replacement (the draws numpy's default_rng(seed) makes as
@@ -32,14 +41,18 @@ def resample_weights(n: int, groups=None, n_resamples: int = 1000, seed: int = 0
     rng = np.random.default_rng(seed)
     if groups is None:
         draws = rng.integers(0, n, (n_resamples, n))
-        return np.stack([np.bincount(row, minlength=n) for row in draws])
+        weights = np.stack([np.bincount(row, minlength=n) for row in draws])
+        weights.flags.writeable = False
+        return weights
     _, first, member_of = np.unique(np.asarray(groups, dtype=str), return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))  # np.unique sorts ids; renumber groups by first appearance
     member_of = order[member_of]
     n_groups = len(first)
     draws = rng.integers(0, n_groups, (n_resamples, n_groups))
     group_counts = np.stack([np.bincount(row, minlength=n_groups) for row in draws])
-    return group_counts[:, member_of]
+    weights = group_counts[:, member_of]
+    weights.flags.writeable = False
+    return weights
 
 
 def weighted_metric(metric: str, weights: np.ndarray, labels, preds, n_classes: int) -> np.ndarray:
@@ -103,10 +116,17 @@ def bootstrap_ci(
         "n_resamples": n_resamples,
         "method": _method(groups),
     }
-    if metric == "accuracy" and low == high:
-        right = int(sum(int(np.sum(p == labels)) for p in preds))
-        ci = stats.binomtest(right, len(labels) * len(preds)).proportion_ci(confidence, method="exact")
-        out.update(low=float(ci.low), high=float(ci.high), method="clopper-pearson")
+    if low == high:  # every resample scores the same: the resamples carry no uncertainty
+        units = len(labels) if groups is None else len(set(groups))
+        if metric != "accuracy":
+            out.update(low=None, high=None, method=f"not computable: every resample gives {point:.4f}")
+            return out
+        # the exact interval counts the units of independent evidence (groups, or texts), not texts × seeds; a
+        # share between two counts (seeds that disagree) takes the union of the intervals of both
+        low_ci = stats.binomtest(int(np.floor(point * units + 1e-9)), units).proportion_ci(confidence, "exact")
+        high_ci = stats.binomtest(int(np.ceil(point * units - 1e-9)), units).proportion_ci(confidence, "exact")
+        kind = "groups" if groups is not None else "texts"
+        out.update(low=float(low_ci.low), high=float(high_ci.high), method=f"clopper-pearson over {units} {kind}")
     return out
 
 
@@ -195,3 +215,221 @@ def paired_seed_test(scores_a: list[float], scores_b: list[float]) -> dict:
     else:
         out["p_value"] = float(stats.ttest_rel(scores_a, scores_b).pvalue)
     return out
+
+
+# ---------------------------------------------------------------- tests that hold their level
+
+
+def resampling_p(count: int, n_resamples: int) -> float:
+    """A Monte Carlo p-value, (k + 1) / (B + 1): the observed statistic counts as one of the draws, so p is never
+    0 and a test that rejects at p < alpha keeps its level for any number of draws B (Phipson & Smyth 2010)."""
+    return (count + 1) / (n_resamples + 1)
+
+
+def unit_index(n: int, groups=None) -> np.ndarray:
+    """Each test text's unit of independent evidence, numbered 0.. in order of first appearance: its group
+    (data.group_column) or, without groups, the text itself."""
+    if groups is None:
+        return np.arange(n)
+    _, first, member_of = np.unique(np.asarray(groups, dtype=str), return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[member_of]
+
+
+EXACT_UNITS = 16  # up to 2^16 swap patterns are enumerated; beyond, n_perm random ones are drawn
+
+
+@functools.cache
+def _every_pattern(n_units: int) -> np.ndarray:
+    """All 2^n 0/1 swap patterns, pattern 0 (nothing swapped) first; built once per n (read-only)."""
+    codes = np.arange(2**n_units)[:, None]
+    patterns = ((codes >> np.arange(n_units)) & 1).astype(np.float64)
+    patterns.flags.writeable = False
+    return patterns
+
+
+def _swap_patterns(n_units: int, n_perm: int, seed: int) -> tuple[np.ndarray, bool]:
+    """(patterns, exact): every 0/1 swap pattern over n_units when there are few, else n_perm random ones."""
+    if n_units <= EXACT_UNITS:
+        return _every_pattern(n_units), True
+    return np.random.default_rng(seed).integers(0, 2, (n_perm, n_units)).astype(np.float64), False
+
+
+def _unit_sums(values: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
+    """Sum of values (..., n) over the texts of each unit → (..., n_units)."""
+    out = np.zeros(values.shape[:-1] + (n_units,))
+    np.add.at(out, (..., units), values)
+    return out
+
+
+def swap_test(
+    labels, preds_a: list, preds_b: list, metric: str, n_classes: int, groups=None, n_perm: int = 9999, seed: int = 0
+) -> dict:
+    """Two-sided permutation test of "A and B are equally good" for the seed-averaged difference A − B of a metric.
+
+    Under the null the two models' predictions are exchangeable within each unit of independent evidence (a group
+    of near-duplicates, or a text), so the test swaps A's and B's predictions (in every seed at once) for whole
+    units and recomputes the difference on the whole test set. Only units where the two differ matter:
+    G' = "differing_units". For accuracy this is the exact sign-flip test of per-unit differences (one seed, one
+    text per unit: McNemar's exact test); for macro-F1, which is not a sum over units, the corpus macro-F1 is
+    recomputed for each pattern. With G' ≤ 16 all 2^G' patterns are enumerated (exact p); else n_perm random
+    patterns, p = (k + 1) / (n_perm + 1). "min_p" is the smallest p the design can give: no split of G' units goes
+    below 2 / 2^G' (a pattern and its mirror image tie). "null_sd": the difference's spread under the null, the
+    standard error the design gives it.
+    """
+    labels = np.asarray(labels)
+    a, b = np.atleast_2d(np.asarray(preds_a)), np.atleast_2d(np.asarray(preds_b))
+    units = unit_index(len(labels), groups)
+    differing = np.unique(units[np.any(a != b, axis=0)])
+    out = {"differing_units": int(len(differing)), "n_units": int(units.max()) + 1 if len(units) else 0}
+    if len(differing) == 0:
+        return {**out, "statistic": 0.0, "p_value": 1.0, "min_p": 1.0, "exact": True, "n_perm": 1, "null_sd": 0.0}
+    patterns, exact = _swap_patterns(len(differing), n_perm, seed)
+    if not exact:  # the observed difference first, as the exact enumeration has it (pattern 0 swaps nothing)
+        patterns = np.vstack([np.zeros((1, len(differing))), patterns])
+    keep = np.isin(units, differing)
+    local = np.searchsorted(differing, units[keep])  # the differing units renumbered 0..G'-1
+    if metric == "accuracy":  # per unit: A's right answers minus B's, seed-averaged; a swap flips its sign
+        right = (a[:, keep] == labels[keep]).astype(float) - (b[:, keep] == labels[keep])
+        d = _unit_sums(right.mean(axis=0), local, len(differing)) / len(labels)
+        values = d.sum() - 2 * patterns @ d
+    else:
+        values = _swapped_macro_f1_diff(labels, a, b, keep, local, len(differing), patterns, n_classes)
+    observed, draws = values[0], values if exact else values[1:]
+    extreme = int(np.sum(np.abs(draws) >= abs(observed) - 1e-9))  # ties within rounding count as extreme
+    p = extreme / len(draws) if exact else resampling_p(extreme, len(draws))
+    min_p = 2.0 ** (1 - len(differing)) if exact else max(2.0 ** (1 - len(differing)), resampling_p(0, len(draws)))
+    return {
+        **out,
+        "statistic": float(observed),
+        "p_value": float(min(1.0, p)),
+        "min_p": float(min_p),
+        "exact": exact,
+        "n_perm": int(len(draws)),
+        "null_sd": float(np.std(draws)),
+    }
+
+
+def _swapped_macro_f1_diff(labels, a, b, keep, local, n_diff, patterns, n_classes) -> np.ndarray:
+    """Seed-averaged macro-F1(A) − macro-F1(B) under each swap pattern (a row of `patterns`).
+
+    Per seed and class, TP and FP + FN are sums over texts: swapping a unit moves its counts from A to B and
+    back, so each count under every pattern is the whole test set's count plus one matrix product."""
+    diffs = []
+    for pa, pb in zip(a, b):  # seeds
+        f1_a, f1_b = [], []
+        for c in range(n_classes):
+            is_c = labels == c
+            tp_a, tp_b = ((pa == c) & is_c).astype(float), ((pb == c) & is_c).astype(float)
+            wrong_a, wrong_b = ((pa == c) != is_c).astype(float), ((pb == c) != is_c).astype(float)  # FP + FN
+            move_tp = patterns @ _unit_sums((tp_b - tp_a)[keep], local, n_diff)
+            move_wrong = patterns @ _unit_sums((wrong_b - wrong_a)[keep], local, n_diff)
+            f1_a.append(_f1(tp_a.sum() + move_tp, wrong_a.sum() + move_wrong))
+            f1_b.append(_f1(tp_b.sum() - move_tp, wrong_b.sum() - move_wrong))
+        diffs.append(np.mean(f1_a, axis=0) - np.mean(f1_b, axis=0))
+    return np.mean(diffs, axis=0)
+
+
+def _f1(tp: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    denominator = 2 * tp + wrong
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+
+def method_level_diff(
+    labels, preds_a: list, preds_b: list, metric: str, n_classes: int, weights: np.ndarray, confidence: float = 0.95
+) -> dict:
+    """The difference between two methods (A − B, mean over k ≥ 2 training seeds) as an answer about the methods,
+    not about these trained models, with a t interval on k − 1 degrees of freedom (wide with 2–3 seeds, as it
+    should be).
+
+    Its variance has two parts. The seeds' own: the sample variance s² of the per-seed differences, over k; each
+    seed's difference carries its own training noise and its own share of test-set noise. The part every seed
+    shares: a new test set would move all seeds' differences alike, which s² cannot see; it is the mean covariance
+    between two seeds' differences over the bootstrap resamples `weights` (whole groups when grouped), at least 0.
+    """
+    labels = np.asarray(labels)
+    per_seed = np.array(
+        [
+            metric_point(metric, labels, a, n_classes) - metric_point(metric, labels, b, n_classes)
+            for a, b in zip(preds_a, preds_b)
+        ]
+    )
+    k = len(per_seed)
+    resampled = np.array(
+        [
+            weighted_metric(metric, weights, labels, a, n_classes)
+            - weighted_metric(metric, weights, labels, b, n_classes)
+            for a, b in zip(preds_a, preds_b)
+        ]
+    )  # (k, resamples)
+    cov = np.cov(resampled)
+    shared_var = max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1))))
+    seed_var = float(np.var(per_seed, ddof=1))
+    se = float(np.sqrt(seed_var / k + shared_var))
+    point = float(per_seed.mean())
+    q = float(stats.t.ppf(0.5 + confidence / 2, k - 1))
+    p = float(2 * stats.t.sf(abs(point) / se, k - 1)) if se > 0 else float(point == 0)
+    return {
+        "point": point,
+        "low": point - q * se,
+        "high": point + q * se,
+        "se": se,
+        "seed_sd": float(np.sqrt(seed_var)),
+        "test_se": float(np.sqrt(shared_var)),
+        "df": k - 1,
+        "p_value": p,
+        "confidence": confidence,
+        "per_seed": per_seed.tolist(),
+    }
+
+
+def detectable_difference(se: float, alpha_step: float, df: int | None = None, power: float = 0.8) -> float:
+    """The minimum detectable difference at `power`: (q at 1 − alpha_step / 2 + q at power) × se, q the normal
+    quantile (or Student's t on df degrees of freedom). alpha_step: the level the test faces at its Holm step."""
+    dist = stats.norm if df is None else stats.t(df)
+    return float((dist.ppf(1 - alpha_step / 2) + dist.ppf(power)) * se)
+
+
+def units_needed(mdd: float, n_units: int, target: float) -> int:
+    """About how many test units (texts or groups) would make the detectable difference `target`: the standard
+    error shrinks as 1 / sqrt(n), so n × (mdd / target)²."""
+    return int(np.ceil(n_units * (mdd / target) ** 2))
+
+
+def seeds_needed(seed_sd: float, test_se: float, alpha_step: float, target: float, most: int = 50) -> int | None:
+    """About how many training seeds would make a method-level difference of `target` detectable at 80% power, the
+    test set unchanged (its variance stays); None when even `most` seeds would not (the test set is too small)."""
+    for k in range(2, most + 1):
+        if detectable_difference(float(np.sqrt(seed_sd**2 / k + test_se**2)), alpha_step, k - 1) <= target:
+            return k
+    return None
+
+
+def noninferiority(
+    labels, preds_new: list, preds_ref: list, margin: float, n_classes: int, weights: np.ndarray, groups=None
+) -> dict:
+    """One-sided test that `new` (e.g. an int8 copy) is less than `margin` macro-F1 worse than `ref`: H0 says
+    new − ref ≤ −margin; p from z = (Δ + margin) / se (t on k − 1 degrees of freedom with k ≥ 2 seeds).
+
+    se² = the difference's own variance (one seed: the swap test's spread under exchange of whole units, i.e. the
+    observed disagreement; several: the method-level se²) + margin / G over G units (groups, or texts): the
+    variance a loss of `margin` would have if it came from whole units lost at that rate, as Tango's score test
+    restricts it under H0. Without it a copy that agrees with its source on a small test set would be
+    "non-inferior" with certainty, though a few dozen texts cannot rule out a loss of 1%."""
+    labels = np.asarray(labels)
+    n_units = len(np.unique(unit_index(len(labels), groups)))
+    floor = margin / n_units
+    if len(preds_new) >= 2:
+        m = method_level_diff(labels, preds_new, preds_ref, "macro_f1", n_classes, weights)
+        se = float(np.sqrt(m["se"] ** 2 + floor))
+        p = float(stats.t.sf((m["point"] + margin) / se, m["df"]))
+        return {
+            "point": m["point"],
+            "se": se,
+            "p_value": p,
+            "margin": margin,
+            "method": f"t over {len(preds_new)} seeds",
+        }
+    swap = swap_test(labels, preds_new, preds_ref, "macro_f1", n_classes, groups)
+    se = float(np.sqrt(swap["null_sd"] ** 2 + floor))
+    p = float(stats.norm.sf((swap["statistic"] + margin) / se))
+    return {"point": swap["statistic"], "se": se, "p_value": p, "margin": margin, "method": "z, one seed"}

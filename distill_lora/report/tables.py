@@ -120,6 +120,8 @@ def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
 
 def _ci(s: dict, metric: str, d: int) -> str:
     ci = s["ci"][metric]
+    if ci["low"] is None:  # every resample scored the same: no interval to give
+        return f"{ci['point']:.{d}f} [no CI: every resample scores the same]"
     return f"{ci['point']:.{d}f} [{ci['low']:.{d}f}, {ci['high']:.{d}f}]"
 
 
@@ -488,13 +490,12 @@ def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) ->
         "× faster",
         "Macro-F1 int8 / fp32",
         "Change",
-        "verdict (as in the pairs table)",
+        "verdict vs fp32 (serving family)",
     ]
     rows = []
     for c in int8_comparisons(summary, pairs):
         t = _int8_speed(c, timings)
-        p = c["pair"]
-        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
+        verdict = c["pair"]["verdict"]
         rows.append(
             [
                 c["stage"],
@@ -513,7 +514,8 @@ def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) ->
 
 
 def _diff_cell(p: dict, metric: str, d: int) -> str:
-    x = p.get("diff", {}).get(metric)
+    """A − B with its interval: the method-level one over seeds when there are several, else the bootstrap's."""
+    x = (p.get("method_level") or p.get("diff") or {}).get(metric)
     if x is None:
         return f"{p['macro_f1_diff']:+.{d}f}" if metric == "macro_f1" else "–"
     return f"{x['point']:+.{d}f} [{x['low']:+.{d}f}, {x['high']:+.{d}f}]"
@@ -523,51 +525,64 @@ def _p_list(values) -> str:
     return "–" if values is None else ", ".join(f"{x:.3g}" for x in values)
 
 
+def verdict_cell(p: dict) -> str:
+    if p["verdict"] == "significant":
+        return f"significant: {p['winner']} better"
+    if p["verdict"] == "no verdict possible":
+        return f"no verdict possible ({p['differing_units']} differing {p['units']})"
+    return p["verdict"]
+
+
+def _mdd_cell(p: dict, d: int) -> str:
+    mdd = (p.get("power") or {}).get("mdd", {})
+    if mdd.get("macro_f1") is None:
+        return "–"
+    return f"{mdd['macro_f1']:.{d}f} / {mdd['accuracy']:.{d}f}"
+
+
 def pair_rows(pairs: list[dict], alpha: float, d: int = 3) -> tuple[list[str], list[list[str]]]:
+    """The primary and exploratory pairs: effect sizes, the deciding test, its family's Holm-adjusted p, the
+    verdict, the detectable difference; McNemar per seed as detail."""
     header = [
+        "Family",
         "A",
         "B",
         "Δ macro-F1 (A − B) [95% CI]",
         "Δ accuracy (A − B) [95% CI]",
-        "McNemar p (accuracy), raw",
-        "McNemar p, Holm-adjusted",
-        "Discordant b / c",
-        f"seeds with p < {alpha}",
-        "paired t-test p (macro-F1 over seeds)",
-        "verdict",
-        "decided by",
+        "Decided by",
+        "Differing units",
+        "p (macro-F1), raw / Holm",
+        "Verdict",
+        "Detectable Δ macro-F1 / accuracy (80% power)",
+        "Detail: McNemar p per seed (texts as independent)",
     ]
     rows = []
     for p in pairs:
-        t = p["paired_t"]
-        t_cell = (
-            f"{t['p_value']:.3g}"
-            if t.get("p_value") is not None
-            else f"n/a ({t['reason']})"
-            if t.get("reason")
-            else "–"
-        )
-        verdict = p["verdict"] if p["verdict"] != "significant" else f"significant: {p['winner']} better"
-        discordant = "; ".join(f"{b} / {c}" for b, c in p["discordant"]) if "discordant" in p else "–"
+        if p["family"] == "serving":
+            continue
         rows.append(
             [
+                p["family"],
                 p["a"],
                 p["b"],
                 _diff_cell(p, "macro_f1", d),
                 _diff_cell(p, "accuracy", d),
+                BASIS[p["verdict_basis"]],
+                f"{p['differing_units']} of {p['n_units']} {p['units']}",
+                f"{p['p_value']:.3g} / {p['p_holm']:.3g}",
+                verdict_cell(p),
+                _mdd_cell(p, d),
                 _p_list(p["mcnemar_p"]),
-                _p_list(p.get("mcnemar_p_holm")),
-                discordant,
-                f"{p['seeds_significant']} of {p['n_seeds']}",
-                t_cell,
-                verdict,
-                BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted"),
             ]
         )
     return header, rows
 
 
-BASIS = {"mcnemar_holm": "McNemar, Holm-adjusted", "cluster_bootstrap": "paired cluster bootstrap, Holm-adjusted"}
+BASIS = {
+    "permutation": "swap permutation test",
+    "method_t": "method-level t over seeds",
+    "noninferiority": "non-inferiority",
+}
 
 
 def _share_cells(data: dict) -> tuple[list[str], list]:
@@ -608,5 +623,29 @@ def data_section(data: dict) -> list[str]:
         f"validation and test: {o['shared_validation_test']}"
         + (" (set data.drop_duplicates: true to drop them)." if not data.get("drop_duplicates") else ".")
     )
+    if "shared_groups_train_test" in o:  # absent in results.json without data.group_column
+
+        def quote(group: str) -> str:  # a group id is data: one line, cut, nothing that breaks markdown
+            flat = " ".join("".join(c if c.isprintable() else " " for c in str(group)).split())
+            flat = flat if len(flat) <= 40 else flat[:39] + "…"
+            return "'" + flat.replace("`", "'").replace("|", "\\|").replace("<", "‹") + "'"
+
+        pairs = [("train", "validation"), ("train", "test"), ("validation", "test")]
+        counts = []
+        for a, b in pairs:
+            n, examples = o[f"shared_groups_{a}_{b}"], o["shared_group_examples"][f"{a}_{b}"]
+            counts.append(f"{a} and {b}: {n}" + (f" (e.g. {', '.join(map(quote, examples))})" if n else ""))
+        line = "Groups (data.group_column) shared between " + "; ".join(counts) + "."
+        if o["shared_groups_train_test"] or o["shared_groups_validation_test"]:
+            line += (
+                " A group in two splits leaks its near-duplicates across them: test scores are optimistic "
+                "(the models saw, or were chosen on, near-copies of test texts)."
+            )
+        if o["shared_groups_train_validation"]:
+            line += (
+                " Groups shared by train and validation make model selection (epoch, threshold) optimistic: "
+                "validation rewards memorised near-duplicates."
+            )
+        lines.append(line)
     lines += [f"- {n}" for n in data.get("notes", [])]
     return lines

@@ -20,9 +20,9 @@ from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_d
 from distill_lora.metrics import recorded_probabilities
 from distill_lora.report.analysis import (
     add_ensembles,
-    compare_pairs,
     int8_comparisons,
     n_classes,
+    report_settings,
     runs_of,
     stage_ids,
     summarise,
@@ -60,6 +60,7 @@ from distill_lora.report.tables import (
     setup_rows,
     trained_stages,
 )
+from distill_lora.report.verdicts import compare_pairs
 from distill_lora.stage_ids import (
     LORA_STUDENT,
     LORA_TEACHER,
@@ -77,30 +78,57 @@ def _find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
 
 
 def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
-    """'A vs B: ...' from the pair's own numbers: the macro-F1 difference A − B (with its CI when the analysis
-    gave one), the verdict and what decided it."""
+    """'A vs B: ...' from the pair's own numbers: the verdict, the macro-F1 difference A − B with its interval, what
+    decided it, and, when no difference is shown, how large a difference this design could have detected."""
     p = _find_pair(pairs, a, b)
     if p is None:
         return None
     sign = 1 if p["a"] == a else -1  # the pair may be stored as (b, a)
-    x = p.get("diff", {}).get("macro_f1")
+    x = (p.get("method_level") or p.get("diff") or {}).get("macro_f1")
+    kind = "method-level 95% CI over seeds" if "method_level" in p else "95% bootstrap CI"
     if x:
         low, high = sorted((sign * x["low"], sign * x["high"]))
-        delta = f"macro-F1 {a} − {b} = {sign * x['point']:+.{d}f} (95% CI {low:+.{d}f} to {high:+.{d}f})"
+        delta = f"macro-F1 {a} − {b} = {sign * x['point']:+.{d}f} ({kind} {low:+.{d}f} to {high:+.{d}f})"
     else:
         delta = f"macro-F1 {a} − {b} = {sign * p['macro_f1_diff']:+.{d}f} (no CI recorded)"
-    basis = BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted")
+    basis = f"{BASIS[p['verdict_basis']]}, Holm over the {p['family']} family: p {p['p_holm']:.3g}"
     if p["verdict"] == "significant":
-        return f"{a} vs {b}: {p['winner']} is better; {delta}; significant by {basis}."
-    what = "not significant" if p["verdict"] == "within noise" else "not consistent across seeds"
-    text = f"{a} vs {b}: no difference shown; {delta}; {what} by {basis}"
-    if x and p.get("verdict_basis") == "mcnemar_holm" and (x["low"] > 0 or x["high"] < 0):
-        # the two can disagree: McNemar counts errors (accuracy), and the CI is one of many, unadjusted
-        text += (
-            " (McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0 but is not adjusted "
-            "for the other comparisons)"
+        return f"{a} vs {b}: {p['winner']} is better; {delta}; {basis}."
+    if p["verdict"] == "no verdict possible":
+        head = (
+            f"{a} vs {b}: no verdict possible ({p['differing_units']} differing {p['units']}: even if one model won "
+            f"every one, p could not go below {p['min_p']:.3g}, and this comparison needs "
+            f"p < {p['power']['alpha_step']:.3g} at its Holm step); {delta}"
         )
-    return text + "."
+    else:
+        head = f"{a} vs {b}: no difference shown; {delta}; {basis}"
+    return head + power_sentence(p, d) + "."
+
+
+def power_sentence(p: dict, d: int) -> str:
+    """What the design could have detected (80% power, at the pair's Holm step) and what would detect the target
+    difference: never an 'observed power'."""
+    w = p.get("power") or {}
+    mdd, target = (w.get("mdd") or {}).get("macro_f1"), w.get("target")
+    if mdd is None:
+        return "; the two models label every test text alike, so this test set cannot tell them apart"
+    units = "test groups" if w["units"] == "groups" else "test texts"
+    text = f"; this design could only detect macro-F1 differences of about {mdd:.{d}f} or more (80% power)"
+    if mdd > target:
+        needed = w.get("units_needed")
+        text += (
+            f"; about {needed:,} {units} (this run: {w['n_units']:,}) would be needed to detect {target}"
+            if needed
+            else f"; more {units} alone would not detect {target}: the seed-to-seed spread is larger"
+        )
+        if "seeds_needed" in w:
+            k = w["seeds_needed"]
+            text += (
+                f", or about {k} seeds on this test set"
+                if k
+                else ", and more seeds alone on this test set would not either"
+            )
+    return text
 
 
 def _seconds(result: dict, stage: str) -> float:
@@ -153,21 +181,48 @@ def how_sure_sentence(result: dict, pairs: list[dict]) -> str:
     n = len(result["test_labels"])
     groups = result.get("test_groups")
     text = f"{n} test texts" + (f" in {len(set(groups))} groups of near-duplicates" if groups else "")
+    for family in ("primary", "exploratory"):
+        tested = [p for p in pairs if p["family"] == family]
+        if not tested:
+            continue
+        count = {v: sum(p["verdict"] == v for p in tested) for v in ("significant", "no verdict possible")}
+        text += (
+            f"; {family}: {count['significant']} of {len(tested)} comparisons significant"
+            + (
+                f", {count['no verdict possible']} beyond what this design can decide"
+                if count["no verdict possible"]
+                else ""
+            )
+            + " (Holm within the family)"
+        )
     seeds = result["seeds"]
-    significant = sum(p["verdict"] == "significant" for p in pairs)
-    bases = {BASIS.get(p.get("verdict_basis"), "McNemar, unadjusted") for p in pairs}
-    text += (
-        f"; {significant} of {len(pairs)} pairwise differences are significant "
-        f"({', '.join(sorted(bases)) or 'no pairs'})"
-    )
     if len(seeds) == 1:
         text += (
-            "; one training seed, so variation between training runs was not measured and no ranking across "
-            "seeds can be made"
+            "; one training seed, so these verdicts are about these trained models, not about the methods: how much "
+            "another training run would move them was not measured"
         )
     else:
-        text += f"; {len(seeds)} training seeds"
+        text += f"; {len(seeds)} training seeds: the primary verdicts are about the methods (method-level t over seeds)"
     return text + "."
+
+
+PRIMARY_TITLES = {
+    frozenset((STUDENT_ODD, STUDENT_EVEN)): "Odd vs even layers",
+    frozenset((STUDENT_ODD, LORA_STUDENT)): "Distillation vs LoRA (same depth)",
+    frozenset((STUDENT_EVEN, LORA_STUDENT)): "Distillation vs LoRA (same depth)",
+    frozenset((LORA_STUDENT, LORA_TEACHER)): "LoRA student vs LoRA teacher",
+}
+
+
+def primary_lines(pairs: list[dict], d: int) -> list[str]:
+    """One line per primary comparison, in the family's order, titled by the question it answers."""
+    lines = []
+    for p in (p for p in pairs if p["family"] == "primary"):
+        title = PRIMARY_TITLES.get(
+            frozenset((p["a"], p["b"])), "Against the teacher" if TEACHER in (p["a"], p["b"]) else "Planned"
+        )
+        lines.append(f"- **{title}:** {pair_sentence(pairs, p['a'], p['b'], d)}")
+    return lines
 
 
 def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, timings: dict | None) -> list[str]:
@@ -183,12 +238,7 @@ def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, 
         + (f" and {len(derived)} rows derived from them ({', '.join(derived)})" if derived else "")
         + f", on `{data['source']}` (test split: {test['n']} texts, {balance_text(test)}).",
     ]
-    odd_even = pair_sentence(pairs, STUDENT_ODD, STUDENT_EVEN, d)
-    if odd_even:
-        lines.append(f"- **Odd vs even layers:** {odd_even}")
-    distil = [x for x in (pair_sentence(pairs, s, LORA_STUDENT, d) for s in (STUDENT_ODD, STUDENT_EVEN)) if x]
-    if distil:
-        lines.append(f"- **Distillation vs LoRA (same depth):** {' '.join(distil)}")
+    lines += primary_lines(pairs, d)
     costs = [x for x in (training_cost_sentence(result), latency_sentence(result, summary, timings)) if x]
     if costs:
         lines.append(f"- **Costs (measured):** {'; '.join(costs)}.")
@@ -429,7 +479,8 @@ def _int8_section(summary: dict, pairs: list[dict], timings: dict | None, d: int
         "",
         INT8_NOTE + " Sizes count the tensors of each model (fp32: 4 "
         f"bytes per value). Latency and throughput: the int8 model and its fp32 source on the same CPU ({cpu}). "
-        "The verdict is the pair's verdict below.",
+        "Verdict: the serving family's one-sided non-inferiority test against the fp32 source (see 'Are the "
+        "differences real?').",
         "",
         _md_table(*int8_rows(summary, pairs, timings, d)),
         "",
@@ -437,22 +488,63 @@ def _int8_section(summary: dict, pairs: list[dict], timings: dict | None, d: int
 
 
 def _pairs_section(pairs: list[dict], alpha: float, d: int) -> list[str]:
-    adjusted = any("mcnemar_p_holm" in p for p in pairs)
-    return [
+    families = {f: [p for p in pairs if p["family"] == f] for f in ("primary", "exploratory", "serving")}
+    one_seed = all(p["n_seeds"] == 1 for p in pairs)
+    grouped = any(p["units"] == "groups" for p in pairs)
+    unit = "group of near-duplicates (data.group_column)" if grouped else "test text"
+    lines = [
         "## Are the differences real?",
         "",
-        f"Every pair of models (alpha = {alpha}). Δ: paired difference A − B. McNemar's exact test compares the "
-        "pair's accuracy on the same test texts (not their macro-F1); b / c = texts only A / only B got right. "
-        "'decided by' names the test behind each verdict"
-        + (
-            "; Holm-adjusted p values account for testing every pair."
-            if adjusted
-            else "; these p values are not adjusted for testing every pair."
+        f"Three families of comparisons, each Holm-adjusted within itself (alpha = {alpha}): **primary**, the "
+        f"planned questions ({len(families['primary'])}, `report.primary`); **exploratory**, every other pair of "
+        f"models ({len(families['exploratory'])}): read them as leads, not findings; **serving**, each CPU-serving "
+        f"row against its own source ({len(families['serving'])}, one-sided non-inferiority). Δ: A − B.",
+        "",
+        (
+            "One training seed: a verdict is the swap permutation test on macro-F1: the two models' predictions are "
+            f"swapped for whole units (each {unit}) in every possible way (random ways beyond 2^16) and the "
+            "difference recomputed; p = the share at least as extreme (never 0). It holds its level however few the "
+            "units. A pair whose differing units are too few for any split to reach its Holm step says *no verdict "
+            "possible*. The CI beside it is the paired bootstrap's, for size, not the verdict. These verdicts are "
+            "about these trained models, not about the methods."
+            if one_seed
+            else "Several training seeds: a verdict is the method-level t interval of the seed-averaged macro-F1 "
+            "difference: seed-to-seed variance of the difference plus the test set's sampling variance, on k − 1 "
+            "degrees of freedom (wide with few seeds). The CI shown is that interval."
         ),
+        "",
+        "Detectable Δ: the smallest difference this design would find 4 times out of 5, at the level the comparison "
+        "faces at its Holm step (from the observed disagreement between the two models). McNemar per seed counts "
+        "texts as independent: detail only.",
         "",
         _md_table(*pair_rows(pairs, alpha, d)),
         "",
     ]
+    if families["serving"]:
+        lines += [
+            "Serving family (B against its source A, non-inferiority at a margin of "
+            f"{families['serving'][0]['noninferiority']['margin']} macro-F1):",
+            "",
+            _md_table(*serving_rows(families["serving"], d)),
+            "",
+        ]
+    return lines
+
+
+def serving_rows(pairs: list[dict], d: int) -> tuple[list[str], list[list[str]]]:
+    header = ["Source", "Serving row", "Δ macro-F1 (row − source)", "Test", "p raw / Holm", "Verdict"]
+    rows = [
+        [
+            p["a"],
+            p["b"],
+            f"{p['noninferiority']['point']:+.{d}f}",
+            p["noninferiority"]["method"],
+            f"{p['p_value']:.3g} / {p['p_holm']:.3g}",
+            p["verdict"],
+        ]
+        for p in pairs
+    ]
+    return header, rows
 
 
 def _has_int8(timings: dict) -> bool:
@@ -474,7 +566,9 @@ def timing_note(timings: dict | None) -> str:
     )
 
 
-def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int, boot_seed: int, alpha: float) -> str:
+def out_of_domain_section(
+    name: str, ood: dict, in_domain: dict, resamples: int, boot_seed: int, alpha: float, primary=None
+) -> str:
     """Every model of the run on another data set: same metrics, CIs and tests, and the drop from in-domain."""
     result = add_ensembles(ood["comparison"])
     summary = summarise(result, resamples, boot_seed)
@@ -499,7 +593,7 @@ def out_of_domain_section(name: str, ood: dict, in_domain: dict, resamples: int,
         "",
         _md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop),
         "",
-        _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed), alpha, d)),
+        _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed, primary=primary), alpha, d)),
         "",
     ]
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # evaluate --slice-column
@@ -567,9 +661,18 @@ def write_report(
     result = add_ensembles(results["comparison"])
     summary = summarise(result, resamples, boot_seed)
     use_joint_timings(result, summary, results.get("timings"))
-    pairs = compare_pairs(result, alpha, resamples, boot_seed)
+    settings, _ = report_settings(results)  # primary, target_difference, serving_margin: the run's own
+    pairs = compare_pairs(
+        result,
+        alpha,
+        resamples,
+        boot_seed,
+        primary=settings["primary"],
+        target=settings["target_difference"],
+        margin=settings["serving_margin"],
+    )
     # None without report.onnx_runtime
-    cpu = cpu_serving(result, summary, pairs, results.get("timings"), alpha, resamples, boot_seed)
+    cpu = cpu_serving(result, summary, pairs, results.get("timings"), resamples, boot_seed)
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
@@ -583,13 +686,13 @@ def write_report(
         raise
     md = build_markdown(result, summary, pairs, results, alpha, plots, slices, cpu)
     for name, ood in results.get("out_of_domain", {}).items():
-        md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha)
+        md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha, settings["primary"])
     atomic_write_text(output_dir / "report.md", md)
     atomic_write_text(output_dir / "results.csv", results_csv(result))
     if slices is not None:  # the per-slice table, one row per slice and model
         atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
     analysis = {"summary": summary, "pairs": pairs, "slices": slices}
     if cpu is not None:
-        analysis["onnx_runtime"] = {"summary": cpu["summary"], "pairs": cpu["pairs"]}
+        analysis["onnx_runtime"] = {"summary": cpu["summary"]}  # their verdicts: the serving family in "pairs"
     atomic_write_json(output_dir / "analysis.json", analysis)
     return output_dir / "report.md", summary

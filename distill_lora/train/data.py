@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,21 +321,32 @@ def load_splits(cfg: DataConfig) -> Splits:
     checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}
     _require_slices(checked["test"], rows["test"], cfg, where["test"])
     if "validation" not in checked:
-        from sklearn.model_selection import train_test_split
-
         train = checked["train"]
-        idx = list(range(len(train)))
-        try:
-            tr, va = train_test_split(idx, test_size=cfg.validation_fraction, stratify=train.labels, random_state=seed)
-        except ValueError:
-            raise UserError(
-                f"data: no validation split, and train ({len(train)} rows) is too small to carve "
-                f"{cfg.validation_fraction:.0%} from it; add a validation file"
-            ) from None
+        if train.groups is None:
+            from sklearn.model_selection import train_test_split
+
+            idx = list(range(len(train)))
+            try:
+                tr, va = train_test_split(
+                    idx, test_size=cfg.validation_fraction, stratify=train.labels, random_state=seed
+                )
+            except ValueError:
+                raise UserError(
+                    f"data: no validation split, and train ({len(train)} rows) is too small to carve "
+                    f"{cfg.validation_fraction:.0%} from it; add a validation file"
+                ) from None
+            grouped = ""
+        else:
+            tr, va = _grouped_carve(train, cfg)
+            grouped = (
+                f", grouped by data.group_column '{cfg.group_column}': "
+                f"{len({train.groups[i] for i in va})} whole groups ({len(va) / len(train):.0%} of train) "
+                "→ validation, none of them in train"
+            )
         checked["train"], checked["validation"] = _subset(train, sorted(tr)), _subset(train, sorted(va))
         notes.append(
             f"no validation split: carved {cfg.validation_fraction:.0%} of train "
-            f"(stratified, seed {seed}) → {len(va)} examples"
+            f"(stratified, seed {seed}) → {len(va)} examples{grouped}"
         )
     if cfg.drop_duplicates:
         _drop_duplicates(checked, notes)
@@ -352,6 +364,30 @@ def load_splits(cfg: DataConfig) -> Splits:
                 "and data.limit"
             )
     return Splits(checked["train"], checked["validation"], checked["test"], notes, fingerprint)
+
+
+def _grouped_carve(train: Split, cfg: DataConfig) -> tuple[list[int], list[int]]:
+    """Train and validation indices with every group on one side only: near-duplicates of one group on both
+    sides would let validation reward memorising them. One fold of a stratified group k-fold with
+    k = round(1 / validation_fraction), so validation gets about that share; the first fold (in seeded order)
+    that leaves every class on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, round(1 / cfg.validation_fraction))
+    n_groups = len(set(train.groups))
+    n_classes = len(set(train.labels))
+    if n_groups >= k:
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cfg.split_seed)
+        with warnings.catch_warnings():  # "a class has fewer members than n_splits": checked below, per fold
+            warnings.simplefilter("ignore", UserWarning)
+            for tr, va in folds.split(train.texts, train.labels, groups=train.groups):
+                if all(len({train.labels[i] for i in part}) == n_classes for part in (tr, va)):
+                    return tr.tolist(), va.tolist()
+    raise UserError(
+        f"data: no validation split, and train ({len(train)} rows in {n_groups} groups of data.group_column) "
+        f"is too small to carve {cfg.validation_fraction:.0%} from it with whole groups and every class on "
+        "both sides; add a validation file"
+    )
 
 
 def _drop_duplicates(splits: dict[str, Split], notes: list[str]) -> None:
@@ -373,7 +409,8 @@ def _drop_duplicates(splits: dict[str, Split], notes: list[str]) -> None:
 
 
 def overlap_summary(splits: Splits) -> dict:
-    """Duplicate texts within each split and texts shared across splits (counted, never silently fixed)."""
+    """Duplicate texts within each split and texts shared across splits (counted, never silently fixed); with
+    data.group_column, also the groups found in two splits and up to 3 of their ids per pair."""
     out = {f"duplicates_in_{s}": len(splits[s].texts) - len(set(splits[s].texts)) for s in SPLITS}
     sets = {s: set(splits[s].texts) for s in SPLITS}
     out["shared_train_validation"] = len(sets["train"] & sets["validation"])
@@ -386,6 +423,15 @@ def overlap_summary(splits: Splits) -> dict:
             labels_of.setdefault(text, set()).add(y)
         conflicting += sum(len(v) > 1 for v in labels_of.values())
     out["duplicates_with_clashing_labels"] = conflicting
+    if all(splits[s].groups is not None for s in SPLITS):
+        # a group (data.group_column) holds near-duplicates: one in two splits leaks them across, even when
+        # no text is shared exactly
+        groups = {s: set(splits[s].groups) for s in SPLITS}
+        out["shared_group_examples"] = {}
+        for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+            shared = sorted(groups[a] & groups[b])
+            out[f"shared_groups_{a}_{b}"] = len(shared)
+            out["shared_group_examples"][f"{a}_{b}"] = shared[:3]
     return out
 
 

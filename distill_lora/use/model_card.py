@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def ci_text(ci) -> str:
     """' (95% CI 0.81–0.88)' from {'low', 'high', 'confidence'} or [low, high]; '' when absent."""
+    if isinstance(ci, dict) and ci.get("low") is None and "method" in ci:
+        return f" ({ci['method']})"
     if isinstance(ci, dict) and "low" in ci and "high" in ci:
         return f" ({ci.get('confidence', 0.95):.0%} CI {ci['low']:.4f}–{ci['high']:.4f})"
     if isinstance(ci, (list, tuple)) and len(ci) == 2:

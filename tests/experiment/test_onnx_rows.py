@@ -61,17 +61,21 @@ def test_rows_reuse_the_trained_stages_and_match_their_source(onnx_run):
     assert not set(ROWS) & set(results["per_seed"]["0"])
 
 
-def test_rows_stay_out_of_the_all_pairs_family(onnx_run):
-    """Adding ONNX Runtime rows changes neither the pairs nor their Holm adjustment; the rows have a family of
-    their own: each against its source."""
+def test_rows_join_only_the_serving_family(onnx_run):
+    """Adding ONNX Runtime rows changes neither the primary nor the exploratory pairs (nor their Holm adjustment);
+    the rows join the serving family, each against its source, Holm over that family."""
     before, after = read(onnx_run["before"] / "analysis.json"), read(onnx_run["out"] / "analysis.json")
-    assert after["pairs"] == before["pairs"]
-    onnx_pairs = after["onnx_runtime"]["pairs"]
+    ranked = [p for p in after["pairs"] if p["family"] != "serving"]
+    assert ranked == [p for p in before["pairs"] if p["family"] != "serving"]
+    serving = [p for p in after["pairs"] if p["family"] == "serving"]
+    onnx_pairs = [p for p in serving if "-onnx" in p["b"]]
     assert [(p["a"], p["b"]) for p in onnx_pairs] == [
         (r.removesuffix("-onnx-int8").removesuffix("-onnx"), r) for r in ROWS
     ]
-    raw = [p["mcnemar_p"][0] for p in onnx_pairs]
-    assert [p["mcnemar_p_holm"][0] for p in onnx_pairs] == pytest.approx(_holm(raw))
+    assert {p["b"] for p in serving} - set(ROWS) == {f"{s}-int8" for s in SOURCES}  # the torch int8 rows
+    raw = [p["p_value"] for p in serving]
+    assert [p["p_holm"] for p in serving] == pytest.approx(_holm(raw))
+    assert all(p["winner"] is None and p["verdict"] in ("non-inferior", "not shown non-inferior") for p in serving)
 
 
 def _holm(p):
@@ -87,7 +91,7 @@ def test_cpu_serving_section_numbers_come_from_the_recorded_predictions(onnx_run
     out = onnx_run["out"]
     md = (out / "report.md").read_text()
     section = md[md.index("## CPU serving") : md.index("## Are the differences real?")]
-    assert "Holm over the 4 ONNX Runtime rows' comparisons" in section
+    assert f"Holm over the {len(ROWS) + len(SOURCES)} rows of the serving family" in section  # ONNX + int8
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r[0].lstrip("| ") for r in rows] == [
         s for src in SOURCES for s in (src, f"{src}-int8", f"{src}-onnx", f"{src}-onnx-int8")
@@ -120,7 +124,7 @@ def test_json_document_lists_the_rows_and_a_second_compare_reuses_them(onnx_run)
         assert f"[{row}] reusing finished stage" in again.output
 
 
-def test_choice_skips_an_option_significantly_worse_than_fp32():
+def test_choice_is_the_fastest_option_shown_non_inferior_or_none():
     def option(backend, latency, pair=None):
         summary = {"macro_f1": {"mean": 0.8}}
         return {
@@ -132,21 +136,24 @@ def test_choice_skips_an_option_significantly_worse_than_fp32():
             "pair": pair,
         }
 
-    worse = {"verdict": "significant", "winner": "teacher"}
-    noise = {"verdict": "within noise", "winner": None}
+    shown = {"verdict": "non-inferior", "winner": None}
+    not_shown = {"verdict": "not shown non-inferior", "winner": None}
     group = {
         "source": "teacher",
         "options": [
             option("PyTorch fp32", 10.0),
-            option("ONNX Runtime int8", 2.0, worse),
-            option("ONNX Runtime fp32", 5.0, noise),
+            option("ONNX Runtime int8", 2.0, not_shown),  # fastest, but not shown within the margin: skipped
+            option("ONNX Runtime fp32", 5.0, shown),
         ],
     }
     text = cpu_choice_sentence(group)
-    assert "ONNX Runtime fp32 is the fastest option" in text and "5.00 vs 10.00 ms" in text and "2.0× faster" in text
-    assert text.endswith("significantly worse than PyTorch fp32 (verdict column): ONNX Runtime int8.")
+    assert "ONNX Runtime fp32 is the fastest option at batch 1 shown non-inferior" in text
+    assert "5.00 vs 10.00 ms" in text and "2.0× faster" in text
     group["options"][2]["latency_ms"] = 11.0
-    assert "no option that is not significantly worse than PyTorch fp32 is faster" in cpu_choice_sentence(group)
+    assert "no option shown non-inferior to PyTorch fp32 is faster than it" in cpu_choice_sentence(group)
+    group["options"][2]["pair"] = not_shown  # "not significantly worse" is not "as good": nothing is recommended
+    text = cpu_choice_sentence(group)
+    assert "no option is shown non-inferior" in text and "recommend none of them" in text
     group["options"][0]["latency_ms"] = None  # PyTorch fp32 not timed: nothing to compare with
     assert cpu_choice_sentence(group) is None
 
@@ -177,3 +184,11 @@ def test_without_timings_the_section_says_so_and_picks_nothing(onnx_run, tmp_pat
     assert "Not timed (`report.measure_speed: false`)" in section and " on this CPU: " not in section
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| teacher")]
     assert len(rows) == 4 and all(r[4] == r[5] == r[6] == "–" for r in rows)
+
+
+def test_a_primary_comparison_of_a_stage_the_run_will_not_make_stops_compare_before_training(finished_run3, tmp_path):
+    out = tmp_path / "run"
+    bad = "report.primary=[student-odd vs student-last]"
+    r = runner.invoke(app, ["compare", "-c", str(finished_run3["config"]), "-o", str(out), "--set", bad])
+    assert r.exit_code == 2 and "Traceback" not in r.output and not (out / "seed-0").exists()
+    assert "report.primary: 'student-last' is not a stage of this run; its stages: teacher, student-odd" in r.output

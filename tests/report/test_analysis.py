@@ -1,11 +1,13 @@
 """Verdicts and analysis sentences from constructed numbers: each branch, and no sentence without its numbers."""
 
 import json
+import math
 
 import pytest
 
 from distill_lora.metrics import metrics_from_predictions
-from distill_lora.report import analysis, findings
+from distill_lora.errors import UserError
+from distill_lora.report import analysis, findings, stats, verdicts
 
 NAMES = ["not toxic", "toxic"]
 
@@ -53,51 +55,69 @@ A[8] = 1 - A[8]
 RAW_P = 2 * 10 / 512
 
 
-def test_holm_turns_a_raw_significant_pair_into_noise():
-    (alone,) = analysis.compare_pairs(result_of(LABELS, {"a": A, "b": B}))
-    assert alone["mcnemar_p"] == pytest.approx([RAW_P]) and alone["discordant"] == [[8, 1]]
-    assert alone["mcnemar_p_holm"] == pytest.approx([RAW_P])  # one pair: nothing to adjust
-    assert alone["verdict"] == "significant" and alone["winner"] == "a" and alone["verdict_basis"] == "mcnemar_holm"
-    # a third model identical to A: pairs (a, b) and (b, c) both have p = 0.039, (a, c) has p = 1
-    # Holm: 3 x 0.039 = 0.117, 2 x 0.039 = 0.078 -> running max 0.117, then 1
-    pairs = {(p["a"], p["b"]): p for p in analysis.compare_pairs(result_of(LABELS, {"a": A, "b": B, "c": A}))}
-    ab = pairs[("a", "b")]
-    assert ab["mcnemar_p"] == pytest.approx([RAW_P]) and ab["mcnemar_p_holm"] == pytest.approx([3 * RAW_P])
-    assert ab["seeds_significant_raw"] == 1 and ab["seeds_significant"] == 0
+def test_one_seed_verdict_is_the_swap_test_with_holm_in_its_family():
+    (alone,) = verdicts.compare_pairs(result_of(LABELS, {"a": A, "b": B}))
+    # stages the tool does not name have no planned question: one exploratory pair
+    assert alone["family"] == "exploratory" and alone["verdict_basis"] == "permutation"
+    assert alone["mcnemar_p"] == pytest.approx([RAW_P]) and alone["discordant"] == [[8, 1]]  # detail
+    # 9 differing texts: all 2^9 swaps enumerated; for accuracy that is McNemar's exact test
+    assert alone["differing_units"] == 9 and alone["swap"]["accuracy"]["exact"]
+    assert alone["swap"]["accuracy"]["p_value"] == pytest.approx(RAW_P)
+    assert alone["p_value"] == alone["swap"]["macro_f1"]["p_value"] < 0.05 and alone["p_holm"] == alone["p_value"]
+    assert alone["verdict"] == "significant" and alone["winner"] == "a"
+    # a third model identical to A: (a, b) and (b, c) have the same p, (a, c) p = 1, Holm over the 3
+    pairs = {(p["a"], p["b"]): p for p in verdicts.compare_pairs(result_of(LABELS, {"a": A, "b": B, "c": A}))}
+    ab, ac = pairs[("a", "b")], pairs[("a", "c")]
+    assert ab["p_holm"] == pytest.approx(min(1, 3 * ab["p_value"])) and ab["p_holm"] > 0.05
     assert ab["verdict"] == "within noise" and ab["winner"] is None
-    assert pairs[("a", "c")]["mcnemar_p_holm"] == [1.0]
+    # A and C never differ: nothing could decide
+    assert ac["p_value"] == 1.0 and ac["differing_units"] == 0 and ac["verdict"] == "no verdict possible"
     # effect size beside the test: A - B accuracy (7 more right of 40)
     assert ab["diff"]["accuracy"]["point"] == pytest.approx(7 / 40)
     assert ab["diff"]["accuracy"]["low"] <= 7 / 40 <= ab["diff"]["accuracy"]["high"]
 
 
-def test_groups_make_the_cluster_bootstrap_decide():
+def test_groups_make_the_swap_test_count_groups():
     # 4 templates of 10 texts; A and B differ only inside template 0 (A right on 8 texts B gets wrong).
     labels = [0, 1] * 20
     groups = [f"t{i // 10}" for i in range(40)]
     a = list(labels)
     b = [1 - y if i < 8 else y for i, y in enumerate(labels)]
-    mcnemar = analysis.compare_pairs(result_of(labels, {"a": a, "b": b}))[0]
-    assert mcnemar["mcnemar_p"][0] == pytest.approx(2 / 256) and mcnemar["verdict"] == "significant"
-    (p,) = analysis.compare_pairs(result_of(labels, {"a": a, "b": b}, test_groups=groups))
-    # McNemar (independent texts) still rejects and is kept for reference; but resampling templates, template 0
-    # is left out of about (3/4)^4 = 32% of resamples, where the difference is 0: p is far above alpha
-    assert p["verdict_basis"] == "cluster_bootstrap" and p["mcnemar_p"][0] == pytest.approx(2 / 256)
-    assert p["bootstrap_p_holm"] == p["bootstrap_p"] > 0.5
-    assert p["verdict"] == "within noise" and p["diff"]["macro_f1"]["low"] <= 0
+    texts = verdicts.compare_pairs(result_of(labels, {"a": a, "b": b}))[0]
+    assert texts["differing_units"] == 8 and texts["verdict"] == "significant"  # 8 independent texts: p = 2/256
+    (p,) = verdicts.compare_pairs(result_of(labels, {"a": a, "b": b}, test_groups=groups))
+    # McNemar (independent texts) would reject and is kept as detail; over templates, one differing group is
+    # one piece of evidence: its mirror image ties, p = 1, and no split of one group could ever decide
+    assert p["units"] == "groups" and p["mcnemar_p"][0] == pytest.approx(2 / 256)
+    assert (p["differing_units"], p["n_units"], p["min_p"], p["p_value"]) == (1, 4, 1.0, 1.0)
+    assert p["verdict"] == "no verdict possible" and p["winner"] is None
     assert p["diff"]["macro_f1"]["method"] == "cluster bootstrap (4 groups)"
-    assert "paired cluster bootstrap" in analysis.evidence(p) and "Holm-adjusted p" in analysis.evidence(p)
+    assert "swap permutation test over 1 differing groups of 4" in analysis.evidence(p)
 
 
 def test_report_settings_come_from_the_run_unless_a_flag_is_given():
-    stored = {"report_settings": {"bootstrap_resamples": 300, "bootstrap_seed": 4, "alpha": 0.01}}
-    values, source = analysis.report_settings(stored, alpha=0.1)
-    assert values == {"bootstrap_resamples": 300, "bootstrap_seed": 4, "alpha": 0.1}
-    assert source == {"bootstrap_resamples": "results.json", "bootstrap_seed": "results.json", "alpha": "command line"}
-    values, source = analysis.report_settings({})  # a results.json from before settings were stored
-    assert values == {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "alpha": 0.05} and set(source.values()) == {
-        "default"
+    stored = {
+        "report_settings": {"bootstrap_resamples": 300, "bootstrap_seed": 4, "alpha": 0.01, "primary": ["a vs b"]}
     }
+    values, source = analysis.report_settings(stored, alpha=0.1)
+    assert values == {
+        "bootstrap_resamples": 300,
+        "bootstrap_seed": 4,
+        "alpha": 0.1,
+        "primary": ["a vs b"],
+        "target_difference": 0.02,
+        "serving_margin": 0.01,
+    }
+    assert source["alpha"] == "command line" and source["primary"] == source["bootstrap_seed"] == "results.json"
+    assert source["target_difference"] == "default"
+    values, source = analysis.report_settings({})  # a results.json from before settings were stored
+    assert (values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"], values["primary"]) == (
+        1000,
+        0,
+        0.05,
+        [],
+    )
+    assert set(source.values()) == {"default"}
 
 
 def test_report_command_keeps_the_runs_alpha(tmp_path):
@@ -106,7 +126,8 @@ def test_report_command_keeps_the_runs_alpha(tmp_path):
 
     from distill_lora.cli import app
 
-    # B wrong on 5 texts A gets right, right on none: p = 2 / 32 = 0.0625, significant at 0.2 but not at 0.05
+    # B wrong on 5 texts A gets right, right on none: p = 2 / 32 = 0.0625, significant at 0.2; at 0.05 no split
+    # of 5 texts could decide
     labels = [0, 1] * 20
     b = [1 - y if i < 5 else y for i, y in enumerate(labels)]
     comparison = result_of(labels, {"a": labels, "b": b})
@@ -148,7 +169,7 @@ def test_report_command_keeps_the_runs_alpha(tmp_path):
         return json.loads((tmp_path / "analysis.json").read_text())["pairs"][0]["verdict"]
 
     assert verdict() == "significant"
-    assert verdict("--alpha", "0.05") == "within noise"
+    assert verdict("--alpha", "0.05") == "no verdict possible"
 
 
 # ---------------------------------------------------------------- sentences, branch by branch
@@ -314,9 +335,10 @@ def test_key_findings_name_the_two_questions():
     # even listed first: the pair is tested as even − odd, and the finding turns it round to odd − even
     result = result_of(labels, {"student-even": A, "student-odd": B, "lora-student": A})
     summary = analysis.summarise(result, 200)
-    pairs = analysis.compare_pairs(result, resamples=200)
+    pairs = verdicts.compare_pairs(result, resamples=200)
     k = findings.key_findings(result, summary, pairs)
-    assert (k["n_seeds"], k["n_test"], k["n_groups"], k["verdict_basis"]) == (1, 40, None, "mcnemar_holm")
+    assert (k["n_seeds"], k["n_test"], k["n_groups"], k["verdict_basis"]) == (1, 40, None, "permutation")
+    assert k["odd_vs_even"]["family"] == "primary" and k["odd_vs_even"]["detectable_macro_f1"] > 0
     odd_even = k["odd_vs_even"]
     assert (odd_even["a"], odd_even["b"]) == ("student-odd", "student-even")
     assert odd_even["diff"]["accuracy"]["point"] == pytest.approx(-7 / 40)  # odd − even, as asked
@@ -336,3 +358,53 @@ def test_an_int8_student_counts_its_teacher_time_as_the_student_does():
     assert summary["student-odd"]["wall_time_with_teacher_s"]["mean"] == 13.0
     assert summary["student-odd-int8"]["wall_time_with_teacher_s"]["mean"] == 13.5
     assert "wall_time_with_teacher_s" not in summary["teacher"]
+
+
+def test_primary_family_is_the_assignments_questions_or_report_primary():
+    labels = [0, 1] * 20
+    names = ("teacher", "student-odd", "student-even", "lora-student", "lora-teacher", "teacher-int8")
+    result = result_of(labels, {s: A for s in names})
+    fam = verdicts.families(result)
+    assert fam["primary"] == [
+        ("student-odd", "student-even"),
+        ("student-odd", "lora-student"),
+        ("student-even", "lora-student"),
+        ("teacher", "student-odd"),
+        ("teacher", "student-even"),
+        ("teacher", "lora-student"),
+        ("teacher", "lora-teacher"),
+        ("lora-student", "lora-teacher"),
+    ]
+    assert fam["exploratory"] == [("student-odd", "lora-teacher"), ("student-even", "lora-teacher")]
+    assert fam["serving"] == [("teacher", "teacher-int8")]  # an int8 row only against its source
+    # report.primary replaces the planned family; the rest become exploratory
+    fam = verdicts.families(result, ["lora-teacher vs student-even"])
+    assert fam["primary"] == [("lora-teacher", "student-even")] and len(fam["exploratory"]) == 9
+    with pytest.raises(UserError, match="'student-x' is not a stage of this run; its stages: teacher, student-odd"):
+        verdicts.families(result, ["teacher vs student-x"])
+    with pytest.raises(UserError, match="not 'A vs B'"):
+        verdicts.families(result, ["teacher - student-odd"])
+
+
+def test_holm_runs_within_each_family_only():
+    """8 exploratory pairs do not tighten the primary family's adjustment."""
+    labels = [0, 1] * 20
+    stages = {"student-odd": A, "student-even": B, **{f"m{i}": A for i in range(4)}}
+    pairs = verdicts.compare_pairs(result_of(labels, stages))
+    (primary,) = [p for p in pairs if p["family"] == "primary"]
+    assert (primary["a"], primary["b"]) == ("student-odd", "student-even")
+    assert primary["p_holm"] == primary["p_value"] < 0.05 and primary["winner"] == "student-odd"
+    exploratory = [p for p in pairs if p["family"] == "exploratory"]
+    assert len(exploratory) == 14
+    assert [p["p_holm"] for p in exploratory] == pytest.approx(stats.holm([p["p_value"] for p in exploratory]))
+
+
+def test_power_is_stated_at_the_holm_step_from_the_designs_standard_error():
+    (p,) = verdicts.compare_pairs(result_of(LABELS, {"a": A, "b": B}))
+    # one pair: Holm step alpha / 1; se: the swap test's spread; MDD = (z 0.975 + z 0.8) × se
+    w = p["power"]
+    assert w["alpha_step"] == 0.05 and w["units"] == "texts" and w["n_units"] == 40
+    assert w["mdd"]["macro_f1"] == pytest.approx((1.959964 + 0.841621) * p["swap"]["macro_f1"]["null_sd"], rel=1e-5)
+    # accuracy's spread under swaps is exact: sqrt(differing texts) / n
+    assert p["swap"]["accuracy"]["null_sd"] == pytest.approx(3 / 40)
+    assert w["units_needed"] == math.ceil(40 * (w["mdd"]["macro_f1"] / 0.02) ** 2)

@@ -167,23 +167,76 @@ def test_examples_are_misclassified_texts_in_a_fence_no_text_can_close(built):
     assert report.examples_section({**result, "test_texts": None}, summary) == []
 
 
-def test_pair_sentence_is_oriented_and_computed():
+def _pair(**changes) -> dict:
+    """A one-seed primary pair as verdicts.compare_pairs records it (stored as even − odd)."""
     pair = {
         "a": "student-even",
         "b": "student-odd",
+        "family": "primary",
         "macro_f1_diff": -0.05,
         "verdict": "within noise",
         "winner": None,
-        "verdict_basis": "cluster_bootstrap",
+        "verdict_basis": "permutation",
+        "p_value": 0.2,
+        "p_holm": 0.4,
+        "min_p": 1e-4,
+        "units": "texts",
+        "differing_units": 40,
+        "n_units": 500,
         "diff": {"macro_f1": {"point": -0.05, "low": -0.12, "high": 0.03}},
+        "power": {
+            "mdd": {"macro_f1": 0.1, "accuracy": 0.08},
+            "target": 0.02,
+            "units": "texts",
+            "n_units": 500,
+            "units_needed": 12_500,
+            "alpha_step": 0.025,
+        },
     }
+    return pair | changes
+
+
+def test_pair_sentence_is_oriented_and_computed():
+    text = report.pair_sentence([_pair()], "student-odd", "student-even", 3)
+    assert "macro-F1 student-odd − student-even = +0.050 (95% bootstrap CI -0.030 to +0.120)" in text
+    assert "no difference shown" in text and "swap permutation test, Holm over the primary family: p 0.4" in text
+    # the power behind "no difference": what could have been seen, and what would see the target
+    assert "could only detect macro-F1 differences of about 0.100 or more (80% power)" in text
+    assert "about 12,500 test texts (this run: 500) would be needed to detect 0.02" in text
+    assert "observed power" not in text
+    won = _pair(verdict="significant", winner="student-odd", p_holm=0.001)
+    text = report.pair_sentence([won], "student-odd", "student-even", 3)
+    assert text.startswith("student-odd vs student-even: student-odd is better;") and "detect" not in text
+
+
+def test_pair_sentence_says_when_no_verdict_is_possible():
+    pair = _pair(verdict="no verdict possible", units="groups", differing_units=3, n_units=14, min_p=0.25, p_value=1.0)
+    pair["power"] = pair["power"] | {"units": "groups", "n_units": 14, "units_needed": 400}
     text = report.pair_sentence([pair], "student-odd", "student-even", 3)
-    assert "macro-F1 student-odd − student-even = +0.050 (95% CI -0.030 to +0.120)" in text
-    assert "no difference shown" in text and "paired cluster bootstrap, Holm-adjusted" in text
-    won = {**pair, "verdict": "significant", "winner": "student-odd", "verdict_basis": "mcnemar_holm"}
-    assert report.pair_sentence([won], "student-odd", "student-even", 3).startswith(
-        "student-odd vs student-even: student-odd is better;"
+    assert text.startswith("student-odd vs student-even: no verdict possible (3 differing groups: even if one model")
+    assert "p could not go below 0.25" in text and "p < 0.025 at its Holm step" in text
+    assert "better" not in text and "about 400 test groups (this run: 14)" in text
+    same = _pair(differing_units=0, power={"mdd": {"macro_f1": None, "accuracy": None}, "target": 0.02})
+    assert "label every test text alike" in report.pair_sentence([same], "student-odd", "student-even", 3)
+
+
+def test_pair_sentence_with_seeds_quotes_the_method_level_interval_and_seeds_needed():
+    pair = _pair(
+        verdict_basis="method_t",
+        method_level={"macro_f1": {"point": -0.01, "low": -0.05, "high": 0.03}},
+        power={
+            "mdd": {"macro_f1": 0.06, "accuracy": 0.05},
+            "target": 0.02,
+            "units": "texts",
+            "n_units": 500,
+            "units_needed": None,
+            "seeds_needed": 9,
+            "alpha_step": 0.025,
+        },
     )
+    text = report.pair_sentence([pair], "student-odd", "student-even", 3)
+    assert "= +0.010 (method-level 95% CI over seeds -0.030 to +0.050)" in text
+    assert "more test texts alone would not detect 0.02" in text and "or about 9 seeds on this test set" in text
 
 
 def test_scope_names_the_demo_only_for_the_demo():
@@ -194,12 +247,18 @@ def test_scope_names_the_demo_only_for_the_demo():
     assert "synthetic" not in " ".join(report.scope_lines({**data, "source": "christophsonntag/OLID"}))
 
 
-def test_how_sure_says_one_seed_cannot_rank(built):
+def test_how_sure_counts_each_family_and_says_what_one_seed_answers(built):
     result, _ = built
-    pairs = [{"verdict": "significant", "verdict_basis": "mcnemar_holm"}, {"verdict": "within noise"}]
+    pairs = [
+        {"family": "primary", "verdict": "significant"},
+        {"family": "primary", "verdict": "no verdict possible"},
+        {"family": "exploratory", "verdict": "within noise"},
+        {"family": "serving", "verdict": "non-inferior"},
+    ]
     text = report.how_sure_sentence({**result, "test_groups": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]}, pairs)
-    assert text.startswith("10 test texts in 5 groups of near-duplicates; 1 of 2 pairwise differences")
-    assert "no ranking across seeds" in text
+    assert text.startswith("10 test texts in 5 groups of near-duplicates; primary: 1 of 2 comparisons significant")
+    assert "1 beyond what this design can decide" in text and "exploratory: 0 of 1 comparisons significant" in text
+    assert "about these trained models, not about the methods" in text
 
 
 class Recorder(torch.nn.Module):
@@ -239,25 +298,6 @@ def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
     changed = {"seeds": [0], "per_seed": {"0": {"teacher": {"weights_sha256": "new"}}}}
     fresh = timing.time_run("run", changed, [], 0, torch.device("cpu"), previous)
     assert fresh["models"] == {"teacher": "timed"} and fresh["fingerprint"] == {"teacher": "new"}
-
-
-def test_pair_sentence_says_why_a_macro_f1_interval_off_zero_is_not_a_verdict():
-    from distill_lora.report.write import pair_sentence
-
-    pair = {
-        "a": "student-odd",
-        "b": "lora-student",
-        "macro_f1_diff": 0.048,
-        "verdict": "within noise",
-        "winner": None,
-        "verdict_basis": "mcnemar_holm",
-        "diff": {"macro_f1": {"point": 0.048, "low": 0.015, "high": 0.086}},
-    }
-    text = pair_sentence([pair], "student-odd", "lora-student", 3)
-    assert "no difference shown" in text and "(95% CI +0.015 to +0.086)" in text
-    assert "McNemar compares errors, i.e. accuracy; the macro-F1 interval excludes 0" in text
-    pair["diff"]["macro_f1"]["low"] = -0.01
-    assert "interval excludes 0" not in pair_sentence([pair], "student-odd", "lora-student", 3)
 
 
 def test_analysis_quotes_the_joint_timings():

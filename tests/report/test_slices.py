@@ -1,4 +1,4 @@
-"""Per-slice results (report/slices.py): numbers computed by hand on recorded predictions, McNemar and Holm
+"""Per-slice results (report/slices.py): numbers computed by hand on recorded predictions, the swap test and Holm
 against hand-computed p values, the section's sentences, the heatmap, and the report rebuilt from results.json."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import shutil
 
 import pytest
@@ -71,15 +70,15 @@ def test_per_slice_numbers_match_the_hand_computation():
     assert negation["macro_f1"] == pytest.approx((2 / 3 + 6 / 7) / 2)
     assert negation["recall"] == {"not toxic": 0.625}
     # single (text 4, toxic): missed in seed 0, found in seed 1; one text: every resample is the same, so the
-    # CI is the exact Clopper-Pearson interval of 1 error in 2: [1 − √0.975, √0.975]
+    # CI is the exact Clopper-Pearson interval over the one text (seeds are not more texts): 0 or 1 right of 1,
+    # i.e. nothing known: [0, 1]
     assert single["accuracy_per_seed"] == [0.0, 1.0] and single["error_rate"] == 0.5
-    assert single["error_ci"]["method"] == "clopper-pearson"
-    assert single["error_ci"]["low"] == pytest.approx(1 - math.sqrt(0.975))
-    assert single["error_ci"]["high"] == pytest.approx(math.sqrt(0.975))
-    teacher = rows["single"]["models"]["teacher"]  # 0 errors in 2: [0, 1 − 0.025^(1/2)]
-    assert teacher["error_rate"] == 0 and teacher["error_ci"]["high"] == pytest.approx(1 - math.sqrt(0.025))
-    # the student's discordant pairs against the teacher: texts only the teacher got right, per seed
-    assert negation["vs_reference"]["discordant"] == [[2, 0], [1, 0]]
+    assert single["error_ci"]["method"] == "clopper-pearson over 1 texts"
+    assert (single["error_ci"]["low"], single["error_ci"]["high"]) == (0.0, 1.0)
+    teacher = rows["single"]["models"]["teacher"]  # 0 errors in 1 text: [0, 0.975]
+    assert teacher["error_rate"] == 0 and teacher["error_ci"]["high"] == pytest.approx(0.975)
+    # the student differs from the teacher on negation texts 1 and 3 (seed 0) and 1 (seed 1): 2 texts
+    assert negation["vs_reference"]["differing_units"] == 2 and negation["vs_reference"]["units"] == "texts"
     assert negation["vs_reference"]["accuracy_diff"] == pytest.approx(-0.375)
 
 
@@ -88,16 +87,18 @@ def test_error_cis_resample_within_the_slice_by_whole_groups():
     result["test_groups"] = ["a", "n1", "a", "n1", "s", "b", "n2", "b", "n2"]
     rows = _by_slice(slice_table(result, resamples=200))
     assert [rows[s]["n_groups"] for s in rows] == [2, 2, 1]
-    assert rows["mixed"]["models"]["teacher"]["error_ci"]["method"] == "clopper-pearson"  # no errors: collapses
+    # no errors: collapses to the exact interval over the slice's 2 groups, not its 4 texts × 2 seeds
+    assert rows["mixed"]["models"]["teacher"]["error_ci"]["method"] == "clopper-pearson over 2 groups"
+    assert rows["mixed"]["models"]["teacher"]["error_ci"]["high"] == pytest.approx(1 - 0.025**0.5)
     assert rows["negation"]["models"]["student-odd"]["error_ci"]["method"] == "cluster bootstrap (2 groups)"
     section = "\n".join(slice_section(slice_table(result, resamples=200), NAMES))
     assert "| Slice | n | Groups |" in section and "whole groups (data.group_column)" in section
 
 
 def holm_result() -> dict:
-    """One seed, two slices of 10: the odd student flags 8 of slice A's benign texts (McNemar p = 2/2^8);
-    on slice B the teacher misses 6 toxic texts the student finds (p = 2/2^6); LoRA matches the teacher but
-    for one text of A (p = 1)."""
+    """One seed, two slices of 10: the odd student flags 8 of slice A's benign texts (exact sign-flip p =
+    2/2^8); on slice B the teacher misses 6 toxic texts the student finds (p = 2/2^6); LoRA matches the teacher
+    but for one text of A (p = 1)."""
     labels = [0] * 10 + [1] * 10
     teacher = [0] * 10 + [0] * 6 + [1] * 4
     odd = [1] * 8 + [0] * 2 + [1] * 10
@@ -112,29 +113,43 @@ def holm_result() -> dict:
     }
 
 
-def test_mcnemar_per_slice_and_holm_against_hand_values():
+def test_swap_test_per_slice_and_holm_against_hand_values():
     rows = _by_slice(slice_table(holm_result(), resamples=200))
     odd_a = rows["A"]["models"]["student-odd"]["vs_reference"]
     odd_b = rows["B"]["models"]["student-odd"]["vs_reference"]
     lora_a = rows["A"]["models"]["lora-student"]["vs_reference"]
     lora_b = rows["B"]["models"]["lora-student"]["vs_reference"]
-    assert odd_a["mcnemar_p"] == [pytest.approx(2 / 2**8)] and odd_b["mcnemar_p"] == [pytest.approx(2 / 2**6)]
-    assert lora_a["mcnemar_p"] == [1.0] and lora_b["mcnemar_p"] == [1.0]
+    assert odd_a["p_value"] == pytest.approx(2 / 2**8) and odd_b["p_value"] == pytest.approx(2 / 2**6)
+    assert lora_a["p_value"] == 1.0 and lora_b["p_value"] == 1.0
     # Holm over the 4 tests: 4 · 2/256 = 0.03125; max(0.03125, 3 · 2/64) = 0.09375; then 1, 1
-    assert odd_a["mcnemar_p_holm"] == [pytest.approx(0.03125)]
-    assert odd_b["mcnemar_p_holm"] == [pytest.approx(0.09375)]
-    assert lora_a["mcnemar_p_holm"] == [1.0] and lora_b["mcnemar_p_holm"] == [1.0]
-    # worse on A; on B raw p 0.031 < 0.05 but not after Holm: within noise
-    assert (odd_a["verdict"], odd_b["verdict"], lora_a["verdict"]) == ("worse", "within noise", "within noise")
+    assert odd_a["p_holm"] == pytest.approx(0.03125) and odd_b["p_holm"] == pytest.approx(0.09375)
+    assert lora_a["p_holm"] == lora_b["p_holm"] == 1.0
+    # worse on A. On B 6 differing texts can give no p below 2/64, and Holm asks for < 0.05/3 at that step: no
+    # verdict possible; nor with LoRA's 1 and 0 differing texts
+    assert (odd_a["verdict"], odd_b["verdict"]) == ("worse", "no verdict possible")
+    assert lora_a["verdict"] == lora_b["verdict"] == "no verdict possible"
     assert odd_a["accuracy_diff"] == pytest.approx(-0.8) and odd_b["accuracy_diff"] == pytest.approx(0.6)
 
 
-def test_verdict_needs_every_seed_and_one_sign():
-    assert slice_verdict([0.01, 0.02], [-0.1, -0.3], 0.05) == "worse"
-    assert slice_verdict([0.01, 0.02], [0.1, 0.3], 0.05) == "better"
-    assert slice_verdict([0.01, 0.02], [-0.1, 0.3], 0.05) == "mixed"
-    assert slice_verdict([0.01, 0.2], [-0.1, -0.3], 0.05) == "mixed"
-    assert slice_verdict([0.06, 0.2], [-0.5, -0.5], 0.05) == "within noise"
+def test_slices_of_few_groups_are_descriptive():
+    """The demo's trap: a slice of 2 templates where a student fails every text of both (16 texts). McNemar over
+    texts called it 'worse' (p 3e-5); over groups the evidence is 2 units: p = 0.5 at best, no mark."""
+    result = holm_result()
+    result["test_groups"] = [f"t{i // 5}" for i in range(20)]  # slices of 2 groups of 5
+    rows = _by_slice(slice_table(result, resamples=200))
+    odd_a = rows["A"]["models"]["student-odd"]["vs_reference"]
+    assert odd_a["units"] == "groups" and odd_a["differing_units"] == 2 and odd_a["p_value"] == pytest.approx(0.5)
+    assert odd_a["verdict"] == "no verdict possible"
+    section = "\n".join(slice_section(slice_table(result, resamples=200), NAMES))
+    assert "| A | 0.00 | 0.80 | 0.10 |" in section  # no ▲ in the grid
+    assert "**Significantly worse than the teacher:** on no slice." in section
+
+
+def test_slice_verdict_reads_the_adjusted_p_the_sign_and_whether_a_verdict_was_possible():
+    assert slice_verdict(0.01, -0.1, 0.05) == "worse"
+    assert slice_verdict(0.01, 0.3, 0.05) == "better"
+    assert slice_verdict(0.2, -0.5, 0.05) == "within noise"
+    assert slice_verdict(0.5, -0.5, 0.05, reachable=False) == "no verdict possible"
 
 
 def test_section_names_the_slices_from_the_numbers():
@@ -142,7 +157,7 @@ def test_section_names_the_slices_from_the_numbers():
     lines = slice_section(table, NAMES, plot=HEATMAP)
     text = "\n".join(lines)
     assert lines[0] == "## Per slice (the slice column)"
-    assert "Holm-adjusted per seed over all 4 slice × model tests" in text
+    assert "Holm-adjusted over all 4 slice × model tests" in text
     at = lines.index("- **Significantly worse than the teacher:**")
     assert lines[at + 1] == (
         "  - 'A' (n = 10; error rate = share flagged toxic; teacher 0.0%): student-odd 80.0% (+80.0 points)."
@@ -194,7 +209,8 @@ def test_csv_has_one_row_per_slice_and_model():
     rows = list(csv.DictReader(io.StringIO(slices_csv(slice_table(hand_result(), resamples=100)))))
     assert len(rows) == 3 * 2
     odd = next(r for r in rows if r["slice"] == "negation" and r["stage"] == "student-odd")
-    assert float(odd["error_rate"]) == pytest.approx(0.375) and odd["verdict"] == "within noise"
+    assert float(odd["error_rate"]) == pytest.approx(0.375) and odd["verdict"] == "no verdict possible"
+    assert odd["differing_units"] == "2" and float(odd["p_holm"]) == 1.0
 
 
 def test_heatmap_with_30_slices_and_14_models_is_a_png(tmp_path):

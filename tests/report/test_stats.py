@@ -10,9 +10,12 @@ from distill_lora.report.stats import (
     bootstrap_ci,
     holm,
     mcnemar_exact,
+    metric_point,
+    noninferiority,
     paired_diff_ci,
     paired_seed_test,
     resample_weights,
+    swap_test,
     weighted_metric,
 )
 
@@ -193,11 +196,72 @@ def test_collapsed_accuracy_bootstrap_gives_clopper_pearson():
     labels = np.array([0, 1] * 70)
     ci = bootstrap_ci(labels, [labels], "accuracy", n_resamples=200)  # 140 of 140 right: every resample 1.0
     # exact interval with k = n: lower = (alpha / 2) ** (1 / n), upper = 1
-    assert ci["method"] == "clopper-pearson"
+    assert ci["method"] == "clopper-pearson over 140 texts"
     assert ci["low"] == pytest.approx(0.025 ** (1 / 140)) and ci["high"] == 1.0 and ci["point"] == 1.0
     wrong_once = labels.copy()
     wrong_once[0] = 1
     assert bootstrap_ci(labels, [wrong_once], "accuracy", n_resamples=200)["method"] == "percentile bootstrap"
+
+
+def test_collapsed_interval_counts_groups_not_texts_or_seeds():
+    """The demo's teacher: 140 of 140 right in 14 groups, over 3 seeds. The exact interval is about 14 units of
+    evidence ([0.768, 1]), not 140 (or 420) texts ([0.974, 1]); macro-F1 has no exact interval: said, not [1, 1]."""
+    labels = np.array([0, 1] * 70)
+    groups = [f"t{i // 10}" for i in range(140)]
+    ci = bootstrap_ci(labels, [labels] * 3, "accuracy", n_resamples=200, groups=groups)
+    assert ci["method"] == "clopper-pearson over 14 groups"
+    assert ci["low"] == pytest.approx(0.025 ** (1 / 14)) and round(ci["low"], 3) == 0.768 and ci["high"] == 1.0
+    f1 = bootstrap_ci(labels, [labels], "macro_f1", n_resamples=200, groups=groups)
+    assert f1["low"] is None and f1["high"] is None and f1["point"] == 1.0
+    assert f1["method"].startswith("not computable: every resample gives 1.0000")
+
+
+def test_swap_test_is_the_exact_permutation_test_by_hand():
+    """Every one of the 2^G' swaps of the differing groups, macro-F1 recomputed by scikit-learn: the p-value is the
+    share at least as extreme; accuracy's swap test is the exact sign-flip test (McNemar for texts)."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 30)
+    groups = [f"g{i // 3}" for i in range(30)]
+    a = np.where(rng.random(30) < 0.8, labels, (labels + 1) % 3)
+    b = np.where(rng.random(30) < 0.6, labels, (labels + 2) % 3)
+    unit = np.arange(30) // 3
+    differing = sorted(set(unit[a != b]))
+    observed = metric_point("macro_f1", labels, a, 3) - metric_point("macro_f1", labels, b, 3)
+    extreme = 0
+    for flips in itertools.product([0, 1], repeat=len(differing)):
+        swapped = np.isin(unit, [u for u, f in zip(differing, flips) if f])
+        x, y = np.where(swapped, b, a), np.where(swapped, a, b)
+        d = metric_point("macro_f1", labels, x, 3) - metric_point("macro_f1", labels, y, 3)
+        extreme += abs(d) >= abs(observed) - 1e-9
+    t = swap_test(labels, [a], [b], "macro_f1", 3, groups)
+    assert t["exact"] and t["differing_units"] == len(differing) and t["n_units"] == 10
+    assert t["statistic"] == pytest.approx(observed)
+    assert t["p_value"] == pytest.approx(extreme / 2 ** len(differing))
+    assert t["min_p"] == pytest.approx(2 / 2 ** len(differing))
+    texts = swap_test(labels[:15], [a[:15]], [b[:15]], "accuracy", 3)  # ≤ 16 differing texts: exact
+    assert texts["exact"] and texts["p_value"] == pytest.approx(mcnemar_exact(labels[:15], a[:15], b[:15])["p_value"])
+
+
+def test_a_resampling_p_is_never_zero():
+    """Beyond 2^16 swaps the test draws n_perm of them: p = (k + 1) / (n_perm + 1), so a Holm step can never be
+    passed by a p of 0 (today's percentile bootstrap gave p = 0 whenever no resample crossed 0)."""
+    labels = np.array([0, 1] * 50)
+    wrong = 1 - labels
+    t = swap_test(labels, [labels], [wrong], "macro_f1", 2, n_perm=99)  # 100 differing texts, all won by A
+    assert not t["exact"] and t["p_value"] == pytest.approx(1 / 100) and t["min_p"] == pytest.approx(1 / 100)
+
+
+def test_noninferiority_needs_enough_evidence():
+    """An int8 copy that labels every test text as its source does: on 3,000 texts that shows it is within 0.01
+    macro-F1; on 140 texts in 14 groups it does not (a loss of 1% could hide in groups never seen to differ)."""
+    big = np.array([0, 1] * 1500)
+    w = resample_weights(len(big), None, 200, 0)
+    assert noninferiority(big, [big], [big], 0.01, 2, w)["p_value"] < 0.001
+    small, groups = np.array([0, 1] * 70), [f"t{i // 10}" for i in range(140)]
+    w = resample_weights(140, groups, 200, 0)
+    assert noninferiority(small, [small], [small], 0.01, 2, w, groups)["p_value"] > 0.3
 
 
 def test_paired_difference_on_the_known_resamples_by_hand():
