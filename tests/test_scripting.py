@@ -55,9 +55,13 @@ def test_compare_json_is_one_document_matching_the_run_folder(run_copy):
             and s["test"]["accuracy"] == metrics["test"]["accuracy"]
         )
     analysis = json.loads((out / "analysis.json").read_text())
-    assert [(v["a"], v["b"], v["verdict"]) for v in doc["verdicts"]] == [
-        (p["a"], p["b"], p["verdict"]) for p in analysis["pairs"]
+    keys = ("a", "b", "family", "verdict", "winner", "p_holm")
+    assert [tuple(v[k] for k in keys) for v in doc["verdicts"]] == [
+        tuple(p[k] for k in keys) for p in analysis["pairs"]
     ]
+    primary = [v for v in doc["verdicts"] if v["family"] == "primary"]
+    assert ("teacher", "student-odd") in {(v["a"], v["b"]) for v in primary}  # the assignment's questions
+    assert all(v["detectable_macro_f1"] == p["power"]["mdd"]["macro_f1"] for v, p in zip(primary, analysis["pairs"]))
     assert doc["mean_over_seeds"]["teacher"]["macro_f1"]["mean"] == analysis["summary"]["teacher"]["macro_f1"]["mean"]
 
 

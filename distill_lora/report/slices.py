@@ -195,7 +195,8 @@ def _method_lines(table: dict, label_names: list[str]) -> list[str]:
         f"slice, the share flagged as another class (e.g. flagged '{label_names[-1]}' on a slice of only "
         f"'{label_names[0]}' texts) or missed. 95% CI: bootstrap over the {ci}, {table['n_resamples']} resamples, "
         "the same for every model; where every resample gives one value (no errors, or one text or group) the "
-        "exact Clopper–Pearson interval of the slice's texts instead. Macro-F1 counts only the classes present "
+        f"exact Clopper–Pearson interval over the slice's {'groups' if table['grouped'] else 'texts'} instead. "
+        "Macro-F1 counts only the classes present "
         "in the slice. Slices were read after training: they chose no epoch and no threshold."
     )
     if table["reference"] is None:

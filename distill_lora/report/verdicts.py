@@ -181,8 +181,10 @@ def decide(pairs: list[dict], alpha: float, target: float, n_seeds: int) -> None
         point = p["method_level"]["macro_f1"]["point"] if "method_level" in p else p["swap"]["macro_f1"]["statistic"]
         if adjusted[i] < alpha and point != 0:
             p["verdict"], p["winner"] = SIGNIFICANT, p["a"] if point > 0 else p["b"]
-        elif holm(raw[:i] + [p["min_p"]] + raw[i + 1 :])[i] >= alpha:
+        elif holm(best := raw[:i] + [p["min_p"]] + raw[i + 1 :])[i] >= alpha:
             p["verdict"], p["winner"] = NO_VERDICT, None
+            # the level it would face with its smallest possible p: the Holm step of that p's rank
+            p["needs_p_below"] = alpha / (len(pairs) - int(np.argsort(np.argsort(best, kind="stable"))[i]))
         else:
             p["verdict"], p["winner"] = WITHIN_NOISE, None
         p["power"] = power_of(p, alpha / (len(pairs) - rank[i]), target, n_seeds)
@@ -198,6 +200,8 @@ def power_of(p: dict, alpha_step: float, target: float, n_seeds: int) -> dict:
         f1 = ml["macro_f1"]
         out["seeds_needed"] = seeds_needed(f1["seed_sd"], f1["test_se"], alpha_step, target)
         out["units_needed"] = _units_with_seeds(f1, n_seeds, p["n_units"], alpha_step, target)
+        if out["units_needed"] is None and out["seeds_needed"] is None:  # it takes both: say how many texts at 10
+            out["units_needed_with_10_seeds"] = _units_with_seeds(f1, 10, p["n_units"], alpha_step, target)
         return out
     if p["differing_units"] == 0:  # the two label every text alike: nothing to scale
         out["mdd"], out["units_needed"] = {"macro_f1": None, "accuracy": None}, None

@@ -97,8 +97,8 @@ def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
     if p["verdict"] == "no verdict possible":
         head = (
             f"{a} vs {b}: no verdict possible ({p['differing_units']} differing {p['units']}: even if one model won "
-            f"every one, p could not go below {p['min_p']:.3g}, and this comparison needs "
-            f"p < {p['power']['alpha_step']:.3g} at its Holm step); {delta}"
+            f"every one, p could not go below {p['min_p']:.3g}, and at that p's Holm step this comparison needs "
+            f"p < {p['needs_p_below']:.3g}); {delta}"
         )
     else:
         head = f"{a} vs {b}: no difference shown; {delta}; {basis}"
@@ -113,7 +113,11 @@ def power_sentence(p: dict, d: int) -> str:
     if mdd is None:
         return "; the two models label every test text alike, so this test set cannot tell them apart"
     units = "test groups" if w["units"] == "groups" else "test texts"
-    text = f"; this design could only detect macro-F1 differences of about {mdd:.{d}f} or more (80% power)"
+    text = (
+        f"; this design could only detect macro-F1 differences of about {mdd:.{d}f} or more (80% power)"
+        if mdd < 1
+        else "; this design could not detect any macro-F1 difference (80% power needs more than the whole scale)"
+    )
     if mdd > target:
         needed = w.get("units_needed")
         text += (
@@ -128,6 +132,8 @@ def power_sentence(p: dict, d: int) -> str:
                 if k
                 else ", and more seeds alone on this test set would not either"
             )
+        if w.get("units_needed_with_10_seeds"):
+            text += f"; with 10 seeds, about {w['units_needed_with_10_seeds']:,} {units} would"
     return text
 
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from distill_lora.metrics import metrics_from_predictions
 from distill_lora.errors import UserError
+from distill_lora.metrics import metrics_from_predictions
 from distill_lora.report import analysis, findings, stats, verdicts
 
 NAMES = ["not toxic", "toxic"]
@@ -408,3 +408,18 @@ def test_power_is_stated_at_the_holm_step_from_the_designs_standard_error():
     # accuracy's spread under swaps is exact: sqrt(differing texts) / n
     assert p["swap"]["accuracy"]["null_sd"] == pytest.approx(3 / 40)
     assert w["units_needed"] == math.ceil(40 * (w["mdd"]["macro_f1"] / 0.02) ** 2)
+
+
+def test_no_verdict_names_the_level_its_best_p_would_face():
+    """A family of 3: odd vs even differ on 5 texts, all won by odd (p = min p = 2/32 = 0.0625); the teacher,
+    wrong everywhere, loses its two pairs with p ≈ 1e-4. Even at its best p odd vs even comes last in Holm's order
+    and faces 0.05 itself: 0.0625 cannot pass, whatever the texts say."""
+    labels = [0, 1] * 20
+    b = [1 - y if i < 5 else y for i, y in enumerate(labels)]
+    c = [1 - y for y in labels]  # wrong everywhere: against A, 40 differing texts
+    pairs = verdicts.compare_pairs(result_of(labels, {"student-odd": labels, "student-even": b, "teacher": c}))
+    odd_even = next(p for p in pairs if (p["a"], p["b"]) == ("student-odd", "student-even"))
+    assert odd_even["min_p"] == pytest.approx(2 / 32) and odd_even["verdict"] == "no verdict possible"
+    assert odd_even["needs_p_below"] == pytest.approx(0.05)
+    teacher = [p for p in pairs if p["a"] == "teacher"]
+    assert all(p["verdict"] == "significant" and p["p_holm"] < 0.001 for p in teacher)

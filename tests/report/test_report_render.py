@@ -210,11 +210,19 @@ def test_pair_sentence_is_oriented_and_computed():
 
 
 def test_pair_sentence_says_when_no_verdict_is_possible():
-    pair = _pair(verdict="no verdict possible", units="groups", differing_units=3, n_units=14, min_p=0.25, p_value=1.0)
+    pair = _pair(
+        verdict="no verdict possible",
+        units="groups",
+        differing_units=3,
+        n_units=14,
+        min_p=0.25,
+        p_value=1.0,
+        needs_p_below=0.025,
+    )
     pair["power"] = pair["power"] | {"units": "groups", "n_units": 14, "units_needed": 400}
     text = report.pair_sentence([pair], "student-odd", "student-even", 3)
     assert text.startswith("student-odd vs student-even: no verdict possible (3 differing groups: even if one model")
-    assert "p could not go below 0.25" in text and "p < 0.025 at its Holm step" in text
+    assert "p could not go below 0.25, and at that p's Holm step this comparison needs p < 0.025" in text
     assert "better" not in text and "about 400 test groups (this run: 14)" in text
     same = _pair(differing_units=0, power={"mdd": {"macro_f1": None, "accuracy": None}, "target": 0.02})
     assert "label every test text alike" in report.pair_sentence([same], "student-odd", "student-even", 3)
@@ -237,6 +245,15 @@ def test_pair_sentence_with_seeds_quotes_the_method_level_interval_and_seeds_nee
     text = report.pair_sentence([pair], "student-odd", "student-even", 3)
     assert "= +0.010 (method-level 95% CI over seeds -0.030 to +0.050)" in text
     assert "more test texts alone would not detect 0.02" in text and "or about 9 seeds on this test set" in text
+    # two seeds: neither more texts nor more seeds alone; both together, and the scale cannot hold the MDD
+    pair["power"] |= {
+        "mdd": {"macro_f1": 1.04, "accuracy": 0.9},
+        "seeds_needed": None,
+        "units_needed_with_10_seeds": 4321,
+    }
+    text = report.pair_sentence([pair], "student-odd", "student-even", 3)
+    assert "could not detect any macro-F1 difference" in text and "more seeds alone on this test set would not" in text
+    assert text.endswith("; with 10 seeds, about 4,321 test texts would.")
 
 
 def test_scope_names_the_demo_only_for_the_demo():
