@@ -194,6 +194,9 @@ def power_of(p: dict, alpha_step: float, target: float, n_seeds: int) -> dict:
     """The minimum detectable difference (80% power) of accuracy and macro-F1 at the Holm step the pair faces,
     from this design's standard error; what it would take to detect `target` (macro-F1). Never "observed power"."""
     out = {"alpha_step": alpha_step, "target": target, "units": p["units"], "n_units": p["n_units"]}
+    if p["differing_units"] == 0:  # the two label every text alike in every seed: nothing to scale
+        out["mdd"], out["units_needed"] = {"macro_f1": None, "accuracy": None}, None
+        return out
     if n_seeds >= 2:
         ml = p["method_level"]
         out["mdd"] = {m: detectable_difference(ml[m]["se"], alpha_step, ml[m]["df"], POWER) for m in ml}
@@ -202,9 +205,6 @@ def power_of(p: dict, alpha_step: float, target: float, n_seeds: int) -> dict:
         out["units_needed"] = _units_with_seeds(f1, n_seeds, p["n_units"], alpha_step, target)
         if out["units_needed"] is None and out["seeds_needed"] is None:  # it takes both: say how many texts at 10
             out["units_needed_with_10_seeds"] = _units_with_seeds(f1, 10, p["n_units"], alpha_step, target)
-        return out
-    if p["differing_units"] == 0:  # the two label every text alike: nothing to scale
-        out["mdd"], out["units_needed"] = {"macro_f1": None, "accuracy": None}, None
         return out
     sd = {m: p["swap"][m]["null_sd"] for m in ("macro_f1", "accuracy")}
     out["mdd"] = {m: detectable_difference(sd[m], alpha_step, None, POWER) for m in sd}

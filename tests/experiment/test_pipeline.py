@@ -387,7 +387,14 @@ def test_metrics_json_test_ci_is_the_reports(finished_run):
     report settings and test texts for the report to rebuild from."""
     out = finished_run["output"]
     results = json.loads((out / "results.json").read_text())
-    assert results["report_settings"] == {"bootstrap_resamples": 1000, "bootstrap_seed": 0, "alpha": 0.05}
+    assert results["report_settings"] == {
+        "bootstrap_resamples": 1000,
+        "bootstrap_seed": 0,
+        "alpha": 0.05,
+        "primary": [],
+        "target_difference": 0.02,
+        "serving_margin": 0.01,
+    }
     comparison = results["comparison"]
     assert len(comparison["test_texts"]) == len(comparison["test_labels"]) == 40
     assert "test_groups" not in comparison  # data.group_column unset
