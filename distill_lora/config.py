@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from distill_lora.errors import UserError
-from distill_lora.stage_ids import LORA_STAGES
+from distill_lora.stage_ids import LORA_STAGES, parse_comparison
 
 
 def _f(default, help: str, **kw):
@@ -448,8 +448,7 @@ def report_problem(r: ReportConfig) -> tuple[str, str] | None:
     if isinstance(r.serving_margin, bool) or not 0 < r.serving_margin < 1:
         return "serving_margin", "use a macro-F1 margin between 0 and 1 (e.g. the default 0.01)"
     for entry in r.primary:
-        parts = [x.strip() for x in str(entry).split(" vs ")]
-        if not isinstance(entry, str) or len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        if parse_comparison(entry) is None:
             return "primary", f"write each comparison as 'A vs B' with two different stage ids, got {entry!r}"
     return None
 

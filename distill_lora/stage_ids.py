@@ -91,6 +91,12 @@ def int8_sources(stage_ids) -> list[str]:
     return [s for s in stage_ids if kind_of(s).kind in ("teacher", "student")]
 
 
+def parse_comparison(entry) -> tuple[str, str] | None:
+    """'A vs B' (report.primary) as (A, B); None when it is not two different, non-empty names."""
+    parts = [x.strip() for x in entry.split(" vs ")] if isinstance(entry, str) else []
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) and parts[0] != parts[1] else None
+
+
 def train_section(stage_id: str) -> str:
     """The config section whose train block applies: an int8 or onnx row evaluates with its source's."""
     k = kind_of(stage_id)

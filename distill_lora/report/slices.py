@@ -28,7 +28,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from distill_lora.report.analysis import groups_of, runs_of, stage_ids  # noqa: E402
-from distill_lora.report.stats import bootstrap_ci, holm, swap_test  # noqa: E402
+from distill_lora.report.stats import bootstrap_ci, holm_verdicts, swap_test  # noqa: E402
 from distill_lora.report.tables import _md_table  # noqa: E402
 from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
 
@@ -136,11 +136,10 @@ def _test_against(result: dict, rows: list[dict], reference: str, alpha: float) 
                 "min_p": t["min_p"],
             }
             tests.append(m["vs_reference"])
-    raw = [t["p_value"] for t in tests]
-    for i, (t, adjusted) in enumerate(zip(tests, holm(raw))):
-        t["p_holm"] = adjusted
-        reachable = holm(raw[:i] + [t["min_p"]] + raw[i + 1 :])[i] < alpha
-        t["verdict"] = slice_verdict(adjusted, t["accuracy_diff"], alpha, reachable)
+    family = holm_verdicts([t["p_value"] for t in tests], [t["min_p"] for t in tests], alpha)
+    for t, h in zip(tests, family):
+        t["p_holm"] = h["p_holm"]
+        t["verdict"] = slice_verdict(h["p_holm"], t["accuracy_diff"], alpha, h["reachable"])
 
 
 def slice_verdict(p_holm: float, diff: float, alpha: float, reachable: bool = True) -> str:

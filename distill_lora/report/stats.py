@@ -44,10 +44,8 @@ def _resample_weights(n: int, groups, n_resamples: int, seed: int) -> np.ndarray
         weights = np.stack([np.bincount(row, minlength=n) for row in draws])
         weights.flags.writeable = False
         return weights
-    _, first, member_of = np.unique(np.asarray(groups, dtype=str), return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))  # np.unique sorts ids; renumber groups by first appearance
-    member_of = order[member_of]
-    n_groups = len(first)
+    member_of = unit_index(n, groups)
+    n_groups = int(member_of.max()) + 1
     draws = rng.integers(0, n_groups, (n_resamples, n_groups))
     group_counts = np.stack([np.bincount(row, minlength=n_groups) for row in draws])
     weights = group_counts[:, member_of]
@@ -192,6 +190,21 @@ def holm(p_values: list[float]) -> list[float]:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted.tolist()
+
+
+def holm_verdicts(p_values: list[float], min_ps: list[float], alpha: float) -> list[dict]:
+    """Holm over a family, and for each test whether a verdict was possible at all: with its p replaced by the
+    smallest p its design allows (the others unchanged), would it pass? If not, "needs_p_below" is the level that
+    best p would face at its Holm step. One dict per test, in input order: {"p_holm", "reachable",
+    "needs_p_below"}."""
+    adjusted = holm(p_values)
+    out = []
+    for i, min_p in enumerate(min_ps):
+        best = list(p_values[:i]) + [min_p] + list(p_values[i + 1 :])
+        reachable = holm(best)[i] < alpha
+        rank = int(np.argsort(np.argsort(best, kind="stable"))[i])  # 0 = smallest: faces alpha / m
+        out.append({"p_holm": adjusted[i], "reachable": reachable, "needs_p_below": alpha / (len(best) - rank)})
+    return out
 
 
 def mcnemar_exact(labels, preds_a, preds_b) -> dict:

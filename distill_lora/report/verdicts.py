@@ -27,6 +27,7 @@ from distill_lora.report.analysis import groups_of, n_classes, runs_of, stage_id
 from distill_lora.report.stats import (
     detectable_difference,
     holm,
+    holm_verdicts,
     mcnemar_exact,
     method_level_diff,
     noninferiority,
@@ -35,8 +36,18 @@ from distill_lora.report.stats import (
     resample_weights,
     seeds_needed,
     swap_test,
+    units_needed,
 )
-from distill_lora.stage_ids import LORA_STUDENT, LORA_TEACHER, STUDENT_EVEN, STUDENT_ODD, TEACHER, is_student, kind_of
+from distill_lora.stage_ids import (
+    LORA_STUDENT,
+    LORA_TEACHER,
+    STUDENT_EVEN,
+    STUDENT_ODD,
+    TEACHER,
+    is_student,
+    kind_of,
+    parse_comparison,
+)
 
 PRIMARY, EXPLORATORY, SERVING = "primary", "exploratory", "serving"
 SIGNIFICANT, WITHIN_NOISE, NO_VERDICT = "significant", "within noise", "no verdict possible"
@@ -58,13 +69,13 @@ def parse_primary(entries, stages: list[str]) -> list[tuple[str, str]]:
     """report.primary ["A vs B", …] as pairs; a name that is not a stage of the run is a one-line error."""
     pairs = []
     for entry in entries:
-        parts = [x.strip() for x in str(entry).split(" vs ")]
-        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        parts = parse_comparison(entry)
+        if parts is None:
             raise UserError(f"report.primary: {entry!r} is not 'A vs B' with two different stages")
         for name in parts:
             if name not in stages:
                 raise UserError(f"report.primary: {name!r} is not a stage of this run; its stages: {', '.join(stages)}")
-        pairs.append(tuple(parts))
+        pairs.append(parts)
     return pairs
 
 
@@ -174,17 +185,15 @@ def decide(pairs: list[dict], alpha: float, target: float, n_seeds: int) -> None
     design allows (min_p: a perfect split of the differing groups or texts) would not pass at the pair's Holm step;
     within noise otherwise."""
     raw = [p["p_value"] for p in pairs]
-    adjusted = holm(raw)
     rank = np.argsort(np.argsort(raw, kind="stable"), kind="stable")  # 0 = smallest p: faces alpha / m
-    for i, p in enumerate(pairs):
-        p["p_holm"] = adjusted[i]
+    for i, (p, h) in enumerate(zip(pairs, holm_verdicts(raw, [p["min_p"] for p in pairs], alpha))):
+        p["p_holm"] = h["p_holm"]
         point = p["method_level"]["macro_f1"]["point"] if "method_level" in p else p["swap"]["macro_f1"]["statistic"]
-        if adjusted[i] < alpha and point != 0:
+        if h["p_holm"] < alpha and point != 0:
             p["verdict"], p["winner"] = SIGNIFICANT, p["a"] if point > 0 else p["b"]
-        elif holm(best := raw[:i] + [p["min_p"]] + raw[i + 1 :])[i] >= alpha:
+        elif not h["reachable"]:
             p["verdict"], p["winner"] = NO_VERDICT, None
-            # the level it would face with its smallest possible p: the Holm step of that p's rank
-            p["needs_p_below"] = alpha / (len(pairs) - int(np.argsort(np.argsort(best, kind="stable"))[i]))
+            p["needs_p_below"] = h["needs_p_below"]  # the level its smallest possible p would face
         else:
             p["verdict"], p["winner"] = WITHIN_NOISE, None
         p["power"] = power_of(p, alpha / (len(pairs) - rank[i]), target, n_seeds)
@@ -208,7 +217,7 @@ def power_of(p: dict, alpha_step: float, target: float, n_seeds: int) -> dict:
         return out
     sd = {m: p["swap"][m]["null_sd"] for m in ("macro_f1", "accuracy")}
     out["mdd"] = {m: detectable_difference(sd[m], alpha_step, None, POWER) for m in sd}
-    out["units_needed"] = int(np.ceil(p["n_units"] * (out["mdd"]["macro_f1"] / target) ** 2))
+    out["units_needed"] = units_needed(out["mdd"]["macro_f1"], p["n_units"], target)
     return out
 
 
