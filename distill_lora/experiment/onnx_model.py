@@ -2,8 +2,9 @@
 
 `export_fp32` writes a plain classifier (a LoRA stage is merged first, by its caller) with torch.onnx's exporter
 (torch.export based; needs onnxscript), batch and sequence as dynamic axes; `quantize_int8` makes an int8 copy
-with ONNX Runtime's dynamic quantisation (int8 weights of MatMul and embeddings, activations quantised per batch at
-run time). `OnnxModel` answers `model(input_ids=…, attention_mask=…).logits` as a transformers model does, so the
+with ONNX Runtime's dynamic quantisation (int8 weights of MatMul and embeddings, activations quantised per input
+tensor at run time, so a text's logits move with its batch mates: the report's test pass feeds one text at a time).
+`OnnxModel` answers `model(input_ids=…, attention_mask=…).logits` as a transformers model does, so the
 test pass, the timings and `use.predict.Predictor` call it as they call the torch model.
 """
 
@@ -96,7 +97,7 @@ def export_fp32(model, tokenizer, path: Path) -> None:
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """ONNX Runtime's dynamic quantisation: int8 weights for MatMul and the embedding Gathers, activations
-    quantised per batch at run time (no calibration data)."""
+    quantised per input at run time (no calibration data)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_export():
@@ -106,7 +107,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
 def int8_method(ort) -> str:
     return (
         f"onnxruntime {ort.__version__} quantize_dynamic: int8 weights (MatMul, embedding Gather), "
-        "activations quantised per batch at run time"
+        "activations quantised per input at run time"
     )
 
 

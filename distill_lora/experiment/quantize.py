@@ -1,7 +1,8 @@
 """int8 dynamic quantisation: the cheapest baseline beside distillation — the same model with int8 weights.
 
 Post-training dynamic quantisation (torch): every nn.Linear gets int8 weights (one scale per weight
-matrix); activations stay fp32 and are quantised on the fly, per batch, inside each Linear. Embeddings,
+matrix); activations are quantised on the fly inside each Linear, with one scale per input tensor, so a text's
+logits would depend on the texts batched (and padded) with it: the test pass feeds one text at a time. Embeddings,
 LayerNorm and biases stay fp32. It needs no data and no training, and runs on the CPU only.
 
 An int8 row is a normal DONE stage folder `seed-S/<source>-int8/` with metrics.json and
@@ -24,12 +25,12 @@ from distill_lora.experiment.stage import run_stage
 from distill_lora.files import read_json
 from distill_lora.metrics import classification_metrics
 from distill_lora.records import StageRecord
-from distill_lora.stage_ids import int8_id, train_section
+from distill_lora.stage_ids import int8_id
 from distill_lora.train import trainer
 from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from distill_lora.train.models import load_stage_model
 
-QUANT_VERSION = "torch-dynamic-int8-v1"  # part of the int8 stage's config hash: a change here re-measures
+QUANT_VERSION = "torch-dynamic-int8-v2"  # part of the int8 stage's config hash: a change here re-measures
 ZERO_POINT_BYTES, SCALE_BYTES = 1, 4  # per quantisation group: an int8 zero point and an fp32 scale
 
 
@@ -153,22 +154,22 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
     """The int8 copy of stage `source` (metrics `src`), its one test pass and timings: (record, test logits)."""
     src_dir = stage_dir(ctx.output_dir, ctx.cfg.seed, source)
     cpu = PlainCpu()
-    eval_batch = ctx.cfg.stage_train(train_section(source)).eval_batch_size
     labels, label_names = ctx.encoded["test"].labels, ctx.cfg.data.label_names
     with PeakMemory(cpu.device) as memory:
         fp32 = load_stage_model(src_dir).eval()  # loaded in fp32
         t0 = time.perf_counter()
         qmodel = quantize_dynamic_int8(fp32)
         quantize_s = time.perf_counter() - t0
-        # the one pass over the test split for this model (fp32 activations, as trainer.evaluate batches them)
-        test = trainer.evaluate(qmodel, ctx.encoded["test"], eval_batch, cpu, ctx.pad_id, mixed=False)
+        # the one pass over the test split, one text per batch: activation scales are taken per input tensor, so
+        # in a batch a text's logits would move with its batch mates and their padding
+        test = trainer.evaluate(qmodel, ctx.encoded["test"], 1, cpu, ctx.pad_id, mixed=False)
     record = StageRecord(
         stage=int8_id(source),
         model_type=f"{src['model_type']}, int8 dynamic quantisation",
         quantized_from=source,
         quantization={
             "method": "torch dynamic int8: nn.Linear weights int8 (per tensor), activations "
-            "quantised per batch at run time; embeddings, LayerNorm, biases fp32",
+            "quantised per input at run time (test texts fed one at a time); embeddings, LayerNorm, biases fp32",
             "engine": torch.backends.quantized.engine,
             "version": QUANT_VERSION,
             "quantize_time_s": round(quantize_s, 3),
@@ -187,7 +188,7 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
         trainable_params=src["trainable_params"],
         int8_params=sum(m.weight().numel() for m in qmodel.modules() if isinstance(m, _dynamic_linear())),
         device=f"cpu ({torch.get_num_threads()} threads)",
-        precision="int8 weights, fp32 activations",
+        precision="int8 weights, activations quantised per text",
         weights_bytes=int8_size_bytes(qmodel),
         fp32_weights_bytes=state_dict_bytes(fp32),
         source_config_hash=src["config_hash"],

@@ -170,7 +170,7 @@ def cpu_serving_section(cpu: dict, alpha: float, d: int) -> list[str]:
         )
         + "and ONNX Runtime on the files in `seed-S/<model>-onnx/` (torch.onnx's fp32 export) and "
         "`seed-S/<model>-onnx-int8/` (ONNX Runtime's dynamic quantisation of it: int8 weights, activations quantised "
-        "per batch). "
+        "per input, tested one text at a time). "
         + (
             f"Latency and throughput on {cpu['cpu']}, ONNX Runtime with as many threads as torch, × against "
             "PyTorch fp32 on the same CPU. "

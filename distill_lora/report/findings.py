@@ -274,7 +274,7 @@ def lora_cost_lines(summary: dict) -> list[str]:
         lo, fu = summary[lora], summary[full]
         t_lo = lo["wall_time_s"]["mean"]
         t_fu = fu.get("wall_time_with_teacher_s", fu["wall_time_s"])["mean"]
-        counting = " counting the teacher it needs" if "wall_time_with_teacher_s" in fu else ""
+        counting = " with its teacher's training" if "wall_time_with_teacher_s" in fu else ""
         ratio = t_fu / t_lo if t_lo else float("inf")
         line = (
             f"[{lora}] trained {lo['trainable_params'] / 1e6:.2f}M parameters "
@@ -435,7 +435,7 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
             f"{x['total_params'] / 1e6:.2f}M parameters trained, {x['wall_time_s']['mean']:.0f} s of training"
         )
         if "wall_time_with_teacher_s" in x:
-            cost += f" ({x['wall_time_with_teacher_s']['mean']:.0f} s counting the teacher it needs)"
+            cost += f" ({x['wall_time_with_teacher_s']['mean']:.0f} s with its teacher's training)"
         if "latency_ms_batch1" in x:
             cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1"
         lines.append(cost + ".")

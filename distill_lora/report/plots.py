@@ -203,7 +203,7 @@ def cost_vs_quality(result: dict, summary: dict, folder: Path, timings: dict | N
         )
         if seconds:
             left.scatter(seconds, s["macro_f1"]["mean"], **style)
-    left.set_xlabel("training time, s (students: with their teacher; int8: none)")
+    left.set_xlabel("training time, s (students: with their teacher's training; int8: none)")
     if timed:  # a run made with report.measure_speed: false has no latency to put on a log axis
         right.set_xlabel("latency at batch 1, ms per example (log)")
         right.set_xscale("log")

@@ -19,13 +19,15 @@ LOSS_NOTE = (
 )
 INT8_NOTE = (
     "int8 rows: the fp32 model above with post-training dynamic quantisation (torch): nn.Linear weights "
-    "in int8, activations quantised per batch at run time, on the CPU; nothing was trained. Size = int8 "
+    "in int8, activations quantised per input at run time, tested on the CPU one text at a time (no "
+    "prediction depends on its batch mates); nothing was trained. Size = int8 "
     "weights + their scales + the fp32 rest (embeddings, LayerNorm, biases); the int8 weights are not saved "
     "(rebuilt exactly from the fp32 stage folder)."
 )
 TEST_NOTE = (
     "Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
-    "after its epoch was selected on validation; the test split chose nothing."
+    "after its epoch was selected on validation; the test split chose nothing. Validation and test passes run in "
+    "fp32 whatever the training precision."
 )
 ENSEMBLE_NOTE = (
     "Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
@@ -235,8 +237,8 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         "Epochs run / selected",
         "Learning rate",
         "Batch size",
-        "Precision",
-        "Final training loss (total)",
+        "Training precision",
+        "Training loss, total (selected epoch)",
     ]
     rows = []
     for stage in stage_ids(result):
@@ -251,7 +253,7 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                     "–",
                     "–",
                     "–",
-                    run.get("precision", "int8 weights, fp32 activations"),
+                    run.get("precision", "int8 weights"),
                     "–",
                 ]
             )
@@ -423,7 +425,7 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
         kind = derived_from(result, stage)
         time_s = _ms(s["wall_time_s"], 1, one)
         if "wall_time_with_teacher_s" in s:
-            time_s += f" (with teacher {_ms(s['wall_time_with_teacher_s'], 1, one)})"
+            time_s += f" (with its teacher's training {_ms(s['wall_time_with_teacher_s'], 1, one)})"
         weights = _mib(s.get("weights_bytes"))
         if is_lora(stage):
             weights += " adapter + head (base model shipped separately)"

@@ -15,6 +15,8 @@ the family's *ForSequenceClassification model in transformers 5. What each field
                    the pooler was never trained (transformers initialises biases to 0 and LayerNorm weights to 1)
     lora_targets   lora.target_modules [auto]: the attention's query and value projections (ModernBERT fuses q, k, v)
     first_layer_drops  tensors of a teacher layer that a student's first layer has no place for (see ModernBERT)
+    final_norm     a norm the encoder applies after its last layer only: transformers returns the last layer's
+                   output after it and every other layer's before it (None: no such norm)
     per_layer_config   config lists with one entry per layer, cut with the layers
 
 Families whose layers and head transformers names like BERT's (RoBERTa, ELECTRA) used to run by accident; here each
@@ -44,6 +46,7 @@ class Family:
     depth_key: str = "num_hidden_layers"
     first_layer_drops: tuple[str, ...] = ()
     per_layer_config: tuple[str, ...] = ()
+    final_norm: str | None = None
 
 
 FAMILIES = (
@@ -112,6 +115,7 @@ FAMILIES = (
         first_layer_drops=("attn_norm.",),
         # global and local (sliding-window) attention alternate; each student layer keeps its teacher layer's kind
         per_layer_config=("layer_types",),
+        final_norm="model.final_norm",
     ),
     Family(
         name="DistilBERT",

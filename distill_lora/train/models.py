@@ -138,6 +138,20 @@ def depth_of(model) -> int:
     return int(model.config.num_hidden_layers)
 
 
+def layer_cls(model, hidden_states, layers) -> list[torch.Tensor]:
+    """The [CLS] vector (B, H) of the output of each of `layers` (1-based: hidden_states[l]), all on one footing.
+
+    Where the family has a final norm (ModernBERT), transformers returns the last layer's output after it and every
+    other layer's before it. The others go through the model's own final norm too, so that a teacher layer and the
+    student layer standing for it are compared like with like (a student's last layer is always its model's last).
+    """
+    model = getattr(model, "module", model)  # under DistributedDataParallel
+    family = family_of(model.config)
+    norm = model.get_submodule(family.final_norm) if family.final_norm else None
+    depth = depth_of(model)
+    return [norm(hidden_states[i][:, 0]) if norm and i < depth else hidden_states[i][:, 0] for i in layers]
+
+
 # ---------------------------------------------------------------- loading
 
 

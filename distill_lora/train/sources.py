@@ -110,15 +110,30 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def model_fingerprint(ref: str, what: str = "teacher.model") -> str:
-    """What a stage's reuse key says about its pretrained model: the files' contents where they are on disk
-    (a local or package folder, or a Hub id's cached snapshot), else the Hub id itself."""
+    """What a stage's reuse key says about its pretrained model: the files' contents of a local or package folder;
+    for a Hub id, the id and the commit it resolves to (hub_revision).
+
+    A Hub id is never keyed on the files in the local cache: they change while the weights download (the config
+    first, the weights later), which made the first `compare` train the teacher twice."""
     path, local = resolve(ref, what)
     if not local:
-        try:
-            from huggingface_hub import snapshot_download
-
-            path, local = snapshot_download(path, local_files_only=True), True
-        except Exception:  # noqa: BLE001 - not cached (yet): the id is all we know
-            return ref
+        revision = hub_revision(path)
+        return f"{ref}@{revision}" if revision else ref
     folder = Path(path)
     return folder_fingerprint(folder if folder.is_dir() else folder.parent)
+
+
+@functools.lru_cache(maxsize=32)
+def hub_revision(repo_id: str) -> str | None:
+    """The commit a Hub id resolves to, asked once per process: the Hub's answer when it can be reached (what a
+    download fetches), else the local cache's 'main' ref; None when neither knows (loading will fail, saying so)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if not is_offline() and hub_reachable():
+        try:
+            return HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S).sha
+        except Exception:  # noqa: BLE001 - gated, renamed, a timeout: fall back to what the cache says
+            pass
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None

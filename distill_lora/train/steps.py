@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distill_lora.config import DistillConfig
 from distill_lora.train.losses import cross_entropy, distillation_loss
+from distill_lora.train.models import layer_cls
 
 
 def ce_step(model, batch):
@@ -28,8 +29,8 @@ def distill_step(targets: dict, k: DistillConfig, n_layers: int):
         )
         idx = batch["idx"]
         student_cls = teacher_cls = None
-        if k.w_hidden > 0:  # student layer i's output is hidden_states[i + 1]
-            student_cls = [out.hidden_states[i + 1][:, 0] for i in range(n_layers)]
+        if k.w_hidden > 0:  # the outputs of student layers 1..n (hidden_states[0] is the embeddings)
+            student_cls = layer_cls(model, out.hidden_states, range(1, n_layers + 1))
             teacher_cls = [cache["cls"][idx, i] for i in range(n_layers)]
         return distillation_loss(
             out.logits,

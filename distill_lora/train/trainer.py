@@ -33,6 +33,7 @@ from distill_lora.errors import UserError
 from distill_lora.metrics import classification_metrics
 from distill_lora.train import checkpoint, distributed
 from distill_lora.train.data import Encoded, make_collate
+from distill_lora.train.models import layer_cls
 
 
 def mixed_precision_for(precision: str) -> str:
@@ -87,7 +88,7 @@ def evaluate(
 ) -> dict:
     """Logits (N, C) in dataset order, mean cross-entropy, and optionally [CLS] states of some layers.
 
-    cls_layers are hidden_states indices (0 = embeddings, l = output of layer l). mixed=False runs in
+    cls_layers: 1-based layers whose output [CLS] is returned (as layer_cls reads them). mixed=False runs in
     fp32 even when training used bf16/fp16, so the recorded numbers can be reproduced by plain inference.
     """
     model.eval()
@@ -109,7 +110,7 @@ def evaluate(
             )
         logits.append(accelerator.gather_for_metrics(out.logits.float()).cpu())
         if cls_layers is not None:
-            states = torch.stack([out.hidden_states[i][:, 0].float() for i in cls_layers], dim=1)
+            states = torch.stack([c.float() for c in layer_cls(model, out.hidden_states, cls_layers)], dim=1)
             cls.append(accelerator.gather_for_metrics(states).cpu())
     logits = torch.cat(logits)
     labels = torch.tensor(dataset.labels)
@@ -444,7 +445,8 @@ def _global_sums(sums: dict, accelerator: Accelerator) -> dict[str, float]:
 def _validate(model, cfg: TrainConfig, run: TrainRun, state: LoopState, session: _Session) -> None:
     """Validation after an epoch: history entry, best-epoch bookkeeping, early stopping."""
     epoch, n, sums = state.epoch, state.examples_done, state.sums
-    val = evaluate(model, run.val_set, cfg.eval_batch_size, run.accelerator, run.pad_id)
+    # in fp32, as the test pass: the epoch (and a decision threshold) is chosen on the numbers the report shows
+    val = evaluate(model, run.val_set, cfg.eval_batch_size, run.accelerator, run.pad_id, mixed=False)
     val_metrics = classification_metrics(run.val_set.labels, val["logits"], run.label_names)
     entry = {
         "epoch": epoch,

@@ -12,7 +12,9 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
+from distill_lora.config import load_config
 from distill_lora.report.cpu_serving import cpu_choice_sentence
+from distill_lora.train.data import load_splits
 
 runner = CliRunner()
 SOURCES = ["teacher", "student-odd"]
@@ -59,6 +61,31 @@ def test_rows_reuse_the_trained_stages_and_match_their_source(onnx_run):
     results = read(out / "results.json")["comparison"]
     assert sorted(results["onnx_runtime"]["0"]) == sorted(ROWS)
     assert not set(ROWS) & set(results["per_seed"]["0"])
+
+
+def test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time(onnx_run):
+    """Each onnx-int8 row's recorded test logits are what its model.int8.onnx gives, fed one text at a time by hand,
+    and they differ from the fp32 row's.
+
+    Mutations caught: the int8 row evaluating the fp32 file; the int8 test pass batching texts (a text's logits
+    then move with its batch mates and their padding)."""
+    from transformers import AutoTokenizer
+
+    from distill_lora.experiment.onnx_model import ONNX_INT8_FILE, OnnxModel
+
+    seed = onnx_run["out"] / "seed-0"
+    for source in SOURCES:
+        tokenizer = AutoTokenizer.from_pretrained(seed / source)
+        texts = load_splits(load_config(str(seed / source / "config.yaml")).data).test.texts
+        model = OnnxModel(seed / f"{source}-onnx-int8" / ONNX_INT8_FILE)
+        by_hand = []
+        for text in texts:
+            enc = tokenizer([text], truncation=True, max_length=16, return_tensors="pt")
+            by_hand.append(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.numpy())
+        by_hand = np.concatenate(by_hand)
+        _, _, recorded = predictions(seed / f"{source}-onnx-int8")
+        np.testing.assert_allclose(recorded, by_hand, atol=1e-6, rtol=0)
+        assert np.abs(recorded - predictions(seed / f"{source}-onnx")[2]).max() > 1e-5
 
 
 def test_rows_join_only_the_serving_family(onnx_run):

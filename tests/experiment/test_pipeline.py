@@ -83,6 +83,29 @@ def test_epoch_selected_on_validation_and_train_loss_defined(finished_run):
         assert m["train_loss"] == m["validation_history"][m["selected_epoch"] - 1]["train_loss"]
 
 
+def test_the_training_loss_column_is_the_selected_epochs_cross_entropy(finished_run):
+    """The assignment table's Training Loss is each model's mean cross-entropy with the true labels over its selected
+    epoch: the training log's last running mean of that epoch, written by another line than the metrics. For a
+    student it is far from its total distillation loss, which the setup table shows by name.
+
+    Mutation caught: the Training Loss column (or the recorded train_loss) switched to the total loss."""
+    out = finished_run["output"]
+    md = (out / "report.md").read_text()
+    table = md[md.index("| Model Type | Training Loss | Test Set Performance |") :].split("\n\n")[0]
+    cells = {r.split(" | ")[0].lstrip("| "): r.split(" | ")[1] for r in table.splitlines()[2:]}
+    for stage in STAGES:
+        m = json.loads((out / "seed-0" / stage / "metrics.json").read_text())
+        log = [json.loads(line) for line in (out / "seed-0" / stage / "train_log.jsonl").read_text().splitlines()]
+        ce = [r for r in log if r.get("epoch") == m["selected_epoch"]][-1]["ce"]
+        assert float(cells[m["model_type"]]) == pytest.approx(ce, abs=5e-4), stage  # shown to 3 decimals
+        if stage.startswith("student"):
+            selected = m["validation_history"][m["selected_epoch"] - 1]
+            w = m["loss_weights"]
+            parts = w["w_ce"] * ce + w["w_kl"] * selected["train_kl"] + w["w_cos"] * selected["train_cos"]
+            assert m["train_total_loss"] == pytest.approx(parts, abs=1e-5)  # the total is the weighted sum
+            assert abs(m["train_total_loss"] - ce) > 0.1  # so a switch of the two cannot pass
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_reloaded_folder_reproduces_recorded_test_predictions(finished_run, stage):
     d = finished_run["output"] / "seed-0" / stage
@@ -260,6 +283,31 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
     out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0)
     torch.testing.assert_close(fresh["logits"], torch.from_numpy(out["logits"]))
     assert not torch.allclose(fresh["logits"], tensors["logits"])
+    again = ["distill", "--layers", "even", "--config", cfg, "--set", "distill.w_hidden=0.5"]
+    assert_a_retrained_teacher_gets_new_targets(seed, train, [*again, "--set", "teacher.train.lr=3e-3"])
+
+
+def assert_a_retrained_teacher_gets_new_targets(seed, train, args):
+    """The same teacher config trained again (another machine, a deleted folder) gives other weights: its students
+    must be distilled from its own outputs, never from the cached outputs of the teacher it replaced.
+
+    Mutation caught: the teacher-logit cache keyed on the teacher's config alone (not on its weights)."""
+    from safetensors.torch import load_file, save_file
+
+    from distill_lora.train.sources import files_sha256
+
+    weights = seed / "teacher" / "model.safetensors"
+    state = load_file(weights)
+    save_file({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}, weights)
+    metrics = json.loads((seed / "teacher" / "metrics.json").read_text())
+    metrics["weights_sha256"] = files_sha256([weights])  # as the teacher stage records a training run's weights
+    (seed / "teacher" / "metrics.json").write_text(json.dumps(metrics))
+    before = set((seed / "cache").glob("*-cls-2-4-6.safetensors"))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (new,) = set((seed / "cache").glob("*-cls-2-4-6.safetensors")) - before
+    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0)
+    torch.testing.assert_close(load_file(new)["logits"], torch.from_numpy(out["logits"]))
 
 
 def test_two_seed_compare(tiny_bert6, tiny_data, tmp_path):

@@ -82,15 +82,19 @@ def test_compare_writes_int8_rows(finished_run):
         assert m["weights_bytes"] < m["fp32_weights_bytes"] <= src["weights_bytes"]
         assert "latency_ms_batch1" in m["inference"] and "latency_ms_batch1" in m["fp32_cpu_inference"]
     assert not list(seed.glob("lora-*-int8"))
-    # the weights are not saved because they are rebuilt exactly: the recorded test logits say so
+    # the weights are not saved because they are rebuilt exactly: the recorded test logits say so. They were taken one
+    # text at a time: int8 activations are quantised per input tensor, so batched, a text's logits move with its
+    # batch mates (mutation caught: the int8 test pass batching texts)
     cfg = load_config(str(finished_run["config"]))
     ctx = pipeline.prepare(cfg)
     q = quantize_dynamic_int8(load_stage_model(seed / "student-odd"))
-    logits = trainer.evaluate(q, ctx.encoded["test"], 32, PlainCpu(), ctx.pad_id, mixed=False)["logits"]
+    logits = trainer.evaluate(q, ctx.encoded["test"], 1, PlainCpu(), ctx.pad_id, mixed=False)["logits"]
     recorded = [
         json.loads(line) for line in (seed / "student-odd-int8" / "test_predictions.jsonl").read_text().splitlines()
     ]
     np.testing.assert_array_equal(logits, np.array([r["logits"] for r in recorded], dtype=np.float32))
+    batched = trainer.evaluate(q, ctx.encoded["test"], 32, PlainCpu(), ctx.pad_id, mixed=False)["logits"]
+    assert np.abs(batched - logits).max() > 1e-4
     # the report treats them as rows: every table, the pairs, and one sentence each in the analysis
     report = (out / "report.md").read_text()
     assert (

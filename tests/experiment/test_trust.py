@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import write_jsonl
+from sklearn.metrics import f1_score
 
 from distill_lora.config import DataConfig, load_config
 from distill_lora.errors import UserError
@@ -370,3 +372,89 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
         assert pipeline._device() == f"cpu ({torch.get_num_threads()} threads)"
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert pipeline._device().startswith("2 processes × ")
+
+
+@pytest.fixture(scope="module")
+def selected_not_last(tiny_bert6, tiny_data, tmp_path_factory):
+    """A teacher trained 4 epochs at a high learning rate, selected on validation loss: epoch 2 wins, and the epochs'
+    validation losses differ by more than 1e-3, so a saved model of the wrong epoch cannot pass for the right one.
+    Its decision threshold is tuned (train.tune_threshold)."""
+    from conftest import tiny_config
+    from typer.testing import CliRunner
+
+    from distill_lora.cli import app
+
+    tmp = tmp_path_factory.mktemp("selected")
+    settings = {"epochs": 4, "tune_threshold": True, "select_metric": "loss"}
+    cfg = tiny_config(tmp, tiny_bert6, tiny_data, teacher={"train": {"lr": 1e-2}}, train=settings)
+    result = CliRunner().invoke(app, ["train-teacher", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    return {"config": cfg, "stage": tmp / "run" / "seed-0" / "teacher"}
+
+
+def evaluate_saved(config, folder, split: str) -> dict:
+    """The saved stage folder run on a split by hand, in fp32: {"logits", "loss"}."""
+    from distill_lora.experiment import pipeline
+    from distill_lora.train import trainer
+    from distill_lora.train.models import load_stage_model
+
+    ctx = pipeline.prepare(load_config(str(config)))
+    accelerator = trainer.make_accelerator("fp32")
+    return trainer.evaluate(load_stage_model(folder), ctx.encoded[split], 32, accelerator, ctx.pad_id)
+
+
+def test_the_saved_model_is_the_selected_epochs_not_the_last(selected_not_last):
+    """Mutation caught: the best-epoch reload removed (the last epoch's weights saved and tested). The margin is wide:
+    the selected epoch's validation loss is matched to 1e-5, and every other epoch's is > 1e-3 away."""
+    m = json.loads((selected_not_last["stage"] / "metrics.json").read_text())
+    losses = [h["val_loss"] for h in m["validation_history"]]
+    assert m["selected_epoch"] == losses.index(min(losses)) + 1 < len(losses)
+    chosen = losses[m["selected_epoch"] - 1]
+    assert min(abs(x - chosen) for i, x in enumerate(losses) if i != m["selected_epoch"] - 1) > 1e-3
+    val = evaluate_saved(selected_not_last["config"], selected_not_last["stage"], "validation")
+    assert val["loss"] == pytest.approx(chosen, abs=1e-5)
+
+
+def test_the_decision_threshold_is_tuned_on_validation_never_on_test(selected_not_last):
+    """train.tune_threshold through a stage: the stored cut is the validation macro-F1 optimum of the saved model's
+    validation logits; tuned on the test logits it would be another cut.
+
+    Mutation caught: the threshold tuned on the test split's labels and logits."""
+    from distill_lora.metrics import tune_threshold
+
+    folder, config = selected_not_last["stage"], selected_not_last["config"]
+    splits = load_splits(load_config(str(config)).data)
+    stored = json.loads((folder / "decision.json").read_text())
+    val = evaluate_saved(config, folder, "validation")
+    test = evaluate_saved(config, folder, "test")
+    # the cut is one of the validation texts' p(toxic), reproduced here to 1e-7; the test-tuned cut is one of the test
+    # texts' p(toxic), > 1e-5 away on this run (200 times the tolerance)
+    assert stored["threshold"] == pytest.approx(tune_threshold(splits.validation.labels, val["logits"]), abs=1e-7)
+    assert abs(stored["threshold"] - tune_threshold(splits.test.labels, test["logits"])) > 1e-5
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["threshold"] == stored["threshold"]
+    rows = [json.loads(line) for line in (folder / "test_predictions.jsonl").read_text().splitlines()]
+    p = np.exp(test["logits"][:, 1]) / np.exp(test["logits"]).sum(1)
+    assert [r["pred_threshold"] for r in rows] == (p >= stored["threshold"]).astype(int).tolist()
+    want = f1_score(splits.test.labels, (p >= stored["threshold"]).astype(int), average="macro")
+    assert m["test_at_threshold"]["macro_f1"] == pytest.approx(want)
+
+
+def test_validation_runs_in_fp32_after_bf16_training(tiny_bert6, tiny_data, tmp_path):
+    """train.precision bf16 (autocast on this CPU): the recorded validation numbers, which choose the epoch, are those
+    of fp32 inference of the saved model, as the test pass's are.
+
+    Mutation caught: validation run under the training autocast (its loss then differs by ~1e-3 in bf16)."""
+    from conftest import tiny_config
+    from typer.testing import CliRunner
+
+    from distill_lora.cli import app
+
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "precision": "bf16"})
+    result = CliRunner().invoke(app, ["train-teacher", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run" / "seed-0" / "teacher"
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["precision"] == "bf16"
+    val = evaluate_saved(cfg, folder, "validation")
+    assert m["validation_history"][0]["val_loss"] == pytest.approx(val["loss"], abs=1e-5)

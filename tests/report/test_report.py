@@ -335,3 +335,24 @@ def test_an_ensemble_of_students_counts_the_teacher_once_in_its_training_time(re
     ]
     assert summary["ensemble-odd+even"]["wall_time_with_teacher_s"]["mean"] == pytest.approx(np.mean(expected))
     assert "wall_time_with_teacher_s" not in summary["lora-student"]  # LoRA adapts the pretrained model
+
+
+def test_training_time_means_the_models_own_training_loop(results, tmp_path):
+    """One meaning of "training time" in the report: the stage's own loop (wall_time_s). A student's teacher-logit
+    pass is not folded into it, and its teacher's training is added only where the report says so by name.
+
+    Mutation caught: the summary's training-time sentence adding the teacher-logit pass to a student's time."""
+    results = json.loads(json.dumps(results))
+    for stages in results["comparison"]["per_seed"].values():
+        stages["student-odd"]["teacher_targets"] = {"time_s": 30.0, "peak_memory_bytes": 2**20, "reused": False}
+    write_report(tmp_path, results, resamples=50)
+    md = (tmp_path / "report.md").read_text()
+    odd = np.mean([s["student-odd"]["wall_time_s"] for s in results["comparison"]["per_seed"].values()])
+    teacher = np.mean([s["teacher"]["wall_time_s"] for s in results["comparison"]["per_seed"].values()])
+    lora = np.mean([s["lora-student"]["wall_time_s"] for s in results["comparison"]["per_seed"].values()])
+    assert "training time (each model's own training loop): " in md
+    assert (
+        f"student-odd {odd:.0f} s ({odd / lora:.1f}× lora-student; {(odd + teacher) / lora:.1f}× with its "
+        f"teacher's training, {teacher:.0f} s)" in md
+    )
+    assert "counting the teacher it needs" not in md and "(with teacher " not in md

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FILLER, WORDS_CLEAN, WORDS_TOXIC, tiny_config, tiny_texts
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
-from distill_lora.config import LoraConfig
+from distill_lora.config import DistillConfig, LoraConfig
 from distill_lora.errors import UserError
-from distill_lora.train import families
+from distill_lora.train import families, trainer
+from distill_lora.train.data import Encoded, Split, make_collate
 from distill_lora.train.families import FAMILIES, family_of
 from distill_lora.train.models import (
     add_lora,
@@ -28,6 +29,7 @@ from distill_lora.train.models import (
     pooler_decision,
     resolve_layers,
 )
+from distill_lora.train.steps import distill_step
 
 DEPTH = 4
 SIZE = dict(hidden_size=32, num_hidden_layers=DEPTH, num_attention_heads=2, intermediate_size=48)
@@ -295,6 +297,28 @@ def assert_shared_parts_equal(teacher, student, family):
         assert all(torch.equal(ts[k], ss[k]) for k in ts), (family.name, prefix)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_hidden_state_loss_of_an_exact_prefix_student_is_zero(family_folders, kind):
+    """A student made of the teacher's first two layers computes exactly what they compute, so the hidden-state term
+    is 0 when both sides read the same layers' outputs on the same footing.
+
+    Mutations caught: the student side reading hidden_states[i] for [i + 1] (its embeddings against teacher layer
+    1); and, for ModernBERT, the student's last layer read after the final norm while the teacher's layer 2 is
+    read before it (no norm in family.final_norm)."""
+    teacher = teacher_of(family_folders[kind])
+    tokenizer = AutoTokenizer.from_pretrained(family_folders[kind])
+    split = Split(texts=["you are a stupid idiot", "lovely sunny music festival in the park"], labels=[1, 0])
+    encoded = Encoded(split, tokenizer, max_length=32)
+    layers = [1, 2]
+    targets = trainer.evaluate(teacher, encoded, 2, trainer.make_accelerator("fp32"), tokenizer.pad_token_id, layers)
+    targets = {"logits": torch.from_numpy(targets["logits"]), "cls": targets["cls"]}
+    step = distill_step(targets, DistillConfig(w_hidden=1.0), n_layers=len(layers))
+    student = make_student(teacher, layers).eval()
+    with torch.no_grad():
+        _, parts = step(student, make_collate(tokenizer.pad_token_id)([encoded[0], encoded[1]]))
+    assert float(parts["hidden"]) < 1e-5, kind
+
+
 def test_a_deberta_v2_conv_follows_the_students_first_layer(family_folders):
     """DeBERTa-v2 xlarge/xxlarge convolve after the first layer: a student does so after its own first layer."""
     config = AutoModelForSequenceClassification.from_pretrained(family_folders["deberta-v2"]).config
@@ -427,6 +451,20 @@ def test_a_target_missing_from_the_family_names_its_own(family_folders):
     model = load_classifier(str(family_folders["deberta-v2"]), ["no", "yes"], log=lambda line: None)
     with pytest.raises(UserError, match=r"\['query', 'value'\] not found .* DeBERTa-v2/v3 .* query_proj, value_proj"):
         add_lora(model, LoraConfig(target_modules=["query", "value"]))
+
+
+def test_a_head_with_one_tell_tale_tensor_moved_counts_as_trained(family_folders):
+    """lora.train_pooler auto: a pooler is 'never trained' only when every tell-tale tensor holds its initial value.
+    ModernBERT's head has three (dense.bias, norm.weight, norm.bias): one moved means the head was trained, so it
+    stays as pretrained (near-equivalent on real checkpoints, where all three move; kept because it costs 0.1 s).
+
+    Mutation caught: all(...) → any(...) in pooler_decision."""
+    model = load_classifier(str(family_folders["modernbert"]), ["not toxic", "toxic"], log=lambda line: None)
+    assert pooler_decision(model, "auto")[0] is True  # fresh: all three at their initial values
+    with torch.no_grad():
+        model.head.dense.bias.add_(0.01)
+    train, why = pooler_decision(model, "auto")
+    assert train is False and "head was trained (its bias moved" in why
 
 
 # ---------------------------------------------------------------- the whole compare, then export, predict, serve
