@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint bench install clean-runs
+.PHONY: demo test lint bench install clean-runs mutants
 
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# break chosen lines of the package on purpose (scripts/mutants.py lists them) and check a test fails for each
+mutants: $(TEST_STAMP)
+	$(BIN)/python scripts/mutants.py
 
 # ruff: formatting and the rule set in pyproject.toml (CI runs it before the tests)
 lint: $(STAMP)
