@@ -127,6 +127,14 @@ MUTANTS = [
         tests=("tests/experiment/test_trust.py::test_validation_runs_in_fp32_after_bf16_training",),
     ),
     Mutant(
+        name="test-pass-autocast",
+        why="the test pass after bf16 training runs under autocast: plain inference does not reproduce its predictions",
+        file="distill_lora/experiment/pipeline.py",
+        snippet="accelerator, ctx.pad_id, mixed=False)",
+        replacement="accelerator, ctx.pad_id)",
+        tests=("tests/experiment/test_trust.py::test_validation_runs_in_fp32_after_bf16_training",),
+    ),
+    Mutant(
         name="threshold-on-test",
         why="the decision threshold is tuned on the test split's labels and logits",
         file="distill_lora/experiment/pipeline.py",

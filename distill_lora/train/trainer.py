@@ -101,9 +101,10 @@ def evaluate(
         )
     )
     logits, cls = [], []
+    forward = model if mixed else fp32_forward(model, accelerator)
     for batch in loader:
         with accelerator.autocast() if mixed else contextlib.nullcontext():
-            out = model(
+            out = forward(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 output_hidden_states=cls_layers is not None,
@@ -118,6 +119,13 @@ def evaluate(
     if cls_layers is not None:
         result["cls"] = torch.cat(cls)  # (N, len(cls_layers), H)
     return result
+
+
+def fp32_forward(model, accelerator: Accelerator):
+    """The model's own forward, without the autocast that accelerator.prepare wraps around it in a mixed-precision
+    run (an outer context cannot switch that off): fp32 inference of a model prepared for bf16/fp16 training."""
+    inner = accelerator.unwrap_model(model)
+    return getattr(inner, "_original_forward", inner)
 
 
 @dataclass

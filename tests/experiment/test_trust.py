@@ -441,20 +441,30 @@ def test_the_decision_threshold_is_tuned_on_validation_never_on_test(selected_no
 
 
 def test_validation_runs_in_fp32_after_bf16_training(tiny_bert6, tiny_data, tmp_path):
-    """train.precision bf16 (autocast on this CPU): the recorded validation numbers, which choose the epoch, are those
-    of fp32 inference of the saved model, as the test pass's are.
+    """train.precision bf16 (autocast on this CPU): the numbers that choose the epoch and the threshold (validation)
+    and the recorded test logits are those of fp32 inference of the saved model.
 
-    Mutation caught: validation run under the training autocast (its loss then differs by ~1e-3 in bf16)."""
+    Mutations caught: validation, or the test pass, run under the training autocast. accelerate wraps the prepared
+    model's forward in autocast, so an outer context does not switch it off: on this tiny model bf16 moves the
+    logits by ~5e-5 and the validation loss by ~2e-6, against tolerances of 1e-7."""
     from conftest import tiny_config
     from typer.testing import CliRunner
 
     from distill_lora.cli import app
 
-    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1, "precision": "bf16"})
+    settings = {"epochs": 1, "precision": "bf16", "tune_threshold": True}
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, train=settings)
     result = CliRunner().invoke(app, ["train-teacher", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "run" / "seed-0" / "teacher"
     m = json.loads((folder / "metrics.json").read_text())
     assert m["precision"] == "bf16"
+    from distill_lora.metrics import tune_threshold
+
     val = evaluate_saved(cfg, folder, "validation")
-    assert m["validation_history"][0]["val_loss"] == pytest.approx(val["loss"], abs=1e-5)
+    assert m["validation_history"][0]["val_loss"] == pytest.approx(val["loss"], abs=1e-7)
+    splits = load_splits(load_config(str(cfg)).data)
+    assert m["threshold"] == pytest.approx(tune_threshold(splits.validation.labels, val["logits"]), abs=1e-7)
+    test = evaluate_saved(cfg, folder, "test")
+    rows = [json.loads(line) for line in (folder / "test_predictions.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(np.array([r["logits"] for r in rows]), test["logits"], atol=1e-7, rtol=0)
