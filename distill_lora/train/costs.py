@@ -74,6 +74,9 @@ class PlainCpu:
     def gather_for_metrics(self, tensor):
         return tensor
 
+    def unwrap_model(self, model):  # nothing was prepared: the model is its own
+        return model
+
 
 def state_dict_bytes(model) -> int:
     """Bytes of the tensors a saved model holds (its state dict): the fp32 size, counted like int8 sizes."""
