@@ -1,4 +1,5 @@
-"""Command line: parsing only. Every command loads the config, then hands over to pipeline."""
+"""Command line: parses each command's options, then hands over to a room (experiment/ to train and compare, report/ to rebuild
+a report, use/ to predict, export, serve and evaluate)."""
 
 from __future__ import annotations
 
@@ -131,18 +132,6 @@ def _user_errors(action, resume_hint: bool = False):
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _renamed(new_flag: str, new, old_flag: str, old):
-    """The value of an option given under its name (`new`) or its old, hidden name (`old`); None if neither.
-
-    Both given with different values: a UserError (call it inside _user_errors)."""
-    if new is not None and old is not None and new != old:
-        raise UserError(
-            f"{new_flag} {new} and {old_flag} {old} disagree; {old_flag} is the old name of "
-            f"{new_flag}: give only {new_flag}"
-        )
-    return new if new is not None else old
-
-
 def _run(
     action,
     config: str,
@@ -200,6 +189,18 @@ def _run(
     return _user_errors(run, resume_hint=True)
 
 
+def _finish_command(ctx, metrics):
+    from distill_lora.experiment import results
+
+    return results.finish_command(ctx, metrics)
+
+
+def _finish_compare(ctx, result):
+    from distill_lora.experiment import results
+
+    return results.finish_compare(ctx, result)
+
+
 @contextlib.contextmanager
 def _progress_to(json_out: bool, quiet: bool):
     """Progress lines (print, the rich table) go to stderr under --json, nowhere under --quiet."""
@@ -255,7 +256,7 @@ def train_teacher(
 ):
     """Fine-tune the teacher (the full-depth pretrained model) on the task."""
     _run(
-        lambda p, ctx: p.finish_command(ctx, p.run_teacher(ctx)),
+        lambda p, ctx: _finish_command(ctx, p.run_teacher(ctx)),
         config,
         set_,
         output_dir,
@@ -280,7 +281,7 @@ def distill(
     """Distil a student made of the fine-tuned teacher's odd, even or listed layers (trains the teacher first if
     needed)."""
     _run(
-        lambda p, ctx: p.finish_command(ctx, p.run_student(ctx, layers)),
+        lambda p, ctx: _finish_command(ctx, p.run_student(ctx, layers)),
         config,
         set_,
         output_dir,
@@ -300,26 +301,23 @@ def lora(
     set_: Optional[list[str]] = SetOpt,
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
-    old_model: Optional[str] = typer.Option(None, "--model", hidden=True, help="old name of --stage"),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """LoRA fine-tuning of the pretrained teacher's student-sized cut and/or the full teacher."""
 
     def lora_stage() -> str:
-        from distill_lora.config import LORA_MODELS
+        from distill_lora.stage_ids import LORA_STAGES
 
-        value = _renamed("--stage", stage, "--model", old_model)
-        if value is not None and value not in ("all", *LORA_MODELS):
-            flag = "--stage" if stage is not None else "--model"
-            raise UserError(f"{flag} {value!r}: use lora-student, lora-teacher or all")
-        return value or "all"
+        if stage is not None and stage not in ("all", *LORA_STAGES):
+            raise UserError(f"--stage {stage!r}: use lora-student, lora-teacher or all")
+        return stage or "all"
 
     chosen = _user_errors(lora_stage)
 
     def action(p, ctx):
         return [
-            p.finish_command(ctx, p.run_lora(ctx, m)) for m in (ctx.cfg.lora.models if chosen == "all" else [chosen])
+            _finish_command(ctx, p.run_lora(ctx, m)) for m in (ctx.cfg.lora.models if chosen == "all" else [chosen])
         ]
 
     _run(
@@ -347,16 +345,13 @@ def compare(
         help="one student (repeatable), as distill --layers: odd, even, first[:k], "
         "last[:k], distilbert, or 1-based layers like 1,4,7 (overrides distill.layers)",
     ),
-    students: Optional[str] = typer.Option(
-        None, "--students", hidden=True, help="old: named strategies, comma-separated, e.g. odd,even"
-    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """Run every stage for every seed (finished ones are reused), then write and print the comparison."""
-    overrides = _user_errors(lambda: _compare_overrides(set_, seeds, layers, students))
+    overrides = _user_errors(lambda: _compare_overrides(set_, seeds, layers))
     _run(
-        lambda p, ctx: p.finish_compare(ctx, p.run_compare(ctx)),
+        lambda p, ctx: _finish_compare(ctx, p.run_compare(ctx)),
         config,
         overrides,
         output_dir,
@@ -374,31 +369,12 @@ def _student_spec(text: str):
     return [int(p) for p in text.split(",") if p.strip()] if _LAYER_LIST.match(text) else text.strip()
 
 
-def _compare_overrides(
-    set_: Optional[list[str]], seeds: Optional[str], layers: Optional[list[str]], students: Optional[str]
-) -> list[str]:
-    """compare's --set list plus what --seeds, --layers and the old --students override."""
+def _compare_overrides(set_: Optional[list[str]], seeds: Optional[str], layers: Optional[list[str]]) -> list[str]:
+    """compare's --set list plus what --seeds and --layers override."""
     overrides = list(set_ or [])
     if seeds is not None:
         overrides.append(f"seeds=[{seeds}]")
     specs = [_student_spec(v) for v in layers] if layers else None
-    if students is not None:
-        named = [p.strip() for p in students.split(",") if p.strip()]
-        numbers = [p for p in named if p[:1].isdigit()]
-        if numbers:  # the old option split 1,3 into two "students" 1 and 3: say what was meant instead
-            listed = ",".join(numbers)
-            use = " ".join([f"--layers {p}" for p in named if p not in numbers] + [f"--layers {listed}"])
-            raise UserError(
-                f"--students {students}: takes named strategies (odd, even, first[:k], last[:k], "
-                f"distilbert), not layer numbers; for a student of layers {listed} use {use}"
-                + (" (one --layers per student)" if len(named) > len(numbers) else "")
-            )
-        if specs is not None and specs != named:
-            raise UserError(
-                f"--layers {' --layers '.join(layers)} and --students {students} disagree; --students is "
-                "the old name of --layers: give only --layers (once per student)"
-            )
-        specs = named
     if specs is not None:
         overrides.append(f"distill.layers={json.dumps(specs)}")  # JSON is YAML: [1, 3] stays one student
     return overrides
@@ -487,13 +463,11 @@ def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_se
 
 
 def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bootstrap_seed=None) -> Path:
-    """write_report with the run's stored report settings, flags overriding; results["report_settings_source"]
-    tells the report where each setting came from."""
+    """write_report with the run's stored report settings, flags overriding."""
     from distill_lora.report.analysis import report_settings
     from distill_lora.report.write import write_report
 
-    values, source = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)
-    results["report_settings_source"] = source
+    values = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)
     out, _ = write_report(run_dir, results, values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"])
     return out
 
@@ -509,9 +483,9 @@ def retime(
         if repeats < 1:
             raise UserError(f"--repeats {repeats}: use at least 1 (e.g. the default 5)")
         _quiet_libraries()
-        from distill_lora.experiment.timing import retime_run
+        from distill_lora.experiment.results import retime
 
-        print(f"report: {retime_run(Path(run_dir), repeats)}")
+        print(f"report: {retime(Path(run_dir), repeats)}")
 
     _user_errors(action)
 
@@ -670,21 +644,13 @@ BackendOpt = typer.Option(
     help="torch, onnx or onnx-int8 (ONNX Runtime, CPU; needs a folder from `export --onnx`); "
     "default: onnx for such a folder, else torch",
 )
-OldModelOpt = typer.Option(None, "--model", hidden=True, help="old name of --stage")
-OldSeedOpt = typer.Option(None, "--seed", hidden=True, help="old name of --trained-seed")
 
 
-def _model_dir(
-    run_dir: str, stage: Optional[str], old_model: Optional[str], trained_seed: Optional[int], old_seed: Optional[int]
-) -> Path:
-    """The folder that predict, export and serve load: --stage/--trained-seed, or their old names."""
+def _model_dir(run_dir: str, stage: Optional[str], trained_seed: Optional[int]) -> Path:
+    """The folder that predict, export and serve load (--stage, --trained-seed)."""
     from distill_lora.use.predict import find_model_dir
 
-    return find_model_dir(
-        run_dir,
-        _renamed("--stage", stage, "--model", old_model),
-        _renamed("--trained-seed", trained_seed, "--seed", old_seed),
-    )
+    return find_model_dir(run_dir, stage, trained_seed)
 
 
 @command()
@@ -705,8 +671,6 @@ def predict(
         None, "--batch-size", help="texts per forward pass (default: the stage's eval_batch_size)"
     ),
     backend: Optional[str] = BackendOpt,
-    old_model: Optional[str] = OldModelOpt,
-    old_seed: Optional[int] = OldSeedOpt,
 ):
     """Classify texts with a trained stage: one line per text (label, p(positive) or, with more than two classes,
     p(label), text), or --json with every class's probability."""
@@ -719,7 +683,7 @@ def predict(
             problem = text_problem(text)
             if problem:
                 raise UserError(f"text argument {i} {problem}")
-        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
+        model_dir = _model_dir(run_dir, stage, trained_seed)
         predictor = load_predictor(model_dir, batch_size=batch_size, backend=backend)
         all_texts = list(texts or []) + (read_texts_file(file, predictor.text_column) if file else [])
         if not all_texts:
@@ -746,8 +710,6 @@ def export(
         help="also write model.onnx and an int8 model.int8.onnx for ONNX Runtime (LoRA merged first); "
         "checked on validation",
     ),
-    old_model: Optional[str] = OldModelOpt,
-    old_seed: Optional[int] = OldSeedOpt,
 ):
     """Write a stage as a self-contained Hugging Face folder with a model card (README.md)."""
 
@@ -755,7 +717,7 @@ def export(
         _quiet_libraries()
         from distill_lora.use.export import export_model
 
-        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
+        model_dir = _model_dir(run_dir, stage, trained_seed)
         export_info = export_model(
             model_dir, out_dir, merge=merge, log=lambda line: typer.echo(line, err=True), onnx=onnx
         )
@@ -772,8 +734,6 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
     port: int = typer.Option(8000, "--port", help="port to listen on"),
     backend: Optional[str] = BackendOpt,
-    old_model: Optional[str] = OldModelOpt,
-    old_seed: Optional[int] = OldSeedOpt,
 ):
     """Serve a web page and a JSON API (POST /api/predict) around one trained stage."""
 
@@ -786,7 +746,7 @@ def serve(
         _quiet_libraries()
         from distill_lora.use.serve import bind, create_app
 
-        model_dir = _model_dir(run_dir, stage, old_model, trained_seed, old_seed)
+        model_dir = _model_dir(run_dir, stage, trained_seed)
         sock = bind(host, port)  # a busy port fails here, in one line, before "serving" is printed
         with sock:
             app_ = create_app(model_dir, backend=backend)

@@ -156,12 +156,9 @@ class DistillConfig:
     train: dict = _f({}, "overrides of the global train block for this stage")
 
 
-LORA_MODELS = LORA_STAGES  # stage ids have one home: stage_ids
-
-
 @dataclass(frozen=True)
 class LoraConfig:
-    models: list = _f(list(LORA_MODELS), "LoRA models that compare trains: lora-student, lora-teacher")
+    models: list = _f(list(LORA_STAGES), "LoRA models that compare trains: lora-student, lora-teacher")
     student_layers: str | list = _f("odd", "layers of the pretrained teacher that make the LoRA student")
     r: int = _f(8, "LoRA rank")
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
@@ -390,8 +387,8 @@ def _validate(cfg: Config) -> None:
     if sum(weights) == 0:
         raise UserError("config: 'distill' weights w_ce, w_kl, w_cos, w_hidden are all 0; give one a positive weight")
     for m in cfg.lora.models:
-        if m not in LORA_MODELS:
-            raise UserError(f"config: 'lora.models' has '{m}'; valid: {', '.join(LORA_MODELS)}")
+        if m not in LORA_STAGES:
+            raise UserError(f"config: 'lora.models' has '{m}'; valid: {', '.join(LORA_STAGES)}")
     lo = cfg.lora
     for key, bad, rule in (
         ("r", lo.r < 1, ">= 1"),

@@ -73,11 +73,15 @@ def test_help_shows_flags_as_flags(command):
     ],
 )
 def test_help_lists_the_new_names_only(command, shown, hidden):
+    """The old names (--model, --seed for the trained seed, --students) were removed: not in the help, and refused
+    as unknown options (click's usage error, exit 2, no traceback)."""
     words = set(help_of(command).replace("│", " ").replace(",", " ").split())
     for name in shown:
         assert name in words, (command, name)
     for name in hidden:
         assert name not in words, (command, name)
+        r = runner.invoke(app, [command, name, "x"])
+        assert r.exit_code == 2 and f"No such option: {name}" in r.output and "Traceback" not in r.output
 
 
 # ---------------------------------------------------------------- predict, export, serve: --stage, --trained-seed
@@ -113,34 +117,11 @@ def use_args(command, tmp_path):
         ([], (None, None)),
         (["--stage", "student-odd", "--trained-seed", "2"], ("student-odd", 2)),
         (["-m", "lora-student"], ("lora-student", None)),
-        (["--model", "student-even", "--seed", "1"], ("student-even", 1)),  # the old names still work
-        (["--stage", "teacher", "--model", "teacher", "--trained-seed", "3", "--seed", "3"], ("teacher", 3)),  # agree
     ],
 )
 def test_stage_and_trained_seed(command, args, want, asked, tmp_path):
     one_error_line(runner.invoke(app, [*use_args(command, tmp_path), *args]), 2, "stop here")
     assert asked == [want]
-
-
-@pytest.mark.parametrize("command", ["predict", "export", "serve"])
-@pytest.mark.parametrize(
-    "args, line",
-    [
-        (
-            ["--stage", "teacher", "--model", "student-odd"],
-            "error: --stage teacher and --model student-odd disagree; --model is the old name of --stage: give only --stage",
-        ),
-        (
-            ["--trained-seed", "1", "--seed", "2"],
-            "error: --trained-seed 1 and --seed 2 disagree; --seed is the old name of --trained-seed: give only "
-            "--trained-seed",
-        ),
-    ],
-)
-def test_old_and_new_name_with_different_values_are_refused(command, args, line, asked, tmp_path):
-    assert one_error_line(runner.invoke(app, [*use_args(command, tmp_path), *args]), 2) == line
-    assert asked == []
-    assert not (tmp_path / "out").exists()
 
 
 def fake_run(tmp_path):
@@ -156,7 +137,6 @@ def fake_run(tmp_path):
     "args, needle",
     [
         (["--trained-seed", "5"], "error: --trained-seed 5: '{run}' has seeds 0"),
-        (["--seed", "5"], "error: --trained-seed 5: '{run}' has seeds 0"),  # the old name finds the same folder
         (
             ["--stage", "student-9"],
             "error: --stage student-9: no such stage in {run}/seed-0; finished stages there: teacher",
@@ -174,7 +154,7 @@ def test_errors_of_the_real_lookup_name_the_new_options(tmp_path, args, needle):
 @pytest.fixture
 def pipeline_rec(monkeypatch, tmp_path):
     """pipeline.prepare records the loaded config; the stages record what they would train."""
-    from distill_lora.experiment import pipeline
+    from distill_lora.experiment import pipeline, results
 
     rec = types.SimpleNamespace(cfgs=[], layer_specs=[], lora=[], compared=0)
 
@@ -196,8 +176,8 @@ def pipeline_rec(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "run_teacher", lambda ctx: {})
     monkeypatch.setattr(pipeline, "run_student", lambda ctx, spec: {})
     monkeypatch.setattr(pipeline, "run_compare", run_compare)
-    monkeypatch.setattr(pipeline, "finish_command", lambda ctx, m: None)
-    monkeypatch.setattr(pipeline, "finish_compare", lambda ctx, r: None)
+    monkeypatch.setattr(results, "finish_command", lambda ctx, m: None)
+    monkeypatch.setattr(results, "finish_compare", lambda ctx, r: None)
     rec.out = ["-o", str(tmp_path / "run")]
     return rec
 
@@ -208,8 +188,6 @@ def pipeline_rec(monkeypatch, tmp_path):
         ([], ["lora-student", "lora-teacher"]),
         (["--stage", "lora-student"], ["lora-student"]),
         (["-m", "lora-teacher"], ["lora-teacher"]),
-        (["--model", "lora-student"], ["lora-student"]),  # the old name
-        (["--stage", "all", "--model", "all"], ["lora-student", "lora-teacher"]),
     ],
 )
 def test_lora_stage(args, trained, pipeline_rec):
@@ -221,13 +199,7 @@ def test_lora_stage(args, trained, pipeline_rec):
 @pytest.mark.parametrize(
     "args, line",
     [
-        (
-            ["--stage", "lora-student", "--model", "lora-teacher"],
-            "error: --stage lora-student and --model lora-teacher disagree; --model is the old name of --stage: give "
-            "only --stage",
-        ),
         (["--stage", "lora-huge"], "error: --stage 'lora-huge': use lora-student, lora-teacher or all"),
-        (["--model", "lora-huge"], "error: --model 'lora-huge': use lora-student, lora-teacher or all"),
     ],
 )
 def test_lora_stage_refusals(args, line, pipeline_rec, tmp_path):
@@ -249,8 +221,6 @@ def test_seed_is_the_training_seed(pipeline_rec):
         (["--layers", "1,3"], [[1, 3]]),  # one student of layers {1, 3}, not two students 1 and 3
         (["-l", "odd", "--layers", "first:2", "--layers", " 2, 4 ,6"], ["odd", "first:2", [2, 4, 6]]),
         (["--layers", "distilbert:3"], ["distilbert:3"]),
-        (["--students", "first,last"], ["first", "last"]),  # the old name
-        (["--students", "odd,last:2", "--layers", "odd", "--layers", "last:2"], ["odd", "last:2"]),  # agree
     ],
 )
 def test_compare_layers(args, students, pipeline_rec):
@@ -261,38 +231,13 @@ def test_compare_layers(args, students, pipeline_rec):
 
 
 def test_compare_layer_list_is_one_student_spec_in_the_config():
-    overrides = cli._compare_overrides(["seed=1"], "0,1", ["1,3", "odd"], None)
+    overrides = cli._compare_overrides(["seed=1"], "0,1", ["1,3", "odd"])
     assert overrides == ["seed=1", "seeds=[0,1]", 'distill.layers=[[1, 3], "odd"]']
     cfg = load_config("default", overrides)
     assert cfg.distill.layers == [[1, 3], "odd"] and cfg.seeds == [0, 1]
     from distill_lora.train.models import resolve_layers
 
     assert [resolve_layers(spec, 6) for spec in cfg.distill.layers] == [[1, 3], [1, 3, 5]]
-
-
-@pytest.mark.parametrize(
-    "args, line",
-    [
-        (
-            ["--students", "1,3"],
-            "error: --students 1,3: takes named strategies (odd, even, first[:k], last[:k], distilbert), not layer numbers; "
-            "for a student of layers 1,3 use --layers 1,3",
-        ),
-        (
-            ["--students", "odd,2,4"],
-            "error: --students odd,2,4: takes named strategies (odd, even, first[:k], last[:k], distilbert), not layer "
-            "numbers; for a student of layers 2,4 use --layers odd --layers 2,4 (one --layers per student)",
-        ),
-        (
-            ["--students", "odd", "--layers", "even"],
-            "error: --layers even and --students odd disagree; --students is the old name of --layers: give only --layers "
-            "(once per student)",
-        ),
-    ],
-)
-def test_compare_students_refusals(args, line, pipeline_rec, tmp_path):
-    assert one_error_line(runner.invoke(app, ["compare", *args, *pipeline_rec.out]), 2) == line
-    assert pipeline_rec.cfgs == [] and not (tmp_path / "run").exists()
 
 
 SPACE = "sweep.space={distill.temperature: {low: 1, high: 4}}"

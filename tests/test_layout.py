@@ -2,6 +2,7 @@
 report never needs torch, and no function is long or takes many arguments without a stated reason."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ MAY_IMPORT = {
     "experiment": {"train", "report"},
     "use": {"train", "report", "experiment"},
 }
-SHIMS = {"serve", "quantize", "models"}  # one-line shims of old import paths (distill_lora/__init__.py)
 # "about 60 lines": 65 as ruff format lays code out (a call too long for one line gets a line per argument)
 MAX_LINES, MAX_ARGS = 65, 8
 # functions allowed past the limits, and why
@@ -72,7 +72,7 @@ def test_rooms_import_only_downward():
     wrong = []
     for rel, tree in modules():
         room = room_of(rel)
-        if room in ("cli", "bench", "__main__", "__init__", "configs", "demo_data") or room in SHIMS:
+        if room in ("cli", "bench", "__main__", "__init__", "configs", "demo_data"):
             continue
         allowed = SHARED | {room} | MAY_IMPORT.get(room, set())
         for target in imported(tree):
@@ -116,16 +116,79 @@ def test_functions_are_short_and_take_few_arguments():
     )
 
 
-def test_old_import_paths_are_shims_of_the_new_ones():
-    """The documented uvicorn factory path and the int8 recipe's names from before the rooms still resolve."""
-    from importlib import import_module
+def module_names() -> set[str]:
+    """Every module of the package as a dotted path below it ("experiment.pipeline", "config")."""
+    return {".".join(rel.with_suffix("").parts).removesuffix(".__init__") for rel, _ in modules()}
 
-    for old, new, name in (
-        ("serve", "use.serve", "app_from_env"),
-        ("quantize", "experiment.quantize", "quantize_dynamic_int8"),
-        ("models", "train.models", "load_stage_model"),
-    ):
-        assert getattr(import_module(f"distill_lora.{old}"), name) is getattr(
-            import_module(f"distill_lora.{new}"), name
-        )
-        assert len((PKG / f"{old}.py").read_text().splitlines()) <= 4  # a shim, not a second home
+
+def import_graph() -> dict[str, set[str]]:
+    """module → the package's modules it imports anywhere in its file (function-local imports included).
+
+    `from distill_lora.experiment import pipeline` imports the module experiment.pipeline (and the package
+    experiment/__init__); `from distill_lora.train.models import x` the module train.models."""
+    names, graph = module_names(), {}
+    for rel, tree in modules():
+        me = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distill_lora"):
+                base = node.module.removeprefix("distill_lora").lstrip(".")
+                deps.add(base)
+                deps |= {f"{base}.{a.name}".lstrip(".") for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.removeprefix("distill_lora.") for a in node.names if a.name.startswith("distill_lora.")}
+        graph[me] = (deps & names) - {me}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: each strongly connected group of two or more modules, sorted (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    """No module imports, even inside a function, one that imports it back (directly or round a longer loop)."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_module_is_named_in_the_architecture_doc_and_the_package_docstring():
+    """docs/architecture.md and distill_lora/__init__.py each name every module (as `module` or room/module), so a
+    newcomer finds any file's place in seconds."""
+    doc = (PKG.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    docstring = ast.get_docstring(ast.parse((PKG / "__init__.py").read_text(encoding="utf-8")))
+    missing = []
+    for name in sorted(module_names() - {"", "__main__", "__init__"}):
+        short = name.split(".")[-1]
+        for where, text in (("docs/architecture.md", doc), ("distill_lora/__init__.py", docstring)):
+            if not re.search(rf"(?<![\w.]){short}(?!\w)", text):
+                missing.append(f"{name} in {where}")
+    assert not missing, "modules not named:\n" + "\n".join(missing)

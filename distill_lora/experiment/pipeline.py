@@ -17,12 +17,10 @@ from safetensors.torch import load_file, save_file
 
 from distill_lora.config import Config, config_hash
 from distill_lora.errors import UserError
-from distill_lora.experiment.runs import provenance, seed_dir, stage_dir, stage_is_done, write_test_predictions
+from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import run_stage, say, train_model
-from distill_lora.experiment.tracking import log_report
 from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
 from distill_lora.metrics import (
-    class_shares,
     classification_metrics,
     majority_baseline,
     prediction_record,
@@ -42,7 +40,7 @@ from distill_lora.stage_ids import (
 )
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
-from distill_lora.train.data import Encoded, Splits, load_splits, overlap_summary
+from distill_lora.train.data import Encoded, Splits, load_splits
 from distill_lora.train.models import (
     LORA_BASE_DIR,
     add_lora,
@@ -514,102 +512,3 @@ def _read_predictions(output_dir: Path, seed: int, stage: str) -> dict:
         for line in (stage_dir(output_dir, seed, stage) / "test_predictions.jsonl").read_text().splitlines()
     ]
     return prediction_record([r["pred"] for r in rows], softmax(np.array([r["logits"] for r in rows])))
-
-
-def write_run_files(ctx: Context, device: str) -> None:
-    if distributed.is_main():
-        atomic_write_json(
-            ctx.output_dir / "run.json",  # appends this command to the run's history
-            provenance(device, ctx.splits.fingerprint, read_json_or_none(ctx.output_dir / "run.json")),
-        )
-
-
-def gather_results(output_dir: Path) -> dict:
-    """All finished stages under OUTPUT_DIR, by seed."""
-    out = {}
-    for sd in sorted(Path(output_dir).glob("seed-*")):
-        for st in sorted(sd.iterdir()):
-            if (st / "DONE").exists() and (st / "metrics.json").exists():
-                out.setdefault(sd.name, {})[st.name] = read_json(st / "metrics.json")
-    return out
-
-
-def data_summary(ctx: Context) -> dict:
-    """Sizes, class balance, token lengths, truncation, duplicates and overlaps of the splits."""
-    splits = {}
-    for s in ("train", "validation", "test"):
-        enc = ctx.encoded[s]
-        q = np.percentile(enc.full_lengths, [50, 90, 99, 100])
-        splits[s] = {
-            "n": len(enc),
-            **class_shares(enc.labels, ctx.cfg.data.label_names),
-            "truncated_share": enc.n_truncated / len(enc),
-            "length_percentiles": dict(zip(("p50", "p90", "p99", "max"), map(float, q))),
-        }
-    return {
-        "source": ctx.cfg.data.source,
-        "max_length": ctx.cfg.data.max_length,
-        "splits": splits,
-        "overlap": overlap_summary(ctx.splits),
-        "drop_duplicates": ctx.cfg.data.drop_duplicates,
-        "notes": ctx.splits.notes,
-    }
-
-
-def _device() -> str:
-    """This process's device in the words of trainer.device_name, without making an Accelerator (that would
-    reset accelerate's process-wide state)."""
-    name = (
-        f"cpu ({torch.get_num_threads()} threads)"
-        if distributed.use_cpu()
-        else torch.cuda.get_device_name(int(os.environ.get("LOCAL_RANK", "0")))
-    )
-    n = distributed.world_size()
-    return name if n == 1 else f"{n} processes × {name}"
-
-
-def finish_command(ctx: Context, metrics: dict) -> dict:
-    """After a single-stage command: record provenance."""
-    write_run_files(ctx, _device())
-    return metrics
-
-
-def finish_compare(ctx: Context, result: dict) -> dict:
-    """After compare: provenance, results.json, report.md, results.csv, plots, and the table on the terminal."""
-    from distill_lora.report.analysis import REPORT_SETTINGS
-    from distill_lora.report.write import print_table, write_report
-
-    device = _device()
-    if not distributed.is_main():
-        return result
-    write_run_files(ctx, device)
-    r = ctx.cfg.report
-    # stored so that `report` and `evaluate` rebuild with the run's own settings
-    settings = {key: getattr(r, key) for key in REPORT_SETTINGS}
-    results = {
-        "comparison": result,
-        "data": data_summary(ctx),
-        "run": {"device": device},
-        "all_stages": gather_results(ctx.output_dir),
-        "report_settings": settings,
-    }
-    if r.measure_speed:  # every model timed together; kept as it was when no stage changed
-        from distill_lora.experiment.timing import time_run
-
-        previous = read_json_or_none(ctx.output_dir / "results.json", {}).get("timings")
-        results["timings"] = time_run(
-            ctx.output_dir,
-            result,
-            ctx.encoded["validation"],
-            ctx.pad_id,
-            torch.device("cuda" if torch.cuda.is_available() else "cpu"),
-            previous,
-        )
-    atomic_write_json(ctx.output_dir / "results.json", results)
-    results["report_settings_source"] = {key: "config" for key in settings}
-    report, summary = write_report(ctx.output_dir, results, r.bootstrap_resamples, r.bootstrap_seed, r.alpha)
-    print_table(result, summary)
-    say(f"report: {report}")
-    trackers = dict.fromkeys(t for sec in ("teacher", "distill", "lora") for t in ctx.cfg.stage_train(sec).report_to)
-    log_report(list(trackers), ctx.output_dir, report)  # report.md and the plots, as artefacts (MLflow, W&B)
-    return result

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from distill_lora.config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
 from distill_lora.errors import UserError
-from distill_lora.experiment import pipeline
+from distill_lora.experiment import pipeline, results
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
 from distill_lora.experiment.stage import tracker_run, train_model
 from distill_lora.files import atomic_write_json, atomic_write_text
@@ -134,7 +134,7 @@ def _retrain_best(ctx, bcfg, layers) -> dict:
         metrics = pipeline.run_teacher(bctx)
     else:
         metrics = pipeline.run_lora(bctx, stage)
-    pipeline.finish_command(bctx, metrics)
+    results.finish_command(bctx, metrics)
     return metrics
 
 

@@ -75,22 +75,16 @@ def onnx_stage_ids(result: dict) -> list[str]:
 REPORT_SETTINGS = ("bootstrap_resamples", "bootstrap_seed", "alpha", "primary", "target_difference", "serving_margin")
 
 
-def report_settings(results: dict, **flags) -> tuple[dict, dict]:
-    """The settings a rebuilt report uses (REPORT_SETTINGS) and where each came from:
-    "command line" (a flag given: not None), "results.json" (the run's own, stored by compare), or "default"
-    (the config default, for a results.json from before the settings were stored)."""
+def report_settings(results: dict, **flags) -> dict:
+    """The settings a rebuilt report uses (REPORT_SETTINGS): a flag given (not None), else the run's own (stored in
+    results.json by compare), else the config default (a results.json from before the settings were stored)."""
     from distill_lora.config import ReportConfig
 
     default, stored = ReportConfig(), results.get("report_settings") or {}
-    values, source = {}, {}
-    for key in REPORT_SETTINGS:
-        if flags.get(key) is not None:
-            values[key], source[key] = flags[key], "command line"
-        elif key in stored:
-            values[key], source[key] = stored[key], "results.json"
-        else:
-            values[key], source[key] = getattr(default, key), "default"
-    return values, source
+    return {
+        key: flags[key] if flags.get(key) is not None else stored.get(key, getattr(default, key))
+        for key in REPORT_SETTINGS
+    }
 
 
 ENSEMBLES = ((STUDENT_ODD, STUDENT_EVEN), (STUDENT_ODD, STUDENT_EVEN, LORA_STUDENT))

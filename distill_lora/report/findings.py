@@ -335,59 +335,6 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     return found
 
 
-def _finding(summary: dict, pairs: list[dict], a: str, b: str) -> dict | None:
-    p = find_pair(pairs, a, b)
-    if p is None:
-        return None
-    d = p.get("method_level") or p["diff"]
-    if p["a"] != a:  # the pair was tested as B − A: report A − B, in the order asked
-        d = {
-            m: {**x, "point": -x["point"], "low": -x["high"], "high": -x["low"]}
-            | ({"per_seed": [-v for v in x["per_seed"]]} if "per_seed" in x else {})
-            for m, x in d.items()
-        }
-    return {
-        "a": a,
-        "b": b,
-        "macro_f1_a": summary[a]["macro_f1"]["mean"],
-        "macro_f1_b": summary[b]["macro_f1"]["mean"],
-        "diff": d,
-        "verdict": p["verdict"],
-        "winner": p["winner"],
-        "p_holm": p["p_holm"],
-        "family": p["family"],
-        "verdict_basis": p["verdict_basis"],
-        "detectable_macro_f1": (p.get("power") or {}).get("mdd", {}).get("macro_f1"),
-    }
-
-
-def key_findings(result: dict, summary: dict, pairs: list[dict]) -> dict:
-    """The numbers a five-line summary needs: the two questions' pairs (A − B with CI and verdict) and costs."""
-    students = [s for s in (STUDENT_ODD, STUDENT_EVEN) if s in summary]
-    best = max(students, key=lambda s: summary[s]["macro_f1"]["mean"]) if students else None
-    groups = groups_of(result)
-    return {
-        "n_seeds": len(result["seeds"]),
-        "n_test": len(result["test_labels"]),
-        "n_groups": len(set(groups)) if groups is not None else None,
-        "verdict_basis": pairs[0]["verdict_basis"] if pairs else None,
-        "odd_vs_even": _finding(summary, pairs, STUDENT_ODD, STUDENT_EVEN),
-        "distill_vs_lora": _finding(summary, pairs, best, LORA_STUDENT) if best else None,
-        "costs": {
-            s: {
-                "train_time_s": x["wall_time_s"]["mean"],
-                "train_time_with_teacher_s": x.get("wall_time_with_teacher_s", {}).get("mean"),
-                "trainable_params": x["trainable_params"],
-                "total_params": x["total_params"],
-                "depth": x["depth"],
-                "latency_ms_batch1": x.get("latency_ms_batch1", {}).get("mean"),
-            }
-            for s, x in summary.items()
-            if not is_derived(s) and not x.get("quantized_from")
-        },
-    }
-
-
 def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
     """The report's Analysis section as markdown lines."""
     ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)

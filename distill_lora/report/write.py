@@ -20,6 +20,7 @@ from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_d
 from distill_lora.metrics import recorded_probabilities
 from distill_lora.report.analysis import (
     add_ensembles,
+    find_pair,
     int8_comparisons,
     n_classes,
     report_settings,
@@ -73,14 +74,10 @@ from distill_lora.stage_ids import (
 # ---------------------------------------------------------------- summary and examples
 
 
-def _find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
-    return next((p for p in pairs if {p["a"], p["b"]} == {a, b}), None)
-
-
 def pair_sentence(pairs: list[dict], a: str, b: str, d: int) -> str | None:
     """'A vs B: ...' from the pair's own numbers: the verdict, the macro-F1 difference A − B with its interval, what
     decided it, and, when no difference is shown, how large a difference this design could have detected."""
-    p = _find_pair(pairs, a, b)
+    p = find_pair(pairs, a, b)
     if p is None:
         return None
     sign = 1 if p["a"] == a else -1  # the pair may be stored as (b, a)
@@ -665,7 +662,7 @@ def write_report(
     result = add_ensembles(results["comparison"])
     summary = summarise(result, resamples, boot_seed)
     use_joint_timings(result, summary, results.get("timings"))
-    settings, _ = report_settings(results)  # primary, target_difference, serving_margin: the run's own
+    settings = report_settings(results)  # primary, target_difference, serving_margin: the run's own
     pairs = compare_pairs(
         result,
         alpha,

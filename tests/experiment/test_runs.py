@@ -63,13 +63,13 @@ def test_a_finished_run_has_no_private_files(finished_run):
 
 
 def test_run_json_keeps_every_command(tmp_path, monkeypatch):
-    from distill_lora.experiment import pipeline
+    from distill_lora.experiment import results
 
     ctx = SimpleNamespace(output_dir=tmp_path, splits=SimpleNamespace(fingerprint={"train": "abc"}))
     monkeypatch.setattr("sys.argv", ["distill-lora", "compare"])
-    pipeline.write_run_files(ctx, "cpu (2 threads)")
+    results.write_run_files(ctx, "cpu (2 threads)")
     monkeypatch.setattr("sys.argv", ["distill-lora", "compare", "--seeds", "0,1"])
-    pipeline.write_run_files(ctx, "cpu (1 threads)")
+    results.write_run_files(ctx, "cpu (1 threads)")
     run = json.loads((tmp_path / "run.json").read_text())
     assert [h["argv"] for h in run["history"]] == [
         ["distill-lora", "compare"],

@@ -361,7 +361,7 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
     """finish_* name the device for run.json; making an Accelerator for that would reset accelerate's state."""
     import torch
 
-    from distill_lora.experiment import pipeline
+    from distill_lora.experiment import results
     from distill_lora.train import trainer
 
     def refuse(*args, **kwargs):
@@ -369,9 +369,9 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
 
     monkeypatch.setattr(trainer, "make_accelerator", refuse)
     if not torch.cuda.is_available():
-        assert pipeline._device() == f"cpu ({torch.get_num_threads()} threads)"
+        assert results._device() == f"cpu ({torch.get_num_threads()} threads)"
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert pipeline._device().startswith("2 processes × ")
+    assert results._device().startswith("2 processes × ")
 
 
 @pytest.fixture(scope="module")
