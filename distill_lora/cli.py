@@ -1,5 +1,5 @@
-"""Command line: parses each command's options, then hands over to a room (experiment/ to train and compare, report/ to rebuild
-a report, use/ to predict, export, serve and evaluate)."""
+"""Command line: parses each command's options, then hands over to a room (experiment/ to train and compare,
+report/ to rebuild a report, use/ to predict, export, serve and evaluate)."""
 
 from __future__ import annotations
 
