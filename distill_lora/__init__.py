@@ -3,16 +3,17 @@
 Four rooms, one per product, over a few shared modules (docs/architecture.md says the same, module by module):
 
     train/        one training run: data, sources, families, models, losses, steps, trainer, checkpoint,
-                  distributed, costs
-    experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, quantize, onnx_model,
-                  onnx_runtime, sweep, timing, tracking, validate, outcome
+                  distributed, costs, runtimes (int8 and ONNX forms of a model, and their session), bench
+                  (the training-speed benchmark)
+    experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, quantize, onnx_runtime,
+                  sweep, timing, tracking, validate, outcome
     report/       the report, pure functions of results.json: analysis, verdicts, stats, tables, findings, write,
                   plots, slices, cpu_serving
-    use/          using a finished model: predict, export, model_card, onnx, serve, evaluate
+    use/          using a finished model: predict, export, model_card, serve, evaluate
 
     shared        config (every default, with help), errors, files (atomic writes), faults (test hooks), metrics,
                   stage_ids (what a stage id means), records (StageRecord: what a stage records)
-    top           cli (parsing, then a hand-over to a room) and bench (the speed benchmark) may use everything
+    top           cli (parsing, then a hand-over to a room) may use everything
 
 Layering rules (tests/test_layout.py reads the imports and enforces them):
 - the shared modules import only each other;

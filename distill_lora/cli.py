@@ -571,8 +571,8 @@ def bench(
         if not out.parent.resolve().is_dir() or not os.access(out.parent.resolve(), os.W_OK) or out.is_dir():
             raise UserError(f"--output {output}: cannot write there; pick a file in an existing writable folder")
         _quiet_libraries()
-        from distill_lora.bench import print_report, run_bench
         from distill_lora.files import atomic_write_json
+        from distill_lora.train.bench import print_report, run_bench
 
         report_ = run_bench(quick=quick, batch_sizes=sizes, steps=steps, texts=texts, tokenizer=tokenizer)
         print_report(report_)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from distill_lora.config import load_config
-from distill_lora.experiment.onnx_model import ONNX_FILE, ONNX_INT8_FILE, OnnxModel
 from distill_lora.train.data import Encoded, Split, load_splits, make_collate
+from distill_lora.train.runtimes import ONNX_FILE, ONNX_INT8_FILE, OnnxModel
 from distill_lora.use.export import export_model
 from distill_lora.use.predict import load_predictor
 
@@ -57,8 +57,8 @@ def median_ms(models: dict, batch: dict, repeats: int) -> dict:
 
 
 def torch_bytes(model) -> int:
-    from distill_lora.experiment.quantize import int8_size_bytes
     from distill_lora.train.costs import state_dict_bytes
+    from distill_lora.train.runtimes import int8_size_bytes
 
     try:
         return int8_size_bytes(model)
@@ -68,8 +68,8 @@ def torch_bytes(model) -> int:
 
 def backends(export_dir: Path) -> dict:
     """name → (model, bytes) for every backend available here."""
-    from distill_lora.experiment.quantize import quantize_dynamic_int8
     from distill_lora.train.models import load_stage_model
+    from distill_lora.train.runtimes import quantize_dynamic_int8
 
     fp32 = load_stage_model(export_dir).eval()
     out = {"PyTorch fp32": (fp32, torch_bytes(fp32))}

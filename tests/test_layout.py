@@ -12,7 +12,7 @@ import distill_lora
 PKG = Path(distill_lora.__file__).parent
 # top-level modules every room may use; they import only each other
 SHARED = {"errors", "files", "faults", "config", "metrics", "stage_ids", "records"}
-# what each room may import besides the shared modules and itself (cli and bench, at the top, may import anything)
+# what each room may import besides the shared modules and itself (cli, at the top, may import anything)
 MAY_IMPORT = {
     "train": set(),
     "report": set(),
@@ -72,7 +72,7 @@ def test_rooms_import_only_downward():
     wrong = []
     for rel, tree in modules():
         room = room_of(rel)
-        if room in ("cli", "bench", "__main__", "__init__", "configs", "demo_data"):
+        if room in ("cli", "__main__", "__init__", "configs", "demo_data"):
             continue
         allowed = SHARED | {room} | MAY_IMPORT.get(room, set())
         for target in imported(tree):

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from distill_lora.config import config_hash
-from distill_lora.experiment import onnx_model as onnx
 from distill_lora.experiment.runs import stage_dir, write_test_predictions
 from distill_lora.experiment.stage import run_stage
 from distill_lora.files import make_temp_dir, read_json
 from distill_lora.metrics import classification_metrics
 from distill_lora.records import StageRecord
 from distill_lora.stage_ids import onnx_id, train_section
+from distill_lora.train import runtimes as onnx
 from distill_lora.train import trainer
 from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from distill_lora.train.models import load_stage_model

@@ -474,7 +474,7 @@ def run_compare(ctx: Context) -> dict:
 
         parse_primary(ctx.cfg.report.primary, planned_stages(ctx))
     if ctx.cfg.report.onnx_runtime:  # before hours of training, not after
-        from distill_lora.experiment.onnx_model import require_exporter
+        from distill_lora.train.runtimes import require_exporter
 
         require_exporter("report.onnx_runtime: true")
     seeds = ctx.cfg.seeds or [ctx.cfg.seed]

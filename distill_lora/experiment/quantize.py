@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import shutil
 import time
-import warnings
 
 import torch
 
 from distill_lora.config import config_hash
-from distill_lora.errors import UserError
 from distill_lora.experiment.runs import stage_dir, write_test_predictions
 from distill_lora.experiment.stage import run_stage
 from distill_lora.files import read_json
@@ -29,78 +27,9 @@ from distill_lora.stage_ids import int8_id
 from distill_lora.train import trainer
 from distill_lora.train.costs import PeakMemory, PlainCpu, inference_speed, state_dict_bytes
 from distill_lora.train.models import load_stage_model
+from distill_lora.train.runtimes import int8_params, int8_size_bytes, quantize_dynamic_int8, quantized_engine
 
 QUANT_VERSION = "torch-dynamic-int8-v2"  # part of the int8 stage's config hash: a change here re-measures
-ZERO_POINT_BYTES, SCALE_BYTES = 1, 4  # per quantisation group: an int8 zero point and an fp32 scale
-
-
-def quantized_engine() -> str:
-    """The CPU kernel library for quantised ops: x86/fbgemm on Intel/AMD, qnnpack on ARM."""
-    for engine in ("x86", "fbgemm", "qnnpack"):
-        if engine in torch.backends.quantized.supported_engines:
-            return engine
-    raise UserError(
-        "this torch build has no quantised CPU engine (x86, fbgemm or qnnpack); set report.quantize_int8: false"
-    )
-
-
-TORCH_AO_GONE = (
-    "this torch ({version}) no longer has torch.ao.quantization's dynamic int8 (deprecated in favour of torchao, "
-    "whose CPU int8 measured far slower here: docs/onnx.md); set report.quantize_int8: false, or install a torch "
-    "that has it (2.13 does)"
-)
-
-
-def _dynamic_linear():
-    try:
-        from torch.ao.nn.quantized.dynamic import Linear
-    except ImportError:
-        raise UserError(TORCH_AO_GONE.format(version=torch.__version__)) from None
-    return Linear
-
-
-def quantize_dynamic_int8(model):
-    """A new model: `model` (moved to the CPU, fp32, eval mode) with every nn.Linear as a dynamic int8 Linear."""
-    torch.backends.quantized.engine = quantized_engine()
-    model = model.cpu().float().eval()
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao (not a dependency here); it still works in the
-        # torch versions we support, and its dynamic int8 Linear is exactly the CPU baseline wanted. torchao 0.18's
-        # Int8DynamicActivationInt8WeightConfig measured far slower on the CPU (docs/onnx.md), so we keep this path
-        # while torch has it; when torch drops it, the import above becomes a UserError, not a traceback
-        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        try:
-            from torch.ao.quantization import quantize_dynamic
-        except ImportError:
-            raise UserError(TORCH_AO_GONE.format(version=torch.__version__)) from None
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # copies; `model` stays fp32
-
-
-def int8_size_bytes(qmodel) -> int:
-    """Bytes the quantised model needs, counted from its tensors (not from a pickle).
-
-    Each quantised Linear: its int8 weights (1 byte each), per quantisation group (the whole matrix, or a
-    row when per-channel) an fp32 scale and an int8 zero point, and its bias in fp32. Every other tensor
-    of the state dict (embeddings, LayerNorm, …) at its own size. The output scale/zero point that torch
-    stores on each dynamic Linear are not counted: dynamic quantisation never uses them.
-    """
-    dynamic_linear = _dynamic_linear()
-    quantized = {name for name, m in qmodel.named_modules() if isinstance(m, dynamic_linear)}
-    total = 0
-    for name, m in qmodel.named_modules():
-        if name in quantized:
-            weight, bias = m._weight_bias()
-            per_channel = weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-            groups = weight.q_per_channel_scales().numel() if per_channel else 1
-            total += weight.numel() * weight.element_size() + groups * (SCALE_BYTES + ZERO_POINT_BYTES)
-            total += 0 if bias is None else bias.numel() * 4
-    for key, value in qmodel.state_dict().items():
-        if key.rpartition(".")[0] in quantized or "_packed_params" in key:
-            continue  # counted above
-        if torch.is_tensor(value):
-            total += value.numel() * value.element_size()
-    return total
 
 
 def int8_hash(source: dict) -> str:
@@ -175,7 +104,7 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
             "quantize_time_s": round(quantize_s, 3),
         },
         weights_saved=False,
-        weights_note=f"not saved: rebuilt deterministically by distill_lora.experiment.quantize.quantize_dynamic_int8("
+        weights_note=f"not saved: rebuilt deterministically by distill_lora.train.runtimes.quantize_dynamic_int8("
         f"distill_lora.train.models.load_stage_model('{src_dir}'))",
         test=classification_metrics(labels, test["logits"], label_names),
         stopped_early=False,
@@ -186,7 +115,7 @@ def _quantise_and_test(ctx, source: str, src: dict) -> tuple[StageRecord, object
         depth=src["depth"],
         total_params=src["total_params"],
         trainable_params=src["trainable_params"],
-        int8_params=sum(m.weight().numel() for m in qmodel.modules() if isinstance(m, _dynamic_linear())),
+        int8_params=int8_params(qmodel),
         device=f"cpu ({torch.get_num_threads()} threads)",
         precision="int8 weights, activations quantised per text",
         weights_bytes=int8_size_bytes(qmodel),

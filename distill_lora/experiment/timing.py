@@ -39,8 +39,7 @@ def models_to_time(run_dir: Path, seed: int, stages: dict, device: torch.device)
     """name -> (model, device): fp32 stages on `device`; int8 rows (quantised again from their source) and ONNX
     Runtime rows (their saved file) on the CPU, and, when `device` is not the CPU, their fp32 sources on the CPU
     as well (named 'SOURCE (fp32 on CPU)') so a CPU row's speed-up compares two models on one CPU."""
-    from distill_lora.experiment.onnx_model import OnnxModel
-    from distill_lora.experiment.quantize import quantize_dynamic_int8
+    from distill_lora.train.runtimes import OnnxModel, quantize_dynamic_int8
 
     cpu = torch.device("cpu")
     models = {}

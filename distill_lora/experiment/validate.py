@@ -126,7 +126,7 @@ def source_problems(cfg) -> list[tuple[str, str]]:
             problems.append((f"{where}.report_to", str(e)))
             break
     if cfg.report.onnx_runtime:
-        from distill_lora.experiment.onnx_model import require_exporter
+        from distill_lora.train.runtimes import require_exporter
 
         try:
             require_exporter("report.onnx_runtime: true")

@@ -113,7 +113,7 @@ def _score_every_stage(run_dir: Path, comparison: dict, data, name: str) -> dict
             int8_of = m.get("quantized_from")  # an int8 row holds no weights: quantise its source again
             predictor = load_predictor(run_dir / f"seed-{seed}" / (int8_of or stage), device="cpu" if int8_of else None)
             if int8_of:
-                from distill_lora.experiment.quantize import quantize_dynamic_int8
+                from distill_lora.train.runtimes import quantize_dynamic_int8
 
                 predictor.model = quantize_dynamic_int8(predictor.model)
             logits = predictor.logits(data.texts)

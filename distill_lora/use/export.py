@@ -103,7 +103,7 @@ def _write_merged(model_dir: Path, dest: Path, log) -> dict:
 
 def _write_onnx(dest: Path, texts: list[str], log) -> dict:
     """ONNX fp32 + int8 of the plain model saved in `dest`, checked against it on `texts` (validation)."""
-    from distill_lora.use.onnx import write_onnx
+    from distill_lora.train.runtimes import write_onnx
 
     torch_model = load_predictor(dest, device="cpu", require_marker=False, backend="torch")
     info = write_onnx(torch_model.model, torch_model.tokenizer, dest)
@@ -147,7 +147,7 @@ def export_model(
     threshold = read_threshold(model_dir, list(cfg.data.label_names))  # a bad decision.json: refused before writing
     is_lora = (model_dir / "adapter_config.json").exists()
     if onnx:
-        from distill_lora.experiment.onnx_model import require_onnxruntime
+        from distill_lora.train.runtimes import require_onnxruntime
 
         require_onnxruntime("--onnx")  # before any work
         if is_lora and not merge:

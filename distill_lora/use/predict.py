@@ -90,7 +90,7 @@ def _check_finished(path: Path, require_marker: bool = True) -> Path:
     if source:
         raise UserError(
             f"'{path}' is an int8 row measured from {source} and holds no weights; use --stage {source} "
-            "or quantise it yourself (distill_lora.experiment.quantize.quantize_dynamic_int8)"
+            "or quantise it yourself (distill_lora.train.runtimes.quantize_dynamic_int8)"
         )
     if require_marker and not is_model_folder(path):
         raise UserError(
@@ -184,7 +184,7 @@ class Predictor:
     threshold: float | None
     device: torch.device
     info: dict = field(default_factory=dict)
-    backend: str = "torch"  # which runtime answers: torch, onnx or onnx-int8 (experiment.onnx_model.BACKEND_FILES)
+    backend: str = "torch"  # which runtime answers: torch, onnx or onnx-int8 (train.runtimes.BACKEND_FILES)
 
     @property
     def pad_id(self) -> int:
@@ -261,8 +261,7 @@ def default_backend(model_dir: Path) -> str:
 
 def _load_model(model_dir: Path, backend: str):
     """The model that answers: the stage's torch model, or an ONNX Runtime session over the export's ONNX file."""
-    from distill_lora.experiment.onnx_model import BACKEND_FILES, OnnxModel
-    from distill_lora.use.onnx import check_backend
+    from distill_lora.train.runtimes import BACKEND_FILES, OnnxModel, check_backend
 
     filename = BACKEND_FILES[check_backend(backend)]
     if filename is None:

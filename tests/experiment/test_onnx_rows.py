@@ -71,7 +71,7 @@ def test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time(onnx_run):
     then move with its batch mates and their padding)."""
     from transformers import AutoTokenizer
 
-    from distill_lora.experiment.onnx_model import ONNX_INT8_FILE, OnnxModel
+    from distill_lora.train.runtimes import ONNX_INT8_FILE, OnnxModel
 
     seed = onnx_run["out"] / "seed-0"
     for source in SOURCES:

@@ -14,12 +14,13 @@ from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline
-from distill_lora.experiment.quantize import int8_size_bytes, quantize_dynamic_int8, run_int8
+from distill_lora.experiment.quantize import run_int8
 from distill_lora.report.analysis import add_ensembles
 from distill_lora.stage_ids import int8_sources
 from distill_lora.train import trainer
 from distill_lora.train.costs import PlainCpu, state_dict_bytes
 from distill_lora.train.models import load_stage_model
+from distill_lora.train.runtimes import int8_size_bytes, quantize_dynamic_int8
 from distill_lora.use.predict import find_model_dir
 
 runner = CliRunner()
@@ -173,7 +174,7 @@ def test_int8_recipe_runs_and_an_old_runs_recipe_text_changes_no_report(finished
     folder = finished_run["output"] / "seed-0" / "teacher-int8"
     note = json.loads((folder / "metrics.json").read_text())["weights_note"]
     recipe = note.split("rebuilt deterministically by ", 1)[1]
-    assert recipe.startswith("distill_lora.experiment.quantize.quantize_dynamic_int8(distill_lora.train.models.")
+    assert recipe.startswith("distill_lora.train.runtimes.quantize_dynamic_int8(distill_lora.train.models.")
     names = {"distill_lora": importlib.import_module("distill_lora")}
     rebuilt = eval(recipe, names)  # noqa: S307 - the recipe text this tool wrote itself
     ctx = pipeline.prepare(load_config(str(finished_run["config"])))
@@ -181,7 +182,7 @@ def test_int8_recipe_runs_and_an_old_runs_recipe_text_changes_no_report(finished
     rows = [json.loads(line) for line in (folder / "test_predictions.jsonl").read_text().splitlines()]
     np.testing.assert_array_equal(logits, np.array([r["logits"] for r in rows], dtype=np.float32))
     results = json.loads((finished_run["output"] / "results.json").read_text())
-    old = json.loads(json.dumps(results).replace("distill_lora.experiment.quantize.", "distill_lora.quantize."))
+    old = json.loads(json.dumps(results).replace("distill_lora.train.runtimes.", "distill_lora.quantize."))
     assert old != results
     reports = []
     for name, r in (("new", results), ("old", old)):

@@ -11,7 +11,7 @@ from test_predict import assert_matches_recorded, recorded, split_texts, stage_p
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
-from distill_lora.experiment.onnx_model import ONNX_FILE, ONNX_INT8_FILE
+from distill_lora.train.runtimes import ONNX_FILE, ONNX_INT8_FILE
 from distill_lora.use import export, serve
 from distill_lora.use.predict import load_predictor
 
@@ -165,7 +165,7 @@ def test_export_onnx_without_onnxruntime_is_a_user_error(finished_run, tmp_path,
 def test_torch_dropping_its_int8_api_is_a_user_error(monkeypatch):
     """torch.ao.quantization is deprecated: the day torch removes it, int8 rows fail in one line saying what to do."""
     from distill_lora.errors import UserError
-    from distill_lora.experiment.quantize import quantize_dynamic_int8
+    from distill_lora.train.runtimes import quantize_dynamic_int8
 
     monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)
     with pytest.raises(UserError, match="no longer has torch.ao.quantization.*report.quantize_int8: false"):

@@ -12,10 +12,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 from typer.testing import CliRunner
 
-from distill_lora import bench
 from distill_lora.cli import app
 from distill_lora.config import DistillConfig
-from distill_lora.train import trainer
+from distill_lora.train import bench, trainer
 from distill_lora.train.data import make_collate
 from distill_lora.train.losses import distillation_loss
 
