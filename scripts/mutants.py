@@ -195,7 +195,7 @@ MUTANTS = [
         snippet="        model = onnx.OnnxModel(path)\n",
         replacement="        model = onnx.OnnxModel(stage_dir(ctx.output_dir, ctx.cfg.seed, onnx_id(source, 'onnx')) / "
         "onnx.ONNX_FILE if backend != 'onnx' else path)\n",
-        tests=("tests/experiment/test_onnx_rows.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
+        tests=("tests/experiment/test_onnx_runtime.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
     ),
     Mutant(
         name="onnx-int8-batched",
@@ -203,7 +203,7 @@ MUTANTS = [
         file="distill_lora/experiment/onnx_runtime.py",
         snippet='batch = eval_batch if backend == "onnx" else 1',
         replacement="batch = eval_batch",
-        tests=("tests/experiment/test_onnx_rows.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
+        tests=("tests/experiment/test_onnx_runtime.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
     ),
     Mutant(
         name="torch-int8-batched",

@@ -19,6 +19,30 @@ MAY_IMPORT = {
     "experiment": {"train", "report"},
     "use": {"train", "report", "experiment"},
 }
+# modules without a test file at the mirrored path (tests/<room>/test_<module>.py): the feature test that covers
+# each, and a string in that file that shows it exercises the module
+TESTED_BY = {
+    "__main__.py": ("tests/test_cli_errors.py", '"-m", "distill_lora"'),
+    "cli.py": ("tests/test_cli_options.py", "from distill_lora.cli import"),
+    "errors.py": ("tests/test_cli_errors.py", "UserError"),
+    "faults.py": ("tests/experiment/test_trust.py", "DISTILL_LORA_FAULT"),
+    "files.py": ("tests/experiment/test_runs.py", "from distill_lora import files"),
+    "records.py": ("tests/test_stage_ids.py", "StageRecord"),
+    "experiment/outcome.py": ("tests/test_scripting.py", "--json"),
+    "experiment/stage.py": ("tests/experiment/test_reliability.py", "stage"),
+    "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
+    "report/cpu_serving.py": ("tests/experiment/test_onnx_runtime.py", "cpu_serving"),
+    "report/findings.py": ("tests/report/test_analysis.py", "findings."),
+    "report/plots.py": ("tests/report/test_report.py", "png"),
+    "report/tables.py": ("tests/report/test_report_render.py", "tables"),
+    "report/verdicts.py": ("tests/report/test_analysis.py", "verdicts."),
+    "report/write.py": ("tests/report/test_report.py", "write_report"),
+    "train/checkpoint.py": ("tests/experiment/test_reliability.py", "checkpoint"),
+    "train/costs.py": ("tests/train/test_bench.py", "peak_memory_bytes"),
+    "train/runtimes.py": ("tests/experiment/test_quantize.py", "distill_lora.train.runtimes"),
+    "use/evaluate.py": ("tests/use/test_evaluate_labels.py", "evaluate"),
+    "use/model_card.py": ("tests/use/test_export.py", "README.md"),
+}
 # "about 60 lines": 65 as ruff format lays code out (a call too long for one line gets a line per argument)
 MAX_LINES, MAX_ARGS = 65, 8
 # functions allowed past the limits, and why
@@ -192,3 +216,24 @@ def test_every_module_is_named_in_the_architecture_doc_and_the_package_docstring
             if not re.search(rf"(?<![\w.]){short}(?!\w)", text):
                 missing.append(f"{name} in {where}")
     assert not missing, "modules not named:\n" + "\n".join(missing)
+
+
+def test_every_module_has_its_test_file_or_names_the_test_that_covers_it():
+    """tests/<room>/test_<module>.py for each module (tests/test_<module>.py at the top), or a TESTED_BY entry whose
+    test file exists and shows that it exercises the module; no TESTED_BY entry for a module that has its own."""
+    tests = PKG.parent / "tests"
+    wrong = []
+    for rel, _ in modules():
+        if rel.name == "__init__.py":
+            continue
+        mirrored = tests / rel.parent / f"test_{rel.name}"
+        entry = TESTED_BY.get(str(rel))
+        if mirrored.exists():
+            if entry:
+                wrong.append(f"{rel}: has {mirrored.relative_to(PKG.parent)}; drop its TESTED_BY entry")
+        elif entry is None:
+            wrong.append(f"{rel}: no {mirrored.relative_to(PKG.parent)} and no TESTED_BY entry")
+        elif not (PKG.parent / entry[0]).exists() or entry[1] not in (PKG.parent / entry[0]).read_text():
+            wrong.append(f"{rel}: TESTED_BY names {entry[0]}, which does not contain {entry[1]!r}")
+    assert set(TESTED_BY) <= {str(rel) for rel, _ in modules()}, "TESTED_BY names a module that is gone"
+    assert not wrong, "\n".join(wrong)
