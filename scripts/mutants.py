@@ -114,7 +114,7 @@ MUTANTS = [
         name="best-epoch-reload",
         why="the best epoch's weights are not reloaded: the last epoch's model is saved and tested",
         file="distill_lora/train/trainer.py",
-        snippet="_load_best(run.work_dir, run.accelerator.unwrap_model(model), state.selected_epoch)",
+        snippet="checkpoint.load_best(run.work_dir, run.accelerator.unwrap_model(model), state.selected_epoch)",
         replacement="None",  # the model keeps the last epoch's weights
         tests=("tests/experiment/test_trust.py::test_the_saved_model_is_the_selected_epochs_not_the_last",),
     ),

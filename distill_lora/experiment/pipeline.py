@@ -270,9 +270,9 @@ def _trained_record(
         peak_memory_kind=memory.kind,
         depth=depth_of(model),
         **parameter_counts(model),
-        device=trainer.device_name(accelerator),
+        device=distributed.device_name(accelerator),
         processes=accelerator.num_processes,
-        precision=trainer.mixed_precision_for(tcfg.precision),
+        precision=distributed.mixed_precision_for(tcfg.precision),
         select_metric=tcfg.select_metric,
         test_ci=stage_test_ci(ctx, test_logits.argmax(axis=1).tolist()),
         # what the report's setup table shows: the settings this stage trained with
@@ -330,7 +330,7 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: d
             cost.update({"time_s": None, "peak_memory_bytes": None, **read_json_or_none(cost_path, {}), "reused": True})
         return load_file(path)
     distributed.barrier()  # every process has looked before the main one writes
-    accelerator = trainer.make_accelerator(ctx.cfg.stage_train("teacher").precision)
+    accelerator = distributed.make_accelerator(ctx.cfg.stage_train("teacher").precision)
     teacher.to(accelerator.device)
     start = time.perf_counter()
     with PeakMemory(accelerator.device) as memory:

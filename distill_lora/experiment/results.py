@@ -66,7 +66,7 @@ def data_summary(ctx: Context) -> dict:
 
 
 def _device() -> str:
-    """This process's device in the words of trainer.device_name, without making an Accelerator (that would
+    """This process's device in the words of distributed.device_name, without making an Accelerator (that would
     reset accelerate's process-wide state)."""
     name = (
         f"cpu ({torch.get_num_threads()} threads)"

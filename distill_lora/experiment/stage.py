@@ -146,11 +146,11 @@ def train_model(ctx, section: str, build, work: Path, desc: str, on_validated=No
     # made after build(): a student's build computes the teacher's targets under the teacher's own accelerator,
     # and accelerate keeps one process-wide state, so an earlier stage accelerator would lose its precision
     run = _TRACKER_RUN.get()
-    accelerator = trainer.make_accelerator(tcfg.precision, log_with=run.trackers if run else None)
+    accelerator = distributed.make_accelerator(tcfg.precision, log_with=run.trackers if run else None)
     if run is not None:
         run.start(accelerator)
     say(
-        f"[{desc}] training on {trainer.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
+        f"[{desc}] training on {distributed.device_name(accelerator)}: {len(ctx.encoded['train'])} examples, "
         f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr}"
     )
     with PeakMemory(accelerator.device) as memory:

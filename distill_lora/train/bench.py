@@ -33,7 +33,7 @@ from transformers import (
 
 from distill_lora.config import DistillConfig, LoraConfig, TrainConfig
 from distill_lora.errors import UserError
-from distill_lora.train import trainer
+from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory
 from distill_lora.train.data import Encoded, Split, make_collate
 from distill_lora.train.losses import cross_entropy, distillation_loss
@@ -212,7 +212,7 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, grad
     val = pool.subset(32, seed=1)
 
     def train(model, data, memory, count=None):
-        accelerator = trainer.make_accelerator("auto")
+        accelerator = distributed.make_accelerator("auto")
         step_loss = cached_distill_loss(teacher, data, accelerator, pad_id) if step_type == "distill" else ce_step
 
         def loss_fn(model, batch):
@@ -248,7 +248,7 @@ def run_ours(step_type, teacher, pool, batch_size, steps, warmup, pad_id=0, grad
     flops = flops_per_token(model, step_type.startswith("lora"))
     del model
     _free()
-    precision = {"no": "fp32"}.get(trainer.mixed_precision_for("auto"), trainer.mixed_precision_for("auto"))
+    precision = {"no": "fp32"}.get(distributed.mixed_precision_for("auto"), distributed.mixed_precision_for("auto"))
     runner = "ours+ckpt" if gradient_checkpointing else "ours"
     return _measurement(runner, step_type, batch_size, result.samples_per_s, count, memory, precision, flops)
 
@@ -372,7 +372,7 @@ def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenize
     group_by_length=True ("hf_grouped"): as a careful user sets it: train_sampling_strategy="group_by_length"
     (the Trainer's LengthGroupedSampler: less padding), fused AdamW, and our trainer's precision."""
     if group_by_length:
-        precision = trainer.mixed_precision_for("auto")
+        precision = distributed.mixed_precision_for("auto")
         settings = dict(train_sampling_strategy="group_by_length", optim="adamw_torch_fused")
     else:
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -425,7 +425,7 @@ def run_hf_trainer(step_type, teacher, pool, batch_size, steps, warmup, tokenize
 
 def inference_rate(model, pool, n, pad_id=0) -> float:
     """Examples/s of trainer.evaluate (the validation and test passes) at batch 64, precision auto."""
-    accelerator = trainer.make_accelerator("auto")
+    accelerator = distributed.make_accelerator("auto")
     model.to(accelerator.device)
     trainer.evaluate(model, pool.subset(EVAL_BATCH, seed=4), EVAL_BATCH, accelerator, pad_id)  # warm-up
     data = pool.subset(n, seed=5)
@@ -588,7 +588,7 @@ def run_bench(
     pool, tokenizer, source = bench_data(texts=texts, tokenizer=tokenizer)
     pad_id = tokenizer.pad_token_id or 0
     teacher = make_teacher(shape)
-    device_name = trainer.device_name(trainer.make_accelerator("auto"))
+    device_name = distributed.device_name(distributed.make_accelerator("auto"))
     log(f"bench on {device_name}: {shape} model, batch sizes {batch_sizes}, {steps} timed steps; data: {source}")
     results = []
 

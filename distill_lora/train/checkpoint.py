@@ -1,7 +1,9 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint folder holds the model, AdamW's state, the scheduler's counters, the RNG states and the
-loop's own position, so a resumed run continues exactly where the interrupted one stopped.
+loop's own position, so a resumed run continues exactly where the interrupted one stopped. Beside the
+checkpoints, the weights of the best epoch so far (best-epoch-E.safetensors, with its validation logits): what
+the stage saves and tests at the end.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from distill_lora.errors import UserError
 from distill_lora.files import atomic_write_json
+from distill_lora.train import distributed
 
 
 def _optimizer_to_files(optimizer) -> tuple[dict, dict]:
@@ -111,3 +116,45 @@ def prune(work_dir: Path, keep: Path) -> None:
     for p in Path(work_dir).glob("checkpoint-*"):
         if p != keep:
             shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the best epoch's weights
+
+
+def best_path(work_dir: Path, epoch: int) -> Path:
+    return work_dir / f"best-epoch-{epoch:04d}.safetensors"
+
+
+def save_best(work_dir: Path, model, val_logits, epoch: int) -> None:
+    """The weights of a new best epoch, in a file named by that epoch. The previous best stays until a checkpoint
+    records the new choice: a run killed in between resumes with the epoch its checkpoint names, and that
+    epoch's weights (a re-run of the epoch need not be better again on a non-deterministic GPU)."""
+    if distributed.is_main():
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
+        tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
+        save_file(state, tmp, metadata={"epoch": str(epoch)})
+        os.replace(tmp, best_path(work_dir, epoch))
+    distributed.barrier()
+
+
+def prune_best(work_dir: Path, selected_epoch: int) -> None:
+    """After a checkpoint: only the selected epoch's weights are still needed."""
+    for path in work_dir.glob("best-epoch-*.safetensors"):
+        if path != best_path(work_dir, selected_epoch):
+            path.unlink(missing_ok=True)
+
+
+def load_best(work_dir: Path, model, epoch: int):
+    """Load the selected epoch's weights into `model`; returns the validation logits saved with them."""
+    path = best_path(work_dir, epoch)
+    with safe_open(path, "pt") as fh:
+        saved = int(fh.metadata()["epoch"])
+    if saved != epoch:  # a file renamed or mixed up by hand: never test weights of another epoch
+        raise UserError(
+            f"{path} holds epoch {saved}, not the selected epoch {epoch}; delete {work_dir} and train again"
+        )
+    state = load_file(path)
+    logits = state.pop("__val_logits__").numpy()
+    model.load_state_dict(state)
+    return logits

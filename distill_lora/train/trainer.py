@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -20,10 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
@@ -34,36 +30,6 @@ from distill_lora.metrics import classification_metrics
 from distill_lora.train import checkpoint, distributed
 from distill_lora.train.data import Encoded, make_collate
 from distill_lora.train.models import layer_cls
-
-
-def mixed_precision_for(precision: str) -> str:
-    """accelerate's mixed_precision for our precision setting, on this machine."""
-    if precision == "auto":
-        if not distributed.use_cpu():
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-
-
-def make_accelerator(precision: str = "auto", log_with: list | None = None) -> Accelerator:
-    """An Accelerator for one stage. Gradient accumulation and data sharding are done by train() itself.
-
-    log_with: accelerate trackers (made by the caller, which knows where they write); train() logs each step
-    log line and each epoch's validation to them through accelerator.log, on the main process only.
-    """
-    # accelerate keeps process-wide singletons; each stage may want its own precision
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision_for(precision), cpu=distributed.use_cpu(), log_with=log_with)
-
-
-def device_name(accelerator: Accelerator) -> str:
-    name = (
-        torch.cuda.get_device_name(accelerator.device)
-        if accelerator.device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
-    )
-    return name if accelerator.num_processes == 1 else f"{accelerator.num_processes} processes × {name}"
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -101,7 +67,7 @@ def evaluate(
         )
     )
     logits, cls = [], []
-    forward = model if mixed else fp32_forward(model, accelerator)
+    forward = model if mixed else distributed.fp32_forward(model, accelerator)
     for batch in loader:
         with accelerator.autocast() if mixed else contextlib.nullcontext():
             out = forward(
@@ -119,13 +85,6 @@ def evaluate(
     if cls_layers is not None:
         result["cls"] = torch.cat(cls)  # (N, len(cls_layers), H)
     return result
-
-
-def fp32_forward(model, accelerator: Accelerator):
-    """The model's own forward, without the autocast that accelerator.prepare wraps around it in a mixed-precision
-    run (an outer context cannot switch that off): fp32 inference of a model prepared for bf16/fp16 training."""
-    inner = accelerator.unwrap_model(model)
-    return getattr(inner, "_original_forward", inner)
 
 
 @dataclass
@@ -213,44 +172,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def _best_path(work_dir: Path, epoch: int) -> Path:
-    return work_dir / f"best-epoch-{epoch:04d}.safetensors"
-
-
-def _save_best(work_dir: Path, model, val_logits, epoch: int) -> None:
-    """The weights of a new best epoch, in a file named by that epoch. The previous best stays until a checkpoint
-    records the new choice: a run killed in between resumes with the epoch its checkpoint names, and that
-    epoch's weights (a re-run of the epoch need not be better again on a non-deterministic GPU)."""
-    if distributed.is_main():
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
-        tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
-        save_file(state, tmp, metadata={"epoch": str(epoch)})
-        os.replace(tmp, _best_path(work_dir, epoch))
-    distributed.barrier()
-
-
-def _prune_best(work_dir: Path, selected_epoch: int) -> None:
-    """After a checkpoint: only the selected epoch's weights are still needed."""
-    for path in work_dir.glob("best-epoch-*.safetensors"):
-        if path != _best_path(work_dir, selected_epoch):
-            path.unlink(missing_ok=True)
-
-
-def _load_best(work_dir: Path, model, epoch: int):
-    path = _best_path(work_dir, epoch)
-    with safe_open(path, "pt") as fh:
-        saved = int(fh.metadata()["epoch"])
-    if saved != epoch:  # a file renamed or mixed up by hand: never test weights of another epoch
-        raise UserError(
-            f"{path} holds epoch {saved}, not the selected epoch {epoch}; delete {work_dir} and train again"
-        )
-    state = load_file(path)
-    logits = state.pop("__val_logits__").numpy()
-    model.load_state_dict(state)
-    return logits
-
-
 @dataclass(frozen=True)
 class TrainRun:
     """What train() trains on and where it writes: fixed for the whole call."""
@@ -310,7 +231,7 @@ def train(model, loss_fn, cfg: TrainConfig, run: TrainRun, *, on_validated=None)
                     on_validated(state.history[-1])
             state.epoch += 1  # the next epoch starts at its first batch, with no loss sums
             state.batches_done, state.examples_done, state.epoch_done, state.sums = 0, 0, False, {}
-    selected_val_logits = _load_best(run.work_dir, run.accelerator.unwrap_model(model), state.selected_epoch)
+    selected_val_logits = checkpoint.load_best(run.work_dir, run.accelerator.unwrap_model(model), state.selected_epoch)
     return TrainResult(
         history=state.history,
         selected_epoch=state.selected_epoch,
@@ -478,7 +399,7 @@ def _validate(model, cfg: TrainConfig, run: TrainRun, state: LoopState, session:
     faults.maybe(f"{run.desc}:validated:{epoch}")
     if _is_better(score, state.best_score, cfg.select_metric):
         state.best_score, state.since_best, state.selected_epoch = score, 0, epoch
-        _save_best(run.work_dir, run.accelerator.unwrap_model(model), val["logits"], epoch)
+        checkpoint.save_best(run.work_dir, run.accelerator.unwrap_model(model), val["logits"], epoch)
         faults.maybe(f"{run.desc}:best-saved:{epoch}")
     else:
         state.since_best += 1
@@ -546,6 +467,6 @@ def _save_checkpoint(model, optimizer, scheduler, run: TrainRun, state: LoopStat
     if distributed.is_main():
         checkpoint.save(folder, run.accelerator.unwrap_model(model), optimizer, scheduler, asdict(state))
         checkpoint.prune(run.work_dir, folder)
-        _prune_best(run.work_dir, state.selected_epoch)
+        checkpoint.prune_best(run.work_dir, state.selected_epoch)
     distributed.barrier()
     faults.maybe(f"{run.desc}:checkpoint:{state.step}")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.experiment import pipeline
-from distill_lora.train import trainer
+from distill_lora.train import distributed, trainer
 from distill_lora.train.data import Encoded, load_splits
 from distill_lora.train.models import LORA_BASE_DIR, load_stage_model
 
@@ -118,7 +118,7 @@ def test_reloaded_folder_reproduces_recorded_test_predictions(finished_run, stag
     cfg = load_config(str(finished_run["config"]))
     splits = load_splits(cfg.data)
     test = Encoded(splits.test, AutoTokenizer.from_pretrained(d), cfg.data.max_length)
-    out = trainer.evaluate(model, test, 7, trainer.make_accelerator("fp32"), pad_id=0)
+    out = trainer.evaluate(model, test, 7, distributed.make_accelerator("fp32"), pad_id=0)
     recorded = [json.loads(line) for line in (d / "test_predictions.jsonl").read_text().splitlines()]
     assert out["logits"].argmax(1).tolist() == [r["pred"] for r in recorded]
     np.testing.assert_allclose(out["logits"], np.array([r["logits"] for r in recorded]), atol=1e-5)
@@ -280,7 +280,7 @@ def test_hidden_state_term_and_cache(tiny_bert6, tiny_data, tmp_path):
     assert r.exit_code == 0, r.output
     (new,) = [c for c in (seed / "cache").glob("*-cls-2-4-6.safetensors") if c != cache]
     fresh = load_file(new)
-    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0)
+    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, distributed.make_accelerator("fp32"), 0)
     torch.testing.assert_close(fresh["logits"], torch.from_numpy(out["logits"]))
     assert not torch.allclose(fresh["logits"], tensors["logits"])
     again = ["distill", "--layers", "even", "--config", cfg, "--set", "distill.w_hidden=0.5"]
@@ -306,7 +306,7 @@ def assert_a_retrained_teacher_gets_new_targets(seed, train, args):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     (new,) = set((seed / "cache").glob("*-cls-2-4-6.safetensors")) - before
-    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, trainer.make_accelerator("fp32"), 0)
+    out = trainer.evaluate(load_stage_model(seed / "teacher"), train, 32, distributed.make_accelerator("fp32"), 0)
     torch.testing.assert_close(load_file(new)["logits"], torch.from_numpy(out["logits"]))
 
 

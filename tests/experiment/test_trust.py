@@ -307,11 +307,11 @@ def test_saved_stage_holds_the_selected_epochs_weights(finished_run):
     """Re-evaluate each saved stage folder on validation: it must reproduce the selected epoch's recorded scores
     (with the best-epoch reload removed, the last epoch's weights would be saved and tested)."""
     from distill_lora.experiment import pipeline
-    from distill_lora.train import trainer
+    from distill_lora.train import distributed, trainer
     from distill_lora.train.models import load_stage_model
 
     ctx = pipeline.prepare(load_config(str(finished_run["config"])))
-    accelerator = trainer.make_accelerator("fp32")
+    accelerator = distributed.make_accelerator("fp32")
     for stage in ("teacher", "student-odd", "lora-student"):
         folder = finished_run["output"] / "seed-0" / stage
         m = json.loads((folder / "metrics.json").read_text())
@@ -362,12 +362,12 @@ def test_run_device_is_named_without_making_an_accelerator(monkeypatch):
     import torch
 
     from distill_lora.experiment import results
-    from distill_lora.train import trainer
+    from distill_lora.train import distributed
 
     def refuse(*args, **kwargs):
         raise AssertionError("an Accelerator was made only to name the device")
 
-    monkeypatch.setattr(trainer, "make_accelerator", refuse)
+    monkeypatch.setattr(distributed, "make_accelerator", refuse)
     if not torch.cuda.is_available():
         assert results._device() == f"cpu ({torch.get_num_threads()} threads)"
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -395,11 +395,11 @@ def selected_not_last(tiny_bert6, tiny_data, tmp_path_factory):
 def evaluate_saved(config, folder, split: str) -> dict:
     """The saved stage folder run on a split by hand, in fp32: {"logits", "loss"}."""
     from distill_lora.experiment import pipeline
-    from distill_lora.train import trainer
+    from distill_lora.train import distributed, trainer
     from distill_lora.train.models import load_stage_model
 
     ctx = pipeline.prepare(load_config(str(config)))
-    accelerator = trainer.make_accelerator("fp32")
+    accelerator = distributed.make_accelerator("fp32")
     return trainer.evaluate(load_stage_model(folder), ctx.encoded[split], 32, accelerator, ctx.pad_id)
 
 

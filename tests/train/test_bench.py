@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from distill_lora.cli import app
 from distill_lora.config import DistillConfig
-from distill_lora.train import bench, trainer
+from distill_lora.train import bench, distributed
 from distill_lora.train.data import make_collate
 from distill_lora.train.losses import distillation_loss
 
@@ -98,7 +98,7 @@ def test_cached_teacher_logits_give_the_live_teacher_loss():
     teacher, pool = tiny_teacher(), tiny_pool(40)
     torch.nn.init.normal_(teacher.classifier.weight, std=1.0)  # logits far enough from 0 for KL and cosine to matter
     student = bench.make_student(teacher, bench.student_layers(teacher)).eval()  # dropout off: same forward twice
-    accelerator = trainer.make_accelerator("fp32")
+    accelerator = distributed.make_accelerator("fp32")
     cached_loss_fn = bench.cached_distill_loss(teacher, pool, accelerator, pad_id=0)  # one pass, batch 64
     batch = make_collate(0)([pool[i] for i in (3, 8, 11, 17, 30, 39)])  # padded to this batch's own width
     with torch.no_grad():

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from distill_lora.config import DistillConfig, LoraConfig
 from distill_lora.errors import UserError
-from distill_lora.train import families, trainer
+from distill_lora.train import distributed, families, trainer
 from distill_lora.train.data import Encoded, Split, make_collate
 from distill_lora.train.families import FAMILIES, family_of
 from distill_lora.train.models import (
@@ -310,7 +310,9 @@ def test_the_hidden_state_loss_of_an_exact_prefix_student_is_zero(family_folders
     split = Split(texts=["you are a stupid idiot", "lovely sunny music festival in the park"], labels=[1, 0])
     encoded = Encoded(split, tokenizer, max_length=32)
     layers = [1, 2]
-    targets = trainer.evaluate(teacher, encoded, 2, trainer.make_accelerator("fp32"), tokenizer.pad_token_id, layers)
+    targets = trainer.evaluate(
+        teacher, encoded, 2, distributed.make_accelerator("fp32"), tokenizer.pad_token_id, layers
+    )
     targets = {"logits": torch.from_numpy(targets["logits"]), "cls": targets["cls"]}
     step = distill_step(targets, DistillConfig(w_hidden=1.0), n_layers=len(layers))
     student = make_student(teacher, layers).eval()

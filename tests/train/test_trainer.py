@@ -10,7 +10,7 @@ from conftest import tiny_texts
 from transformers import AutoTokenizer
 
 from distill_lora.config import TrainConfig
-from distill_lora.train import trainer
+from distill_lora.train import distributed, trainer
 from distill_lora.train.data import Encoded, Split
 from distill_lora.train.models import load_classifier
 from distill_lora.train.steps import ce_step
@@ -29,7 +29,7 @@ def test_evaluate_returns_each_text_in_order_whatever_the_batch_size(tiny_bert6)
     mean cross-entropy of those logits; and evaluating draws nothing from the global RNG (dropout's)."""
     model = load_classifier(str(tiny_bert6), NAMES, log=lambda line: None)
     data = encoded(tiny_bert6, 23, 3)
-    acc = trainer.make_accelerator("fp32")
+    acc = distributed.make_accelerator("fp32")
     torch.manual_seed(0)
     one = trainer.evaluate(model, data, 1, acc, 0)
     after_one = torch.rand(1)
@@ -44,12 +44,12 @@ def test_evaluate_returns_each_text_in_order_whatever_the_batch_size(tiny_bert6)
 def test_fp32_forward_leaves_out_the_autocast_that_prepare_wraps_around_the_model(tiny_bert6):
     """accelerate wraps a prepared model's forward in autocast: evaluate(mixed=False) must run the model's own."""
     model = load_classifier(str(tiny_bert6), NAMES, log=lambda line: None).eval()
-    acc = trainer.make_accelerator("bf16")
+    acc = distributed.make_accelerator("bf16")
     prepared = acc.prepare(model)
     ids = torch.tensor([[2, 10, 11, 3]])
     with torch.no_grad():
         wrapped = prepared(input_ids=ids).logits
-        plain = trainer.fp32_forward(prepared, acc)(input_ids=ids).logits
+        plain = distributed.fp32_forward(prepared, acc)(input_ids=ids).logits
         reference = load_classifier(str(tiny_bert6), NAMES, log=lambda line: None).eval()(input_ids=ids).logits
     assert torch.equal(plain, reference)  # fp32, bit for bit
     assert not torch.equal(wrapped, reference)  # bf16 inside the wrapper
@@ -60,7 +60,7 @@ def test_train_keeps_the_selected_epochs_weights_and_logs_each_epoch(tiny_bert6,
     history has one entry per epoch, and the step log ends each epoch with a validation line."""
     model = load_classifier(str(tiny_bert6), NAMES, log=lambda line: None)
     cfg = TrainConfig(epochs=3, batch_size=16, eval_batch_size=32, lr=1e-2, select_metric="loss", log_every=2)
-    acc = trainer.make_accelerator("fp32")
+    acc = distributed.make_accelerator("fp32")
     train_set, val_set = encoded(tiny_bert6, 64, 0), encoded(tiny_bert6, 24, 1)
     run = trainer.TrainRun(train_set, val_set, NAMES, 0, 0, tmp_path, "teacher", acc)
     result = trainer.train(model, ce_step, cfg, run)
