@@ -27,7 +27,7 @@ INT8_NOTE = (
 TEST_NOTE = (
     "Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
     "after its epoch was selected on validation; the test split chose nothing. Validation and test passes run in "
-    "fp32 whatever the training precision."
+    "fp32 whatever the precision a model trained in (the setup table's Precision; for int8 rows, the one they run in)."
 )
 ENSEMBLE_NOTE = (
     "Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
@@ -237,7 +237,7 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         "Epochs run / selected",
         "Learning rate",
         "Batch size",
-        "Training precision",
+        "Precision",
         "Training loss, total (selected epoch)",
     ]
     rows = []

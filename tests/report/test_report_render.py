@@ -121,7 +121,7 @@ def test_setup_rows(built):
     assert odd["Starting weights"] == "fine-tuned teacher, layers {1,3,5}"
     assert odd["Loss"] == "0.5·CE + 0.25·T²·KL + 0.25·cos (T = 2)"
     assert odd["Epochs run / selected"] == "3 of 3 / 2" and odd["Learning rate"] == "0.0001"
-    assert odd["Batch size"] == "16" and odd["Training precision"] == "fp32"
+    assert odd["Batch size"] == "16" and odd["Precision"] == "fp32"
     assert by_stage["teacher-int8"]["Trainable params"] == "–" and by_stage["teacher-int8"]["Loss"] == "– (not trained)"
     assert set(list(by_stage["ensemble-odd+even"].values())[2:]) == {"– (not trained)", "–"}
 
