@@ -217,20 +217,35 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0, stages: l
     return out
 
 
+def joint_speed(result: dict, timings: dict | None, stage: str) -> dict | None:
+    """The one rule for which speed a row shows: its joint timing (every model timed together at the end of the
+    run, results.json "timings"); for an ensemble, the sum over its members' (latency; throughput as the members
+    run one after another); None when the run has no joint timing of it (the caller then shows the stage's own).
+
+    {"latency_ms_batch1", "throughput_batch64": the medians (summed for an ensemble), "timed": the row's own
+    timing record with its spread, None for an ensemble's sum}."""
+    models = (timings or {}).get("models", {})
+    members = runs_of(result, stage)[0].get("ensemble_of") or []
+    names = [stage] if stage in models else members if members and all(m in models for m in members) else []
+    if not names:
+        return None
+    return {
+        "latency_ms_batch1": sum(models[n]["latency_ms_batch1"]["median"] for n in names),
+        "throughput_batch64": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
+        "timed": models[stage] if stage in models else None,
+    }
+
+
 def use_joint_timings(result: dict, summary: dict, timings: dict | None) -> None:
-    """Put the joint timings (every model timed together, results.json "timings") into the summary the analysis
-    reads, so its sentences quote the latencies of the Costs table; runs without them keep each stage's own."""
+    """Put the joint timings (joint_speed) into the summary the analysis reads, so its sentences quote the
+    latencies of the Costs table; runs without them keep each stage's own."""
     models = (timings or {}).get("models", {})
     for stage, s in summary.items():
-        members = runs_of(result, stage)[0].get("ensemble_of") or []
-        names = [stage] if stage in models else members if members and all(m in models for m in members) else []
-        if not names:
+        joint = joint_speed(result, timings, stage)
+        if joint is None:
             continue
-        s["latency_ms_batch1"] = {"mean": sum(models[n]["latency_ms_batch1"]["median"] for n in names), "std": 0.0}
-        s["throughput_batch64"] = {
-            "mean": 1 / sum(1 / models[n]["throughput_batch64"]["median"] for n in names),
-            "std": 0.0,
-        }
+        s["latency_ms_batch1"] = {"mean": joint["latency_ms_batch1"], "std": 0.0}
+        s["throughput_batch64"] = {"mean": joint["throughput_batch64"], "std": 0.0}
         source = s.get("quantized_from") or s.get("exported_from")
         # a CPU row's (int8, ONNX) speed-up compares it with its source on the same CPU
         on_cpu = (

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from distill_lora.metrics import recorded_probabilities, reliability_bins  # noqa: E402
-from distill_lora.report.analysis import runs_of, stage_ids  # noqa: E402
+from distill_lora.report.analysis import joint_speed, runs_of, stage_ids  # noqa: E402
 
 
 def _grid(n: int, sharey: bool = False, sharex: bool = False):
@@ -172,12 +172,9 @@ def reliability(result: dict, folder: Path) -> str:
 def latency_ms(result: dict, summary: dict, timings: dict | None, stage: str) -> float | None:
     """Latency at batch 1 of one row: the joint timing (an ensemble: the sum of its members'), else the
     stage's own timing after training, else None."""
-    models = (timings or {}).get("models", {})
-    members = runs_of(result, stage)[0].get("ensemble_of") or []
-    if stage in models:
-        return models[stage]["latency_ms_batch1"]["median"]
-    if members and all(m in models for m in members):
-        return sum(models[m]["latency_ms_batch1"]["median"] for m in members)
+    joint = joint_speed(result, timings, stage)
+    if joint is not None:
+        return joint["latency_ms_batch1"]
     return (summary[stage].get("latency_ms_batch1") or {}).get("mean")
 
 

@@ -3,7 +3,7 @@ data. Pure functions of the comparison dict (results.json)."""
 
 from __future__ import annotations
 
-from distill_lora.report.analysis import int8_comparisons, n_classes, runs_of, stage_ids
+from distill_lora.report.analysis import int8_comparisons, joint_speed, n_classes, runs_of, stage_ids
 from distill_lora.stage_ids import TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
@@ -378,15 +378,12 @@ def _spread_text(x: dict, digits: int) -> str:
 def timed_speed(result: dict, summary: dict, timings: dict | None, stage: str) -> tuple[str, str]:
     """(latency, throughput) cells: the joint timing at the end of the run (median [min–max] of its repeats)
     when there is one; an ensemble's is the sum over its members; else the stage's own timing after training."""
-    models = (timings or {}).get("models", {})
-    if stage in models:
-        t = models[stage]
+    joint = joint_speed(result, timings, stage)
+    if joint is not None and joint["timed"] is not None:
+        t = joint["timed"]
         return _spread_text(t["latency_ms_batch1"], 2), _spread_text(t["throughput_batch64"], 1)
-    members = runs_of(result, stage)[0].get("ensemble_of")
-    if members and all(m in models for m in members):
-        latency = sum(models[m]["latency_ms_batch1"]["median"] for m in members)
-        throughput = 1 / sum(1 / models[m]["throughput_batch64"]["median"] for m in members)
-        return f"{latency:.2f} (sum)", f"{throughput:.1f} (sum)"
+    if joint is not None:  # an ensemble: the sum over its members
+        return f"{joint['latency_ms_batch1']:.2f} (sum)", f"{joint['throughput_batch64']:.1f} (sum)"
     s, one = summary[stage], len(result["seeds"]) == 1
     if "latency_ms_batch1" not in s:
         return "–", "–"
