@@ -7,8 +7,8 @@ Four rooms, one per product, over a few shared modules (docs/architecture.md say
                   (the training-speed benchmark)
     experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, quantize, onnx_runtime,
                   sweep, timing, tracking, validate, outcome
-    report/       the report, pure functions of results.json: analysis, verdicts, stats, tables, findings, write,
-                  plots, slices, cpu_serving
+    report/       the report, pure functions of results.json: analysis, verdicts, stats, format, tables, findings,
+                  write, plots, slices, cpu_serving
     use/          using a finished model: predict, export, model_card, serve, evaluate
 
     shared        config (every default, with help), errors, files (atomic writes), faults (test hooks), metrics,

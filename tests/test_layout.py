@@ -33,6 +33,7 @@ TESTED_BY = {
     "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
     "report/cpu_serving.py": ("tests/experiment/test_onnx_runtime.py", "cpu_serving"),
     "report/findings.py": ("tests/report/test_analysis.py", "findings."),
+    "report/format.py": ("tests/report/test_report_render.py", "import format as cells"),
     "report/plots.py": ("tests/report/test_report.py", "png"),
     "report/tables.py": ("tests/report/test_report_render.py", "tables"),
     "report/verdicts.py": ("tests/report/test_analysis.py", "verdicts."),

@@ -352,11 +352,11 @@ def find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
     return None
 
 
-def _name(summary: dict, stage: str) -> str:
+def display_name(summary: dict, stage: str) -> str:
     return f"{summary[stage]['model_type']} [{stage}]"
 
 
-def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
+def difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
     p = find_pair(pairs, a, b)
     if p is None or p["family"] == "serving":  # a serving row is judged against its source, not ranked
         return None
@@ -364,7 +364,7 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
     if p["verdict"] == "significant":
         loser = b if p["winner"] == a else a
         return (
-            f"{_name(summary, p['winner'])} is significantly better than {_name(summary, loser)} "
+            f"{display_name(summary, p['winner'])} is significantly better than {display_name(summary, loser)} "
             f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {evidence(p)})."
         )
     what = (
@@ -373,6 +373,6 @@ def _difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> st
         else f"beyond what this design can decide ({p['differing_units']} differing {p['units']})"
     )
     return (
-        f"The difference between {_name(summary, a)} ({fa:.4f}) and {_name(summary, b)} ({fb:.4f}) "
+        f"The difference between {display_name(summary, a)} ({fa:.4f}) and {display_name(summary, b)} ({fb:.4f}) "
         f"in macro-F1 is {what} ({evidence(p)}); do not read it as a ranking."
     )

@@ -22,7 +22,7 @@ from distill_lora.report.analysis import (
     use_joint_timings,
     with_onnx_rows,
 )
-from distill_lora.report.tables import _ci, _md_table, _mib
+from distill_lora.report.format import ci_text, md_table, mib
 from distill_lora.report.verdicts import NON_INFERIOR
 
 
@@ -183,7 +183,7 @@ def cpu_serving_section(cpu: dict, alpha: float, d: int) -> list[str]:
         "when its macro-F1 is shown to be less than the margin below the source's; *not shown non-inferior* "
         "otherwise (which is not the same as worse).",
         "",
-        _md_table(HEADER, [_option_row(o, g["options"][0], d) for g in groups for o in g["options"]]),
+        md_table(HEADER, [_option_row(o, g["options"][0], d) for g in groups for o in g["options"]]),
         "",
         *[f"- {x}" for x in sentences],
         *([""] if sentences else []),
@@ -196,13 +196,13 @@ def _option_row(o: dict, ref: dict, d: int) -> list[str]:
     return [
         o["stage"],
         o["backend"],
-        _mib(o["bytes"]),
+        mib(o["bytes"]),
         f"{ref['bytes'] / o['bytes']:.2f}",
         f"{o['latency_ms']:.2f}" if timed else "–",
         f"{ref['latency_ms'] / o['latency_ms']:.2f}" if timed else "–",
         f"{o['throughput']:.1f}" if timed else "–",
         f"{o['throughput'] / ref['throughput']:.2f}" if timed else "–",
-        _ci(o["summary"], "macro_f1", d),
+        ci_text(o["summary"], "macro_f1", d),
         f"{o['summary']['macro_f1']['mean'] - ref['summary']['macro_f1']['mean']:+.{d}f}",
         "–" if o["agreement"] is None else f"{o['agreement']:.1%}",
         _verdict(o["pair"]),

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 
 from distill_lora.report.analysis import (
-    _difference_sentence,
-    _name,
+    difference_sentence,
+    display_name,
     find_pair,
     groups_of,
     int8_comparisons,
@@ -146,16 +146,16 @@ def missed_class_lines(result: dict, summary: dict) -> list[str]:
         if len(names) == 2:
             if drop >= RECALL_GAP:
                 lines.append(
-                    f"{_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
+                    f"{display_name(summary, stage)} misses '{names[c]}' texts: recall {own[c]:.2f} against the "
                     f"teacher's {teacher[c]:.2f} ({count} such test texts)."
                 )
         elif drop > 0:
             lines.append(
-                f"{_name(summary, stage)} loses most on '{names[c]}': recall {own[c]:.3f} against the teacher's "
+                f"{display_name(summary, stage)} loses most on '{names[c]}': recall {own[c]:.3f} against the teacher's "
                 f"{teacher[c]:.3f} (a drop of {drop:.3f}; {count} such test texts; {seeds})."
             )
         else:
-            lines.append(f"{_name(summary, stage)} loses no recall against the teacher on any class ({seeds}).")
+            lines.append(f"{display_name(summary, stage)} loses no recall against the teacher on any class ({seeds}).")
     return lines
 
 
@@ -301,7 +301,7 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     """Problems actually visible in this run's numbers."""
     found = []
     for stage in stage_ids(result):
-        name = _name(summary, stage)
+        name = display_name(summary, stage)
         for seed, r in zip(result["seeds"], runs_of(result, stage)):
             o = overfitting(r["validation_history"], r.get("select_metric", "macro_f1"))
             if o:  # an ensemble or int8 row has no history: it was not trained
@@ -329,7 +329,7 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
                 if p and p["verdict"] == "significant" and p["winner"] == TEACHER:
                     gap = summary["teacher"]["macro_f1"]["mean"] - summary[stage]["macro_f1"]["mean"]
                     found.append(
-                        f"{_name(summary, stage)} never caught up with its teacher "
+                        f"{display_name(summary, stage)} never caught up with its teacher "
                         f"(macro-F1 {gap:.4f} lower, significant)."
                     )
     return found
@@ -340,7 +340,9 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
     ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)
     lines = [
         "**Ranking by mean test macro-F1:** "
-        + "; ".join(f"{i + 1}. {_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked))
+        + "; ".join(
+            f"{i + 1}. {display_name(summary, s)} {summary[s]['macro_f1']['mean']:.4f}" for i, s in enumerate(ranked)
+        )
         + "."
     ]
     lines += ["", *seed_lines(result, summary), "", "**Differences:**"]
@@ -350,7 +352,7 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         if (a, b) not in key_pairs and (b, a) not in key_pairs:
             key_pairs.append((a, b))
     for a, b in key_pairs:
-        sentence = _difference_sentence(summary, pairs, a, b)
+        sentence = difference_sentence(summary, pairs, a, b)
         if sentence:
             lines.append(f"- {sentence}")
     shown = (
@@ -369,16 +371,16 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
         x = summary[s]
         if x.get("quantized_from"):
             cost = (
-                f"- {_name(summary, s)}: {x['depth']} layers, no training of its own ({x['wall_time_s']['mean']:.0f} s "
-                f"to obtain: the training of {x['quantized_from']}, then {x['quantize_time_s']['mean']:.1f} s "
-                "quantising)"
+                f"- {display_name(summary, s)}: {x['depth']} layers, no training of its own "
+                f"({x['wall_time_s']['mean']:.0f} s to obtain: the training of {x['quantized_from']}, then "
+                f"{x['quantize_time_s']['mean']:.1f} s quantising)"
             )
             if "latency_ms_batch1" in x:
                 cost += f", {x['latency_ms_batch1']['mean']:.1f} ms per example at batch 1 on CPU"
             lines.append(cost + ".")
             continue
         cost = (
-            f"- {_name(summary, s)}: {x['depth']} layers, {x['trainable_params'] / 1e6:.2f}M of "
+            f"- {display_name(summary, s)}: {x['depth']} layers, {x['trainable_params'] / 1e6:.2f}M of "
             f"{x['total_params'] / 1e6:.2f}M parameters trained, {x['wall_time_s']['mean']:.0f} s of training"
         )
         if "wall_time_with_teacher_s" in x:

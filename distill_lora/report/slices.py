@@ -28,8 +28,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from distill_lora.report.analysis import groups_of, runs_of, stage_ids  # noqa: E402
+from distill_lora.report.format import md_table
 from distill_lora.report.stats import bootstrap_ci, holm_verdicts, swap_test  # noqa: E402
-from distill_lora.report.tables import _md_table  # noqa: E402
 from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
 
 MISSING = "(missing)"  # as train/data.py names a row without a slice value
@@ -221,7 +221,7 @@ def _overview(table: dict) -> str:
         + [f"{r['class_shares'][n]:.0%}" for n in names]
         for r in table["slices"]
     ]
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def _marks(table: dict) -> str:
@@ -243,7 +243,7 @@ def _error_grid(table: dict) -> str:
         [_cell(r["slice"])] + [f"{r['models'][s]['error_rate']:.2f}{_mark(r['models'][s])}" for s in table["models"]]
         for r in table["slices"]
     ]
-    return _md_table(["Slice", *table["models"]], rows)
+    return md_table(["Slice", *table["models"]], rows)
 
 
 def _detail_table(table: dict, label_names: list[str]) -> str:
@@ -274,7 +274,7 @@ def _detail_table(table: dict, label_names: list[str]) -> str:
                     else ["(reference)", "", "", ""]
                 )
             rows.append(row)
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def _finding_lines(table: dict, label_names: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ data. Pure functions of the comparison dict (results.json)."""
 from __future__ import annotations
 
 from distill_lora.report.analysis import int8_comparisons, joint_speed, n_classes, runs_of, stage_ids
+from distill_lora.report.format import ci_text, md_table, mean_std, mib, millions, result_digits, spread_text
 from distill_lora.stage_ids import TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks
@@ -37,39 +38,11 @@ DEMO_SOURCE = "package:distill_lora/demo_data"
 EXAMPLE_CHARS = 160  # a misclassified text is cut here: enough to recognise it, short enough to scan
 
 
-def digits_for(n_test: int) -> int:
-    """Decimals a test metric can carry: one example moves accuracy by 1/n, so with n < 10,000 the fourth
-    decimal is noise."""
-    return 3 if n_test < 10_000 else 4
-
-
-def _ms(x: dict, digits: int = 3, one_seed: bool = False) -> str:
-    """'0.812' for one seed, '0.812 ± 0.005' (sample std over seeds) for several."""
-    if x is None or x["mean"] is None:
-        return "–"
-    if one_seed:
-        return f"{x['mean']:.{digits}f}"
-    return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
-
-
-def _millions(n: int | None) -> str:
-    return "–" if n is None else f"{n / 1e6:.2f}M"
-
-
-def _mib(n: int | None) -> str:
-    return "–" if not n else f"{n / 2**20:.1f} MiB"
-
-
-def _seeds_text(result: dict) -> str:
+def seeds_text(result: dict) -> str:
     seeds = result["seeds"]
     if len(seeds) == 1:
         return f"one training seed ({seeds[0]}): how much the numbers move between seeds was not measured"
     return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def derived_from(result: dict, stage: str) -> str | None:
@@ -84,10 +57,6 @@ def derived_from(result: dict, stage: str) -> str | None:
 
 def trained_stages(result: dict) -> list[str]:
     return [st for st in stage_ids(result) if derived_from(result, st) is None]
-
-
-def _digits(result: dict) -> int:
-    return digits_for(len(result["test_labels"]))
 
 
 def balance_text(split: dict) -> str:
@@ -109,25 +78,18 @@ AUC_NOTE = (
 
 def assignment_rows(result: dict, summary: dict) -> list[list[str]]:
     """The assignment's table: one row per trained model; accuracy / macro-F1 in one cell."""
-    one, d = len(result["seeds"]) == 1, _digits(result)
+    one, d = len(result["seeds"]) == 1, result_digits(result)
     return [
         [
             summary[st]["model_type"],
-            _ms(summary[st]["train_loss"], d, one),
-            f"{_ms(summary[st]['accuracy'], d, one)} / {_ms(summary[st]['macro_f1'], d, one)}",
+            mean_std(summary[st]["train_loss"], d, one),
+            f"{mean_std(summary[st]['accuracy'], d, one)} / {mean_std(summary[st]['macro_f1'], d, one)}",
         ]
         for st in trained_stages(result)
     ]
 
 
-def _ci(s: dict, metric: str, d: int) -> str:
-    ci = s["ci"][metric]
-    if ci["low"] is None:  # every resample scored the same: no interval to give
-        return f"{ci['point']:.{d}f} [no CI: every resample scores the same]"
-    return f"{ci['point']:.{d}f} [{ci['low']:.{d}f}, {ci['high']:.{d}f}]"
-
-
-def _ci_methods(summary: dict) -> str:
+def ci_methods(summary: dict) -> str:
     """The CI methods used, as the summary names them (percentile bootstrap when unnamed)."""
     methods = {}
     for s in summary.values():
@@ -156,7 +118,7 @@ def validation_cell(result: dict, stage: str, d: int) -> str:
 def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
     """Every model's test metrics; "F1 positive" only when binary (with more classes the AUCs are one-vs-rest
     macro averages, which the header says)."""
-    one, d, binary = len(result["seeds"]) == 1, _digits(result), n_classes(result) == 2
+    one, d, binary = len(result["seeds"]) == 1, result_digits(result), n_classes(result) == 2
     auc = ["ROC-AUC", "PR-AUC"] if binary else ["ROC-AUC (one-vs-rest, macro)", "PR-AUC (one-vs-rest, macro)"]
     header = [
         "Model",
@@ -177,17 +139,17 @@ def full_rows(result: dict, summary: dict) -> tuple[list[str], list[list[str]]]:
             stage,
             str(s["depth"]),
             validation_cell(result, stage, d),
-            _ci(s, "accuracy", d),
-            _ci(s, "macro_f1", d),
-            *([_ms(s["f1_positive"], d, one)] if binary else []),
-            _ms(s["roc_auc"], d, one),
-            _ms(s["pr_auc"], d, one),
-            _ms(s["ece"], d, one),
+            ci_text(s, "accuracy", d),
+            ci_text(s, "macro_f1", d),
+            *([mean_std(s["f1_positive"], d, one)] if binary else []),
+            mean_std(s["roc_auc"], d, one),
+            mean_std(s["pr_auc"], d, one),
+            mean_std(s["ece"], d, one),
         ]
         if tuned:
             row += [
-                _ms(s.get("threshold"), 3, one),
-                _ms(s["at_threshold"]["macro_f1"], d, one) if "at_threshold" in s else "–",
+                mean_std(s.get("threshold"), 3, one),
+                mean_std(s["at_threshold"]["macro_f1"], d, one) if "at_threshold" in s else "–",
             ]
         rows.append(row)
     return header, rows
@@ -214,7 +176,7 @@ def _loss_text(stage: str, run: dict) -> str:
     return text + (f" + {w['w_hidden']:.2g}·hidden cos" if w.get("w_hidden") else "")
 
 
-def _derived_note(summary: dict) -> list[str]:
+def derived_note(summary: dict) -> list[str]:
     """What the rows marked – are, naming only the kinds this run has (no line when it has none)."""
     kinds = []
     if any(s.get("quantized_from") for s in summary.values()):
@@ -240,7 +202,7 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         "Precision",
         "Training loss, total (selected epoch)",
     ]
-    rows = []
+    rows, d = [], result_digits(result)
     for stage in stage_ids(result):
         run, kind = runs_of(result, stage)[0], derived_from(result, stage)
         if kind == "int8":
@@ -274,13 +236,13 @@ def setup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             )
             continue
         t = run.get("train_settings", {})
-        total = _ms(_mean_of(result, stage, "train_total_loss"), _digits(result), True) if is_student(stage) else "–"
+        total = mean_std(_mean_of(result, stage, "train_total_loss"), d, True) if is_student(stage) else "–"
         rows.append(
             [
                 stage,
                 _starting_weights(result, stage),
                 _loss_text(stage, run),
-                _millions(run["trainable_params"]),
+                millions(run["trainable_params"]),
                 f"{len(run['validation_history'])}"
                 + (f" of {t['epochs']}" if "epochs" in t else "")
                 + f" / {run['selected_epoch']}",
@@ -312,7 +274,7 @@ def per_class_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         for n in names:
             for k in ("precision", "recall"):
                 vals = [r["test"]["per_class"][n][k] for r in runs]
-                row.append(f"{sum(vals) / len(vals):.{_digits(result)}f}")
+                row.append(f"{sum(vals) / len(vals):.{result_digits(result)}f}")
         rows.append(row)
     return header, rows
 
@@ -332,7 +294,7 @@ def class_means(result: dict, stage: str) -> dict:
 def per_class_long_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """One row per class and model, grouped by class so the models sit under each other: precision, recall, F1
     (mean over seeds), the class's test support, and the recall change against the teacher."""
-    d, stages = _digits(result), stage_ids(result)
+    d, stages = result_digits(result), stage_ids(result)
     means = {st: class_means(result, st) for st in stages}
     header = ["Class", "Test texts", "Model", "Precision", "Recall", "F1", "Recall − teacher's"]
     rows = []
@@ -371,23 +333,19 @@ def measured_on(summary: dict, fallback: str) -> str:
     return "; ".join(f"{device} ({', '.join(stages)})" for device, stages in stages_on.items())
 
 
-def _spread_text(x: dict, digits: int) -> str:
-    return f"{x['median']:.{digits}f} [{x['min']:.{digits}f}–{x['max']:.{digits}f}]"
-
-
 def timed_speed(result: dict, summary: dict, timings: dict | None, stage: str) -> tuple[str, str]:
     """(latency, throughput) cells: the joint timing at the end of the run (median [min–max] of its repeats)
     when there is one; an ensemble's is the sum over its members; else the stage's own timing after training."""
     joint = joint_speed(result, timings, stage)
     if joint is not None and joint["timed"] is not None:
         t = joint["timed"]
-        return _spread_text(t["latency_ms_batch1"], 2), _spread_text(t["throughput_batch64"], 1)
+        return spread_text(t["latency_ms_batch1"], 2), spread_text(t["throughput_batch64"], 1)
     if joint is not None:  # an ensemble: the sum over its members
         return f"{joint['latency_ms_batch1']:.2f} (sum)", f"{joint['throughput_batch64']:.1f} (sum)"
     s, one = summary[stage], len(result["seeds"]) == 1
     if "latency_ms_batch1" not in s:
         return "–", "–"
-    return _ms(s["latency_ms_batch1"], 2, one), _ms(s["throughput_batch64"], 1, one)
+    return mean_std(s["latency_ms_batch1"], 2, one), mean_std(s["throughput_batch64"], 1, one)
 
 
 def teacher_pass_cell(result: dict, stage: str) -> str:
@@ -397,7 +355,7 @@ def teacher_pass_cell(result: dict, stage: str) -> str:
         return "–"
     if t.get("reused"):
         return "reused (cached)"
-    return f"{t['time_s']:.1f} s, {_mib(t.get('peak_memory_bytes'))}"
+    return f"{t['time_s']:.1f} s, {mib(t.get('peak_memory_bytes'))}"
 
 
 def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[str], list[list[str]]]:
@@ -420,21 +378,21 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
     first = next(iter(summary.values()))
     for stage, s in summary.items():
         kind = derived_from(result, stage)
-        time_s = _ms(s["wall_time_s"], 1, one)
+        time_s = mean_std(s["wall_time_s"], 1, one)
         if "wall_time_with_teacher_s" in s:
-            time_s += f" (with its teacher's training {_ms(s['wall_time_with_teacher_s'], 1, one)})"
-        weights = _mib(s.get("weights_bytes"))
+            time_s += f" (with its teacher's training {mean_std(s['wall_time_with_teacher_s'], 1, one)})"
+        weights = mib(s.get("weights_bytes"))
         if is_lora(stage):
             weights += " adapter + head (base model shipped separately)"
         if kind == "int8":  # not trained: what it takes to obtain it is its source's training plus quantising
-            time_s = f"– ({s['quantized_from']} + {_ms(s['quantize_time_s'], 1, one)} s quantising)"
+            time_s = f"– ({s['quantized_from']} + {mean_std(s['quantize_time_s'], 1, one)} s quantising)"
             weights += " int8 (not saved; rebuilt from its source)"
         elif kind == "ensemble":
             time_s += " (sum of members)"
         elif s.get("device") != first.get("device"):  # trained somewhere else
             time_s += f" on {s.get('device')}"
         # an ensemble's members ran apart: its peak memory was never measured
-        memory = "–" if kind == "ensemble" else _mib(s["peak_memory_bytes"])
+        memory = "–" if kind == "ensemble" else mib(s["peak_memory_bytes"])
         # int8 rows on a GPU run: CPU RSS, said in the cell
         if kind != "ensemble" and s.get("peak_memory_kind") != first.get("peak_memory_kind"):
             memory += f" ({s.get('peak_memory_kind')})"
@@ -442,17 +400,17 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
         device = ((timings or {}).get("models", {}).get(stage) or {}).get("device") or s.get("device")
         if device != (timings or {}).get("device", first.get("device")) and latency != "–" and kind != "ensemble":
             latency, throughput = f"{latency} on {device}", f"{throughput} on {device}"
-        trainable = "–" if kind == "int8" else _millions(s["trainable_params"])
+        trainable = "–" if kind == "int8" else millions(s["trainable_params"])
         rows.append(
             [
                 stage,
                 str(s["depth"]),
-                _millions(s["total_params"]),
+                millions(s["total_params"]),
                 trainable,
                 weights,
                 time_s,
                 teacher_pass_cell(result, stage),
-                _ms(s["samples_per_s"], 1, one),
+                mean_std(s["samples_per_s"], 1, one),
                 memory,
                 latency,
                 throughput,
@@ -498,7 +456,7 @@ def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) ->
         rows.append(
             [
                 c["stage"],
-                f"{_mib(c['int8_bytes'])} / {_mib(c['fp32_bytes'])}",
+                f"{mib(c['int8_bytes'])} / {mib(c['fp32_bytes'])}",
                 f"{c['size_ratio']:.2f}",
                 f"{t['latency_ms_int8']:.2f} / {t['latency_ms_fp32']:.2f}" if t else "–",
                 f"{t['latency_ms_fp32'] / t['latency_ms_int8']:.2f}" if t else "–",
@@ -610,7 +568,7 @@ def data_section(data: dict) -> list[str]:
     lines = [
         f"Source: `{data['source']}`; max_length {data['max_length']} tokens.",
         "",
-        _md_table(["Split", "Examples", *share_header, "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
+        md_table(["Split", "Examples", *share_header, "Tokens p50 / p90 / p99 / max", "Truncated"], rows),
         "",
     ]
     o = data["overlap"]

@@ -31,6 +31,7 @@ from distill_lora.report.analysis import (
 )
 from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
 from distill_lora.report.findings import analysis_lines, missed_class_lines
+from distill_lora.report.format import md_table, result_digits
 from distill_lora.report.plots import draw_all
 from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
 from distill_lora.report.tables import (
@@ -44,20 +45,18 @@ from distill_lora.report.tables import (
     LAYERS_NOTE,
     LOSS_NOTE,
     TEST_NOTE,
-    _ci_methods,
-    _derived_note,
-    _digits,
-    _md_table,
-    _seeds_text,
     assignment_rows,
     balance_text,
+    ci_methods,
     cost_rows,
     data_section,
+    derived_note,
     full_rows,
     int8_rows,
     measured_on,
     pair_rows,
     per_class_rows,
+    seeds_text,
     setup_rows,
     trained_stages,
 )
@@ -228,7 +227,7 @@ def primary_lines(pairs: list[dict], d: int) -> list[str]:
 
 def summary_section(result: dict, summary: dict, pairs: list[dict], data: dict, timings: dict | None) -> list[str]:
     """The first lines: what was compared on what data, one computed sentence per question, how sure."""
-    d = _digits(result)
+    d = result_digits(result)
     trained = trained_stages(result)
     derived = [s for s in summary if s not in trained]
     test = data["splits"]["test"]
@@ -328,11 +327,11 @@ def print_table(result: dict, summary: dict, console: Console | None = None) -> 
     """The assignment's table on the terminal (80 columns when not a terminal), the baseline under it."""
     console = console or Console(width=None if sys.stdout.isatty() else 80)
     base = result["majority_baseline"]["test"]
-    d = _digits(result)
+    d = result_digits(result)
     table = Table(
         title="distill-lora: the assignment's table",
         caption=(
-            f"Test Set Performance = accuracy / macro-F1 on the test split; {_seeds_text(result)}. Majority class "
+            f"Test Set Performance = accuracy / macro-F1 on the test split; {seeds_text(result)}. Majority class "
             f"(baseline): {base['accuracy']:.{d}f} / {base['macro_f1']:.{d}f}."
         ),
     )
@@ -359,16 +358,16 @@ def build_markdown(
     device = measured_on(summary, results["run"]["device"])
     md = ["# distill-lora: distillation vs LoRA", ""]
     md += summary_section(result, summary, pairs, data, timings)
-    md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {_seeds_text(result)}.", ""]
+    md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {seeds_text(result)}.", ""]
     if n_classes(result) > 2:  # which class each model loses: what a reader of an N-class run looks at first
         md += per_class_section(result, summary, "confusion_matrices.png" in plots)
     md += _assignment_and_setup(result, summary)
     md += _results_and_costs(result, summary, timings, device)
     md += slice_section(slices, result["label_names"], plot=HEATMAP if HEATMAP in plots else None)  # report/slices.py
-    md += _int8_section(summary, pairs, timings, _digits(result))
+    md += _int8_section(summary, pairs, timings, result_digits(result))
     if cpu is not None:  # report/cpu_serving.py
-        md += cpu_serving_section(cpu, alpha, _digits(result))
-    md += _pairs_section(pairs, alpha, _digits(result))
+        md += cpu_serving_section(cpu, alpha, result_digits(result))
+    md += _pairs_section(pairs, alpha, result_digits(result))
     md += ["## Data", ""] + data_section(data) + [""] + examples_section(result, summary)
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(name, name)}](plots/{name})\n" for name in plots]
     md += ["## Analysis", ""] + analysis_lines(result, summary, pairs, majority["macro_f1"]) + [""]
@@ -386,21 +385,21 @@ PLOT_TITLES = {
 
 
 def _assignment_and_setup(result: dict, summary: dict) -> list[str]:
-    d = _digits(result)
+    d = result_digits(result)
     majority = result["majority_baseline"]["test"]
     md = [
         "## The assignment's table",
         "",
-        _md_table(list(COLUMNS), assignment_rows(result, summary)),
+        md_table(list(COLUMNS), assignment_rows(result, summary)),
         "",
         f"- {TEST_NOTE} Majority class (baseline): {majority['accuracy']:.{d}f} / {majority['macro_f1']:.{d}f}.",
         f"- {LOSS_NOTE}",
         "",
         "## Setup",
         "",
-        _md_table(*setup_rows(result)),
+        md_table(*setup_rows(result)),
         "",
-        *_derived_note(summary),
+        *derived_note(summary),
         f"- {LAYERS_NOTE}",
     ]
     if any(s.get("quantized_from") for s in summary.values()):
@@ -418,7 +417,7 @@ def per_class_section(result: dict, summary: dict, has_plot: bool) -> list[str]:
         f"Every model, {'its one seed' if len(result['seeds']) == 1 else 'mean over seeds'}; grouped by class. "
         "Recall − teacher's: the model's recall on the class minus the teacher's (no test of significance).",
         "",
-        _md_table(*per_class_rows(result)),
+        md_table(*per_class_rows(result)),
         "",
         *[f"- {x}" for x in losses],
         *([""] if losses else []),
@@ -438,7 +437,7 @@ def _per_class_lines(result: dict) -> list[str]:
     """The per-class table under the full results: binary keeps it there; more classes have their own section."""
     if n_classes(result) > 2:
         return [f"- {AUC_NOTE}", "", "Per class: see the section 'Per class (test split)' above.", ""]
-    return ["Per class (mean over seeds):", "", _md_table(*per_class_rows(result)), ""]
+    return ["Per class (mean over seeds):", "", md_table(*per_class_rows(result)), ""]
 
 
 def _results_and_costs(result: dict, summary: dict, timings: dict | None, device: str) -> list[str]:
@@ -448,12 +447,12 @@ def _results_and_costs(result: dict, summary: dict, timings: dict | None, device
         "",
         "## Full results (test split)",
         "",
-        f"Accuracy and macro-F1: value with a 95% CI ({_ci_methods(summary)}"
+        f"Accuracy and macro-F1: value with a 95% CI ({ci_methods(summary)}"
         + (f"; {resamples} resamples, fixed seed" if resamples else "")
         + "). Validation: the selected epoch. "
         "Other columns: " + ("value of the one seed." if one else "mean ± sample std over seeds."),
         "",
-        _md_table(*full_rows(result, summary)),
+        md_table(*full_rows(result, summary)),
         "",
         *_per_class_lines(result),
         "## Costs",
@@ -461,7 +460,7 @@ def _results_and_costs(result: dict, summary: dict, timings: dict | None, device
         f"Measured on {device}. Peak memory: {next(iter(summary.values()))['peak_memory_kind']}. "
         + timing_note(timings),
         "",
-        _md_table(*cost_rows(result, summary, timings)),
+        md_table(*cost_rows(result, summary, timings)),
         "",
         f"- {ENSEMBLE_NOTE}",
         "- Teacher-logit pass: the fine-tuned teacher's forward pass over the training "
@@ -483,7 +482,7 @@ def _int8_section(summary: dict, pairs: list[dict], timings: dict | None, d: int
         "Verdict: the serving family's one-sided non-inferiority test against the fp32 source (see 'Are the "
         "differences real?').",
         "",
-        _md_table(*int8_rows(summary, pairs, timings, d)),
+        md_table(*int8_rows(summary, pairs, timings, d)),
         "",
     ]
 
@@ -518,7 +517,7 @@ def _pairs_section(pairs: list[dict], alpha: float, d: int) -> list[str]:
         "faces at its Holm step (from the observed disagreement between the two models). McNemar per seed counts "
         "texts as independent: detail only.",
         "",
-        _md_table(*pair_rows(pairs, alpha, d)),
+        md_table(*pair_rows(pairs, alpha, d)),
         "",
     ]
     if families["serving"]:
@@ -526,7 +525,7 @@ def _pairs_section(pairs: list[dict], alpha: float, d: int) -> list[str]:
             "Serving family (B against its source A, non-inferiority at a margin of "
             f"{families['serving'][0]['noninferiority']['margin']} macro-F1):",
             "",
-            _md_table(*serving_rows(families["serving"], d)),
+            md_table(*serving_rows(families["serving"], d)),
             "",
         ]
     return lines
@@ -573,7 +572,7 @@ def out_of_domain_section(
     """Every model of the run on another data set: same metrics, CIs and tests, and the drop from in-domain."""
     result = add_ensembles(ood["comparison"])
     summary = summarise(result, resamples, boot_seed)
-    d = _digits(result)
+    d = result_digits(result)
     drop = [
         [
             stage,
@@ -590,11 +589,11 @@ def out_of_domain_section(
         f"Every model of this run on `{ood['source']}` ({ood['split']} split, {ood['n']} examples, "
         f"{balance_text(ood)}), evaluated once; nothing was tuned on it.",
         "",
-        _md_table(*full_rows(result, summary)),
+        md_table(*full_rows(result, summary)),
         "",
-        _md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop),
+        md_table(["Model", "Macro-F1 in domain", f"Macro-F1 on {name}", "Change"], drop),
         "",
-        _md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed, primary=primary), alpha, d)),
+        md_table(*pair_rows(compare_pairs(result, alpha, resamples, boot_seed, primary=primary), alpha, d)),
         "",
     ]
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # evaluate --slice-column

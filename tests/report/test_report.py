@@ -286,7 +286,7 @@ def test_ensemble_is_the_mean_of_its_members(results):
 
 
 def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
-    from distill_lora.report.analysis import _difference_sentence
+    from distill_lora.report.analysis import difference_sentence
     from distill_lora.report.verdicts import compare_pairs
 
     labels = [0, 1] * 20
@@ -305,7 +305,7 @@ def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
     # McNemar rejects in both seeds, in opposite directions: over the methods, the mean difference is 0
     assert all(x < 0.05 for x in pair["mcnemar_p"]) and pair["verdict"] == "within noise" and pair["winner"] is None
     summary = {s: {"model_type": s.upper(), "macro_f1": {"mean": 0.5}} for s in ("a", "b")}
-    sentence = _difference_sentence(summary, [pair], "a", "b")
+    sentence = difference_sentence(summary, [pair], "a", "b")
     assert (
         "within noise" in sentence
         and "method-level t over 2 seeds" in sentence

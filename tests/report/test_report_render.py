@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from distill_lora.metrics import metrics_from_predictions
+from distill_lora.report import format as cells
 from distill_lora.report import tables
 from distill_lora.report import write as report
 from distill_lora.report.analysis import add_ensembles, summarise
@@ -99,7 +100,7 @@ def test_assignment_table_has_three_columns_and_trained_models_only(built):
 
 
 def test_decimals_follow_the_test_size():
-    assert tables.digits_for(140) == 3 and tables.digits_for(9_999) == 3 and tables.digits_for(10_000) == 4
+    assert cells.digits_for(140) == 3 and cells.digits_for(9_999) == 3 and cells.digits_for(10_000) == 4
 
 
 def test_threshold_columns_per_row(built):
