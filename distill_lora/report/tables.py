@@ -27,8 +27,8 @@ INT8_NOTE = (
 )
 TEST_NOTE = (
     "Test Set Performance = accuracy / macro-F1 on the test split; each model was evaluated once on it, "
-    "after its epoch was selected on validation; the test split chose nothing. Validation and test passes run in "
-    "fp32 whatever the precision a model trained in (the setup table's Precision; for int8 rows, the one they run in)."
+    "after its epoch was selected on validation; the test split chose nothing. A trained model's validation and "
+    "test passes run in fp32, whatever precision it trained in (the setup table's Precision)."
 )
 ENSEMBLE_NOTE = (
     "Ensemble rows were not trained or timed: their parameters, training time and latency are sums "
