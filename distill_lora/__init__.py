@@ -7,7 +7,7 @@ Four rooms, one per product, over a few shared modules (docs/architecture.md say
                   (the training-speed benchmark)
     experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, quantize, onnx_runtime,
                   sweep, timing, tracking, validate, outcome
-    report/       the report, pure functions of results.json: analysis, verdicts, stats, format, tables, findings,
+    report/       the report, pure functions of results.json: summary, verdicts, stats, format, tables, findings,
                   write, plots, slices, cpu_serving
     use/          using a finished model: predict, export, model_card, serve, evaluate
 

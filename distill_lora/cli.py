@@ -464,7 +464,7 @@ def _check_report_flags(resamples: int | None, alpha: float | None, bootstrap_se
 
 def _rebuild_report(run_dir: Path, results: dict, resamples=None, alpha=None, bootstrap_seed=None) -> Path:
     """write_report with the run's stored report settings, flags overriding."""
-    from distill_lora.report.analysis import report_settings
+    from distill_lora.report.summary import report_settings
     from distill_lora.report.write import write_report
 
     values = report_settings(results, bootstrap_resamples=resamples, alpha=alpha, bootstrap_seed=bootstrap_seed)

@@ -2,7 +2,7 @@
 one is better, and the coverage of the method-level interval over seeds.
 
 Every run builds a synthetic results.json "comparison" dict from a known truth, adds the ensembles
-(analysis.add_ensembles, as report/write.py does) and judges it with the report's own entry point,
+(report_summary.add_ensembles, as report/write.py does) and judges it with the report's own entry point,
 verdicts.compare_pairs(result, alpha=0.05, resamples=..., boot_seed=0): the swap permutation test (9,999 draws,
 or exact), Holm within each family, "no verdict possible", the method-level t interval over seeds.
 
@@ -36,7 +36,8 @@ import time
 
 import numpy as np
 
-from distill_lora.report import analysis, stats, verdicts
+from distill_lora.report import stats, verdicts
+from distill_lora.report import summary as report_summary
 
 ALPHA = 0.05
 NAMES = ["not toxic", "toxic"]
@@ -100,7 +101,7 @@ def comparison(rng, labels: np.ndarray, per_seed: list[dict], groups=None, ensem
     }
     if groups is not None:
         result["test_groups"] = groups
-    return analysis.add_ensembles(result) if ensembles else result
+    return report_summary.add_ensembles(result) if ensembles else result
 
 
 def answers(labels: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -140,8 +141,8 @@ def old_rule_winners(result: dict) -> list[tuple[str, str]]:
     difference, Holm over every pair of non-int8 stages as one family, adjusted p < alpha. Run at the report's
     default resamples, as it ran: its p is 0 when no resample reaches 0, and that p passes any Holm step."""
     labels, groups = result["test_labels"], result.get("test_groups")
-    stages = [s for s in analysis.stage_ids(result) if not verdicts.is_serving_row(s)]
-    pred = {s: analysis.runs_of(result, s)[0]["predictions"]["pred"] for s in stages}
+    stages = [s for s in report_summary.stage_ids(result) if not verdicts.is_serving_row(s)]
+    pred = {s: report_summary.runs_of(result, s)[0]["predictions"]["pred"] for s in stages}
     pairs = list(itertools.combinations(stages, 2))
     p = [
         stats.paired_diff_ci(labels, [pred[a]], [pred[b]], "macro_f1", REPORT_RESAMPLES, 0, groups=groups)["p_value"]

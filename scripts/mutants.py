@@ -163,7 +163,7 @@ MUTANTS = [
     Mutant(
         name="training-loss-column",
         why="the report's Training Loss column shows the total distillation loss",
-        file="distill_lora/report/analysis.py",
+        file="distill_lora/report/summary.py",
         snippet='s["train_loss"] = _mean_std([r["train_loss"] for r in runs])',
         replacement='s["train_loss"] = _mean_std([r["train_total_loss"] for r in runs])',
         tests=(

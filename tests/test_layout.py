@@ -32,11 +32,11 @@ TESTED_BY = {
     "experiment/stage.py": ("tests/experiment/test_reliability.py", "stage"),
     "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
     "report/cpu_serving.py": ("tests/experiment/test_onnx_runtime.py", "cpu_serving"),
-    "report/findings.py": ("tests/report/test_analysis.py", "findings."),
+    "report/findings.py": ("tests/report/test_summary.py", "findings."),
     "report/format.py": ("tests/report/test_report_render.py", "import format as cells"),
     "report/plots.py": ("tests/report/test_report.py", "png"),
     "report/tables.py": ("tests/report/test_report_render.py", "tables"),
-    "report/verdicts.py": ("tests/report/test_analysis.py", "verdicts."),
+    "report/verdicts.py": ("tests/report/test_summary.py", "verdicts."),
     "report/write.py": ("tests/report/test_report.py", "write_report"),
     "train/checkpoint.py": ("tests/experiment/test_reliability.py", "checkpoint"),
     "train/costs.py": ("tests/train/test_bench.py", "peak_memory_bytes"),
@@ -108,7 +108,7 @@ def test_rooms_import_only_downward():
 
 def test_report_is_built_without_torch():
     code = (
-        "import sys; import distill_lora.report.write, distill_lora.report.analysis, distill_lora.report.plots; "
+        "import sys; import distill_lora.report.write, distill_lora.report.summary, distill_lora.report.plots; "
         "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules]; "
         "assert not bad, bad"
     )

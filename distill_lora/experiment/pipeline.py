@@ -292,7 +292,7 @@ def stage_test_ci(ctx: Context, preds: list[int]) -> dict:
     """The report's 95% CIs of this model's test accuracy and macro-F1 (same resamples, groups and method, from
     report.*), for metrics.json: the model card and the web page show them. With several seeds the report's
     interval is of the mean over seeds; this one is of this seed's model."""
-    from distill_lora.report.analysis import ci_of
+    from distill_lora.report.summary import ci_of
 
     r = ctx.cfg.report
     result = {
@@ -458,7 +458,7 @@ def run_seed(ctx: Context) -> dict:
 
 def planned_stages(ctx: Context) -> list[str]:
     """The stages compare will make that the report can compare (trained models and the report's ensembles)."""
-    from distill_lora.report.analysis import ENSEMBLES
+    from distill_lora.report.summary import ENSEMBLES
 
     students = [
         student_id(layers_name(resolve_layers(s, ctx.teacher_depth), ctx.teacher_depth)) for s in ctx.cfg.distill.layers

@@ -19,7 +19,7 @@ from distill_lora.experiment.timing import time_run
 from distill_lora.experiment.tracking import log_report
 from distill_lora.files import atomic_write_json, read_json, read_json_or_none
 from distill_lora.metrics import class_shares
-from distill_lora.report.analysis import REPORT_SETTINGS
+from distill_lora.report.summary import REPORT_SETTINGS
 from distill_lora.report.write import print_table, write_report
 from distill_lora.train import distributed
 from distill_lora.train.data import overlap_summary

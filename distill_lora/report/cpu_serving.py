@@ -13,16 +13,16 @@ import statistics
 
 import numpy as np
 
-from distill_lora.report.analysis import (
+from distill_lora.report.findings import times_text
+from distill_lora.report.format import ci_text, md_table, mib
+from distill_lora.report.summary import (
     find_pair,
     onnx_stage_ids,
     runs_of,
     summarise,
-    times_text,
     use_joint_timings,
     with_onnx_rows,
 )
-from distill_lora.report.format import ci_text, md_table, mib
 from distill_lora.report.verdicts import NON_INFERIOR
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from distill_lora.metrics import recorded_probabilities, reliability_bins  # noqa: E402
-from distill_lora.report.analysis import joint_speed, runs_of, stage_ids  # noqa: E402
+from distill_lora.report.summary import joint_speed, runs_of, stage_ids  # noqa: E402
 
 
 def _grid(n: int, sharey: bool = False, sharex: bool = False):

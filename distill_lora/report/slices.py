@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
-from distill_lora.report.analysis import groups_of, runs_of, stage_ids  # noqa: E402
 from distill_lora.report.format import md_table
 from distill_lora.report.stats import bootstrap_ci, holm_verdicts, swap_test  # noqa: E402
+from distill_lora.report.summary import groups_of, runs_of, stage_ids  # noqa: E402
 from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
 
 MISSING = "(missing)"  # as train/data.py names a row without a slice value

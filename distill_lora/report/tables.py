@@ -3,8 +3,8 @@ data. Pure functions of the comparison dict (results.json)."""
 
 from __future__ import annotations
 
-from distill_lora.report.analysis import int8_comparisons, joint_speed, n_classes, runs_of, stage_ids
 from distill_lora.report.format import ci_text, md_table, mean_std, mib, millions, result_digits, spread_text
+from distill_lora.report.summary import int8_comparisons, joint_speed, n_classes, runs_of, stage_ids
 from distill_lora.stage_ids import TEACHER, is_lora, is_student, kind_of
 
 COLUMNS = ("Model Type", "Training Loss", "Test Set Performance")  # the assignment's table, as the course asks

@@ -23,7 +23,6 @@ import statistics
 import numpy as np
 
 from distill_lora.errors import UserError
-from distill_lora.report.analysis import groups_of, n_classes, runs_of, stage_ids, with_onnx_rows
 from distill_lora.report.stats import (
     detectable_difference,
     holm,
@@ -38,6 +37,7 @@ from distill_lora.report.stats import (
     swap_test,
     units_needed,
 )
+from distill_lora.report.summary import groups_of, n_classes, runs_of, stage_ids, with_onnx_rows
 from distill_lora.stage_ids import (
     LORA_STUDENT,
     LORA_TEACHER,

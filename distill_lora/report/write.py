@@ -18,7 +18,12 @@ from rich.table import Table
 
 from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
 from distill_lora.metrics import recorded_probabilities
-from distill_lora.report.analysis import (
+from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
+from distill_lora.report.findings import analysis_lines, missed_class_lines
+from distill_lora.report.format import md_table, result_digits
+from distill_lora.report.plots import draw_all
+from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
+from distill_lora.report.summary import (
     add_ensembles,
     find_pair,
     int8_comparisons,
@@ -29,11 +34,6 @@ from distill_lora.report.analysis import (
     summarise,
     use_joint_timings,
 )
-from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
-from distill_lora.report.findings import analysis_lines, missed_class_lines
-from distill_lora.report.format import md_table, result_digits
-from distill_lora.report.plots import draw_all
-from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
 from distill_lora.report.tables import (
     AUC_NOTE,
     BASIS,

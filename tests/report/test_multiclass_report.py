@@ -127,7 +127,7 @@ def test_shares_examples_and_csv(run3):
 
 def test_out_of_domain_section_gives_every_class_share(run3):
     from distill_lora.metrics import class_shares
-    from distill_lora.report.analysis import summarise
+    from distill_lora.report.summary import summarise
     from distill_lora.report.write import out_of_domain_section
 
     _, _, c, _ = run3
@@ -205,7 +205,7 @@ def test_missed_class_names_the_largest_recall_drop_mean_over_seeds():
 
 
 def test_per_class_rows_cover_ensembles_as_means_over_seeds():
-    from distill_lora.report.analysis import add_ensembles
+    from distill_lora.report.summary import add_ensembles
 
     labels = [0] * 4 + [1] * 4 + [2] * 4
     truth = labels

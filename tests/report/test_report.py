@@ -251,7 +251,7 @@ def test_int8_rows_and_sentences_follow_the_numbers(built):
 
 
 def test_ensembles_never_take_int8_members(results):
-    from distill_lora.report.analysis import add_ensembles
+    from distill_lora.report.summary import add_ensembles
 
     for stages in add_ensembles(results["comparison"])["per_seed"].values():
         members = [m for s in stages.values() for m in s.get("ensemble_of", [])]
@@ -272,7 +272,7 @@ def test_report_command_rebuilds_from_results_json(results, tmp_path):
 
 
 def test_ensemble_is_the_mean_of_its_members(results):
-    from distill_lora.report.analysis import add_ensembles
+    from distill_lora.report.summary import add_ensembles
 
     with_ens = add_ensembles(results["comparison"])
     for stages in with_ens["per_seed"].values():
@@ -286,7 +286,7 @@ def test_ensemble_is_the_mean_of_its_members(results):
 
 
 def test_verdict_sentences_never_rank_a_pair_whose_winner_flips():
-    from distill_lora.report.analysis import difference_sentence
+    from distill_lora.report.findings import difference_sentence
     from distill_lora.report.verdicts import compare_pairs
 
     labels = [0, 1] * 20
@@ -324,7 +324,7 @@ def _run(labels, pred):
 
 
 def test_an_ensemble_of_students_counts_the_teacher_once_in_its_training_time(results):
-    from distill_lora.report.analysis import add_ensembles, summarise
+    from distill_lora.report.summary import add_ensembles, summarise
 
     result = add_ensembles(results["comparison"])
     summary = summarise(result, 100, 0)

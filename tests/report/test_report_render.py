@@ -8,7 +8,7 @@ from distill_lora.metrics import metrics_from_predictions
 from distill_lora.report import format as cells
 from distill_lora.report import tables
 from distill_lora.report import write as report
-from distill_lora.report.analysis import add_ensembles, summarise
+from distill_lora.report.summary import add_ensembles, summarise
 
 NAMES = ["not toxic", "toxic"]
 LABELS = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
@@ -321,7 +321,7 @@ def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
 def test_analysis_quotes_the_joint_timings():
     """The Costs table used the joint timings while the analysis quoted each stage's own (another load, another
     moment): one report gave the same teacher 21.3 and 26.1 ms."""
-    from distill_lora.report.analysis import use_joint_timings
+    from distill_lora.report.summary import use_joint_timings
 
     result = {
         "seeds": [0],

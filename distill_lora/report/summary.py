@@ -1,7 +1,8 @@
-"""Numbers behind the report: aggregates over seeds, CIs, pairwise tests, and sentences drawn from them.
+"""The report's numbers: each model's aggregates over seeds with their CIs, the ensembles, the int8 rows'
+comparisons, and which speed a row shows. The sentences drawn from them are in findings.py.
 
 Everything here works from the comparison dict saved in results.json, so a report can be rebuilt
-without the models. A sentence is only written when the numbers in the same dict support it.
+without the models.
 """
 
 from __future__ import annotations
@@ -294,57 +295,6 @@ def int8_comparisons(summary: dict, pairs: list[dict]) -> list[dict]:
     return out
 
 
-def times_text(ratio: float, more: str, less: str) -> str:
-    """2.0 → '2.0× faster'; 0.5 → '2.0× slower' (never a ratio below 1 with the wrong word)."""
-    return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
-
-
-def evidence(p: dict) -> str:
-    """What decided a pair's verdict, with its numbers: the test, its family and its Holm-adjusted p."""
-    family = f"Holm over the {p['family']} family"
-    if p["verdict_basis"] == "noninferiority":
-        n = p["noninferiority"]
-        return (
-            f"non-inferiority at a margin of {n['margin']} macro-F1 ({n['method']}): Δ {n['point']:+.3f}, "
-            f"{family}: p {p['p_holm']:.3g}"
-        )
-    if p["verdict_basis"] == "method_t":
-        d = p["method_level"]["macro_f1"]
-        return (
-            f"method-level t over {p['n_seeds']} seeds: Δ macro-F1 {d['point']:+.3f} [{d['low']:+.3f}, "
-            f"{d['high']:+.3f}], {family}: p {p['p_holm']:.3g}"
-        )
-    t = p["swap"]["macro_f1"]
-    return (
-        f"swap permutation test over {t['differing_units']} differing {p['units']} of {t['n_units']}: Δ macro-F1 "
-        f"{t['statistic']:+.3f}, {family}: p {p['p_holm']:.3g}"
-    )
-
-
-def int8_sentence(summary: dict, c: dict) -> str:
-    """One line per int8 row, every claim taken from the numbers in `c` (and its pair's verdict)."""
-    p = c["pair"]
-    text = (
-        f"int8 {c['source']} [{c['stage']}]: {c['size_ratio']:.1f}× smaller ({c['int8_bytes'] / 2**20:.1f} MiB vs "
-        f"{c['fp32_bytes'] / 2**20:.1f} MiB of fp32 tensors)"
-    )
-    if "speedup_batch1" in c:
-        text += (
-            f", {times_text(c['speedup_batch1'], 'faster', 'slower')} on CPU at batch 1 ({c['latency_ms_int8']:.2f} vs "
-            f"{c['latency_ms_fp32']:.2f} ms per example) and {times_text(c['speedup_batch64'], 'faster', 'slower')} "
-            f"at batch 64 (timed on this machine's CPU)"
-        )
-    text += f"; macro-F1 {c['macro_f1_int8']:.4f} vs {c['macro_f1_fp32']:.4f} (change {c['macro_f1_change']:+.4f}): "
-    if p["verdict"] == "non-inferior":
-        text += f"not worse than its fp32 source [{c['source']}] by the margin or more ({evidence(p)})."
-    else:
-        text += (
-            f"not shown to be within the margin of its fp32 source [{c['source']}]: it may be worse by "
-            f"{p['noninferiority']['margin']} macro-F1 or more ({evidence(p)})."
-        )
-    return text
-
-
 def find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
     for p in pairs:
         if {p["a"], p["b"]} == {a, b}:
@@ -354,25 +304,3 @@ def find_pair(pairs: list[dict], a: str, b: str) -> dict | None:
 
 def display_name(summary: dict, stage: str) -> str:
     return f"{summary[stage]['model_type']} [{stage}]"
-
-
-def difference_sentence(summary: dict, pairs: list[dict], a: str, b: str) -> str | None:
-    p = find_pair(pairs, a, b)
-    if p is None or p["family"] == "serving":  # a serving row is judged against its source, not ranked
-        return None
-    fa, fb = summary[a]["macro_f1"]["mean"], summary[b]["macro_f1"]["mean"]
-    if p["verdict"] == "significant":
-        loser = b if p["winner"] == a else a
-        return (
-            f"{display_name(summary, p['winner'])} is significantly better than {display_name(summary, loser)} "
-            f"(macro-F1 {max(fa, fb):.4f} vs {min(fa, fb):.4f}; {evidence(p)})."
-        )
-    what = (
-        "within noise"
-        if p["verdict"] == "within noise"
-        else f"beyond what this design can decide ({p['differing_units']} differing {p['units']})"
-    )
-    return (
-        f"The difference between {display_name(summary, a)} ({fa:.4f}) and {display_name(summary, b)} ({fb:.4f}) "
-        f"in macro-F1 is {what} ({evidence(p)}); do not read it as a ranking."
-    )

@@ -7,7 +7,8 @@ import pytest
 
 from distill_lora.errors import UserError
 from distill_lora.metrics import metrics_from_predictions
-from distill_lora.report import analysis, findings, stats, verdicts
+from distill_lora.report import findings, stats, verdicts
+from distill_lora.report import summary as report_summary
 
 NAMES = ["not toxic", "toxic"]
 
@@ -92,14 +93,14 @@ def test_groups_make_the_swap_test_count_groups():
     assert (p["differing_units"], p["n_units"], p["min_p"], p["p_value"]) == (1, 4, 1.0, 1.0)
     assert p["verdict"] == "no verdict possible" and p["winner"] is None
     assert p["diff"]["macro_f1"]["method"] == "cluster bootstrap (4 groups)"
-    assert "swap permutation test over 1 differing groups of 4" in analysis.evidence(p)
+    assert "swap permutation test over 1 differing groups of 4" in findings.evidence(p)
 
 
 def test_report_settings_come_from_the_run_unless_a_flag_is_given():
     stored = {
         "report_settings": {"bootstrap_resamples": 300, "bootstrap_seed": 4, "alpha": 0.01, "primary": ["a vs b"]}
     }
-    values = analysis.report_settings(stored, alpha=0.1)
+    values = report_summary.report_settings(stored, alpha=0.1)
     assert values == {
         "bootstrap_resamples": 300,
         "bootstrap_seed": 4,
@@ -108,7 +109,7 @@ def test_report_settings_come_from_the_run_unless_a_flag_is_given():
         "target_difference": 0.02,
         "serving_margin": 0.01,
     }
-    values = analysis.report_settings({})  # a results.json from before settings were stored
+    values = report_summary.report_settings({})  # a results.json from before settings were stored
     assert (values["bootstrap_resamples"], values["bootstrap_seed"], values["alpha"], values["primary"]) == (
         1000,
         0,
@@ -335,7 +336,7 @@ def test_an_int8_student_counts_its_teacher_time_as_the_student_does():
     for stages in result["per_seed"].values():
         for name, run in stages.items():
             run.update(wall_time_s={"teacher": 10.0, "student-odd": 3.0, "student-odd-int8": 3.5}[name])
-    summary = analysis.summarise(result, resamples=100)
+    summary = report_summary.summarise(result, resamples=100)
     assert summary["student-odd"]["wall_time_with_teacher_s"]["mean"] == 13.0
     assert summary["student-odd-int8"]["wall_time_with_teacher_s"]["mean"] == 13.5
     assert "wall_time_with_teacher_s" not in summary["teacher"]
