@@ -5,7 +5,7 @@ Four rooms, one per product, over a few shared modules (docs/architecture.md say
     train/        one training run: data, sources, families, models, losses, steps, trainer, checkpoint,
                   distributed, costs, runtimes (int8 and ONNX forms of a model, and their session), bench
                   (the training-speed benchmark)
-    experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, quantize, onnx_runtime,
+    experiment/   an experiment of stages in a run folder: runs, stage, pipeline, results, derived,
                   sweep, timing, tracking, validate, outcome
     report/       the report, pure functions of results.json: summary, verdicts, stats, format, tables, findings,
                   write, plots, slices, cpu_serving

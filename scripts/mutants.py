@@ -191,27 +191,26 @@ MUTANTS = [
     Mutant(
         name="onnx-int8-row-fp32-file",
         why="the ONNX Runtime int8 row evaluates the fp32 ONNX file",
-        file="distill_lora/experiment/onnx_runtime.py",
-        snippet="        model = onnx.OnnxModel(path)\n",
-        replacement="        model = onnx.OnnxModel(stage_dir(ctx.output_dir, ctx.cfg.seed, onnx_id(source, 'onnx')) / "
-        "onnx.ONNX_FILE if backend != 'onnx' else path)\n",
+        file="distill_lora/experiment/derived.py",
+        snippet="        return runtimes.OnnxModel(scratch / file)\n",
+        replacement="        return runtimes.OnnxModel(fp32_dir / runtimes.ONNX_FILE if backend != 'onnx' else scratch / file)\n",
         tests=("tests/experiment/test_onnx_runtime.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
     ),
     Mutant(
         name="onnx-int8-batched",
         why="the ONNX int8 test pass batches texts: a text's logits move with its batch mates",
-        file="distill_lora/experiment/onnx_runtime.py",
-        snippet='batch = eval_batch if backend == "onnx" else 1',
-        replacement="batch = eval_batch",
+        file="distill_lora/experiment/derived.py",
+        snippet='eval_batch_size if backend == "onnx" else 1',
+        replacement="eval_batch_size",
         tests=("tests/experiment/test_onnx_runtime.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
     ),
     Mutant(
         name="torch-int8-batched",
         why="the torch int8 test pass batches texts: a text's logits move with its batch mates",
-        file="distill_lora/experiment/quantize.py",
-        snippet='test = trainer.evaluate(qmodel, ctx.encoded["test"], 1, cpu, ctx.pad_id, mixed=False)',
-        replacement='test = trainer.evaluate(qmodel, ctx.encoded["test"], 32, cpu, ctx.pad_id, mixed=False)',
-        tests=("tests/experiment/test_quantize.py::test_compare_writes_int8_rows",),
+        file="distill_lora/experiment/derived.py",
+        snippet="Derivation(int8_id(source), chash, words, convert, 1, INT8_PRECISION, fields)",
+        replacement="Derivation(int8_id(source), chash, words, convert, 32, INT8_PRECISION, fields)",
+        tests=("tests/experiment/test_derived.py::test_compare_writes_int8_rows",),
     ),
     # ---- the verdicts
     Mutant(

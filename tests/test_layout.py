@@ -40,7 +40,7 @@ TESTED_BY = {
     "report/write.py": ("tests/report/test_report.py", "write_report"),
     "train/checkpoint.py": ("tests/experiment/test_reliability.py", "checkpoint"),
     "train/costs.py": ("tests/train/test_bench.py", "peak_memory_bytes"),
-    "train/runtimes.py": ("tests/experiment/test_quantize.py", "distill_lora.train.runtimes"),
+    "train/runtimes.py": ("tests/experiment/test_derived.py", "distill_lora.train.runtimes"),
     "use/evaluate.py": ("tests/use/test_evaluate_labels.py", "evaluate"),
     "use/model_card.py": ("tests/use/test_export.py", "README.md"),
 }

@@ -444,12 +444,12 @@ def run_seed(ctx: Context) -> dict:
     for stage_id in ctx.cfg.lora.models:
         results[stage_id] = run_lora(ctx, stage_id)
     if ctx.cfg.report.quantize_int8:  # the cheapest baseline: the same models with int8 weights
-        from distill_lora.experiment.quantize import run_int8
+        from distill_lora.experiment.derived import run_int8
 
         for source in int8_sources(list(results)):
             results[int8_id(source)] = run_int8(ctx, source)
     if ctx.cfg.report.onnx_runtime:  # the CPU serving option: the same models run by ONNX Runtime
-        from distill_lora.experiment.onnx_runtime import run_onnx_rows
+        from distill_lora.experiment.derived import run_onnx_rows
 
         for source in int8_sources(list(results)):
             results.update(run_onnx_rows(ctx, source))

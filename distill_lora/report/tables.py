@@ -419,24 +419,9 @@ def cost_rows(result: dict, summary: dict, timings: dict | None) -> tuple[list[s
     return header, rows
 
 
-def _int8_speed(c: dict, timings: dict | None) -> dict | None:
-    """fp32 and int8 CPU timings of one int8 row: from the joint timing when it has both, else the stage's."""
-    models = (timings or {}).get("models", {})
-    fp32 = models.get(f"{c['source']} (fp32 on CPU)") or models.get(c["source"])
-    if c["stage"] in models and fp32 and fp32["device"].startswith("cpu"):
-        return {
-            "latency_ms_int8": models[c["stage"]]["latency_ms_batch1"]["median"],
-            "latency_ms_fp32": fp32["latency_ms_batch1"]["median"],
-            "throughput_int8": models[c["stage"]]["throughput_batch64"]["median"],
-            "throughput_fp32": fp32["throughput_batch64"]["median"],
-        }
-    if "speedup_batch1" in c:
-        return {k: c[k] for k in ("latency_ms_int8", "latency_ms_fp32", "throughput_int8", "throughput_fp32")}
-    return None
-
-
-def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) -> tuple[list[str], list[list[str]]]:
-    """Each int8 row beside its fp32 source: size, speed on the same CPU, macro-F1 and the pair's verdict."""
+def int8_rows(summary: dict, pairs: list[dict], d: int) -> tuple[list[str], list[list[str]]]:
+    """Each int8 row beside its fp32 source: size, speed on the same CPU (int8_comparisons, from the summary that
+    use_joint_timings filled), macro-F1 and the pair's verdict."""
     header = [
         "int8 model",
         "Size int8 / fp32",
@@ -451,7 +436,7 @@ def int8_rows(summary: dict, pairs: list[dict], timings: dict | None, d: int) ->
     ]
     rows = []
     for c in int8_comparisons(summary, pairs):
-        t = _int8_speed(c, timings)
+        t = c if "speedup_batch1" in c else None
         verdict = c["pair"]["verdict"]
         rows.append(
             [

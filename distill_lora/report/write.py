@@ -482,7 +482,7 @@ def _int8_section(summary: dict, pairs: list[dict], timings: dict | None, d: int
         "Verdict: the serving family's one-sided non-inferiority test against the fp32 source (see 'Are the "
         "differences real?').",
         "",
-        md_table(*int8_rows(summary, pairs, timings, d)),
+        md_table(*int8_rows(summary, pairs, d)),
         "",
     ]
 

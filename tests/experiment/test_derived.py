@@ -14,7 +14,7 @@ from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline
-from distill_lora.experiment.quantize import run_int8
+from distill_lora.experiment.derived import run_int8
 from distill_lora.report.summary import add_ensembles
 from distill_lora.stage_ids import int8_sources
 from distill_lora.train import trainer
