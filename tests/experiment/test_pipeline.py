@@ -18,7 +18,11 @@ from distill_lora.train.data import Encoded, load_splits
 from distill_lora.train.models import LORA_BASE_DIR, load_stage_model
 
 STAGES = ["teacher", "student-odd", "student-even", "lora-student", "lora-teacher"]
-INT8 = ["teacher-int8", "student-odd-int8", "student-even-int8"]  # report.quantize_int8 rows (tests/experiment/test_derived.py)
+INT8 = [
+    "teacher-int8",
+    "student-odd-int8",
+    "student-even-int8",
+]  # report.quantize_int8 rows (tests/experiment/test_derived.py)
 runner = CliRunner()
 
 
