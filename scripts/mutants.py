@@ -193,7 +193,8 @@ MUTANTS = [
         why="the ONNX Runtime int8 row evaluates the fp32 ONNX file",
         file="distill_lora/experiment/derived.py",
         snippet="        return runtimes.OnnxModel(scratch / file)\n",
-        replacement="        return runtimes.OnnxModel(fp32_dir / runtimes.ONNX_FILE if backend != 'onnx' else scratch / file)\n",
+        replacement="        return runtimes.OnnxModel(fp32_dir / runtimes.ONNX_FILE if backend != 'onnx' "
+        "else scratch / file)\n",
         tests=("tests/experiment/test_onnx_runtime.py::test_an_int8_row_ran_its_own_int8_file_one_text_at_a_time",),
     ),
     Mutant(
