@@ -269,7 +269,11 @@ def train_teacher(
 @command()
 def distill(
     layers: str = typer.Option(
-        ..., "--layers", "-l", help="odd, even, first[:k], last[:k], distilbert, or 1-based layers like 1,4,7"
+        ...,
+        "--layers",
+        "-l",
+        help="odd, even, first[:k], last[:k], distilbert[:k], spaced[:k], angular[:k] (chosen from the teacher on "
+        "validation), or 1-based layers like 1,4,7; add .RECIPE for one of distill.recipes (odd.ce)",
     ),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -342,8 +346,9 @@ def compare(
         None,
         "--layers",
         "-l",
-        help="one student (repeatable), as distill --layers: odd, even, first[:k], "
-        "last[:k], distilbert, or 1-based layers like 1,4,7 (overrides distill.layers)",
+        help="one student (repeatable), as distill --layers: odd, even, first[:k], last[:k], distilbert[:k], "
+        "spaced[:k], angular[:k], or 1-based layers like 1,4,7, each with an optional .RECIPE (overrides "
+        "distill.layers)",
     ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -354,6 +359,39 @@ def compare(
         lambda p, ctx: _finish_compare(ctx, p.run_compare(ctx)),
         config,
         overrides,
+        output_dir,
+        seed,
+        document=_compare_document if json_out else None,
+        quiet=quiet,
+    )
+
+
+@command()
+def atlas(
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    output_dir: Optional[str] = OutOpt,
+    seed: Optional[int] = SeedOpt,
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1 (overrides seeds)"),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """compare over a grid of students: every layer choice of atlas.layers × every recipe of atlas.recipes, beside
+    the teacher and LoRA, every seed; the report adds the front of quality vs latency, chosen on validation."""
+
+    def overrides():
+        base = _compare_overrides(set_, seeds, None)
+        cfg = load_config(config, base, output_dir, seed)
+        from distill_lora.experiment.atlas import atlas_overrides
+        from distill_lora.train.models import load_model_config
+
+        depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
+        return base + atlas_overrides(cfg, depth)
+
+    _run(
+        lambda p, ctx: _finish_compare(ctx, p.run_compare(ctx)),
+        config,
+        _user_errors(overrides),
         output_dir,
         seed,
         document=_compare_document if json_out else None,

@@ -146,14 +146,57 @@ class TeacherConfig:
 class DistillConfig:
     layers: list = _f(
         ["odd", "even"],
-        "students that compare trains: odd, even, first[:k], last[:k], distilbert, or a list of 1-based layers",
+        "students that compare trains: odd, even, first[:k], last[:k], distilbert[:k], spaced[:k], angular[:k] (the "
+        "k layers that change the fine-tuned teacher's hidden states most on validation), or a list of 1-based "
+        "layers; 'odd.ce' trains it with the recipe ce of distill.recipes instead of the weights below",
     )
     temperature: float = _f(2.0, "softmax temperature T of the KL term")
     w_ce: float = _f(1 / 3, "weight of cross-entropy with the true labels")
     w_kl: float = _f(1 / 3, "weight of T²·KL(teacher ‖ student)")
     w_cos: float = _f(1 / 3, "weight of the cosine embedding loss between student and teacher logits")
     w_hidden: float = _f(0.0, "weight of the [CLS] hidden-state cosine loss per mapped layer (0 = off)")
+    recipes: dict = _f(
+        {
+            "ce": {"w_ce": 1.0, "w_kl": 0.0, "w_cos": 0.0, "w_hidden": 0.0},
+            "logits": {"w_ce": 0.5, "w_kl": 0.5, "w_cos": 0.0, "w_hidden": 0.0},
+            "logits-cos": {"w_ce": 1 / 3, "w_kl": 1 / 3, "w_cos": 1 / 3, "w_hidden": 0.0},
+            "hidden": {"w_ce": 1 / 3, "w_kl": 1 / 3, "w_cos": 1 / 3, "w_hidden": 1 / 3},
+        },
+        "named distillation recipes a student entry can ask for ('odd.ce'): name → temperature and loss weights "
+        "(w_ce, w_kl, w_cos, w_hidden); a key left out takes this section's value. ce: labels only (the cut "
+        "teacher fine-tuned); logits: + KL to the teacher; logits-cos: + cosine of the logits; hidden: + [CLS] states",
+    )
     train: dict = _f({}, "overrides of the global train block for this stage")
+
+    def with_recipe(self, name: str | None) -> DistillConfig:
+        """This section with recipe `name`'s weights (None: unchanged)."""
+        return self if name is None else dataclasses.replace(self, **self.recipes[name])
+
+
+RECIPE_KEYS = ("temperature", "w_ce", "w_kl", "w_cos", "w_hidden")
+RECIPE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def split_recipe(entry) -> tuple:
+    """A distill.layers entry → (layer spec, recipe name or None): 'last:4.ce' → ('last:4', 'ce')."""
+    if isinstance(entry, str) and "." in entry:
+        spec, recipe = entry.rsplit(".", 1)
+        return spec, recipe
+    return entry, None
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    layers: list = _f(
+        ["odd", "even", "first", "last", "distilbert", "angular"],
+        "the atlas's layer choices (as distill.layers entries, without a recipe)",
+    )
+    recipes: list = _f(["ce", "logits-cos"], "the atlas's distillation recipes (names in distill.recipes)")
+    reference: str = _f(
+        "",
+        "the arm every other is compared with in the planned comparisons, as 'layers.recipe' (empty: odd with the "
+        "first recipe); each arm is also compared with the teacher",
+    )
 
 
 @dataclass(frozen=True)
@@ -265,6 +308,9 @@ class Config:
     sweep: SweepConfig = field(
         default_factory=SweepConfig, metadata={"help": "hyperparameter search (distill-lora sweep)"}
     )
+    atlas: AtlasConfig = field(
+        default_factory=AtlasConfig, metadata={"help": "the grid of students that distill-lora atlas trains"}
+    )
 
     def stage_train(self, section: str) -> TrainConfig:
         """The global train block with a stage's overrides applied (and the fast preset, when on)."""
@@ -335,6 +381,7 @@ _DATACLASSES = {
         LoraConfig,
         ReportConfig,
         SweepConfig,
+        AtlasConfig,
         Config,
     )
 }
@@ -377,15 +424,8 @@ def _validate(cfg: Config) -> None:
     problem = report_problem(cfg.report)
     if problem:
         raise UserError(f"config: 'report.{problem[0]}' is {getattr(cfg.report, problem[0])!r}: {problem[1]}")
-    k = cfg.distill
-    if k.temperature <= 0:
-        raise UserError(f"config: 'distill.temperature' must be > 0, got {k.temperature}")
-    weights = (k.w_ce, k.w_kl, k.w_cos, k.w_hidden)
-    for name, w in zip(("w_ce", "w_kl", "w_cos", "w_hidden"), weights):
-        if w < 0:
-            raise UserError(f"config: 'distill.{name}' must be >= 0, got {w}")
-    if sum(weights) == 0:
-        raise UserError("config: 'distill' weights w_ce, w_kl, w_cos, w_hidden are all 0; give one a positive weight")
+    _validate_recipe(dataclasses.asdict(cfg.distill), "distill")
+    _validate_recipes(cfg)
     for m in cfg.lora.models:
         if m not in LORA_STAGES:
             raise UserError(f"config: 'lora.models' has '{m}'; valid: {', '.join(LORA_STAGES)}")
@@ -401,6 +441,70 @@ def _validate(cfg: Config) -> None:
     if "all-linear" in lo.target_modules and len(lo.target_modules) > 1:
         raise UserError(f"config: 'lora.target_modules' [all-linear] stands alone, got {lo.target_modules}")
     _validate_sweep(cfg)
+
+
+def _validate_recipe(r: dict, where: str) -> None:
+    """The temperature and loss weights of distill (or of one of its recipes, `r` with the section's values)."""
+    if r["temperature"] <= 0:
+        raise UserError(f"config: '{where}.temperature' must be > 0, got {r['temperature']}")
+    weights = [r[k] for k in RECIPE_KEYS[1:]]
+    for name, w in zip(RECIPE_KEYS[1:], weights):
+        if w < 0:
+            raise UserError(f"config: '{where}.{name}' must be >= 0, got {w}")
+    if sum(weights) == 0:
+        raise UserError(f"config: '{where}' weights w_ce, w_kl, w_cos, w_hidden are all 0; give one a positive weight")
+
+
+def _validate_recipes(cfg: Config) -> None:
+    """distill.recipes, the recipes distill.layers names, and the atlas grid: each problem in one line at load."""
+    k, base = cfg.distill, {key: getattr(cfg.distill, key) for key in RECIPE_KEYS}
+    for name, r in k.recipes.items():
+        where = f"distill.recipes.{name}"
+        if not RECIPE_NAME.match(str(name)) or str(name).endswith(("-int8", "-onnx")):
+            raise UserError(
+                f"config: recipe name '{name}': use lower-case letters, digits and '-' (it ends a stage id, so "
+                "not ending in -int8 or -onnx)"
+            )
+        if not isinstance(r, dict):
+            raise UserError(f"config: '{where}' must be a mapping of {', '.join(RECIPE_KEYS)}, got {r!r}")
+        for key, value in r.items():
+            if key not in RECIPE_KEYS:
+                raise UserError(f"config: unknown key '{where}.{key}'" + _closest(key, list(RECIPE_KEYS)))
+            _check_type(value, "float", f"{where}.{key}")
+        _validate_recipe({**base, **r}, where)
+    named = [(f"distill.layers[{i}]", split_recipe(e)[1]) for i, e in enumerate(k.layers)]
+    named += [(f"atlas.recipes[{i}]", r) for i, r in enumerate(cfg.atlas.recipes)]
+    for where, recipe in named:
+        if recipe is not None and recipe not in k.recipes:
+            raise UserError(
+                f"config: '{where}' names recipe '{recipe}', which distill.recipes does not define"
+                + _closest(str(recipe), list(k.recipes))
+            )
+    a = cfg.atlas
+    for key, values in (("layers", a.layers), ("recipes", a.recipes)):
+        doubled = sorted({str(v) for v in values if values.count(v) > 1})
+        if doubled:
+            raise UserError(f"config: 'atlas.{key}' lists {', '.join(doubled)} more than once; each arm needs its own")
+    for i, spec in enumerate(a.layers):
+        if split_recipe(spec)[1] is not None:
+            raise UserError(
+                f"config: 'atlas.layers[{i}]' is '{spec}': a layer choice without a recipe (the recipes are in "
+                "atlas.recipes)"
+            )
+    if a.reference and a.reference not in atlas_entries(a):
+        raise UserError(
+            f"config: 'atlas.reference' is '{a.reference}', which is not an arm of the grid; use one of "
+            f"{', '.join(atlas_entries(a))}"
+        )
+
+
+def atlas_entries(a: AtlasConfig) -> list[str]:
+    """The atlas's arms as distill.layers entries: every layer choice with every recipe ('odd.ce', …)."""
+    return [f"{_spec_text(spec)}.{recipe}" for spec in a.layers for recipe in a.recipes]
+
+
+def _spec_text(spec) -> str:
+    return ",".join(map(str, spec)) if isinstance(spec, list) else str(spec)
 
 
 def _validate_data(d: DataConfig) -> None:

@@ -37,6 +37,8 @@ class StageRecord:
     test_ci: dict | None = None  # 95% CIs of this seed's test accuracy and macro-F1
     train_settings: dict | None = None  # lr, batch_size, epochs: what the report's setup table shows
     loss_weights: dict | None = None  # a student's temperature and loss weights
+    recipe: str | None = None  # a student trained with one of distill.recipes ('odd.ce'): its name
+    layer_choice: dict | None = None  # a data-driven student (angular): the per-layer distances and the layers kept
     teacher_layers: list | None = None  # the teacher layers a student (or lora-student) is cut from
     teacher_targets: dict | None = None  # a student's teacher-logit pass: time_s, peak memory, reused
     pooler_trained: bool | None = None  # LoRA: the pooler decision (lora.train_pooler)

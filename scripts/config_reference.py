@@ -18,14 +18,15 @@ from distill_lora.config import describe  # noqa: E402
 
 TARGET = REPO / "docs" / "config.md"
 COMMAND = "python scripts/config_reference.py"
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))  # the names --config takes besides a path
 
 HEADER = f"""# Config reference
 
 Every config key with its default and meaning. Generated from the help texts in
 `distill_lora/config.py` by `{COMMAND}`: edit those, not this page.
 
-Defaults live in `distill_lora/config.py`; `configs/*.yaml` (shipped as `default`, `demo`, `olid`) only
-say what differs. The training commands take `--config PATH|default|demo|olid` and repeatable
+Defaults live in `distill_lora/config.py`; `configs/*.yaml` (shipped as {", ".join(f"`{n}`" for n in SHIPPED)})
+only say what differs. The training commands take `--config PATH|{"|".join(SHIPPED)}` and repeatable
 `--set key=value` overrides (dotted keys, values parsed as YAML:
 `--set teacher.train.lr=3e-5 --set distill.layers=[odd]`). A stage's `train:` block overrides the
 global one for that stage (`teacher.train.lr`, `distill.train.epochs`, …). Unknown keys are errors

@@ -213,6 +213,49 @@ MUTANTS = [
         replacement="Derivation(int8_id(source), chash, words, convert, 32, INT8_PRECISION, fields)",
         tests=("tests/experiment/test_derived.py::test_compare_writes_int8_rows",),
     ),
+    # ---- the atlas
+    Mutant(
+        name="angular-counts-padding",
+        why="the data-driven layer choice averages over padding tokens too",
+        file="distill_lora/train/layer_choice.py",
+        snippet="states = [h.double()[mask] for h in out.hidden_states]",
+        replacement="states = [h.double().flatten(0, 1) for h in out.hidden_states]",
+        tests=("tests/train/test_layer_choice.py",),
+    ),
+    Mutant(
+        name="angular-keeps-least-changing",
+        why="the data-driven choice keeps the layers that change the states least",
+        file="distill_lora/train/layer_choice.py",
+        snippet="key=lambda i: (-distances[i], i)",
+        replacement="key=lambda i: (distances[i], i)",
+        tests=("tests/train/test_layer_choice.py",),
+    ),
+    Mutant(
+        name="front-weak-dominance",
+        why="the front drops a model that another only ties on both axes",
+        file="distill_lora/report/atlas.py",
+        snippet="and (b[0] > a[0] or b[1] < a[1])",
+        replacement="",
+        tests=("tests/report/test_atlas_section.py",),
+    ),
+    Mutant(
+        name="atlas-ranks-on-test",
+        why="the atlas ranks its models on test macro-F1 instead of validation",
+        file="distill_lora/report/atlas.py",
+        snippet='"val_macro_f1": statistics.fmean(val),',
+        replacement='"val_macro_f1": summary[s]["macro_f1"]["mean"],',
+        tests=("tests/report/test_atlas_section.py",),
+    ),
+    Mutant(
+        name="recipe-ignored",
+        why="a student entry's recipe is dropped: every arm trains with distill's own weights",
+        file="distill_lora/experiment/pipeline.py",
+        snippet="distill=ctx.cfg.distill.with_recipe(recipe)",
+        replacement="distill=ctx.cfg.distill",
+        tests=(
+            "tests/experiment/test_atlas.py::test_an_atlas_trains_one_teacher_and_one_logit_cache_per_seed_for_every_arm",
+        ),
+    ),
     # ---- the verdicts
     Mutant(
         name="holm-step",

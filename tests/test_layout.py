@@ -28,6 +28,8 @@ TESTED_BY = {
     "faults.py": ("tests/experiment/test_trust.py", "DISTILL_LORA_FAULT"),
     "files.py": ("tests/experiment/test_runs.py", "from distill_lora import files"),
     "records.py": ("tests/test_stage_ids.py", "StageRecord"),
+    # two test files of one basename collide in pytest's default import mode: experiment/atlas has test_atlas.py
+    "report/atlas.py": ("tests/report/test_atlas_section.py", "atlas.atlas_table"),
     "experiment/outcome.py": ("tests/test_scripting.py", "--json"),
     "experiment/stage.py": ("tests/experiment/test_reliability.py", "stage"),
     "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
@@ -238,3 +240,23 @@ def test_every_module_has_its_test_file_or_names_the_test_that_covers_it():
             wrong.append(f"{rel}: TESTED_BY names {entry[0]}, which does not contain {entry[1]!r}")
     assert set(TESTED_BY) <= {str(rel) for rel, _ in modules()}, "TESTED_BY names a module that is gone"
     assert not wrong, "\n".join(wrong)
+
+
+def private_imports(tree) -> list[str]:
+    """`_name`s a file imports from another of the package's modules (function-local imports included)."""
+    return [
+        f"{node.module}.{a.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("distill_lora")
+        for a in node.names
+        if a.name.startswith("_") and not a.name.startswith("__")
+    ]
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name another module needs is public: a leading underscore promises that only its own file uses it."""
+    wrong = [f"{rel}: {name}" for rel, tree in modules() for name in private_imports(tree)]
+    assert not wrong, "private names imported across modules (make them public):\n" + "\n".join(wrong)
+    assert private_imports(ast.parse("def f():\n    from distill_lora.train.data import _read_rows\n")) == [
+        "distill_lora.train.data._read_rows"
+    ]

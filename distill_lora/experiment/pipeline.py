@@ -15,7 +15,7 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from distill_lora.config import Config, config_hash
+from distill_lora.config import Config, config_hash, split_recipe
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import run_stage, say, train_model
@@ -41,6 +41,7 @@ from distill_lora.stage_ids import (
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
 from distill_lora.train.data import Encoded, Splits, load_splits
+from distill_lora.train.layer_choice import angular_distances, data_driven_depth, most_changing_layers
 from distill_lora.train.models import (
     LORA_BASE_DIR,
     add_lora,
@@ -92,9 +93,17 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     model_config = load_model_config(cfg.teacher.model)
     depth = int(getattr(model_config, "num_hidden_layers", 0))
     _check_max_length(cfg.data.max_length, model_config)
-    # check every layer list now, so a bad one fails before hours of teacher training
-    for spec in [*cfg.distill.layers, *layer_specs]:
-        resolve_layers(spec, depth)
+    # check every layer list now, so a bad one fails before hours of teacher training; two entries making the
+    # same stage would train it once and report it twice
+    made = {}
+    for entry in [*cfg.distill.layers, *layer_specs]:
+        stage = student_stage(entry, depth)
+        if stage in made and made[stage] != entry:
+            raise UserError(
+                f"distill.layers: {made[stage]!r} and {entry!r} make the same student {stage} (the same layers of "
+                f"this {depth}-layer teacher, and the same recipe); drop one"
+            )
+        made[stage] = entry
     resolve_layers(cfg.lora.student_layers, depth)
     encoded = {s: Encoded(splits[s], tokenizer, cfg.data.max_length) for s in ("train", "validation", "test")}
     for note in splits.notes:
@@ -166,7 +175,7 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
             "teacher": teacher_hash(ctx),
             "teacher_weights": teacher_weights(ctx),
             "layers": layers,
-            "distill": d,
+            "distill": {k: v for k, v in d.items() if k != "recipes"},  # the weights used, not every recipe named
             "train": _train_key(ctx, "distill"),
         }
     )
@@ -214,8 +223,8 @@ def _run_trained_stage(
             return None, None, None
         record = _trained_record(ctx, stage_id, model_type, model, result, accelerator, memory, test["logits"])
         record.config_hash = chash
-        for key, value in fields.items():
-            setattr(record, key, value)
+        for key, value in fields.items():  # {}: nothing to record (a labels-only student made no teacher pass)
+            setattr(record, key, None if value == {} else value)
         if ctx.cfg.report.measure_speed:
             record.inference = inference_speed(model, ctx.encoded["validation"], accelerator, ctx.pad_id)
 
@@ -368,6 +377,13 @@ def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
     teacher_targets)."""
     k = ctx.cfg.distill
     teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER))
+    if k.w_kl == k.w_cos == k.w_hidden == 0:  # labels only (recipe ce): the cut teacher fine-tuned, no teacher pass
+
+        def labels_only(model, batch):
+            loss, parts = ce_step(model, batch)
+            return k.w_ce * loss, parts
+
+        return make_student(teacher.cpu(), layers), labels_only
     targets = teacher_targets(ctx, teacher, layers if k.w_hidden > 0 else None, cost)
     return make_student(teacher.cpu(), layers), distill_step(targets, k, len(layers))
 
@@ -380,23 +396,61 @@ def lora_base(ctx: Context, stage_id: str):
     return base
 
 
-def run_student(ctx: Context, spec) -> dict:
-    """Distil a student made of the fine-tuned teacher's `spec` layers (odd, even, or a list)."""
+def student_stage(entry, depth: int) -> str:
+    """A distill.layers entry ('odd', 'last:4', [1, 4], 'angular', 'odd.ce' with a recipe) → its stage id (checked)."""
+    spec, recipe = split_recipe(entry)
+    k = data_driven_depth(spec, depth)
+    if k:  # chosen from the teacher later: named by the rule, not by its layers
+        name = "angular" if k == depth // 2 else f"angular{k}"
+    else:
+        name = layers_name(resolve_layers(spec, depth), depth)
+    return student_id(name + (f".{recipe}" if recipe else ""))
+
+
+def run_student(ctx: Context, entry) -> dict:
+    """Distil a student made of some of the fine-tuned teacher's layers: entry = a layer spec (odd, even, a list, the
+    data-driven angular…), with '.recipe' for one of distill.recipes' loss weights."""
     if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER), teacher_hash(ctx)):
         say("[teacher] no finished teacher for this config: fine-tuning it first")
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
-    layers = resolve_layers(spec, ctx.teacher_depth)
-    stage_id = student_id(layers_name(layers, ctx.teacher_depth))
+    spec, recipe = split_recipe(entry)
+    stage_id = student_stage(entry, ctx.teacher_depth)
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, distill=ctx.cfg.distill.with_recipe(recipe)))
+    k = data_driven_depth(spec, ctx.teacher_depth)
+    choice = angular_choice(ctx, k) if k else None
+    layers = choice["layers"] if choice else resolve_layers(spec, ctx.teacher_depth)
     targets_cost = {}  # filled by build() (the teacher-logit pass), before the stage writes metrics.json
 
     def build():
         return student_and_loss(ctx, layers, targets_cost)
 
-    name = layers_name(layers, ctx.teacher_depth)
-    model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled)"
-    return _run_trained_stage(
-        ctx, stage_id, student_hash(ctx, layers), build, model_type, teacher_layers=layers, teacher_targets=targets_cost
+    name = "angular" if choice else layers_name(layers, ctx.teacher_depth)
+    model_type = f"Student, {name} layers {{{','.join(map(str, layers))}}} (distilled{f', {recipe}' if recipe else ''})"
+    fields = {"teacher_layers": layers, "teacher_targets": targets_cost, "recipe": recipe, "layer_choice": choice}
+    return _run_trained_stage(ctx, stage_id, student_hash(ctx, layers), build, model_type, **fields)
+
+
+def angular_choice(ctx: Context, k: int) -> dict:
+    """The k layers of this seed's fine-tuned teacher whose output moves furthest from their input on the validation
+    split (train/layer_choice.py), computed once per teacher and kept in the seed's cache."""
+    path = (
+        seed_dir(ctx.output_dir, ctx.cfg.seed)
+        / "cache"
+        / f"angular-{teacher_hash(ctx)}-{teacher_weights(ctx)[:16]}.json"
     )
+    distances = (read_json_or_none(path) or {}).get("distances")
+    if distances is None:
+        teacher = load_stage_model(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER))
+        batch = ctx.cfg.stage_train("teacher").eval_batch_size
+        distances = angular_distances(teacher, ctx.encoded["validation"], batch, ctx.pad_id)
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"distances": distances, "split": "validation"})
+    layers = most_changing_layers(distances, k)
+    say(
+        f"[angular] teacher layers by angular distance on validation: {[round(d, 4) for d in distances]}; keep {layers}"
+    )
+    return {"method": "angular distance on validation", "distances": distances, "layers": layers}
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
@@ -460,9 +514,7 @@ def planned_stages(ctx: Context) -> list[str]:
     """The stages compare will make that the report can compare (trained models and the report's ensembles)."""
     from distill_lora.report.summary import ENSEMBLES
 
-    students = [
-        student_id(layers_name(resolve_layers(s, ctx.teacher_depth), ctx.teacher_depth)) for s in ctx.cfg.distill.layers
-    ]
+    students = [student_stage(s, ctx.teacher_depth) for s in ctx.cfg.distill.layers]
     trained = [TEACHER, *students, *ctx.cfg.lora.models]
     return trained + [ensemble_id(m) for m in ENSEMBLES if all(x in trained for x in m)]
 

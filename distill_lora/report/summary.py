@@ -182,7 +182,7 @@ def summarise(result: dict, resamples: int = 1000, boot_seed: int = 0, stages: l
                 [r["wall_time_s"] + t["wall_time_s"] for r, t in zip(runs, teachers)]
             )
         s["samples_per_s"] = _mean_std([r["samples_per_s"] for r in runs])
-        targets = [r["teacher_targets"] for r in runs if "teacher_targets" in r]
+        targets = [r["teacher_targets"] for r in runs if r.get("teacher_targets")]  # {}: trained on labels only
         if targets:  # a distilled student's teacher-logit pass, a cost of its own beside its training
             s["teacher_targets"] = {
                 "time_s": _mean_std([t["time_s"] for t in targets]),

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
 from distill_lora.metrics import recorded_probabilities
+from distill_lora.report.atlas import atlas_section, atlas_table
 from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
 from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.format import md_table, result_digits
@@ -214,14 +215,28 @@ PRIMARY_TITLES = {
 }
 
 
+SUMMARY_PAIRS = 8  # the assignment's default planned comparisons; past this, the summary names only the decided ones
+
+
 def primary_lines(pairs: list[dict], d: int) -> list[str]:
-    """One line per primary comparison, in the family's order, titled by the question it answers."""
+    """One line per primary comparison, in the family's order, titled by the question it answers; with more than
+    SUMMARY_PAIRS (an atlas), one line each for those with a verdict and one line for all the others."""
+    primary = [p for p in pairs if p["family"] == "primary"]
+    shown = primary if len(primary) <= SUMMARY_PAIRS else [p for p in primary if p["verdict"] == "significant"]
     lines = []
-    for p in (p for p in pairs if p["family"] == "primary"):
+    for p in shown:
         title = PRIMARY_TITLES.get(
             frozenset((p["a"], p["b"])), "Against the teacher" if TEACHER in (p["a"], p["b"]) else "Planned"
         )
         lines.append(f"- **{title}:** {pair_sentence(pairs, p['a'], p['b'], d)}")
+    rest = [p for p in primary if p not in shown]
+    if rest:
+        low = min(rest, key=lambda p: p["p_holm"])
+        lines.append(
+            f"- **Planned, not significant:** {len(rest)} of the {len(primary)} planned comparisons (each with its "
+            f"interval and what this design could detect in 'Are the differences real?'); the smallest Holm-adjusted "
+            f"p among them: {low['p_holm']:.3g} ({low['a']} vs {low['b']})."
+        )
     return lines
 
 
@@ -359,6 +374,7 @@ def build_markdown(
     md = ["# distill-lora: distillation vs LoRA", ""]
     md += summary_section(result, summary, pairs, data, timings)
     md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {seeds_text(result)}.", ""]
+    md += atlas_section(result, summary, pairs, atlas_table(result, summary), result_digits(result))  # report/atlas.py
     if n_classes(result) > 2:  # which class each model loses: what a reader of an N-class run looks at first
         md += per_class_section(result, summary, "confusion_matrices.png" in plots)
     md += _assignment_and_setup(result, summary)
@@ -692,6 +708,9 @@ def write_report(
     if slices is not None:  # the per-slice table, one row per slice and model
         atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
     analysis = {"summary": summary, "pairs": pairs, "slices": slices}
+    atlas = atlas_table(result, summary)
+    if atlas is not None:
+        analysis["atlas"] = atlas
     if cpu is not None:
         analysis["onnx_runtime"] = {"summary": cpu["summary"]}  # their verdicts: the serving family in "pairs"
     atomic_write_json(output_dir / "analysis.json", analysis)

@@ -53,7 +53,7 @@ class Splits:
 # ---------------------------------------------------------------- reading rows
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower().lstrip(".")
     try:
         if suffix == "jsonl" or suffix == "json":
@@ -100,7 +100,7 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def _as_text(value):
+def as_text(value):
     """Apply the text rule; None means 'no text'."""
     if isinstance(value, str):
         return value if value.strip() else None
@@ -156,7 +156,7 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
     # a split may lack the slice column (only the scored split needs it: _require_slices)
     has_slices = cfg.slice_column is not None and any(cfg.slice_column in r for r in rows)
     for i, row in enumerate(rows, 1):
-        text = _as_text(row.get(cfg.text_column))
+        text = as_text(row.get(cfg.text_column))
         if text is False:
             raise UserError(
                 f"data: split {where} row {i} has a {type(row.get(cfg.text_column)).__name__} "
@@ -192,7 +192,7 @@ def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str])
 
 def _as_group(value, column: str, where: str, row: int) -> str:
     """A group id as text: 3 and "3" are one group; a row without one would silently be a group of its own."""
-    group = _as_text(value)
+    group = as_text(value)
     if not group:
         raise UserError(
             f"data: split {where} row {row} has no group id in column '{column}' (data.group_column); "
@@ -206,7 +206,7 @@ def _as_slice(value) -> str:
     "(missing)", counted like any other rather than dropped."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = _as_text(value)
+    text = as_text(value)
     if text is None:
         return MISSING_SLICE
     return text.strip() if text is not False else json.dumps(value, sort_keys=True)
@@ -268,7 +268,7 @@ def _load_raw(cfg: DataConfig, wanted=SPLITS, required=("train", "test")) -> tup
                     f"data: no {s} file in {folder} (looked for "
                     f"{'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)"
                 )
-        rows = {s: _read_rows(p) if p else None for s, p in files.items()}
+        rows = {s: read_rows(p) if p else None for s, p in files.items()}
         fingerprint = {str(p): _file_sha256(p) for p in files.values() if p}
         return rows, fingerprint, {s: f"'{s}' ({p})" for s, p in files.items()}
     ds = _load_hub_dataset(ref)

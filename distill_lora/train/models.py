@@ -14,8 +14,11 @@ from distill_lora.errors import UserError
 from distill_lora.train.families import Family, family_of
 from distill_lora.train.sources import hub_unreachable_message, require_hub, resolve
 
-LAYER_PRESETS = ("odd", "even", "first", "last", "distilbert")
-_HELP = "use odd, even, first[:k], last[:k], distilbert, or 1-based layer numbers like 1,4,7"
+LAYER_PRESETS = ("odd", "even", "first", "last", "distilbert", "spaced")
+_HELP = (
+    "use odd, even, first[:k], last[:k], distilbert[:k], spaced[:k], angular[:k] (chosen from the fine-tuned "
+    "teacher on validation), or 1-based layer numbers like 1,4,7"
+)
 
 
 # ---------------------------------------------------------------- layer maps
@@ -26,7 +29,8 @@ def preset_layers(name: str, depth: int, k: int | None = None) -> list[int]:
 
     odd {1,3,5,…}, even {2,4,6,…}, first {1..k}, last {depth-k+1..depth}, distilbert: every other
     layer from the bottom for half the student and from the top for the rest ({1,3,5,8,10,12} of 12,
-    as DistilBERT initialised its student).
+    as DistilBERT initialised its student), spaced: k layers evenly spaced ending at the top ({3,6,9,12} for 4 of
+    12; at half depth the same as even).
     """
     k = depth // 2 if k is None else k
     if name == "odd":
@@ -37,6 +41,8 @@ def preset_layers(name: str, depth: int, k: int | None = None) -> list[int]:
         return list(range(1, k + 1))
     if name == "last":
         return list(range(depth - k + 1, depth + 1))
+    if name == "spaced":
+        return [(depth * (i + 1) + k // 2) // k for i in range(k)]  # depth·(i+1)/k rounded half up
     bottom = [1 + 2 * i for i in range((k + 1) // 2)]
     top = [depth - 2 * i for i in range(k // 2)]
     return sorted(set(bottom + top))
@@ -48,7 +54,9 @@ def resolve_layers(spec, depth: int) -> list[int]:
         name, _, k = spec.strip().lower().partition(":")
         if name in LAYER_PRESETS:
             if k and name in ("odd", "even"):
-                raise UserError(f"layers '{spec}': odd and even take no depth; ':k' is for first, last and distilbert")
+                raise UserError(
+                    f"layers '{spec}': odd and even take no depth; ':k' is for first, last, distilbert and spaced"
+                )
             if k and (not k.isdigit() or not 1 <= int(k) < depth):
                 raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1}")
             spec = preset_layers(name, depth, int(k) if k else None)
@@ -58,6 +66,11 @@ def resolve_layers(spec, depth: int) -> list[int]:
                     f"and from the top, which for {k} layers needs a teacher of at least {2 * int(k) - 2} "
                     f"layers (this one has {depth}); use a smaller depth, first:{k} or a list of layers"
                 )
+        elif name == "angular":  # train/layer_choice.py: needs the fine-tuned teacher, so the pipeline resolves it
+            raise UserError(
+                f"layers '{spec}': angular is chosen from a fine-tuned teacher's hidden states, so only distilled "
+                "students (distill.layers, distill --layers) can use it; give this model a preset or a list of layers"
+            )
         else:
             try:
                 spec = [int(p) for p in spec.replace(" ", "").split(",") if p]

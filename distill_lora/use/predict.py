@@ -344,7 +344,7 @@ def text_problem(text) -> str | None:
 
 def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     """txt: one text per line (blank lines skipped); jsonl/json/csv/parquet: the text column (else "text")."""
-    from distill_lora.train.data import _as_text, _read_rows
+    from distill_lora.train.data import as_text, read_rows
 
     path = Path(path)
     if not path.is_file():
@@ -354,11 +354,11 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
             return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:
             raise UserError(f"--file '{path}' is not UTF-8 text; re-save it as UTF-8") from None
-    rows = _read_rows(path)
+    rows = read_rows(path)
     column = text_column if any(text_column in r for r in rows[:100]) else "text"
     texts = []
     for i, row in enumerate(rows, 1):
-        text = _as_text(row.get(column))
+        text = as_text(row.get(column))
         if not text:  # None (missing / blank) or False (not a text)
             raise UserError(
                 f"--file '{path}' row {i}: no text in column '{column}'"

@@ -1,0 +1,121 @@
+"""distill-lora atlas: the grid's arms, the shared teacher and logit cache, the report's atlas section, bad input."""
+
+import json
+
+import pytest
+import yaml
+from conftest import one_error_line, tiny_config
+from typer.testing import CliRunner
+
+from distill_lora.cli import app
+from distill_lora.config import load_config
+from distill_lora.errors import UserError
+from distill_lora.experiment.atlas import atlas_overrides
+
+
+def _cfg(tmp_path, **atlas):
+    path = tmp_path / "atlas.yaml"
+    path.write_text(yaml.safe_dump({"atlas": atlas}), encoding="utf-8")
+    return load_config(str(path), [])
+
+
+def test_every_layer_choice_meets_every_recipe_and_each_arm_faces_the_teacher_and_the_reference(tmp_path):
+    cfg = _cfg(tmp_path, layers=["odd", "last:2", [1, 6], "angular"], recipes=["ce", "hidden"])
+    layers, primary = atlas_overrides(cfg, 6)
+    arms = [
+        "odd.ce",
+        "odd.hidden",
+        "last:2.ce",
+        "last:2.hidden",
+        "1,6.ce",
+        "1,6.hidden",
+        "angular.ce",
+        "angular.hidden",
+    ]
+    assert layers == f"distill.layers={json.dumps(arms)}"
+    ids = ["student-odd.ce", "student-odd.hidden", "student-5-6.ce", "student-5-6.hidden", "student-1-6.ce"]
+    ids += ["student-1-6.hidden", "student-angular.ce", "student-angular.hidden"]
+    want = [f"{s} vs teacher" for s in ids] + [f"{s} vs student-odd.ce" for s in ids[1:]]
+    assert primary == f"report.primary={json.dumps(want)}"
+    # the config's own planned comparisons win; a reference of its own choosing replaces odd
+    cfg = _cfg(tmp_path, layers=["odd", "even"], recipes=["ce"], reference="even.ce")
+    assert atlas_overrides(cfg, 6)[1].endswith(
+        json.dumps(["student-odd.ce vs teacher", "student-even.ce vs teacher", "student-odd.ce vs student-even.ce"])
+    )
+
+
+@pytest.mark.parametrize(
+    "atlas, needles",
+    [
+        ({"recipes": ["ce", "kd"]}, ["atlas.recipes[1]", "'kd'", "distill.recipes"]),
+        ({"layers": ["odd", "odd"]}, ["atlas.layers", "odd", "more than once"]),
+        ({"layers": ["odd.ce"]}, ["atlas.layers[0]", "without a recipe"]),
+        ({"reference": "first.ce", "layers": ["odd"]}, ["atlas.reference", "first.ce", "odd.ce"]),
+    ],
+)
+def test_bad_grids_are_refused_at_load_in_one_line(tmp_path, atlas, needles):
+    with pytest.raises(UserError) as e:
+        _cfg(tmp_path, **atlas)
+    assert all(n in str(e.value) for n in needles), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "layers, needles",
+    [
+        (["even", "spaced"], ["'even.ce'", "'spaced.ce'", "same student student-even.ce", "6-layer"]),
+        (["last:7"], ["last:7", "1..5"]),
+        (["angular:6"], ["angular:6", "1..5"]),
+    ],
+)
+def test_layer_choices_impossible_for_the_teacher_are_refused_before_anything_trains(
+    tmp_path, tiny_bert6, tiny_data, layers, needles
+):
+    cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, atlas={"layers": layers, "recipes": ["ce"]})
+    result = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    one_error_line(result, 2, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_atlas_trains_one_teacher_and_one_logit_cache_per_seed_for_every_arm(tmp_path, tiny_bert6, tiny_data):
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        seeds=[0, 1],
+        train={"epochs": 1},
+        lora={"models": []},
+        report={"bootstrap_resamples": 100, "measure_speed": False},
+        atlas={"layers": ["odd", "angular"], "recipes": ["ce", "logits"]},
+    )
+    result = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert result.output.count("[teacher] training") == 2  # one per seed
+    for seed in (0, 1):
+        folder = run / f"seed-{seed}"
+        cache = sorted(p.name for p in (folder / "cache").iterdir())
+        assert len([c for c in cache if c.endswith(".safetensors")]) == 1, cache  # one logit pass for all arms
+        assert len([c for c in cache if c.startswith("angular-")]) == 1, cache  # one angular pass
+        metrics = {
+            arm: json.loads((folder / f"student-{arm}" / "metrics.json").read_text())
+            for arm in ("odd.ce", "odd.logits", "angular.ce", "angular.logits")
+        }
+        # the logits arms share the cache: the first made it, the others read it; labels-only arms need none
+        assert [metrics[a]["teacher_targets"]["reused"] for a in ("odd.logits", "angular.logits")] == [False, True]
+        assert "teacher_targets" not in metrics["odd.ce"]
+        assert metrics["odd.ce"]["loss_weights"]["w_kl"] == 0.0 and metrics["odd.logits"]["loss_weights"]["w_kl"] == 0.5
+        choice = metrics["angular.ce"]["layer_choice"]
+        assert (
+            choice["layers"] == metrics["angular.logits"]["teacher_layers"] == metrics["angular.ce"]["teacher_layers"]
+        )
+        assert len(choice["distances"]) == 6 and len(choice["layers"]) == 3
+    report = (run / "report.md").read_text()
+    assert "## Atlas: which model to ship" in report
+    assert "student-angular.logits kept the teacher layers that change its hidden states most" in report
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert len(analysis["atlas"]["rows"]) == 5  # the teacher and four arms
+    primary = [p for p in analysis["pairs"] if p["family"] == "primary"]
+    assert len(primary) == 4 + 3  # each arm vs the teacher, and vs odd.ce
+    # a second atlas reuses every finished stage
+    again = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    assert again.exit_code == 0 and "training on" not in again.output, again.output
