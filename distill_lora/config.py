@@ -31,6 +31,7 @@ class TrainConfig:
     batch_size: int = _f(32, "examples per optimiser step (before grad_accum)")
     eval_batch_size: int = _f(64, "examples per batch when evaluating")
     lr: float = _f(5e-5, "peak learning rate of AdamW")
+    lora_b_lr_ratio: float = _f(1.0, "LoRA+: the learning rate of LoRA's B matrices is lr times this (1 = plain LoRA)")
     weight_decay: float = _f(0.01, "AdamW weight decay; never applied to biases and LayerNorm")
     warmup_ratio: float = _f(0.1, "share of steps with linear warm-up, then linear decay to 0")
     grad_accum: int = _f(1, "batches accumulated per optimiser step")
@@ -173,6 +174,14 @@ class DistillConfig:
         return self if name is None else dataclasses.replace(self, **self.recipes[name])
 
 
+def adapter_and_rank(name: str, adapters: dict) -> tuple[str, int | None]:
+    """'dora' → ('dora', None); 'dora-r16' → ('dora', 16) unless 'dora-r16' is itself an adapter."""
+    m = re.fullmatch(r"(.+)-r(\d+)", name)
+    if name not in adapters and m and m.group(1) in adapters:
+        return m.group(1), int(m.group(2))
+    return name, None
+
+
 RECIPE_KEYS = ("temperature", "w_ce", "w_kl", "w_cos", "w_hidden")
 RECIPE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -192,6 +201,13 @@ class AtlasConfig:
         "the atlas's layer choices (as distill.layers entries, without a recipe)",
     )
     recipes: list = _f(["ce", "logits-cos"], "the atlas's distillation recipes (names in distill.recipes)")
+    adapters: list = _f(
+        [],
+        "the atlas's adapters (names in lora.adapters), each on every model of atlas.adapter_models; empty: the "
+        "LoRA models of lora.models as they are",
+    )
+    adapter_models: list = _f(["lora-student"], "the LoRA depths the adapters are tried at: lora-student, lora-teacher")
+    ranks: list = _f([], "LoRA ranks every adapter is tried at ('lora-student.dora-r16'); empty: each adapter's own r")
     reference: str = _f(
         "",
         "the arm every other is compared with in the planned comparisons, as 'layers.recipe' (empty: odd with the "
@@ -201,7 +217,11 @@ class AtlasConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    models: list = _f(list(LORA_STAGES), "LoRA models that compare trains: lora-student, lora-teacher")
+    models: list = _f(
+        list(LORA_STAGES),
+        "LoRA models that compare trains: lora-student, lora-teacher; 'lora-student.dora' uses the adapter dora of "
+        "lora.adapters, 'lora-student.dora-r16' also sets its rank",
+    )
     student_layers: str | list = _f("odd", "layers of the pretrained teacher that make the LoRA student")
     r: int = _f(8, "LoRA rank")
     alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
@@ -220,7 +240,34 @@ class LoraConfig:
         "head: true, false, or auto (train it when it was never trained: its bias is "
         "all zeros or missing from the checkpoint; nothing to do without a pooler)",
     )
+    method: str = _f(
+        "lora", "lora, or vera (VeRA: frozen random matrices shared by all layers, trained scaling vectors)"
+    )
+    adapters: dict = _f(
+        {
+            "lora": {},
+            "dora": {"use_dora": True},
+            "rslora": {"use_rslora": True},
+            "loraplus": {"train": {"lora_b_lr_ratio": 16.0}},
+            "vera": {"method": "vera", "r": 256},
+            "frozen-pooler": {"train_pooler": False},
+        },
+        "named adapters a LoRA entry can ask for ('lora-student.dora'): name → lora keys (r, alpha, dropout, "
+        "use_rslora, use_dora, method, train_pooler, target_modules) and train (overrides of lora.train); a key left "
+        "out takes this section's value. loraplus: LoRA+ (B matrices learn 16x faster); vera: VeRA at rank 256",
+    )
     train: dict = _f({"lr": 5e-4}, "overrides of the global train block for this stage")
+
+    def with_adapter(self, name: str | None) -> LoraConfig:
+        """This section with adapter `name` ('dora', or 'dora-r16' for rank 16) applied (None: unchanged)."""
+        if name is None:
+            return self
+        adapter, rank = adapter_and_rank(name, self.adapters)
+        a = dict(self.adapters[adapter])
+        train = {**self.train, **a.pop("train", {})}
+        if rank:
+            a["r"] = rank
+        return dataclasses.replace(self, **a, train=train)
 
     def __post_init__(self):
         # YAML and --set give true/false as booleans; type() keeps 1 and 0 out (1 == True in Python)
@@ -426,21 +473,92 @@ def _validate(cfg: Config) -> None:
         raise UserError(f"config: 'report.{problem[0]}' is {getattr(cfg.report, problem[0])!r}: {problem[1]}")
     _validate_recipe(dataclasses.asdict(cfg.distill), "distill")
     _validate_recipes(cfg)
-    for m in cfg.lora.models:
-        if m not in LORA_STAGES:
-            raise UserError(f"config: 'lora.models' has '{m}'; valid: {', '.join(LORA_STAGES)}")
-    lo = cfg.lora
+    _validate_lora(cfg.lora, "lora")
+    _validate_adapters(cfg)
+    _validate_sweep(cfg)
+
+
+ADAPTER_KEYS = ("r", "alpha", "dropout", "use_rslora", "use_dora", "method", "train_pooler", "target_modules", "train")
+LORA_METHODS = ("lora", "vera")
+
+
+def _validate_lora(lo: LoraConfig, where: str) -> None:
+    """lora's settings (or an adapter's, `lo` with it applied; `where` names it in the message)."""
     for key, bad, rule in (
         ("r", lo.r < 1, ">= 1"),
         ("alpha", lo.alpha <= 0, "> 0"),
         ("dropout", not 0 <= lo.dropout < 1, "from 0 up to (not including) 1"),
         ("target_modules", not lo.target_modules, "at least one module name, [auto] or [all-linear]"),
+        ("method", lo.method not in LORA_METHODS, " or ".join(LORA_METHODS)),
     ):
         if bad:
-            raise UserError(f"config: 'lora.{key}' must be {rule}, got {getattr(lo, key)!r}")
+            raise UserError(f"config: '{where}.{key}' must be {rule}, got {getattr(lo, key)!r}")
     if "all-linear" in lo.target_modules and len(lo.target_modules) > 1:
-        raise UserError(f"config: 'lora.target_modules' [all-linear] stands alone, got {lo.target_modules}")
-    _validate_sweep(cfg)
+        raise UserError(f"config: '{where}.target_modules' [all-linear] stands alone, got {lo.target_modules}")
+    if lo.method == "vera" and lo.use_dora:
+        raise UserError(f"config: '{where}' asks for VeRA with use_dora; DoRA is a LoRA variant: drop one")
+    missing = peft_lacks(lo)
+    if missing:
+        raise UserError(f"config: '{where}' needs {missing}, which the installed peft lacks; upgrade peft")
+
+
+def peft_lacks(lo: LoraConfig) -> str | None:
+    """What an adapter asks of peft that the installed version does not have (None: nothing)."""
+    if lo.method == "lora" and not (lo.use_dora or lo.use_rslora):
+        return None
+    import peft  # only when a non-default method is asked for: the import takes a few seconds
+
+    if lo.method == "vera" and not hasattr(peft, "VeraConfig"):
+        return "VeRA (peft.VeraConfig)"
+    fields = {f.name for f in dataclasses.fields(peft.LoraConfig)}
+    for flag in ("use_dora", "use_rslora"):
+        if getattr(lo, flag) and flag not in fields:
+            return f"{flag} (peft.LoraConfig.{flag})"
+    return None
+
+
+def _validate_adapters(cfg: Config) -> None:
+    """lora.adapters and the LoRA models that name one: each problem in one line at load."""
+    lo = cfg.lora
+    for name, a in lo.adapters.items():
+        where = f"lora.adapters.{name}"
+        if not RECIPE_NAME.match(str(name)):
+            raise UserError(
+                f"config: adapter name '{name}': use lower-case letters, digits and '-' (it ends a stage id)"
+            )
+        if not isinstance(a, dict):
+            raise UserError(f"config: '{where}' must be a mapping of {', '.join(ADAPTER_KEYS)}, got {a!r}")
+        for key, value in a.items():
+            if key not in ADAPTER_KEYS:
+                raise UserError(f"config: unknown key '{where}.{key}'" + _closest(key, list(ADAPTER_KEYS)))
+            if key == "train":
+                for k in value if isinstance(value, dict) else [None]:
+                    if k not in TRAIN_KEYS:
+                        raise UserError(f"config: unknown key '{where}.train.{k}'" + _closest(str(k), TRAIN_KEYS))
+            else:
+                _check_type(
+                    value, next(f.type for f in dataclasses.fields(LoraConfig) if f.name == key), f"{where}.{key}"
+                )
+        _validate_lora(lo.with_adapter(name), where)
+    models = [("lora.models", m) for m in lo.models]
+    models += [(f"atlas.adapters[{i}]", f"{LORA_STAGES[0]}.{a}") for i, a in enumerate(cfg.atlas.adapters)]
+    for where, m in models:
+        base, _, adapter = str(m).partition(".")
+        if base not in LORA_STAGES:
+            raise UserError(
+                f"config: '{where}' has '{m}'; valid: {', '.join(LORA_STAGES)}, each with an optional .ADAPTER"
+            )
+        if adapter and adapter_and_rank(adapter, lo.adapters)[0] not in lo.adapters:
+            raise UserError(
+                f"config: '{where}' names adapter '{adapter}', which lora.adapters does not define"
+                + _closest(adapter, list(lo.adapters))
+            )
+    for m in cfg.atlas.adapter_models:
+        if m not in LORA_STAGES:
+            raise UserError(f"config: 'atlas.adapter_models' has '{m}'; valid: {', '.join(LORA_STAGES)}")
+    for r in cfg.atlas.ranks:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise UserError(f"config: 'atlas.ranks' must be whole numbers >= 1, got {r!r}")
 
 
 def _validate_recipe(r: dict, where: str) -> None:

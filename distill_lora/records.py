@@ -42,6 +42,7 @@ class StageRecord:
     teacher_layers: list | None = None  # the teacher layers a student (or lora-student) is cut from
     teacher_targets: dict | None = None  # a student's teacher-logit pass: time_s, peak memory, reused
     pooler_trained: bool | None = None  # LoRA: the pooler decision (lora.train_pooler)
+    adapter: str | None = None  # a LoRA model trained with one of lora.adapters ('lora-student.dora'): its name
     quantized_from: str | None = None  # int8 rows
     quantization: dict | None = None
     weights_saved: bool | None = None

@@ -3,6 +3,7 @@
     teacher                     the fine-tuned full-depth model            (config section: teacher)
     student-<name>              a student distilled from its layers        (distill), e.g. student-odd
     lora-student, lora-teacher  LoRA on the pretrained cut / whole model   (lora)
+    lora-student.<adapter>      the same with one of lora.adapters         (lora), e.g. lora-student.dora
     <source>-int8               a trained model with int8 weights          (not trained), e.g. teacher-int8
     <source>-onnx, -onnx-int8   the same model run by ONNX Runtime (fp32;  (not trained; report.onnx_runtime),
                                 its int8 dynamic-quantised copy)            e.g. student-odd-onnx-int8
@@ -50,7 +51,7 @@ def kind_of(stage_id: str) -> StageKind:
         return StageKind("teacher", "teacher")
     if stage_id.startswith(STUDENT_PREFIX):
         return StageKind("student", "distill")
-    if stage_id in LORA_STAGES:
+    if lora_parts(stage_id)[0] in LORA_STAGES:
         return StageKind("lora", "lora")
     return StageKind("other", None)  # e.g. a hand-made results.json: the report still reads it
 
@@ -67,6 +68,12 @@ def is_lora(stage_id: str) -> bool:
 def is_derived(stage_id: str) -> bool:
     """Made from trained models (int8 copy, ensemble), not trained itself."""
     return not kind_of(stage_id).trained
+
+
+def lora_parts(stage_id: str) -> tuple[str, str | None]:
+    """'lora-student.dora-r16' → ('lora-student', 'dora-r16'); 'lora-teacher' → ('lora-teacher', None)."""
+    base, _, adapter = stage_id.partition(".")
+    return base, adapter or None
 
 
 def student_id(layers_name: str) -> str:

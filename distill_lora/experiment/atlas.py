@@ -1,7 +1,8 @@
 """The atlas (distill-lora atlas): compare over a grid of students — every layer choice of atlas.layers with every
 distillation recipe of atlas.recipes — beside the teacher and the LoRA models, for every seed.
 
-It is compare with two settings filled in from the atlas section: distill.layers (the arms, 'odd.ce', …) and, unless
+It is compare with settings filled in from the atlas section: distill.layers (the arms, 'odd.ce', …), lora.models
+when atlas.adapters names adapters ('lora-student.dora', …) and, unless
 the config names its own, report.primary (each arm against the teacher and against the reference arm; every other
 pair is exploratory). So the teacher, its logit cache and the finished stages of a seed are shared and reused as
 in compare, an interrupted atlas resumes, and the report gains its atlas section (report/atlas.py) because the run
@@ -43,8 +44,20 @@ def atlas_overrides(cfg: Config, depth: int) -> list[str]:
             )
         ids[entry] = stage
     overrides = [f"distill.layers={json.dumps(entries)}"]
+    adapters = adapter_arms(cfg)
+    if adapters:
+        overrides.append(f"lora.models={json.dumps(adapters)}")
     if not cfg.report.primary:
         ref = ids[reference_entry(cfg)]
-        primary = [f"{s} vs {TEACHER}" for s in ids.values()] + [f"{s} vs {ref}" for s in ids.values() if s != ref]
+        arms = [*ids.values(), *adapters]
+        primary = [f"{s} vs {TEACHER}" for s in arms] + [f"{s} vs {ref}" for s in arms if s != ref]
         overrides.append(f"report.primary={json.dumps(primary)}")
     return overrides
+
+
+def adapter_arms(cfg: Config) -> list[str]:
+    """The LoRA arms: every adapter of atlas.adapters on every model of atlas.adapter_models, at every rank of
+    atlas.ranks ('lora-student.dora-r16'); [] when atlas.adapters is empty (lora.models then stay as they are)."""
+    a = cfg.atlas
+    ranks = [f"-r{r}" for r in a.ranks] or [""]
+    return [f"{m}.{adapter}{r}" for m in a.adapter_models for adapter in a.adapters for r in ranks]

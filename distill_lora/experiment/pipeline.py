@@ -36,6 +36,7 @@ from distill_lora.stage_ids import (
     int8_id,
     int8_sources,
     kind_of,
+    lora_parts,
     student_id,
 )
 from distill_lora.train import distributed, trainer
@@ -153,8 +154,10 @@ def _model_key(ctx: Context) -> dict:
 
 
 def _train_key(ctx: Context, section: str) -> dict:
-    # report_to only says where the numbers are also logged: turning tracking on reuses finished stages
-    return {k: v for k, v in dataclasses.asdict(ctx.cfg.stage_train(section)).items() if k != "report_to"}
+    # report_to only says where the numbers are also logged: turning tracking on reuses finished stages; LoRA+'s
+    # ratio at 1 changes nothing (and keeps the keys of stages trained before it existed)
+    t = dataclasses.asdict(ctx.cfg.stage_train(section))
+    return {k: v for k, v in t.items() if k != "report_to" and not (k == "lora_b_lr_ratio" and v == 1.0)}
 
 
 def teacher_hash(ctx: Context) -> str:
@@ -183,10 +186,12 @@ def student_hash(ctx: Context, layers: list[int]) -> str:
 
 def lora_hash(ctx: Context, stage_id: str, train_pooler: bool) -> str:
     """train_pooler: the decision lora.train_pooler led to (auto depends on the checkpoint, not only the config)."""
-    d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train")}
+    d = {k: v for k, v in dataclasses.asdict(ctx.cfg.lora).items() if k not in ("models", "train", "adapters")}
+    if d["method"] == "lora":  # the default keeps the keys of stages trained before methods existed
+        d.pop("method")
     # the modules adapted, not the word: [auto] on a BERT is the same stage as [query, value] (and reuses it)
     d["target_modules"] = lora_target_names(d["target_modules"], load_model_config(ctx.cfg.teacher.model))
-    if stage_id == LORA_TEACHER:
+    if lora_parts(stage_id)[0] == LORA_TEACHER:
         d.pop("student_layers")
     return config_hash(
         {
@@ -285,7 +290,12 @@ def _trained_record(
         select_metric=tcfg.select_metric,
         test_ci=stage_test_ci(ctx, test_logits.argmax(axis=1).tolist()),
         # what the report's setup table shows: the settings this stage trained with
-        train_settings={"lr": tcfg.lr, "batch_size": tcfg.batch_size, "epochs": tcfg.epochs},
+        train_settings={
+            "lr": tcfg.lr,
+            "batch_size": tcfg.batch_size,
+            "epochs": tcfg.epochs,
+            **({"lora_b_lr_ratio": tcfg.lora_b_lr_ratio} if tcfg.lora_b_lr_ratio != 1.0 else {}),  # LoRA+
+        },
     )
     if section == "distill":
         record.loss_weights = {
@@ -391,7 +401,7 @@ def student_and_loss(ctx: Context, layers: list[int], cost: dict | None = None):
 def lora_base(ctx: Context, stage_id: str):
     """The pretrained model a LoRA stage adapts: all of it (lora-teacher) or its student-sized cut."""
     base = load_classifier(ctx.cfg.teacher.model, ctx.cfg.data.label_names, log=say)
-    if stage_id == LORA_STUDENT:
+    if lora_parts(stage_id)[0] == LORA_STUDENT:
         base = make_student(base, resolve_layers(ctx.cfg.lora.student_layers, ctx.teacher_depth))
     return base
 
@@ -454,13 +464,17 @@ def angular_choice(ctx: Context, k: int) -> dict:
 
 
 def run_lora(ctx: Context, stage_id: str) -> dict:
-    """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher)."""
+    """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher); with
+    '.adapter' (lora-student.dora), one of lora.adapters instead of lora's own settings."""
+    adapter = lora_parts(stage_id)[1]
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, lora=ctx.cfg.lora.with_adapter(adapter)))
     lo = ctx.cfg.lora
-    extra, model_type = {}, "LoRA teacher (full depth, CE only)"
-    if stage_id == LORA_STUDENT:
+    how = f"{adapter}, CE only" if adapter else "CE only"
+    extra, model_type = {"adapter": adapter}, f"LoRA teacher (full depth, {how})"
+    if lora_parts(stage_id)[0] == LORA_STUDENT:
         layers = resolve_layers(lo.student_layers, ctx.teacher_depth)
-        extra = {"teacher_layers": layers}
-        model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers (CE only)"
+        extra["teacher_layers"] = layers
+        model_type = f"LoRA student, pretrained {layers_name(layers, ctx.teacher_depth)} layers ({how})"
 
     # the base is loaded before the stage hash: the pooler decision (auto) depends on its weights. Seeded, as the
     # head of a plain encoder starts random

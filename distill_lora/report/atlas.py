@@ -17,7 +17,7 @@ import statistics
 from distill_lora.report.findings import difference_sentence
 from distill_lora.report.format import ci_text, md_table, millions
 from distill_lora.report.summary import display_name, runs_of, stage_ids
-from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student, kind_of
+from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_lora, is_student, kind_of, lora_parts
 
 MIN_STUDENTS = 3  # the assignment's odd and even students are the main table's; a third makes it an atlas
 
@@ -63,7 +63,7 @@ def atlas_table(result: dict, summary: dict) -> dict | None:
             {
                 "stage": s,
                 "layers": summary[s].get("teacher_layers"),
-                "recipe": runs[0].get("recipe"),
+                "recipe": runs[0].get("recipe") or runs[0].get("adapter"),  # a student's recipe, a LoRA's adapter
                 "val_macro_f1": statistics.fmean(val),
                 "val_sd": statistics.stdev(val) if len(val) > 1 else None,
                 "cost": latency[s] if timed else float(summary[s]["depth"]),
@@ -92,7 +92,15 @@ def atlas_section(result: dict, summary: dict, pairs: list[dict], table: dict | 
     if table is None:
         return []
     rows, front = table["rows"], set(table["front"])
-    header = ["Rank (validation)", "Model", "Layers", "Recipe", "Validation macro-F1", table["cost"], "Params"]
+    header = [
+        "Rank (validation)",
+        "Model",
+        "Layers",
+        "Recipe / adapter",
+        "Validation macro-F1",
+        table["cost"],
+        "Params",
+    ]
     header += ["Test macro-F1 [95% CI]", "On the front"]
     body = []
     for i, r in enumerate(rows):
@@ -148,8 +156,8 @@ def _versus(summary: dict, pairs: list[dict], what: str, first: dict, second: di
 
 
 def atlas_sentences(result: dict, summary: dict, pairs: list[dict], table: dict) -> list[str]:
-    """One sentence per question (which layers, which recipe, distil or adapt, the data-driven choice), each from
-    the validation ranking and the test verdict of the two models it names."""
+    """One sentence per question (which layers, which recipe, which adapter, distil or adapt, the data-driven
+    choice), each from the validation ranking and the test verdict of the two models it names."""
     rows = table["rows"]
     students = _best(rows, lambda r: is_student(r["stage"]))
     out = [f"On the front: {', '.join(table['front'])}."]
@@ -161,12 +169,23 @@ def atlas_sentences(result: dict, summary: dict, pairs: list[dict], table: dict)
     same_layers = _best(students, lambda r: r["layers"] == best["layers"] and r["stage"] != best["stage"])
     if same_layers:
         out.append(_versus(summary, pairs, "Which recipe (same layers)", best, same_layers[0]))
-    lora = _best(rows, lambda r: r["stage"] == LORA_STUDENT)
-    if lora:
-        out.append(_versus(summary, pairs, "Distil or adapt", *sorted([best, lora[0]], key=rows.index)))
+    adapters = _best(rows, lambda r: is_lora(r["stage"]))
+    if len(adapters) > 1:
+        out.append(_versus(summary, pairs, "Which adapter", adapters[0], adapters[1]))
+    same_depth = _best(adapters, lambda r: lora_parts(r["stage"])[0] == LORA_STUDENT)
+    if same_depth:
+        out.append(
+            _versus(summary, pairs, "Distil or adapt (same depth)", *sorted([best, same_depth[0]], key=rows.index))
+        )
     teacher = _best(rows, lambda r: r["stage"] == TEACHER)
     if teacher:
         out.append(_versus(summary, pairs, "Student or teacher", *sorted([best, teacher[0]], key=rows.index)))
+    return out + _layer_choice_lines(result, students)
+
+
+def _layer_choice_lines(result: dict, students: list[dict]) -> list[str]:
+    """What each data-driven student kept, per seed, and whether another arm has the very same layers."""
+    out = []
     for r in students:
         choices = [x.get("layer_choice") for x in runs_of(result, r["stage"])]
         if all(choices):

@@ -30,7 +30,7 @@ from sklearn.metrics import f1_score  # noqa: E402
 from distill_lora.report.format import md_table
 from distill_lora.report.stats import bootstrap_ci, holm_verdicts, swap_test  # noqa: E402
 from distill_lora.report.summary import groups_of, runs_of, stage_ids  # noqa: E402
-from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student  # noqa: E402
+from distill_lora.stage_ids import LORA_STUDENT, TEACHER, is_student, lora_parts  # noqa: E402
 
 MISSING = "(missing)"  # as train/data.py names a row without a slice value
 HEATMAP = "slices.png"
@@ -290,7 +290,7 @@ def _finding_lines(table: dict, label_names: list[str]) -> list[str]:
         for stage in table["models"]:
             t, err = r["models"][stage].get("vs_reference"), r["models"][stage]["error_rate"]
             kind = t and (t["verdict"] if t["verdict"] in ("worse", "better") else None)
-            if t and not kind and (is_student(stage) or stage == LORA_STUDENT) and err < base:
+            if t and not kind and (is_student(stage) or lora_parts(stage)[0] == LORA_STUDENT) and err < base:
                 kind = "fewer"
             if kind:
                 cells[kind].append(f"{stage} {err:.1%} ({100 * (err - base):+.1f} points)")

@@ -78,7 +78,7 @@ def save(folder: Path, model, optimizer, scheduler, loop_state: dict) -> None:
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file(tensors_to_save(model), tmp / "model.safetensors")
     opt_tensors, opt_meta = _optimizer_to_files(optimizer)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     rng_tensors, rng_meta = _rng_state()
@@ -121,6 +121,18 @@ def prune(work_dir: Path, keep: Path) -> None:
 # ---------------------------------------------------------------- the best epoch's weights
 
 
+def tensors_to_save(model) -> dict:
+    """The model's tensors on the CPU, with a copy of its own for each name whose storage an earlier name already
+    uses (VeRA shares its projection matrices between layers): safetensors refuses tensors that share memory."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        storage = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if storage in seen else v
+        seen.add(storage)
+    return out
+
+
 def best_path(work_dir: Path, epoch: int) -> Path:
     return work_dir / f"best-epoch-{epoch:04d}.safetensors"
 
@@ -130,7 +142,7 @@ def save_best(work_dir: Path, model, val_logits, epoch: int) -> None:
     records the new choice: a run killed in between resumes with the epoch its checkpoint names, and that
     epoch's weights (a re-run of the epoch need not be better again on a non-deterministic GPU)."""
     if distributed.is_main():
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = tensors_to_save(model)
         state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
         tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
         save_file(state, tmp, metadata={"epoch": str(epoch)})

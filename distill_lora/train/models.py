@@ -359,6 +359,18 @@ def add_lora(model, cfg: LoraConfig, log=None):
     if log:
         log(f"pooler {'trained in full' if train_pooler else 'frozen'} ({why})")
     targets = _lora_targets(model, cfg.target_modules, pooler)
+    if cfg.method == "vera":  # one pair of frozen random matrices shared by every layer; per-layer scaling vectors
+        from peft import VeraConfig
+
+        vera = VeraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=cfg.r,
+            target_modules=targets,
+            vera_dropout=cfg.dropout,
+            modules_to_save=pooler or None,
+            save_projection=True,  # the shared matrices travel with the adapter (no PRNG key to trust on reload)
+        )
+        return get_peft_model(model, vera)
     peft_cfg = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.r,

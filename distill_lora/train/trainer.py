@@ -32,14 +32,21 @@ from distill_lora.train.data import Encoded, make_collate
 from distill_lora.train.models import layer_cls
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm weights (1-D tensors)."""
-    decay, no_decay = [], []
+def _param_groups(model, weight_decay: float, lr: float, lora_b_lr_ratio: float = 1.0) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights (1-D tensors); with LoRA+ (ratio ≠ 1) LoRA's
+    B matrices in a group of their own at lr × ratio."""
+    decay, no_decay, lora_b = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if lora_b_lr_ratio != 1.0 and ".lora_B." in name:
+            lora_b.append(p)
+        else:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lora_b:
+        groups.append({"params": lora_b, "weight_decay": weight_decay, "lr": lr * lora_b_lr_ratio})
+    return groups
 
 
 @torch.inference_mode()
@@ -321,7 +328,9 @@ def _prepare(model, cfg: TrainConfig, run: TrainRun):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     accelerator = run.accelerator
     optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=accelerator.device.type == "cuda"
+        _param_groups(model, cfg.weight_decay, cfg.lr, cfg.lora_b_lr_ratio),
+        lr=cfg.lr,
+        fused=accelerator.device.type == "cuda",
     )
     n_batches_epoch = math.ceil(len(run.train_set) / cfg.batch_size)
     total_steps = math.ceil(n_batches_epoch / cfg.grad_accum) * cfg.epochs

@@ -119,3 +119,95 @@ def test_an_atlas_trains_one_teacher_and_one_logit_cache_per_seed_for_every_arm(
     # a second atlas reuses every finished stage
     again = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
     assert again.exit_code == 0 and "training on" not in again.output, again.output
+
+
+def test_adapters_meet_every_depth_and_rank(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        layers=["odd"],
+        recipes=["ce"],
+        adapters=["dora", "vera"],
+        ranks=[4, 8],
+        adapter_models=["lora-student", "lora-teacher"],
+    )
+    overrides = atlas_overrides(cfg, 6)
+    arms = [f"{m}.{a}-r{r}" for m in ("lora-student", "lora-teacher") for a in ("dora", "vera") for r in (4, 8)]
+    assert overrides[1] == f"lora.models={json.dumps(arms)}"
+    primary = json.loads(overrides[2].partition("=")[2])
+    assert "lora-teacher.vera-r8 vs teacher" in primary and "lora-teacher.vera-r8 vs student-odd.ce" in primary
+    lo = load_config(str(tmp_path / "atlas.yaml"), []).lora
+    assert (lo.with_adapter("vera-r4").method, lo.with_adapter("vera-r4").r) == ("vera", 4)
+    assert lo.with_adapter("loraplus").train["lora_b_lr_ratio"] == 16.0
+
+
+@pytest.mark.parametrize(
+    "sections, needles",
+    [
+        ({"atlas": {"adapters": ["nope"]}}, ["atlas.adapters[0]", "'nope'", "lora.adapters"]),
+        ({"lora": {"models": ["lora-student.nope"]}}, ["lora.models", "'nope'"]),
+        ({"lora": {"models": ["lora-middle"]}}, ["lora.models", "lora-middle", "lora-student"]),
+        ({"lora": {"adapters": {"x": {"rank": 4}}}}, ["unknown key 'lora.adapters.x.rank'"]),
+        ({"lora": {"adapters": {"x": {"method": "ia3"}}}}, ["lora.adapters.x.method", "lora or vera"]),
+        ({"lora": {"adapters": {"x": {"r": 0}}}}, ["lora.adapters.x.r", ">= 1"]),
+        ({"atlas": {"ranks": [0]}}, ["atlas.ranks", ">= 1"]),
+    ],
+)
+def test_bad_adapters_are_refused_at_load_in_one_line(tmp_path, sections, needles):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        load_config(str(path), [])
+    assert all(n in str(e.value) for n in needles), str(e.value)
+
+
+def test_an_adapter_the_installed_peft_lacks_is_refused_at_load(tmp_path, monkeypatch):
+    import peft
+
+    monkeypatch.delattr(peft, "VeraConfig")
+    path = tmp_path / "vera.yaml"
+    path.write_text(yaml.safe_dump({"lora": {"models": ["lora-student.vera"]}}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"lora.adapters.vera' needs VeRA \(peft.VeraConfig\), which the installed"):
+        load_config(str(path), [])
+
+
+def test_adapter_arms_train_as_their_adapter_says_and_reload_to_their_recorded_logits(tmp_path, tiny_bert6, tiny_data):
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from distill_lora.train import distributed, trainer
+    from distill_lora.train.data import Encoded, Split
+    from distill_lora.train.models import load_stage_model
+
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        train={"epochs": 1},
+        distill={"layers": []},
+        lora={"models": ["lora-student", "lora-student.dora", "lora-student.vera-r8", "lora-student.loraplus"]},
+        report={"bootstrap_resamples": 100, "measure_speed": False},
+    )
+    result = CliRunner().invoke(app, ["compare", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    seed = tmp_path / "run" / "seed-0"
+    m = {
+        s: json.loads((seed / s / "metrics.json").read_text())
+        for s in ("lora-student", "lora-student.dora", "lora-student.vera-r8", "lora-student.loraplus")
+    }
+    adapter_cfg = {s: json.loads((seed / s / "adapter_config.json").read_text()) for s in m}
+    assert adapter_cfg["lora-student.dora"]["use_dora"] is True and adapter_cfg["lora-student"]["use_dora"] is False
+    assert adapter_cfg["lora-student.vera-r8"]["peft_type"] == "VERA" and adapter_cfg["lora-student.vera-r8"]["r"] == 8
+    assert m["lora-student.dora"]["adapter"] == "dora" and "adapter" not in m["lora-student"]
+    # VeRA trains two vectors per adapted matrix where LoRA trains two matrices: far fewer weights (the head aside)
+    assert m["lora-student.vera-r8"]["trainable_params"] < m["lora-student"]["trainable_params"]
+    assert m["lora-student.loraplus"]["train_settings"]["lora_b_lr_ratio"] == 16.0
+    assert "lora_b_lr_ratio" not in m["lora-student"]["train_settings"]
+    rows = [json.loads(x) for x in (tiny_data / "test.jsonl").read_text().splitlines()]
+    test = Encoded(
+        Split([r["text"] for r in rows], [r["label"] for r in rows]), AutoTokenizer.from_pretrained(tiny_bert6), 16
+    )
+    for s in m:  # each adapter reloads onto its saved base and gives the logits of its one test pass
+        want = [json.loads(x)["logits"] for x in (seed / s / "test_predictions.jsonl").read_text().splitlines()]
+        got = trainer.evaluate(load_stage_model(seed / s), test, 32, distributed.make_accelerator("fp32"), 0)["logits"]
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert "## Atlas" not in (tmp_path / "run" / "report.md").read_text()  # no students: no atlas section

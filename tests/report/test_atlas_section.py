@@ -100,7 +100,7 @@ def test_sentences_name_the_validation_winners_and_their_test_verdicts():
     odd = "type of student-odd.kd [student-odd.kd] is best on validation over"
     assert f"Which layers (recipe kd): {odd} student-last.kd (0.9100 vs 0.8600)" in text
     assert f"Which recipe (same layers): {odd} student-odd.ce (0.9100 vs 0.8100)" in text
-    assert f"Distil or adapt: {odd} lora-student (0.9100 vs 0.6100)" in text
+    assert f"Distil or adapt (same depth): {odd} lora-student (0.9100 vs 0.6100)" in text
     # every sentence quotes the test verdict of its pair, whatever it is
     for line in text.splitlines():
         if line.startswith("- Which") or line.startswith("- Distil"):

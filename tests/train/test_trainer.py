@@ -70,3 +70,21 @@ def test_train_keeps_the_selected_epochs_weights_and_logs_each_epoch(tiny_bert6,
     assert val["loss"] == pytest.approx(losses[result.selected_epoch - 1], abs=1e-6)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [line["validation"]["epoch"] for line in log if "validation" in line] == [1, 2, 3]
+
+
+def test_lora_plus_puts_the_b_matrices_in_a_group_of_their_own_at_a_higher_rate(tiny_bert6):
+    """LoRA+ (train.lora_b_lr_ratio): every lora_B weight, and nothing else, learns at lr × ratio; at ratio 1 the
+    groups are the usual two."""
+    from distill_lora.config import LoraConfig
+    from distill_lora.train.models import add_lora
+
+    model = add_lora(load_classifier(str(tiny_bert6), NAMES, log=lambda line: None), LoraConfig(train_pooler=False))
+    groups = trainer._param_groups(model, 0.01, 1e-3, 16.0)
+    b = {id(p) for n, p in model.named_parameters() if ".lora_B." in n}
+    assert len(groups) == 3 and groups[2]["lr"] == 16e-3 and {id(p) for p in groups[2]["params"]} == b
+    assert all(
+        ".lora_B." not in n
+        for n, p in model.named_parameters()
+        if id(p) in {id(q) for g in groups[:2] for q in g["params"]}
+    )
+    assert len(trainer._param_groups(model, 0.01, 1e-3, 1.0)) == 2
