@@ -256,6 +256,26 @@ MUTANTS = [
             "tests/experiment/test_atlas.py::test_an_atlas_trains_one_teacher_and_one_logit_cache_per_seed_for_every_arm",
         ),
     ),
+    Mutant(
+        name="lora-plus-ignored",
+        why="LoRA+ leaves the B matrices in the common group: they learn at the base rate",
+        file="distill_lora/train/trainer.py",
+        snippet='if lora_b_lr_ratio != 1.0 and ".lora_B." in name:',
+        replacement='if False and ".lora_B." in name:',
+        tests=(
+            "tests/train/test_trainer.py::test_lora_plus_puts_the_b_matrices_in_a_group_of_their_own_at_a_higher_rate",
+        ),
+    ),
+    Mutant(
+        name="adapter-ignored",
+        why="a LoRA arm's adapter is dropped: every adapter arm trains plain LoRA",
+        file="distill_lora/experiment/pipeline.py",
+        snippet="lora=ctx.cfg.lora.with_adapter(adapter)",
+        replacement="lora=ctx.cfg.lora",
+        tests=(
+            "tests/experiment/test_atlas.py::test_adapter_arms_train_as_their_adapter_says_and_reload_to_their_recorded_logits",
+        ),
+    ),
     # ---- the verdicts
     Mutant(
         name="holm-step",

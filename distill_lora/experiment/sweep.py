@@ -151,7 +151,9 @@ NO_SPACE = (
 def _open_study(ctx, folder, space: dict, layers):
     """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
     s = ctx.cfg.sweep
-    base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir")}
+    base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir", "atlas")}
+    base["distill"].pop("recipes")  # named alternatives a sweep never trains (it trains the sections' own values)
+    base["lora"].pop("adapters")
     for train in [base["train"]] + [base[sec]["train"] for sec in ("teacher", "distill", "lora")]:
         train.pop("report_to", None)  # where trials are also logged: turning tracking on continues the same study
     name = "sweep-" + config_hash(
