@@ -51,6 +51,8 @@ def parse_texts(body: bytes) -> tuple[list[str], bool]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadInput('body is not valid JSON; send {"text": "..."} or {"texts": ["...", ...]}') from None
+    except RecursionError:  # e.g. 1,000 nested brackets in a 2 KB body: Python's parser gives up
+        raise BadInput('body nests too deeply; send {"text": "..."} or {"texts": ["...", ...]}') from None
     if not isinstance(payload, dict) or ("text" in payload) == ("texts" in payload):
         raise BadInput('send a JSON object with exactly one of "text" (a string) or "texts" (a list of strings)')
     single = "text" in payload
@@ -67,6 +69,23 @@ def parse_texts(body: bytes) -> tuple[list[str], bool]:
         if len(text) > MAX_TEXT_CHARS:
             raise BadInput(f"{where} has {len(text)} characters; at most {MAX_TEXT_CHARS}", 413)
     return texts, single
+
+
+async def read_body(request) -> bytes:
+    """The request's body, refused (413) before it is read when Content-Length says it is too big, and while it is
+    read when it has no length (chunked) and grows past the limit: a client cannot make the server hold more."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise BadInput(f"Content-Length {length!r} is not a number of bytes")
+        if int(length) > MAX_BODY_BYTES:
+            raise BadInput(f"request body over {MAX_BODY_BYTES} bytes", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadInput(f"request body over {MAX_BODY_BYTES} bytes", 413)
+    return bytes(body)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -135,7 +154,7 @@ def create_app(model_dir: str | Path, device: str | None = None, backend: str | 
     @app.post("/api/predict")
     async def api_predict(request: Request):
         try:
-            texts, single = parse_texts(await request.body())
+            texts, single = parse_texts(await read_body(request))
         except BadInput as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         predictions = await run_in_threadpool(predict_locked, texts)

@@ -64,6 +64,8 @@ BAD = {
     "text too long": (json.dumps({"text": "a" * (serve.MAX_TEXT_CHARS + 1)}), 413),
     "too many texts": (json.dumps({"texts": ["hi"] * (serve.MAX_TEXTS + 1)}), 413),
     "body too big": ("x" * (serve.MAX_BODY_BYTES + 1), 413),
+    "nested 1,000 deep (2 KB)": ("[" * 1000 + "]" * 1000, 400),
+    "nested 100,000 deep in an object": ('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}", 400),
 }
 
 
@@ -75,6 +77,37 @@ def test_bad_input_is_a_4xx_json_error_and_serving_goes_on(client, case):
     assert r.headers["content-type"].startswith("application/json") and r.json()["error"]
     good = client.post("/api/predict", json={"text": "lovely music"})
     assert good.status_code == 200 and good.json()["prediction"]["label"] in ("toxic", "not toxic")
+
+
+def test_a_body_is_refused_by_its_length_before_it_is_read_and_while_it_streams(client):
+    """Content-Length over the limit: 413 without reading the body; no length (chunked): 413 once the bytes read
+    pass the limit, not after reading them all (read_body on a request whose stream counts what is taken)."""
+    import asyncio
+
+    class Request:
+        def __init__(self, headers, n_chunks):
+            self.headers, self.n_chunks, self.taken = headers, n_chunks, 0
+
+        async def stream(self):
+            for _ in range(self.n_chunks):
+                self.taken += 1
+                yield b"x" * 65536
+
+    def read(headers, n_chunks):
+        request = Request(headers, n_chunks)
+        try:
+            asyncio.run(serve.read_body(request))
+        except serve.BadInput as e:
+            return e.status, request.taken
+        return 200, request.taken
+
+    assert read({"content-length": str(serve.MAX_BODY_BYTES + 1)}, 1000) == (413, 0)  # refused unread
+    assert read({"content-length": "12abc"}, 1)[0] == 400
+    status, taken = read({}, 1000)  # chunked: 65 MB if it were all read
+    assert status == 413 and taken == serve.MAX_BODY_BYTES // 65536 + 1  # the first chunk past the limit
+    assert read({}, 2) == (200, 2)
+    r = client.post("/api/predict", content=b"{}", headers={"Content-Length": str(serve.MAX_BODY_BYTES + 1)})
+    assert r.status_code == 413 and "over" in r.json()["error"]
 
 
 def test_limits_are_inclusive(client):
