@@ -411,7 +411,10 @@ def _compare_overrides(set_: Optional[list[str]], seeds: Optional[str], layers: 
     """compare's --set list plus what --seeds and --layers override."""
     overrides = list(set_ or [])
     if seeds is not None:
-        overrides.append(f"seeds=[{seeds}]")
+        parts = [p.strip() for p in seeds.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise UserError(f"--seeds '{seeds}': give whole numbers separated by commas, e.g. --seeds 0,1,2")
+        overrides.append(f"seeds=[{','.join(parts)}]")
     specs = [_student_spec(v) for v in layers] if layers else None
     if specs is not None:
         overrides.append(f"distill.layers={json.dumps(specs)}")  # JSON is YAML: [1, 3] stays one student
@@ -717,6 +720,11 @@ def predict(
         _quiet_libraries()
         from distill_lora.use.predict import format_lines, load_predictor, read_texts_file, text_problem, to_json
 
+        if json_out and texts and texts[0].lower() in ("true", "false"):  # `--json true` meant as a value
+            raise UserError(
+                f"--json takes no value, so '{texts[0]}' would be classified as a text; drop it, or quote a longer "
+                "text if you meant it"
+            )
         for i, text in enumerate(texts or [], 1):  # the rule the web API applies; before the model loads
             problem = text_problem(text)
             if problem:

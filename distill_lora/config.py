@@ -396,7 +396,8 @@ def _check_type(value, annotation, path: str):
     if isinstance(value, bool) and base != "bool":
         raise UserError(f"config: '{path}' must be {base}, got {value!r}")
     if not isinstance(value, wanted):
-        raise UserError(f"config: '{path}' must be {base}, got {value!r}")
+        hint = f" (a list of one: {path}=[{value}])" if base == "list" and isinstance(value, (str, int, float)) else ""
+        raise UserError(f"config: '{path}' must be {base}, got {value!r}{hint}")
     return float(value) if base == "float" else value
 
 

@@ -106,5 +106,6 @@ def check_writable(output_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(
-            f"output dir '{output_dir}' is not writable ({e.strerror}); choose another with --output-dir"
+            f"run folder '{output_dir}' is not writable ({e.strerror}); choose another (--output-dir, or the run "
+            "folder argument)"
         ) from None

@@ -304,3 +304,16 @@ def test_serve_on_a_busy_port_fails_before_saying_serving(tmp_path):
         r = runner.invoke(app, ["serve", str(fake_stage(tmp_path)), "--port", str(port)])
     line = one_error_line(r, 2, f"--port {port}: already in use on 127.0.0.1", "--port")
     assert "serving" not in line
+
+
+def test_papercuts_each_answer_in_one_line(tmp_path, finished_run):
+    """--seeds with a hole is blamed on --seeds; a scalar where a list goes says how to write the list; predict's
+    --json followed by 'true' is not classified; an unsupported --file names .txt too."""
+    one_error_line(runner.invoke(app, ["compare", "--config", "demo", "--seeds", "0,,x"]), 2, "--seeds '0,,x'", "0,1,2")
+    r = runner.invoke(app, ["config", "--config", "demo", "--set", "train.report_to=tensorboard"])
+    one_error_line(r, 2, "'train.report_to' must be list", "train.report_to=[tensorboard]")
+    run = str(finished_run["output"])
+    one_error_line(runner.invoke(app, ["predict", run, "--json", "true"]), 2, "--json takes no value")
+    tsv = tmp_path / "texts.tsv"
+    tsv.write_text("a\tb\n")
+    one_error_line(runner.invoke(app, ["predict", run, "--file", str(tsv)]), 2, ".txt (one text per line)", ".parquet")

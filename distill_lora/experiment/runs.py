@@ -175,7 +175,7 @@ class RunLock:
                 raise RunFolderBusy(
                     f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
                     f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
-                    f"another --output-dir (if that process is gone for sure, delete {self.path})"
+                    f"another run folder (if that process is gone for sure, delete {self.path})"
                 ) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)

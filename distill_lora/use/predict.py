@@ -344,7 +344,7 @@ def text_problem(text) -> str | None:
 
 def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
     """txt: one text per line (blank lines skipped); jsonl/json/csv/parquet: the text column (else "text")."""
-    from distill_lora.train.data import as_text, read_rows
+    from distill_lora.train.data import EXTENSIONS, as_text, read_rows
 
     path = Path(path)
     if not path.is_file():
@@ -354,6 +354,11 @@ def read_texts_file(path: str | Path, text_column: str = "text") -> list[str]:
             return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:
             raise UserError(f"--file '{path}' is not UTF-8 text; re-save it as UTF-8") from None
+    if path.suffix.lower().lstrip(".") not in EXTENSIONS:
+        raise UserError(
+            f"--file '{path}': unsupported format; use .txt (one text per line) or "
+            + ", ".join("." + e for e in EXTENSIONS)
+        )
     rows = read_rows(path)
     column = text_column if any(text_column in r for r in rows[:100]) else "text"
     texts = []
