@@ -94,24 +94,34 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     model_config = load_model_config(cfg.teacher.model)
     depth = int(getattr(model_config, "num_hidden_layers", 0))
     _check_max_length(cfg.data.max_length, model_config)
-    # check every layer list now, so a bad one fails before hours of teacher training; two entries making the
-    # same stage would train it once and report it twice
-    made = {}
-    for entry in [*cfg.distill.layers, *layer_specs]:
-        stage = student_stage(entry, depth)
-        if stage in made and made[stage] != entry:
-            raise UserError(
-                f"distill.layers: {made[stage]!r} and {entry!r} make the same student {stage} (the same layers of "
-                f"this {depth}-layer teacher, and the same recipe); drop one"
-            )
-        made[stage] = entry
-    resolve_layers(cfg.lora.student_layers, depth)
+    check_layers(cfg, depth, layer_specs)  # now, so a bad one fails before hours of teacher training
     encoded = {s: Encoded(splits[s], tokenizer, cfg.data.max_length) for s in ("train", "validation", "test")}
     for note in splits.notes:
         say(f"data: {note}")
     output_dir = Path(cfg.output_dir).resolve()
     check_writable(output_dir)
     return Context(cfg, splits, tokenizer, encoded, output_dir, depth)
+
+
+def check_layers(cfg: Config, depth: int, layer_specs: tuple = ()) -> None:
+    """Every layer list of the config (and of the command line) against a teacher of `depth` layers; two entries
+    making the same stage would train it once and report it twice. `validate` asks the same."""
+    made = {}
+    for entry in [*cfg.distill.layers, *layer_specs]:
+        try:
+            stage = student_stage(entry, depth)
+        except UserError as e:
+            raise UserError(f"distill.layers: {e}") from None
+        if stage in made and made[stage] != entry:
+            raise UserError(
+                f"distill.layers: {made[stage]!r} and {entry!r} make the same student {stage} (the same layers of "
+                f"this {depth}-layer teacher, and the same recipe); drop one"
+            )
+        made[stage] = entry
+    try:
+        resolve_layers(cfg.lora.student_layers, depth)
+    except UserError as e:
+        raise UserError(f"lora.student_layers: {e}") from None
 
 
 def _check_max_length(max_length: int, model_config) -> None:

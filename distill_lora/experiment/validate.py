@@ -138,6 +138,8 @@ def source_problems(cfg) -> list[tuple[str, str]]:
         except UserError as e:
             problems.append((key, str(e)))
             continue
+        if key == "teacher.model" and local:  # the layer lists against this teacher's depth, as training checks them
+            problems += _layer_problems(cfg)
         if not local and not _in_hub_cache(ref, dataset=key == "data.source"):
             if is_offline() or not hub_reachable():
                 why = "HF_HUB_OFFLINE is set" if is_offline() else "the Hub cannot be reached"
@@ -148,6 +150,19 @@ def source_problems(cfg) -> list[tuple[str, str]]:
                     )
                 )
     return problems
+
+
+def _layer_problems(cfg) -> list[tuple[str, str]]:
+    from distill_lora.experiment.pipeline import check_layers
+    from distill_lora.train.models import load_model_config
+
+    try:
+        depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
+        check_layers(cfg, depth)
+    except UserError as e:
+        key = "lora.student_layers" if str(e).startswith("lora.student_layers") else "distill.layers"
+        return [(key, str(e))]
+    return []
 
 
 def _in_hub_cache(repo_id: str, dataset: bool) -> bool:

@@ -1,5 +1,6 @@
 """`distill-lora validate` (every problem at once, with its line) and `distill-lora config` (resolved, --explain)."""
 
+import pytest
 import yaml
 from conftest import one_error_line
 from typer.testing import CliRunner
@@ -39,8 +40,9 @@ def test_validate_reports_every_problem_with_its_line(tmp_path, tiny_data):
         f"error: {path}:11: 'train.lr' must be > 0, got -1.0",
         f"error: {path}:5: 'data.label_names' needs at least two classes, e.g. [not toxic, toxic]",
         f"error: {path}:4: 'data.max_length' must be at least 8, got 4",
-        f"error: {path}:13: 'lora.models' has 'lora-big'; valid: lora-student, lora-teacher",
         "error: --set: 'lora.r' must be >= 1, got 0",
+        f"error: {path}:13: 'lora.models' has 'lora-big'; valid: lora-student, lora-teacher, each with an optional "
+        ".ADAPTER",
         f"error: {path}:7: teacher.model './no-such-model': no such file or folder "
         f"(relative paths are read from {tmp_path.cwd()})",
     ], r.output
@@ -75,3 +77,20 @@ def test_validate_names_a_tracker_that_is_not_installed(monkeypatch):
     assert "error: --set: train.report_to has mlflow, which is not installed: pip install 'distill-lora[track]'" in (
         r.output
     )
+
+
+@pytest.mark.parametrize(
+    "override, said",
+    [
+        ("distill.layers=[[0,3]]", "distill.layers: layers [0, 3]: [0] outside 1..6"),
+        ("distill.layers=[even,spaced]", "distill.layers: 'even' and 'spaced' make the same student student-even"),
+        ("lora.student_layers=odds", "lora.student_layers: layers 'odds'"),
+    ],
+)
+def test_validate_checks_the_layer_lists_against_the_teacher_as_training_does(tmp_path, override, said):
+    """The check `compare` makes at load (pipeline.check_layers), asked by validate too: no config passes one and
+    fails the other."""
+    r = runner.invoke(app, ["validate", "--config", "demo", "--set", override])
+    assert r.exit_code == EXIT_BAD_INPUT and f"error: --set: {said}" in r.output, r.output
+    c = runner.invoke(app, ["compare", "--config", "demo", "--set", override, "-o", str(tmp_path / "run")])
+    assert c.exit_code == EXIT_BAD_INPUT and said in c.output, c.output
