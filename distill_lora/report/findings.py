@@ -407,6 +407,29 @@ def challenges(result: dict, summary: dict, pairs: list[dict], majority_f1: floa
     return found
 
 
+def difference_lines(summary: dict, pairs: list[dict], key_pairs: list[tuple[str, str]]) -> list[str]:
+    """A sentence for each significant difference; the undecided ones folded into one line per family (their
+    intervals and what the design could detect are in the pairs table, 'Are the differences real?')."""
+    lines, undecided = [], {}
+    for a, b in key_pairs:
+        p = find_pair(pairs, a, b)
+        if p is None or p["family"] == "serving":
+            continue
+        if p["verdict"] == "significant":
+            lines.append(f"- {difference_sentence(summary, pairs, a, b)}")
+        else:
+            undecided.setdefault(p["family"], []).append(p)
+    for family, ps in undecided.items():
+        noise = sum(p["verdict"] == "within noise" for p in ps)
+        names = ", ".join(f"{p['a']} vs {p['b']}" for p in ps)
+        lines.append(
+            f"- Not shown to differ ({family} family, Holm within it): {names}: "
+            f"{noise} within noise, {len(ps) - noise} beyond what this design can decide; do not read their order as a "
+            "ranking (each pair's difference, interval and detectable size: 'Are the differences real?')."
+        )
+    return lines
+
+
 def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: float) -> list[str]:
     """The report's Analysis section as markdown lines."""
     ranked = sorted(summary, key=lambda s: summary[s]["macro_f1"]["mean"], reverse=True)
@@ -423,10 +446,7 @@ def analysis_lines(result: dict, summary: dict, pairs: list[dict], majority_f1: 
     for a, b in zip(ranked, ranked[1:]):
         if (a, b) not in key_pairs and (b, a) not in key_pairs:
             key_pairs.append((a, b))
-    for a, b in key_pairs:
-        sentence = difference_sentence(summary, pairs, a, b)
-        if sentence:
-            lines.append(f"- {sentence}")
+    lines += difference_lines(summary, pairs, key_pairs)
     shown = (
         missed_class_lines(result, summary)
         + disagreement_lines(result, summary)
