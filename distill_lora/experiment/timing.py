@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from distill_lora.experiment.runs import stage_dir
+from distill_lora.experiment.stage import say
 from distill_lora.train.costs import device_label, time_together
 from distill_lora.train.data import Encoded
 from distill_lora.train.models import load_stage_model
@@ -78,8 +79,12 @@ def time_run(
     if previous and previous.get("fingerprint") == fp:
         return previous
     seed = comparison["seeds"][0]
+    say(
+        f"[timing] every model of seed {seed} together on {device_label(device)}: loading them, then {repeats} "
+        "interleaved repeats (16 texts one at a time, 128 in batches of 64)"
+    )
     models = models_to_time(Path(run_dir), seed, timed_stages(comparison), device)
-    timed = time_together(models, dataset, pad_id, repeats=repeats)
+    timed = time_together(models, dataset, pad_id, repeats=repeats, log=lambda line: say(f"[timing] {line}"))
     return {
         "fingerprint": fp,
         "seed": seed,

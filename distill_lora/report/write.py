@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -579,6 +580,32 @@ def timing_note(timings: dict | None) -> str:
         f"{timings['device']}{' (int8 rows on the CPU)' if _has_int8(timings) else ''}, interleaved, "
         f"{timings['repeats']} repeats after a warm-up, "
         f"on the same inputs ({timings['inputs']}), in fp32; median [min–max] over the repeats."
+    ) + busy_note(timings)
+
+
+# the typical model's slowest repeat this much above its fastest: something else was using the machine. Runs on this
+# project's 2-core machine gave typical spreads of 0.15-0.32 when nothing else ran, 0.4 with other jobs beside it
+BUSY_SPREAD = 0.5
+
+
+def busy_note(timings: dict) -> str:
+    """A warning when the repeats disagree so much that the machine was evidently busy while timing. The repeats
+    are interleaved, so a busy spell slows some repeats of most models: the median model's spread decides, not one
+    model's hiccup. A machine busy through the whole timing slows every repeat alike and is not caught."""
+    spread = {
+        name: (t["latency_ms_batch1"]["max"] - t["latency_ms_batch1"]["min"]) / t["latency_ms_batch1"]["min"]
+        for name, t in timings["models"].items()
+        if t["latency_ms_batch1"]["min"] > 0
+    }
+    if not spread or statistics.median(spread.values()) <= BUSY_SPREAD:
+        return ""
+    worst = max(spread, key=spread.get)
+    lat, n_busy = timings["models"][worst]["latency_ms_batch1"], sum(s > BUSY_SPREAD for s in spread.values())
+    return (
+        f" **The machine was busy while timing:** {worst}'s slowest repeat took {lat['max']:.2f} ms, "
+        f"{spread[worst]:.0%} more than its fastest ({lat['min']:.2f} ms), and {n_busy} "
+        f"of the {len(spread)} models' repeats disagree by more than half; compare the latencies with care, or "
+        "time them again on an idle machine (`distill-lora retime RUN`)."
     )
 
 

@@ -159,6 +159,7 @@ def time_together(
     n_single: int = 16,
     n_batched: int = 128,
     batch_size: int = 64,
+    log=None,
 ) -> dict:
     """Time several models on the same inputs, interleaved: {name: latency and throughput, median [min, max]}.
 
@@ -166,7 +167,7 @@ def time_together(
     repeat, so a busy spell of a shared machine falls on all models, not on whichever ran then; one warm-up
     pass per model first. Per repeat: latency = median ms of n_single batch-1 passes; throughput = examples/s
     over the first n_batched examples in batches of batch_size. Reported: the median over repeats, with the
-    smallest and largest repeat as its spread.
+    smallest and largest repeat as its spread. log(line), when given, hears after each repeat how far it is.
     """
     names = list(models)
     n = len(dataset)
@@ -178,12 +179,19 @@ def time_together(
     latency = {name: [] for name in names}
     throughput = {name: [] for name in names}
     m = min(n_batched, n)
+    start = time.perf_counter()
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             forward = timers[name]
             latency[name].append(1000 * statistics.median(forward([i]) for i in range(min(n_single, n))))
             seconds = sum(forward(range(s, min(s + batch_size, m))) for s in range(0, m, batch_size))
             throughput[name].append(m / seconds)
+        if log:
+            took = time.perf_counter() - start
+            log(
+                f"repeat {r + 1}/{repeats} of {len(names)} models done after {took:.0f} s; about "
+                f"{took / (r + 1) * (repeats - r - 1):.0f} s left"
+            )
     return {
         name: {
             "device": device_label(models[name][1]),

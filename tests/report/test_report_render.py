@@ -302,6 +302,11 @@ def test_time_together_interleaves_and_reports_median_and_range():
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each repeat starts one model later
     x = out["a"]["latency_ms_batch1"]
     assert x["min"] <= x["median"] <= x["max"] and out["a"]["device"].startswith("cpu (")
+    # progress: a line after each repeat, with how far it is and an estimate of what is left
+    said = []
+    time_together(models, data, pad_id=0, repeats=3, n_single=1, n_batched=2, batch_size=2, log=said.append)
+    assert [line.split(" done")[0] for line in said] == [f"repeat {r}/3 of 3 models" for r in (1, 2, 3)]
+    assert said[-1].endswith("about 0 s left") and "s left" in said[0]
 
 
 def test_time_run_keeps_timings_of_unchanged_weights(monkeypatch):
@@ -354,3 +359,24 @@ def test_analysis_quotes_the_joint_timings():
     summary["teacher-int8"] = {"quantized_from": "teacher"}
     use_joint_timings(result, summary, timings)
     assert "fp32_cpu_latency_ms_batch1" not in summary["teacher-int8"]
+
+
+def _timings(spreads: dict) -> dict:
+    models = {
+        name: {
+            "device": "cpu",
+            "latency_ms_batch1": {"median": 10.0, "min": 10.0, "max": 10.0 * (1 + s)},
+            "throughput_batch64": {"median": 100.0, "min": 90.0, "max": 110.0},
+        }
+        for name, s in spreads.items()
+    }
+    return {"seed": 0, "device": "cpu (2 threads)", "repeats": 5, "inputs": "some", "models": models}
+
+
+def test_a_timing_with_repeats_far_apart_says_the_machine_was_busy():
+    """The median model's spread over repeats decides: one model's hiccup is not a busy machine; most models' slow
+    repeats are."""
+    assert "busy" not in report.timing_note(_timings({"a": 0.2, "b": 0.3, "c": 2.0}))  # one hiccup
+    note = report.timing_note(_timings({"a": 0.6, "b": 0.8, "c": 2.0}))
+    assert "**The machine was busy while timing:** c's slowest repeat took 30.00 ms, 200% more than its fastest" in note
+    assert "3 of the 3 models' repeats disagree by more than half" in note and "distill-lora retime RUN" in note
