@@ -11,7 +11,7 @@ from pathlib import Path
 from distill_lora.config import DataConfig, SplitLimits
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import RunLock
-from distill_lora.files import atomic_write_json, read_json
+from distill_lora.files import atomic_write_json, check_writable, read_json
 from distill_lora.metrics import class_shares, classification_metrics, prediction_record, softmax
 from distill_lora.train.data import load_split
 from distill_lora.use.predict import load_predictor
@@ -75,7 +75,11 @@ def evaluate_run(run_dir: Path, other: OtherData, name: str) -> dict:
         raise UserError(f"--label-map {bad}: values must be class indices 0..{len(comparison['label_names']) - 1}")
     if split not in ("train", "validation", "test"):
         raise UserError(f"--split {split!r}: use train, validation or test")
-    data, notes = load_split(data_cfg, split)
+    check_writable(run_dir)  # before every model is scored, not after
+    try:
+        data, notes = load_split(data_cfg, split)
+    except UserError as e:  # the data checks name config keys; here the user sets them with options
+        raise UserError(_as_options(str(e))) from None
     for note in notes:
         print(f"[{name}] data: {note}")
     per_seed = _score_every_stage(run_dir, comparison, data, name)
@@ -97,6 +101,21 @@ def evaluate_run(run_dir: Path, other: OtherData, name: str) -> dict:
         results.setdefault("out_of_domain", {})[name] = ood
         atomic_write_json(results_path, results)
     return results
+
+
+OPTIONS = {  # the data keys evaluate's options set
+    "data.source": "--data",
+    "data.text_column": "--text-column",
+    "data.label_column": "--label-column",
+    "data.label_map": "--label-map",
+    "data.slice_column": "--slice-column",
+}
+
+
+def _as_options(message: str) -> str:
+    for key, option in OPTIONS.items():
+        message = message.replace(f"'{key}'", option).replace(key, option)
+    return message
 
 
 def _names_as_labels(label_names: list[str]) -> dict:

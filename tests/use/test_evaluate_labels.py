@@ -29,3 +29,24 @@ def test_evaluate_with_the_runs_class_names_and_with_other_labels(finished_run3,
         2,
         "label 'toxic', outside the label set 0..2 (hate speech, offensive language, neither)",
     )
+    # the hint names evaluate's own options, never a config key it cannot set
+    line = one_error_line(runner.invoke(app, ["evaluate", str(run), "--data", str(other)]), 2)
+    assert "--label-map" in line and "data.label_map" not in line, line
+    wrong_column = tmp_path / "column"
+    write_jsonl(wrong_column / "test.jsonl", [{"body": "you are all vermin", "label": 0}] * 3)
+    line = one_error_line(runner.invoke(app, ["evaluate", str(run), "--data", str(wrong_column)]), 2)
+    assert "--text-column" in line and "data.text_column" not in line, line
+
+
+def test_evaluate_refuses_an_unwritable_run_folder_before_scoring_any_model(finished_run3, tmp_path, monkeypatch):
+    from distill_lora.errors import UserError
+    from distill_lora.use import evaluate
+
+    def unwritable(folder):
+        raise UserError(f"run folder '{folder}' is not writable (Read-only file system)")
+
+    monkeypatch.setattr(evaluate, "check_writable", unwritable)
+    data = tmp_path / "same"
+    write_jsonl(data / "test.jsonl", tiny_texts3(30, 7))
+    r = runner.invoke(app, ["evaluate", str(finished_run3["output"]), "--data", str(data)])
+    one_error_line(r, 2, "is not writable")  # one line: no "seed 0 teacher: macro-F1" progress before it
