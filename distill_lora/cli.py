@@ -163,9 +163,12 @@ def _run(
         cfg = load_config(config, overrides or [], output_dir, seed)
         if check is not None:
             check(cfg)
+        from distill_lora.experiment.runs import RunLock
+
+        if os.environ.get("RANK", "0") == "0":  # a busy run folder is refused before the heavy imports below
+            RunLock(Path(cfg.output_dir).resolve()).refuse_if_held()
         _quiet_libraries()
         from distill_lora.experiment import pipeline  # heavy imports only after the config is known to be good
-        from distill_lora.experiment.runs import RunLock
         from distill_lora.files import check_writable, made_folders, remove_empty_folders
         from distill_lora.train import distributed
         from distill_lora.train.trainer import Interrupted

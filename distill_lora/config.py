@@ -483,8 +483,9 @@ ADAPTER_KEYS = ("r", "alpha", "dropout", "use_rslora", "use_dora", "method", "tr
 LORA_METHODS = ("lora", "vera")
 
 
-def _validate_lora(lo: LoraConfig, where: str) -> None:
-    """lora's settings (or an adapter's, `lo` with it applied; `where` names it in the message)."""
+def _validate_lora(lo: LoraConfig, where: str, in_use: bool = True) -> None:
+    """lora's settings (or an adapter's, `lo` with it applied; `where` names it in the message). What peft must
+    offer is asked only of adapters in use: importing peft takes seconds, and every command loads a config."""
     for key, bad, rule in (
         ("r", lo.r < 1, ">= 1"),
         ("alpha", lo.alpha <= 0, "> 0"),
@@ -498,7 +499,7 @@ def _validate_lora(lo: LoraConfig, where: str) -> None:
         raise UserError(f"config: '{where}.target_modules' [all-linear] stands alone, got {lo.target_modules}")
     if lo.method == "vera" and lo.use_dora:
         raise UserError(f"config: '{where}' asks for VeRA with use_dora; DoRA is a LoRA variant: drop one")
-    missing = peft_lacks(lo)
+    missing = peft_lacks(lo) if in_use else None
     if missing:
         raise UserError(f"config: '{where}' needs {missing}, which the installed peft lacks; upgrade peft")
 
@@ -540,9 +541,11 @@ def _validate_adapters(cfg: Config) -> None:
                 _check_type(
                     value, next(f.type for f in dataclasses.fields(LoraConfig) if f.name == key), f"{where}.{key}"
                 )
-        _validate_lora(lo.with_adapter(name), where)
     models = [("lora.models", m) for m in lo.models]
     models += [(f"atlas.adapters[{i}]", f"{LORA_STAGES[0]}.{a}") for i, a in enumerate(cfg.atlas.adapters)]
+    used = {adapter_and_rank(str(m).partition(".")[2], lo.adapters)[0] for _, m in models}
+    for name in lo.adapters:
+        _validate_lora(lo.with_adapter(name), f"lora.adapters.{name}", in_use=name in used)
     for where, m in models:
         base, _, adapter = str(m).partition(".")
         if base not in LORA_STAGES:

@@ -317,3 +317,25 @@ def test_papercuts_each_answer_in_one_line(tmp_path, finished_run):
     tsv = tmp_path / "texts.tsv"
     tsv.write_text("a\tb\n")
     one_error_line(runner.invoke(app, ["predict", run, "--file", str(tsv)]), 2, ".txt (one text per line)", ".parquet")
+
+
+def test_a_busy_run_folder_is_refused_before_torch_and_transformers_are_imported(tmp_path):
+    """The quick look at the lock comes before the heavy imports: `python -X importtime` lists every module the
+    refusing process imported, and neither torch nor transformers is among them."""
+    import json
+    import os
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "distill_lora", "compare", "--config", "demo", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 3 and f"run folder {out} is in use by process {os.getpid()}" in r.stderr + r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "distill_lora.cli" in imported and not {"torch", "transformers", "peft"} & imported

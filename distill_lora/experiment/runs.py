@@ -170,18 +170,33 @@ class RunLock:
                     print(f"note: removing a stale lock of process {owner.get('pid')} (no longer running)")
                     self.path.unlink(missing_ok=True)
                     continue
-                if not owner:  # being written right now, or cut short: treat as held
-                    owner = {"pid": "?", "host": "?", "started": "?"}
-                raise RunFolderBusy(
-                    f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
-                    f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
-                    f"another run folder (if that process is gone for sure, delete {self.path})"
-                ) from None
+                raise RunFolderBusy(self._busy(owner)) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True
             return self
         raise RunFolderBusy(f"could not take the lock {self.path}; delete it if no other run uses this folder")
+
+    def _busy(self, owner: dict) -> str:
+        if not owner:  # being written right now, or cut short: treat as held
+            owner = {"pid": "?", "host": "?", "started": "?"}
+        return (
+            f"run folder {self.path.parent} is in use by process {owner.get('pid')} on "
+            f"{owner.get('host')} (since {owner.get('started')}); wait for it to finish, or use "
+            f"another run folder (if that process is gone for sure, delete {self.path})"
+        )
+
+    def refuse_if_held(self) -> None:
+        """A quick look, before the heavy imports: refuse at once when a live process holds the folder (the lock is
+        taken for real later, by `with RunLock(...)`; a stale one is taken over then)."""
+        import socket
+
+        if not self.path.exists():
+            return
+        owner = read_json_or_none(self.path, {})
+        if owner.get("host") == socket.gethostname() and not _pid_alive(owner.get("pid")):
+            return
+        raise RunFolderBusy(self._busy(owner))
 
     def __exit__(self, *exc):
         if self.held:
