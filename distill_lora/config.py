@@ -249,7 +249,7 @@ class LoraConfig:
             "dora": {"use_dora": True},
             "rslora": {"use_rslora": True},
             "loraplus": {"train": {"lora_b_lr_ratio": 16.0}},
-            "vera": {"method": "vera", "r": 256},
+            "vera": {"method": "vera", "r": 256, "use_dora": False, "use_rslora": False},
             "frozen-pooler": {"train_pooler": False},
         },
         "named adapters a LoRA entry can ask for ('lora-student.dora'): name → lora keys (r, alpha, dropout, "
@@ -497,7 +497,7 @@ def _validate_lora(lo: LoraConfig, where: str, in_use: bool = True) -> None:
             raise UserError(f"config: '{where}.{key}' must be {rule}, got {getattr(lo, key)!r}")
     if "all-linear" in lo.target_modules and len(lo.target_modules) > 1:
         raise UserError(f"config: '{where}.target_modules' [all-linear] stands alone, got {lo.target_modules}")
-    if lo.method == "vera" and lo.use_dora:
+    if in_use and lo.method == "vera" and lo.use_dora:
         raise UserError(f"config: '{where}' asks for VeRA with use_dora; DoRA is a LoRA variant: drop one")
     missing = peft_lacks(lo) if in_use else None
     if missing:

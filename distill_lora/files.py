@@ -4,8 +4,10 @@ reads, and the folder checks a run makes before writing anything."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -109,3 +111,29 @@ def check_writable(output_dir: Path) -> None:
             f"run folder '{output_dir}' is not writable ({e.strerror}); choose another (--output-dir, or the run "
             "folder argument)"
         ) from None
+
+
+# what a failed write says, when a library reports it in its own words (safetensors: "... StorageFull ...")
+_WRITE_FAILURES = {"no space left": errno.ENOSPC, "storagefull": errno.ENOSPC, "file too large": errno.EFBIG}
+
+
+@contextlib.contextmanager
+def writing(path, blame: bool = False):
+    """Any failure to write `path` becomes an OSError naming it: an OSError without a file name, or a library's own
+    error for one (safetensors raises SafetensorError on a full disk). The CLI prints that as one line, exit 1.
+    blame=True names `path` even when the error names another file (a copy names its source)."""
+    try:
+        yield
+    except shutil.Error as e:  # copytree: a list of (source, destination, why)
+        first = e.args[0][0] if e.args and isinstance(e.args[0], list) and e.args[0] else None
+        raise OSError(None, str(first[2] if first else e)[:200], str(path)) from None
+    except OSError as e:
+        if e.filename and not blame:
+            raise
+        raise OSError(e.errno, e.strerror or str(e)[:200], str(path)) from None
+    except Exception as e:
+        text = str(e).lower()
+        code = next((c for words, c in _WRITE_FAILURES.items() if words in text), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None

@@ -276,6 +276,17 @@ MUTANTS = [
             "tests/experiment/test_atlas.py::test_adapter_arms_train_as_their_adapter_says_and_reload_to_their_recorded_logits",
         ),
     ),
+    Mutant(
+        name="full-disk-traceback",
+        why="a full disk while safetensors writes the weights ends in a traceback instead of one line naming the file",
+        file="distill_lora/files.py",
+        snippet='_WRITE_FAILURES = {"no space left": errno.ENOSPC, "storagefull": errno.ENOSPC, "file too large": '
+        "errno.EFBIG}",
+        replacement="_WRITE_FAILURES = {}",
+        tests=(
+            "tests/test_cli_errors.py::test_a_full_disk_while_training_is_one_line_naming_what_was_written_and_the_stage_resumes",
+        ),
+    ),
     # ---- the verdicts
     Mutant(
         name="holm-step",

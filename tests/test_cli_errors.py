@@ -339,3 +339,43 @@ def test_a_busy_run_folder_is_refused_before_torch_and_transformers_are_imported
     assert r.returncode == 3 and f"run folder {out} is in use by process {os.getpid()}" in r.stderr + r.stdout
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "distill_lora.cli" in imported and not {"torch", "transformers", "peft"} & imported
+
+
+FULL_DISK = (  # a file-size limit stands in for a full disk: writes past it fail with EFBIG (SIGXFSZ ignored)
+    "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, ({n}, {n})); from distill_lora.cli import app; "
+    "sys.argv = ['distill-lora'] + sys.argv[1:]; app()"
+)
+
+
+def _with_full_disk(args, limit=100_000):
+    r = subprocess.run(
+        [sys.executable, "-c", FULL_DISK.format(n=limit), *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("error:")]
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr[-2000:]
+    return r.returncode, lines
+
+
+def test_a_full_disk_while_training_is_one_line_naming_what_was_written_and_the_stage_resumes(
+    tmp_path, tiny_bert6, tiny_data
+):
+    """The tiny model's weights (208 KB) cannot be written under a 100 KB limit: one line naming the file (the
+    best epoch's weights), exit 1, and the same command without the limit then finishes the stage."""
+    cfg = str(tiny_config(tmp_path, tiny_bert6, tiny_data, train={"epochs": 1}))
+    code, lines = _with_full_disk(["train-teacher", "-c", cfg])
+    assert code == 1 and len(lines) == 1, lines
+    assert "could not read or write" in lines[0] and "best-epoch-0001.safetensors" in lines[0], lines[0]
+    assert "File too large" in lines[0] and "run the same command again" in lines[0]
+    assert runner.invoke(app, ["train-teacher", "-c", cfg]).exit_code == 0
+    assert (tmp_path / "run" / "seed-0" / "teacher" / "DONE").exists()
+
+
+def test_a_full_disk_while_exporting_names_the_export(finished_run, tmp_path):
+    run = str(finished_run["output"])
+    for stage in ("teacher", "lora-student"):
+        dest = tmp_path / f"export-{stage}"
+        args = ["export", run, str(dest), "--stage", stage]
+        code, lines = _with_full_disk(args + (["--merge"] if stage == "lora-student" else []))
+        assert code == 1 and len(lines) == 1 and f"could not read or write {dest}:" in lines[0], lines
+        assert len(lines[0]) < 300 and not dest.exists()  # one short line; nothing half-written

@@ -19,7 +19,15 @@ from distill_lora.config import Config, config_hash, split_recipe
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import run_stage, say, train_model
-from distill_lora.files import atomic_write_json, atomic_write_text, check_writable, read_json, read_json_or_none, umask
+from distill_lora.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+    read_json,
+    read_json_or_none,
+    umask,
+    writing,
+)
 from distill_lora.metrics import (
     classification_metrics,
     majority_baseline,
@@ -249,10 +257,11 @@ def _run_trained_stage(
                 atomic_write_json(
                     tmp / "decision.json", {"threshold": record.threshold, "tuned_on": "validation macro-F1"}
                 )
-            model.save_pretrained(tmp)
-            ctx.tokenizer.save_pretrained(tmp)
-            if save_extra is not None:
-                save_extra(tmp)
+            with writing(stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)):  # the stage's final weights
+                model.save_pretrained(tmp)
+                ctx.tokenizer.save_pretrained(tmp)
+                if save_extra is not None:
+                    save_extra(tmp)
             record.weights_bytes = weights_size_bytes(tmp)
             record.weights_sha256 = files_sha256(list(tmp.rglob("*.safetensors")))
             write_test_predictions(
@@ -384,7 +393,8 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: d
     if distributed.is_main():  # every process has the gathered targets; one writes them
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        save_file(tensors, tmp)
+        with writing(path):
+            save_file(tensors, tmp)
         os.chmod(tmp, 0o666 & ~umask())  # safetensors writes 0600 whatever the umask
         os.replace(tmp, path)
         atomic_write_json(cost_path, measured)

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from distill_lora.errors import UserError
-from distill_lora.files import atomic_write_json
+from distill_lora.files import atomic_write_json, writing
 from distill_lora.train import distributed
 
 
@@ -78,11 +78,12 @@ def save(folder: Path, model, optimizer, scheduler, loop_state: dict) -> None:
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(tensors_to_save(model), tmp / "model.safetensors")
-    opt_tensors, opt_meta = _optimizer_to_files(optimizer)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    rng_tensors, rng_meta = _rng_state()
-    save_file(rng_tensors, tmp / "rng.safetensors")
+    with writing(folder):  # a full disk: one line naming the checkpoint, and the stage resumes from the last one
+        save_file(tensors_to_save(model), tmp / "model.safetensors")
+        opt_tensors, opt_meta = _optimizer_to_files(optimizer)
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, tmp / "rng.safetensors")
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     atomic_write_json(
         tmp / "state.json", {"loop": loop_state, "optimizer": opt_meta, "scheduler": sched, "rng": rng_meta}
@@ -145,7 +146,8 @@ def save_best(work_dir: Path, model, val_logits, epoch: int) -> None:
         state = tensors_to_save(model)
         state["__val_logits__"] = torch.as_tensor(val_logits).contiguous()
         tmp = work_dir / f".best.tmp-{os.getpid()}.safetensors"
-        save_file(state, tmp, metadata={"epoch": str(epoch)})
+        with writing(best_path(work_dir, epoch)):
+            save_file(state, tmp, metadata={"epoch": str(epoch)})
         os.replace(tmp, best_path(work_dir, epoch))
     distributed.barrier()
 

@@ -19,7 +19,7 @@ import numpy as np
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import DONE
-from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir
+from distill_lora.files import atomic_write_json, atomic_write_text, follow_umask, make_temp_dir, writing
 from distill_lora.use.model_card import model_card
 from distill_lora.use.predict import DECISION_FILE, EXPORT_MARKER, load_predictor, model_info, read_threshold
 
@@ -158,12 +158,14 @@ def export_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
-        merge_check = None
-        if merge and is_lora:
-            merge_check = _write_merged(model_dir, tmp, log)
-        else:
-            _copy_stage(model_dir, tmp)
-        onnx_info = _write_onnx(tmp, _validation_texts(model_dir)[0], log) if onnx else None
+        merge_check, onnx_info = None, None
+        with writing(out_dir, blame=True):  # a full disk names the export, not the file being copied from
+            if merge and is_lora:
+                merge_check = _write_merged(model_dir, tmp, log)
+            else:
+                _copy_stage(model_dir, tmp)
+            if onnx:
+                onnx_info = _write_onnx(tmp, _validation_texts(model_dir)[0], log)
         info = model_info(model_dir)
         export = {
             "stage": info["stage"],
