@@ -853,7 +853,7 @@ def _yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-SHIPPED = ("default", "demo", "olid", "davidson3")
+SHIPPED = ("default", "demo", "olid", "davidson3", "atlas-demo", "atlas-olid")  # configs/*.yaml, by name
 
 
 def shipped_config_path(name: str) -> Path:

@@ -6,6 +6,14 @@ from distill_lora.config import SHIPPED, apply_override, describe, load_config
 from distill_lora.errors import UserError
 
 
+def test_every_config_in_configs_can_be_named():
+    """--config NAME works for exactly the files of configs/ (a config added there without its name in SHIPPED
+    could only be given as a path: `atlas --config atlas-demo` failed that way)."""
+    from conftest import REPO
+
+    assert sorted(SHIPPED) == sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     cfg = load_config(name)
