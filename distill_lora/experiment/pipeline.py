@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from distill_lora.config import Config, config_hash, split_recipe
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
-from distill_lora.experiment.stage import run_stage, say, train_model
+from distill_lora.experiment.stage import check_trackers, run_stage, say, train_model
 from distill_lora.files import (
     atomic_write_json,
     atomic_write_text,
@@ -97,6 +97,7 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
 
     layer_specs: layer lists given on the command line, checked here with the config's own.
     """
+    check_trackers(cfg, "teacher", "distill", "lora")  # before any folder of a stage exists
     splits = load_splits(cfg.data)
     tokenizer = load_tokenizer(cfg.teacher.model)
     model_config = load_model_config(cfg.teacher.model)

@@ -105,6 +105,13 @@ def _start_work(stage_id: str, work: Path, chash: str) -> None:
     atomic_write_json(work / "stage.json", {"config_hash": chash})
 
 
+def check_trackers(cfg, *sections: str) -> None:
+    """The trackers each section's train block names are installed (else one line naming the key that set them)."""
+    for section in sections:
+        where = f"{section}.train" if "report_to" in getattr(cfg, section).train else "train"
+        tracking.check_installed(cfg.stage_train(section).report_to, where)
+
+
 @contextlib.contextmanager
 def tracker_run(ctx, section: str, name: str, normal_ends: tuple = (), ids_file: Path | None = None):
     """The tracker run <run-name>/<name> of the stage (section) trained inside the block: None when
@@ -114,8 +121,7 @@ def tracker_run(ctx, section: str, name: str, normal_ends: tuple = (), ids_file:
     if not tcfg.report_to:
         yield None
         return
-    where = f"{section}.train" if "report_to" in getattr(ctx.cfg, section).train else "train"
-    tracking.check_installed(tcfg.report_to, where)
+    check_trackers(ctx.cfg, section)
     # the resolved config: the stage's own train block in place of the global one
     hparams = tracking.flat_params({**ctx.cfg.to_dict(), "train": dataclasses.asdict(tcfg), "section": section})
     run = tracking.open_run(tcfg.report_to, ctx.output_dir, f"{ctx.output_dir.name}/{name}", hparams, ids_file)
