@@ -391,8 +391,13 @@ def atlas(
         depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
         return base + atlas_overrides(cfg, depth)
 
+    def action(p, ctx):
+        from distill_lora.experiment.atlas import run_atlas
+
+        return _finish_compare(ctx, run_atlas(ctx))
+
     _run(
-        lambda p, ctx: _finish_compare(ctx, p.run_compare(ctx)),
+        action,
         config,
         _user_errors(overrides),
         output_dir,

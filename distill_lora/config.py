@@ -213,6 +213,17 @@ class AtlasConfig:
         "the arm every other is compared with in the planned comparisons, as 'layers.recipe' (empty: odd with the "
         "first recipe); each arm is also compared with the teacher",
     )
+    tune_trials: int = _f(
+        0,
+        "an equal tuning budget: each arm's atlas.tune_space searched with this many trials on validation (the first "
+        "seed; Optuna, as distill-lora sweep, with sweep.sampler, sweep.pruning and sweep.sampler_seed), then every "
+        "seed trains with the best values; 0: every arm trains with its section's train block as set",
+    )
+    tune_space: dict = _f(
+        {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}},
+        "what atlas.tune_trials searches: keys of a train block (lr, epochs, …) → {low, high[, log][, step]} or "
+        "{choices: [...]}; a student arm sets them in distill.train, an adapter arm in lora.train",
+    )
 
 
 @dataclass(frozen=True)
@@ -477,6 +488,7 @@ def _validate(cfg: Config) -> None:
     _validate_lora(cfg.lora, "lora")
     _validate_adapters(cfg)
     _validate_sweep(cfg)
+    _validate_atlas_tuning(cfg)
 
 
 ADAPTER_KEYS = ("r", "alpha", "dropout", "use_rslora", "use_dora", "method", "train_pooler", "target_modules", "train")
@@ -776,8 +788,7 @@ def _validate_sweep(cfg: Config) -> None:
         raise UserError(f"config: 'sweep.trials' must be >= 1, got {s.trials}")
     tunable = sweep_keys(s.stage)
     space = flat_space(s.space)
-    for key, spec in space.items():
-        where = f"sweep.space.{key}"
+    for key in space:
         if key not in tunable:
             known = [k for k, _, _ in describe()] + [
                 f"{sec}.train.{k}" for sec in ("teacher", "distill", "lora") for k in TRAIN_KEYS
@@ -790,6 +801,14 @@ def _validate_sweep(cfg: Config) -> None:
                 "uses: its own section and train block)"
                 + (f"; did you mean '{same[0]}'?" if same else f"; searchable: {', '.join(tunable)}")
             )
+    _check_space(cfg, space, tunable, s.sampler, lambda key: f"sweep.space.{key}")
+
+
+def _check_space(cfg: Config, space: dict, tunable: dict, sampler: str, where_of) -> None:
+    """Each range or list of choices of a search space (flat keys, all in tunable) is well formed and every value
+    makes a valid config; where_of(key) names the key as the user wrote it."""
+    for key, spec in space.items():
+        where = where_of(key)
         if not isinstance(spec, dict) or not spec:
             raise UserError(f"config: '{where}' must be {{low: .., high: ..}} or {{choices: [..]}}, got {spec!r}")
         for k in spec:
@@ -824,11 +843,48 @@ def _validate_sweep(cfg: Config) -> None:
                 config_with(cfg, {key: v})
             except UserError as e:
                 raise UserError(f"config: '{where}' value {v!r}: {str(e).removeprefix('config: ')}") from None
-    ranged = [k for k, spec in space.items() if "choices" not in spec]
-    if s.sampler == "grid" and ranged:
+    ranged = [where_of(k) for k, spec in space.items() if "choices" not in spec]
+    if sampler == "grid" and ranged:
         raise UserError(
-            f"config: sweep.sampler grid needs choices: [...] for every key of sweep.space; "
+            f"config: sweep.sampler grid needs choices: [...] for every key searched; "
             f"{', '.join(ranged)} has low/high (list its values, or use sampler tpe or random)"
+        )
+
+
+def atlas_tune_space(a: AtlasConfig, section: str) -> dict:
+    """atlas.tune_space (keys of a train block) as search-space keys of one section's train block."""
+    return {f"{section}.train.{key}": spec for key, spec in flat_space(a.tune_space).items()}
+
+
+def _validate_atlas_tuning(cfg: Config) -> None:
+    a = cfg.atlas
+    if not isinstance(a.tune_trials, int) or isinstance(a.tune_trials, bool) or a.tune_trials < 0:
+        raise UserError(
+            f"config: 'atlas.tune_trials' must be a whole number >= 0 (0: no tuning), got {a.tune_trials!r}"
+        )
+    if not a.tune_trials:
+        return
+    space = flat_space(a.tune_space)
+    if not space:
+        raise UserError(
+            "config: 'atlas.tune_trials' is set but atlas.tune_space is empty; give it e.g. "
+            "{lr: {low: 1.0e-5, high: 1.0e-2, log: true}}, or set atlas.tune_trials: 0"
+        )
+    searchable = [k for k in TRAIN_KEYS if k not in _NOT_SEARCHED]
+    for key in space:
+        if key not in searchable:
+            raise UserError(
+                f"config: 'atlas.tune_space.{key}' is not a searchable key of a train block"
+                + (_closest(key, searchable) if key not in TRAIN_KEYS else f"; searchable: {', '.join(searchable)}")
+            )
+    plain = dataclasses.replace(cfg, atlas=dataclasses.replace(a, tune_trials=0))  # config_with validates again
+    for section, stage in (("distill", "distill"), ("lora", "lora-student")):
+        _check_space(
+            plain,
+            atlas_tune_space(a, section),
+            sweep_keys(stage),
+            cfg.sweep.sampler,
+            lambda key: f"atlas.tune_space.{key.rsplit('.', 1)[-1]}",
         )
 
 

@@ -267,6 +267,26 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        name="tuned-values-ignored",
+        why="the atlas's equal tuning budget chooses each arm's values, but the arms train with their section's",
+        file="distill_lora/experiment/pipeline.py",
+        snippet="return dataclasses.replace(ctx, cfg=config_with(ctx.cfg, values)) if values else ctx",
+        replacement="return ctx",
+        tests=(
+            "tests/experiment/test_atlas.py::test_equal_tuning_budget_gives_every_arm_the_same_trials_and_trains_it_with_its_best_values",
+        ),
+    ),
+    Mutant(
+        name="tuning-budget-unequal",
+        why="the adapter arms get one tuning trial more than the student arms",
+        file="distill_lora/experiment/atlas.py",
+        snippet="trials=ctx.cfg.atlas.tune_trials,",
+        replacement='trials=ctx.cfg.atlas.tune_trials + (sweep_stage != "distill"),',
+        tests=(
+            "tests/experiment/test_atlas.py::test_equal_tuning_budget_gives_every_arm_the_same_trials_and_trains_it_with_its_best_values",
+        ),
+    ),
+    Mutant(
         name="adapter-ignored",
         why="a LoRA arm's adapter is dropped: every adapter arm trains plain LoRA",
         file="distill_lora/experiment/pipeline.py",

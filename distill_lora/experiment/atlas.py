@@ -7,16 +7,28 @@ the config names its own, report.primary (each arm against the teacher and again
 pair is exploratory). So the teacher, its logit cache and the finished stages of a seed are shared and reused as
 in compare, an interrupted atlas resumes, and the report gains its atlas section (report/atlas.py) because the run
 has more students than the assignment's two.
+
+With atlas.tune_trials: N, every arm first gets the same tuning budget: N trials of the sweep's search (Optuna, on
+validation, the first seed) over atlas.tune_space, in its own study under OUTPUT_DIR/tune/<stage>/; then every seed
+trains the arm with its best values. The teacher is not an arm: it trains as set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-from distill_lora.config import Config, atlas_entries
+from optuna.trial import TrialState
+
+from distill_lora.config import SWEEP_STAGES, Config, SweepConfig, atlas_entries, atlas_tune_space
 from distill_lora.errors import UserError
+from distill_lora.experiment import pipeline
 from distill_lora.experiment.pipeline import student_stage
-from distill_lora.stage_ids import TEACHER
+from distill_lora.experiment.sweep import Search, n_finished, search
+from distill_lora.files import atomic_write_json
+from distill_lora.stage_ids import TEACHER, lora_parts
+from distill_lora.train.models import add_lora
+from distill_lora.train.steps import ce_step
 
 
 def reference_entry(cfg: Config) -> str:
@@ -61,3 +73,72 @@ def adapter_arms(cfg: Config) -> list[str]:
     a = cfg.atlas
     ranks = [f"-r{r}" for r in a.ranks] or [""]
     return [f"{m}.{adapter}{r}" for m in a.adapter_models for adapter in a.adapters for r in ranks]
+
+
+def run_atlas(ctx: pipeline.Context) -> dict:
+    """compare's comparison over the atlas's grid (the overrides are already in ctx.cfg), each arm trained with the
+    values its tuning chose when atlas.tune_trials is set (the comparison then records them under "tuning")."""
+    tuned = tune_arms(ctx)
+    ctx = dataclasses.replace(ctx, arm_values={stage: t["values"] for stage, t in tuned.items()})
+    comparison = pipeline.run_compare(ctx)
+    if tuned:
+        comparison["tuning"] = tuned
+    return comparison
+
+
+def tune_arms(ctx: pipeline.Context) -> dict:
+    """The equal tuning budget: atlas.tune_trials trials per arm on validation with the first seed, each arm in its
+    own study (resumed when the atlas runs again). Returns {stage: {values, val_macro_f1, trial, trials, seed,
+    study}}, also written to OUTPUT_DIR/tune/chosen.json; {} when atlas.tune_trials is 0."""
+    if not ctx.cfg.atlas.tune_trials:
+        return {}
+    seed = (ctx.cfg.seeds or [ctx.cfg.seed])[0]
+    sctx = ctx.for_seed(seed)
+    pipeline.run_teacher(sctx)  # every student arm's trials distil this seed's teacher (a normal stage, reused)
+    arms = []  # (the arm's context, its search)
+    for entry in ctx.cfg.distill.layers:
+        actx, stage, layers, _ = pipeline.student_arm(sctx, entry)
+        build = lambda tctx, layers=layers: pipeline.student_and_loss(tctx, layers)  # noqa: E731
+        arms.append((actx, _search(ctx, "distill", stage, layers, build)))
+    for stage in ctx.cfg.lora.models:
+        build = lambda tctx, stage=stage: (add_lora(pipeline.lora_base(tctx, stage), tctx.cfg.lora), ce_step)  # noqa: E731
+        arms.append((pipeline.lora_arm(sctx, stage), _search(ctx, lora_parts(stage)[0], stage, None, build)))
+    chosen = {}
+    for i, (actx, q) in enumerate(arms):
+        stage = q.identity["stage"]
+        print(f"[tune] arm {i + 1}/{len(arms)}: {stage}, {q.settings.trials} trials on validation (seed {seed})")
+        study = search(actx, q)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise UserError(
+                f"atlas: no tuning trial of {stage} completed (see {q.folder}); move atlas.tune_space (e.g. lower "
+                "learning rates) or raise atlas.tune_trials, and run again"
+            )
+        best = study.best_trial  # the argmax of validation macro-F1 over the complete trials
+        values = best.user_attrs["values"]
+        chosen[stage] = {
+            "values": values,
+            "val_macro_f1": best.value,
+            "trial": best.number,
+            "trials": n_finished(study),
+            "seed": seed,
+            "study": study.study_name,
+        }
+        print(f"[tune] {stage}: best trial {best.number}, validation macro-F1 {best.value:.4f}: {values}")
+    atomic_write_json(ctx.output_dir / "tune" / "chosen.json", chosen)
+    return chosen
+
+
+def _search(ctx: pipeline.Context, sweep_stage: str, stage: str, layers, build) -> Search:
+    """One arm's search: atlas.tune_trials trials over atlas.tune_space in its section's train block, with the
+    sweep's sampler and pruning, in OUTPUT_DIR/tune/<stage>/."""
+    s = ctx.cfg.sweep
+    space = atlas_tune_space(ctx.cfg.atlas, SWEEP_STAGES[sweep_stage])
+    settings = SweepConfig(
+        stage=sweep_stage,
+        sampler=s.sampler,
+        trials=ctx.cfg.atlas.tune_trials,
+        pruning=s.pruning,
+        sampler_seed=s.sampler_seed,
+        space=space,
+    )
+    return Search(settings, {"stage": stage, "layers": layers}, build, ctx.output_dir / "tune" / stage, f"tune/{stage}")

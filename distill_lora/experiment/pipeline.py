@@ -15,7 +15,7 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from distill_lora.config import Config, config_hash, split_recipe
+from distill_lora.config import Config, config_hash, config_with, split_recipe
 from distill_lora.errors import UserError
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
 from distill_lora.experiment.stage import check_trackers, run_stage, say, train_model
@@ -82,6 +82,8 @@ class Context:
     encoded: dict
     output_dir: Path
     teacher_depth: int
+    # stage id → {dotted config key: value} that arm trains with instead of its section's (the atlas's tuning)
+    arm_values: dict = dataclasses.field(default_factory=dict)
 
     @property
     def pad_id(self) -> int:
@@ -438,18 +440,39 @@ def student_stage(entry, depth: int) -> str:
     return student_id(name + (f".{recipe}" if recipe else ""))
 
 
+def with_arm_values(ctx: Context, stage_id: str) -> Context:
+    """ctx with the settings chosen for this arm (ctx.arm_values), if any."""
+    values = ctx.arm_values.get(stage_id)
+    return dataclasses.replace(ctx, cfg=config_with(ctx.cfg, values)) if values else ctx
+
+
+def student_arm(ctx: Context, entry) -> tuple[Context, str, list[int], dict | None]:
+    """A distill.layers entry → (ctx with its recipe's loss weights, stage id, teacher layers, the data-driven
+    choice or None). Needs the seed's fine-tuned teacher when the layers are chosen from it."""
+    spec, recipe = split_recipe(entry)
+    stage_id = student_stage(entry, ctx.teacher_depth)
+    ctx = with_arm_values(ctx, stage_id)
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, distill=ctx.cfg.distill.with_recipe(recipe)))
+    k = data_driven_depth(spec, ctx.teacher_depth)
+    choice = angular_choice(ctx, k) if k else None
+    return ctx, stage_id, choice["layers"] if choice else resolve_layers(spec, ctx.teacher_depth), choice
+
+
+def lora_arm(ctx: Context, stage_id: str) -> Context:
+    """ctx with the LoRA settings of this arm: its adapter ('lora-student.dora') and any values chosen for it."""
+    adapter = lora_parts(stage_id)[1]
+    ctx = with_arm_values(ctx, stage_id)
+    return dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, lora=ctx.cfg.lora.with_adapter(adapter)))
+
+
 def run_student(ctx: Context, entry) -> dict:
     """Distil a student made of some of the fine-tuned teacher's layers: entry = a layer spec (odd, even, a list, the
     data-driven angular…), with '.recipe' for one of distill.recipes' loss weights."""
     if not stage_is_done(stage_dir(ctx.output_dir, ctx.cfg.seed, TEACHER), teacher_hash(ctx)):
         say("[teacher] no finished teacher for this config: fine-tuning it first")
         run_teacher(ctx)  # never distil from a teacher that was not fine-tuned
-    spec, recipe = split_recipe(entry)
-    stage_id = student_stage(entry, ctx.teacher_depth)
-    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, distill=ctx.cfg.distill.with_recipe(recipe)))
-    k = data_driven_depth(spec, ctx.teacher_depth)
-    choice = angular_choice(ctx, k) if k else None
-    layers = choice["layers"] if choice else resolve_layers(spec, ctx.teacher_depth)
+    recipe = split_recipe(entry)[1]
+    ctx, stage_id, layers, choice = student_arm(ctx, entry)
     targets_cost = {}  # filled by build() (the teacher-logit pass), before the stage writes metrics.json
 
     def build():
@@ -488,7 +511,7 @@ def run_lora(ctx: Context, stage_id: str) -> dict:
     """LoRA on the *pretrained* teacher: its student-sized cut (lora-student) or all of it (lora-teacher); with
     '.adapter' (lora-student.dora), one of lora.adapters instead of lora's own settings."""
     adapter = lora_parts(stage_id)[1]
-    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, lora=ctx.cfg.lora.with_adapter(adapter)))
+    ctx = lora_arm(ctx, stage_id)
     lo = ctx.cfg.lora
     how = f"{adapter}, CE only" if adapter else "CE only"
     extra, model_type = {"adapter": adapter}, f"LoRA teacher (full depth, {how})"

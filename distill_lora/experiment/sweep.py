@@ -24,13 +24,15 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 
-from distill_lora.config import SWEEP_STAGES, config_hash, config_with, flat_space, sweep_keys
+from distill_lora.config import SWEEP_STAGES, SweepConfig, config_hash, config_with, flat_space, sweep_keys
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline, results
 from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
@@ -44,21 +46,40 @@ KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the 
 PRUNE_AFTER_TRIALS = 3  # the median rule needs a few finished trials to compare with
 
 
+@dataclass
+class Search:
+    """One search: its settings, what it trains, where it writes. The sweep command makes one; the atlas's equal
+    tuning budget one per arm (experiment/atlas.py)."""
+
+    settings: SweepConfig  # stage (whose section's train block trains), sampler, trials, pruning, seed, space
+    identity: dict  # what is searched ({stage, layers}): part of the study's name
+    build: Callable  # build(ctx) -> (model, step loss), as stage.train_model takes it
+    folder: Path  # study.db and the trial folders
+    tag: str = "sweep"  # what printed lines start with, and where trials go in a tracker ("sweep/trial-0003")
+
+
+def search(ctx, q: Search) -> optuna.Study:
+    """Trials until the budget is spent (a study already in q.folder continues); returns the study."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would ask the study for its own trials
+        raise UserError("sweep runs in one process: start it without torchrun / accelerate launch")
+    q.folder.mkdir(parents=True, exist_ok=True)
+    study, budget = _open_study(ctx, q)
+    while (done := n_finished(study)) < budget:
+        _run_trial(ctx, q, study, study.ask(), f"{done + 1}/{budget}")
+    return study
+
+
 def run_sweep(ctx) -> dict:
     s, space = ctx.cfg.sweep, flat_space(ctx.cfg.sweep.space)
     if not space:
         raise UserError(NO_SPACE)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would ask the study for its own trials
-        raise UserError("sweep runs in one process: start it without torchrun / accelerate launch")
     layers = resolve_layers(s.layers, ctx.teacher_depth) if s.stage == "distill" else None
     folder = ctx.output_dir / "sweep"
-    folder.mkdir(parents=True, exist_ok=True)
     _say_what_trials_score(ctx)
     if s.stage == "distill":  # every trial distils the same fine-tuned teacher: a normal stage, reused when done
         pipeline.run_teacher(ctx)
-    study, budget = _open_study(ctx, folder, space, layers)
-    while (done := _n_done(study)) < budget:
-        _run_trial(ctx, study, study.ask(), space, layers, folder, f"{done + 1}/{budget}")
+    q = Search(s, {"stage": s.stage, "layers": layers}, lambda tctx: _build(tctx, s.stage, layers), folder)
+    study = search(ctx, q)
     _write_tables(ctx, study, space, folder, None)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -148,23 +169,21 @@ NO_SPACE = (
 # ---------------------------------------------------------------- the study
 
 
-def _open_study(ctx, folder, space: dict, layers):
+def _open_study(ctx, q: Search):
     """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
-    s = ctx.cfg.sweep
+    s, folder, space = q.settings, q.folder, flat_space(q.settings.space)
     base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir", "atlas")}
     base["distill"].pop("recipes")  # named alternatives a sweep never trains (it trains the sections' own values)
     base["lora"].pop("adapters")
     for train in [base["train"]] + [base[sec]["train"] for sec in ("teacher", "distill", "lora")]:
         train.pop("report_to", None)  # where trials are also logged: turning tracking on continues the same study
-    name = "sweep-" + config_hash(
-        {"stage": s.stage, "layers": layers, "space": space, "config": base, "data_files": ctx.splits.fingerprint}
-    )
+    name = "sweep-" + config_hash({**q.identity, "space": space, "config": base, "data_files": ctx.splits.fingerprint})
     storage = f"sqlite:///{folder / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     earlier = optuna.get_all_study_names(storage)
     if earlier and name not in earlier:
         print(
-            f"[sweep] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
+            f"[{q.tag}] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
             f"starting a new study {name} (the others are kept)"
         )
     # a first epoch says too little (on OLID, 6 of 8 trials were cut after epoch 1 by differences within noise),
@@ -181,7 +200,7 @@ def _open_study(ctx, folder, space: dict, layers):
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(_params(t), user_attrs={"resumes": t.number})
-        print(f"[sweep] trial {t.number} was interrupted: queued again (it resumes from its last checkpoint)")
+        print(f"[{q.tag}] trial {t.number} was interrupted: queued again (it resumes from its last checkpoint)")
     n_before = len(study.trials)
     budget = s.trials
     if s.sampler == "grid":  # every combination queued once, in a seeded order: a smaller budget is a fair subset
@@ -195,7 +214,7 @@ def _open_study(ctx, folder, space: dict, layers):
             if _key(params) not in queued:
                 study.enqueue_trial(params)
         if len(combos) < budget:
-            print(f"[sweep] the grid has {len(combos)} combinations: {len(combos)} trials, not {budget}")
+            print(f"[{q.tag}] the grid has {len(combos)} combinations: {len(combos)} trials, not {budget}")
             budget = len(combos)
     # seeded by the trials so far: a resumed run must not replay the random draws of the first run
     seed = s.sampler_seed + n_before
@@ -204,16 +223,17 @@ def _open_study(ctx, folder, space: dict, layers):
         if s.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=seed)
     )
-    done = _n_done(study)
+    done = n_finished(study)
+    layers = q.identity.get("layers")
     print(
-        f"[sweep] study {name}: stage {s.stage}"
-        + (f" (layers {s.layers})" if layers else "")
+        f"[{q.tag}] study {name}: stage {q.identity['stage']}"
+        + (f" (layers {layers})" if layers else "")
         + f", sampler {s.sampler}, {done} of {budget} trials finished"
     )
     return study, budget
 
 
-def _n_done(study) -> int:
+def n_finished(study) -> int:
     """Trials that count towards the budget: complete, pruned, or failed on their own (NaN loss), not interrupted."""
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)
@@ -258,16 +278,16 @@ def _build(ctx, stage: str, layers):
     return add_lora(pipeline.lora_base(ctx, stage), ctx.cfg.lora), ce_step
 
 
-def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> None:
-    s = ctx.cfg.sweep
+def _run_trial(ctx, q: Search, study, trial, label: str) -> None:
+    s, folder, space = q.settings, q.folder, flat_space(q.settings.space)
     kinds = sweep_keys(s.stage)
     values = {key: _suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
     trial.set_user_attr("values", values)
-    print(f"[sweep] trial {trial.number} ({label}): {_fmt_values(values)}")
+    print(f"[{q.tag}] trial {trial.number} ({label}): {_fmt_values(values)}")
     try:
         cfg = config_with(ctx.cfg, values)
     except UserError as e:  # a combination of valid values that is invalid together (e.g. every loss weight 0)
-        _fail(study, trial, str(e))
+        _fail(q, study, trial, str(e))
         return
     tctx = dataclasses.replace(ctx, cfg=cfg)
     work = folder / f"trial-{trial.number:04d}"
@@ -289,10 +309,10 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
 
     try:  # a trial is one tracker run (train.report_to), <run-name>/sweep/trial-NNNN
         # a pruned trial's run ends as finished: its last logged epoch says where it stopped
-        with tracker_run(tctx, SWEEP_STAGES[s.stage], f"sweep/{work.name}", (optuna.TrialPruned,)) as run:
+        with tracker_run(tctx, SWEEP_STAGES[s.stage], f"{q.tag}/{work.name}", (optuna.TrialPruned,)) as run:
             # seeded and built as a stage is (stage.train_model): the best trial retrained as a stage is the same model
             _, result, _, _ = train_model(
-                tctx, SWEEP_STAGES[s.stage], lambda: _build(tctx, s.stage, layers), work, work.name, on_validated
+                tctx, SWEEP_STAGES[s.stage], lambda: q.build(tctx), work, work.name, on_validated
             )
             if run is not None:
                 run.log({"trial/val_macro_f1": result.history[result.selected_epoch - 1]["val_macro_f1"]})
@@ -300,11 +320,11 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
         _clean(work)
         epochs = len(study.trials[trial.number].intermediate_values)
         study.tell(trial, state=TrialState.PRUNED)
-        print(f"[sweep] trial {trial.number}: pruned after epoch {epochs} (validation macro-F1 below the median)")
+        print(f"[{q.tag}] trial {trial.number}: pruned after epoch {epochs} (validation macro-F1 below the median)")
         return
     except UserError as e:  # e.g. the loss became NaN at this learning rate: a finding of the search, not a bug
         _clean(work)
-        _fail(study, trial, str(e))
+        _fail(q, study, trial, str(e))
         return
     _clean(work)
     # the epoch trainer.train selected (train.select_metric, macro_f1 by default) gives the trial's score
@@ -312,15 +332,15 @@ def _run_trial(ctx, study, trial, space: dict, layers, folder, label: str) -> No
     study.tell(trial, value)
     best = study.best_trial
     print(
-        f"[sweep] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
+        f"[{q.tag}] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
         f"trial {best.number})"
     )
 
 
-def _fail(study, trial, message: str) -> None:
+def _fail(q: Search, study, trial, message: str) -> None:
     trial.set_user_attr("error", message)
     study.tell(trial, state=TrialState.FAIL)
-    print(f"[sweep] trial {trial.number} failed: {message}")
+    print(f"[{q.tag}] trial {trial.number} failed: {message}")
 
 
 def _clean(work) -> None:

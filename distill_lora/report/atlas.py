@@ -44,7 +44,7 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 def atlas_table(result: dict, summary: dict) -> dict | None:
     """{rows: ranked on validation, cost: what the cost axis is, front: names} or None when the run is no atlas."""
     trained = [s for s in stage_ids(result) if kind_of(s).trained and validation_f1(result, s) is not None]
-    if sum(is_student(s) for s in trained) < MIN_STUDENTS:
+    if sum(is_student(s) for s in trained) < MIN_STUDENTS and not result.get("tuning"):  # a tuned run is an atlas
         return None
     timed = all("latency_ms_batch1" in summary[s] for s in trained)
     # one architecture (depth and parameter count: the same computation), one cost: the latencies measured for
@@ -88,7 +88,9 @@ def _architecture_note(table: dict) -> str:
     )
 
 
-def atlas_section(result: dict, summary: dict, pairs: list[dict], table: dict | None, d: int) -> list[str]:
+def atlas_section(
+    result: dict, summary: dict, pairs: list[dict], table: dict | None, d: int, plot: bool = False
+) -> list[str]:
     if table is None:
         return []
     rows, front = table["rows"], set(table["front"])
@@ -102,6 +104,9 @@ def atlas_section(result: dict, summary: dict, pairs: list[dict], table: dict | 
         "Params",
     ]
     header += ["Test macro-F1 [95% CI]", "On the front"]
+    tuning = result.get("tuning") or {}
+    if tuning:
+        header.append("Tuned values")
     body = []
     for i, r in enumerate(rows):
         s = summary[r["stage"]]
@@ -110,7 +115,11 @@ def atlas_section(result: dict, summary: dict, pairs: list[dict], table: dict | 
         layers = " / ".join(sorted({_layers_text(x.get("teacher_layers")) for x in runs_of(result, r["stage"])}))
         on = "yes" if r["stage"] in front else ""
         row = [str(i + 1), r["stage"], layers, r["recipe"] or "–", val, cost, millions(s["total_params"])]
-        body.append(row + [ci_text(s, "macro_f1", d), on])
+        row += [ci_text(s, "macro_f1", d), on]
+        if tuning:
+            values = tuning.get(r["stage"], {}).get("values")
+            row.append(", ".join(f"{k.rsplit('.', 1)[-1]} {v:.3g}" for k, v in values.items()) if values else "as set")
+        body.append(row)
     n = len(rows)
     lines = [
         "## Atlas: which model to ship",
@@ -124,8 +133,26 @@ def atlas_section(result: dict, summary: dict, pairs: list[dict], table: dict | 
         md_table(header, body),
         "",
     ]
+    if plot:
+        lines += ["![Atlas: validation quality vs cost, the front filled](plots/atlas_front.png)", ""]
+    if tuning:
+        lines += [_tuning_text(tuning), ""]
     lines += [f"- {x}" for x in atlas_sentences(result, summary, pairs, table)]
     return lines + [""]
+
+
+def _tuning_text(tuning: dict) -> str:
+    """What the equal tuning budget did, from the run's record of it (atlas.tune_trials)."""
+    first = next(iter(tuning.values()))
+    keys = ", ".join(k.rsplit(".", 1)[-1] for k in first["values"])
+    trials = sorted({t["trials"] for t in tuning.values()})
+    budget = f"{trials[0]} trials" if len(trials) == 1 else f"{trials[0]} to {trials[-1]} trials (unequal!)"
+    return (
+        f"Equal tuning budget: each arm's {keys} chosen on validation from {budget} with seed {first['seed']}, "
+        "then every seed trained with those values (the table's last column; the teacher is not an arm and trained "
+        "as set). The validation scores above come from the split that chose the values, so they are optimistic "
+        "for every arm alike; the test split played no part."
+    )
 
 
 def _same_layers(result: dict, a: str, b: str) -> bool:

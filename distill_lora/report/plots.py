@@ -220,6 +220,47 @@ def cost_vs_quality(result: dict, summary: dict, folder: Path, timings: dict | N
     return "cost_vs_quality.png"
 
 
+FRONT = "atlas_front.png"
+
+
+def atlas_front(table: dict | None, folder: Path) -> list[str]:
+    """The atlas's models on validation macro-F1 (mean ± sd over seeds) against the cost axis of report/atlas.py;
+    the front's models filled and joined by the staircase no other model gets above. [] when the run is no atlas."""
+    if table is None:
+        return []
+    rows, front = table["rows"], table["front"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "osD^v<>pPX*h"
+    for i, r in enumerate(rows):
+        on = r["stage"] in front
+        ax.errorbar(
+            r["cost"],
+            r["val_macro_f1"],
+            yerr=r["val_sd"] or 0,
+            fmt=markers[i % len(markers)],
+            color=f"C{i % 10}",
+            mfc=f"C{i % 10}" if on else "white",
+            ms=7,
+            capsize=2,
+            label=f"{r['stage']}" + (" (front)" if on else ""),
+        )
+    points = sorted((r["cost"], r["val_macro_f1"]) for r in rows if r["stage"] in front)
+    ax.step([c for c, _ in points], [q for _, q in points], where="post", color="0.4", lw=1, ls="--", zorder=0)
+    costs = [r["cost"] for r in rows]
+    if table["timed"] and max(costs) >= 5 * min(costs):  # a log axis only where it spreads the points
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(table["cost"] + (" (log)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation macro-F1 (mean ± sd over seeds)")
+    ax.set_title("Atlas: the front of quality vs cost (filled: on the front; chosen on validation)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.savefig(folder / FRONT, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
+    plt.close(fig)
+    return [FRONT]
+
+
 def draw_all(result: dict, summary: dict, folder: Path, timings: dict | None = None) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     return [

@@ -23,7 +23,7 @@ from distill_lora.report.atlas import atlas_section, atlas_table
 from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
 from distill_lora.report.findings import analysis_lines, missed_class_lines
 from distill_lora.report.format import md_table, result_digits
-from distill_lora.report.plots import draw_all
+from distill_lora.report.plots import FRONT, atlas_front, draw_all
 from distill_lora.report.slices import HEATMAP, draw_heatmap, slice_section, slice_table, slices_csv
 from distill_lora.report.summary import (
     add_ensembles,
@@ -365,17 +365,17 @@ def build_markdown(
     results: dict,
     alpha: float,
     plots: list[str],
-    slices=None,
-    cpu=None,
+    optional: dict | None = None,
 ) -> str:
-    """report.md, section by section."""
+    """report.md, section by section. optional: the tables of the sections a run may lack (slices, cpu, atlas)."""
+    slices, cpu, atlas = ((optional or {}).get(k) for k in ("slices", "cpu", "atlas"))
     data, timings = results["data"], results.get("timings")
     majority = result["majority_baseline"]["test"]
     device = measured_on(summary, results["run"]["device"])
     md = ["# distill-lora: distillation vs LoRA", ""]
     md += summary_section(result, summary, pairs, data, timings)
     md += [f"Device{'s' if '; ' in device else ''}: {device}. Numbers: {seeds_text(result)}.", ""]
-    md += atlas_section(result, summary, pairs, atlas_table(result, summary), result_digits(result))  # report/atlas.py
+    md += atlas_section(result, summary, pairs, atlas, result_digits(result), FRONT in plots)  # report/atlas.py
     if n_classes(result) > 2:  # which class each model loses: what a reader of an N-class run looks at first
         md += per_class_section(result, summary, "confusion_matrices.png" in plots)
     md += _assignment_and_setup(result, summary)
@@ -397,6 +397,7 @@ PLOT_TITLES = {
     "confusion_matrices.png": "Confusion matrices",
     "reliability.png": "Reliability diagram",
     "cost_vs_quality.png": "Cost vs quality",
+    FRONT: "Atlas: validation quality vs cost, the front filled",
     HEATMAP: "Error rate per slice and model (report/slices.py)",
 }
 
@@ -717,9 +718,11 @@ def write_report(
     # None without report.onnx_runtime
     cpu = cpu_serving(result, summary, pairs, results.get("timings"), resamples, boot_seed)
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
+    atlas = atlas_table(result, summary)  # None unless the run is an atlas
     tmp = make_temp_dir(".plots.tmp-", output_dir)
     try:
         plots = draw_all(result, summary, tmp, results.get("timings")) + draw_heatmap(slices, tmp)
+        plots += atlas_front(atlas, tmp)
         final = output_dir / "plots"
         if final.exists():
             shutil.rmtree(final)
@@ -727,7 +730,7 @@ def write_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    md = build_markdown(result, summary, pairs, results, alpha, plots, slices, cpu)
+    md = build_markdown(result, summary, pairs, results, alpha, plots, {"slices": slices, "cpu": cpu, "atlas": atlas})
     for name, ood in results.get("out_of_domain", {}).items():
         md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha, settings["primary"])
     atomic_write_text(output_dir / "report.md", md)
@@ -735,7 +738,6 @@ def write_report(
     if slices is not None:  # the per-slice table, one row per slice and model
         atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
     analysis = {"summary": summary, "pairs": pairs, "slices": slices}
-    atlas = atlas_table(result, summary)
     if atlas is not None:
         analysis["atlas"] = atlas
     if cpu is not None:

@@ -211,3 +211,56 @@ def test_adapter_arms_train_as_their_adapter_says_and_reload_to_their_recorded_l
         got = trainer.evaluate(load_stage_model(seed / s), test, 32, distributed.make_accelerator("fp32"), 0)["logits"]
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     assert "## Atlas" not in (tmp_path / "run" / "report.md").read_text()  # no students: no atlas section
+
+
+def test_equal_tuning_budget_gives_every_arm_the_same_trials_and_trains_it_with_its_best_values(
+    tmp_path, tiny_bert6, tiny_data
+):
+    import optuna
+
+    cfg = tiny_config(
+        tmp_path,
+        tiny_bert6,
+        tiny_data,
+        seeds=[0, 1],
+        train={"epochs": 1},
+        lora={"models": ["lora-student"]},
+        report={"bootstrap_resamples": 100, "measure_speed": False},
+        sweep={"sampler": "random", "pruning": False},
+        atlas={
+            "layers": ["odd", "last"],
+            "recipes": ["ce"],
+            "tune_trials": 3,
+            "tune_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "epochs": {"choices": [1, 2]}},
+        },
+    )
+    result = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    chosen = json.loads((run / "tune" / "chosen.json").read_text())
+    arms = {"student-odd.ce": "distill", "student-last.ce": "distill", "lora-student": "lora"}
+    assert set(chosen) == set(arms)
+    for stage, section in arms.items():
+        storage = f"sqlite:///{run / 'tune' / stage / 'study.db'}"
+        (name,) = optuna.get_all_study_names(storage)
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        assert len(trials) == chosen[stage]["trials"] == 3  # the same budget for every arm
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = max(complete, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
+        assert chosen[stage]["val_macro_f1"] == best.value and chosen[stage]["trial"] == best.number
+        # only this arm's section's train block is searched, and tuning looked at seed 0 only
+        values = chosen[stage]["values"]
+        assert set(values) == {f"{section}.train.lr", f"{section}.train.epochs"} and chosen[stage]["seed"] == 0
+        for seed in (0, 1):  # every seed trains the arm with the values its tuning chose
+            m = json.loads((run / f"seed-{seed}" / stage / "metrics.json").read_text())
+            assert m["train_settings"]["lr"] == values[f"{section}.train.lr"]
+            assert m["train_settings"]["epochs"] == values[f"{section}.train.epochs"]
+    teacher = json.loads((run / "seed-0" / "teacher" / "metrics.json").read_text())
+    assert teacher["train_settings"]["lr"] == 1e-3  # the teacher is not an arm: trained as set
+    results = json.loads((run / "results.json").read_text())
+    assert results["comparison"]["tuning"] == chosen
+    report = (run / "report.md").read_text()
+    assert "Equal tuning budget: each arm's epochs, lr chosen on validation from 3 trials" in report
+    # a second atlas continues the finished studies (no trial) and reuses every stage
+    again = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    assert again.exit_code == 0 and "training on" not in again.output, again.output

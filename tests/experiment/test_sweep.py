@@ -119,14 +119,14 @@ def test_distill_sweep_selects_on_validation_and_tests_the_best_once(tiny_bert6,
 def test_a_changed_config_or_space_is_a_new_study(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from distill_lora.experiment.sweep import _open_study
+    from distill_lora.experiment.sweep import Search, _open_study
 
     space = {"distill.w_kl": {"low": 0, "high": 1}}
 
     def open_(*overrides):
         cfg = load_config("default", [f"sweep.space={json.dumps(space)}", *overrides])
         ctx = SimpleNamespace(cfg=cfg, splits=SimpleNamespace(fingerprint={"train": "abc"}))
-        study, budget = _open_study(ctx, tmp_path, space, [1, 3, 5])
+        study, budget = _open_study(ctx, Search(cfg.sweep, {"stage": "distill", "layers": [1, 3, 5]}, None, tmp_path))
         return study.study_name, capsys.readouterr().out
 
     first, _ = open_()

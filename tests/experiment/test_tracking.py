@@ -157,14 +157,16 @@ def test_a_sweep_logs_each_trial_as_a_run(tmp_path, tiny_bert6, tiny_data):
 
 
 def test_tracking_continues_the_same_sweep_study(tmp_path):
-    from distill_lora.experiment.sweep import _open_study
+    from distill_lora.experiment.sweep import Search, _open_study
 
     space = {"distill.w_kl": {"low": 0, "high": 1}}
     names = []
     for overrides in ([], ["train.report_to=[tensorboard]", "distill.train.report_to=[mlflow]"]):
         cfg = load_config("default", [f"sweep.space={json.dumps(space)}", *overrides])
         ctx = SimpleNamespace(cfg=cfg, splits=SimpleNamespace(fingerprint={"train": "abc"}))
-        names.append(_open_study(ctx, tmp_path, space, [1, 3, 5])[0].study_name)
+        names.append(
+            _open_study(ctx, Search(cfg.sweep, {"stage": "distill", "layers": [1, 3, 5]}, None, tmp_path))[0].study_name
+        )
     assert names[0] == names[1]
 
 

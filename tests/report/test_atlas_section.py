@@ -111,3 +111,20 @@ def test_a_run_with_the_assignments_two_students_has_no_atlas_section():
     runs = [r for r in _grid(0) if r["stage"] in ("teacher", "student-odd.ce", "student-odd.kd", "lora-student")]
     result = _result({0: runs})
     assert atlas.atlas_table(result, summarise(result, 20, 0)) is None
+
+
+def test_the_front_plot_is_drawn_for_an_atlas_and_shown_in_its_section(tmp_path):
+    from PIL import Image
+
+    from distill_lora.report.plots import FRONT, atlas_front
+
+    result = _result({0: _grid(0), 1: _grid(1, shift=0.02)})
+    summary = summarise(result, 50, 0)
+    table = atlas.atlas_table(result, summary)
+    assert atlas_front(table, tmp_path) == [FRONT]
+    with Image.open(tmp_path / FRONT) as image:
+        assert image.format == "PNG" and image.width > 600
+    assert atlas_front(None, tmp_path / "none") == []  # no atlas, no plot
+    text = "\n".join(atlas.atlas_section(result, summary, [], table, 3, plot=True))
+    assert f"](plots/{FRONT})" in text
+    assert f"](plots/{FRONT})" not in "\n".join(atlas.atlas_section(result, summary, [], table, 3))
