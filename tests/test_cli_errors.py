@@ -379,3 +379,20 @@ def test_a_full_disk_while_exporting_names_the_export(finished_run, tmp_path):
         code, lines = _with_full_disk(args + (["--merge"] if stage == "lora-student" else []))
         assert code == 1 and len(lines) == 1 and f"could not read or write {dest}:" in lines[0], lines
         assert len(lines[0]) < 300 and not dest.exists()  # one short line; nothing half-written
+
+
+def test_a_full_disk_while_writing_the_report_names_it_and_leaves_no_half_written_plots(finished_run, tmp_path):
+    """Each plot (56-150 KB) is over a 50 KB limit: one line naming plots/, exit 1, no temporary folder or file left,
+    the old plots/ kept whole; the same command without the limit then rebuilds the report."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["output"], run)  # the shared run stays as it was
+    before = sorted(p.name for p in (run / "plots").iterdir())
+    code, lines = _with_full_disk(["report", str(run)], limit=50_000)
+    assert code == 1 and len(lines) == 1, lines
+    assert f"could not read or write {run / 'plots'}: File too large" in lines[0], lines[0]
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]  # neither .plots.tmp-* nor .report.md.*.tmp
+    assert sorted(p.name for p in (run / "plots").iterdir()) == before
+    r = runner.invoke(app, ["report", str(run)])
+    assert r.exit_code == 0 and f"report: {run / 'report.md'}" in r.output, r.output

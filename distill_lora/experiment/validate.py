@@ -3,11 +3,13 @@
 The config's own checks stop at the first problem. To find them all, `validate_config` asks them again with
 each problem's key taken back to its default, until the config passes or a problem names no key. Then the
 places the config points to are checked without loading anything: local folders exist, a Hub id is in the
-local cache (or the Hub can be reached).
+local cache (or the Hub can be reached), and a local data folder's files have the columns the config names
+(reading no more of each file than that check needs: usually its first rows).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass
@@ -134,12 +136,14 @@ def source_problems(cfg) -> list[tuple[str, str]]:
             problems.append(("report.onnx_runtime", str(e)))
     for key, ref in refs:
         try:
-            _, local = resolve(ref, key)
+            path, local = resolve(ref, key)
         except UserError as e:
             problems.append((key, str(e)))
             continue
         if key == "teacher.model" and local:  # the layer lists against this teacher's depth, as training checks them
             problems += _layer_problems(cfg)
+        if key == "data.source" and local:  # the data.*_column keys against the files, as loading them checks them
+            problems += data_problems(cfg, path)
         if not local and not _in_hub_cache(ref, dataset=key == "data.source"):
             if is_offline() or not hub_reachable():
                 why = "HF_HUB_OFFLINE is set" if is_offline() else "the Hub cannot be reached"
@@ -163,6 +167,30 @@ def _layer_problems(cfg) -> list[tuple[str, str]]:
         key = "lora.student_layers" if str(e).startswith("lora.student_layers") else "distill.layers"
         return [(key, str(e))]
     return []
+
+
+def data_problems(cfg, folder: str) -> list[tuple[str, str]]:
+    """(key, problem) for the local data folder: its split files and their columns, by the loader's own checks
+    (data.split_files, data.column_problems), reading only as far into each file as those need. Each key once,
+    with the message of the first split that fails it (the one loading would stop at)."""
+    from distill_lora.train.data import column_problems, iter_rows, split_files, split_where
+
+    try:
+        files = split_files(cfg.data, folder)
+    except UserError as e:
+        return [("data.source", str(e))]
+    found: dict[str, str] = {}
+    for split, path in files.items():
+        if path is None:  # no validation file: training carves one from train
+            continue
+        try:
+            with contextlib.closing(iter_rows(path)) as rows:
+                problems = column_problems(rows, cfg.data, split_where(split, path), scored=split == "test")
+        except UserError as e:  # not readable as rows (bad JSON in its first lines, not UTF-8, ...)
+            problems = [("data.source", str(e))]
+        for key, message in problems:
+            found.setdefault(key, message)
+    return list(found.items())
 
 
 def _in_hub_cache(repo_id: str, dataset: bool) -> bool:

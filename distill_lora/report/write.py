@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir
+from distill_lora.files import atomic_write_json, atomic_write_text, make_temp_dir, writing
 from distill_lora.metrics import recorded_probabilities
 from distill_lora.report.atlas import atlas_section, atlas_table
 from distill_lora.report.cpu_serving import cpu_serving, cpu_serving_section
@@ -719,28 +719,42 @@ def write_report(
     cpu = cpu_serving(result, summary, pairs, results.get("timings"), resamples, boot_seed)
     slices = slice_table(result, list(summary), resamples, boot_seed, alpha)  # None without data.slice_column
     atlas = atlas_table(result, summary)  # None unless the run is an atlas
-    tmp = make_temp_dir(".plots.tmp-", output_dir)
-    try:
-        plots = draw_all(result, summary, tmp, results.get("timings")) + draw_heatmap(slices, tmp)
-        plots += atlas_front(atlas, tmp)
-        final = output_dir / "plots"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    plots = _write_plots(output_dir, result, summary, results.get("timings"), slices, atlas)
     md = build_markdown(result, summary, pairs, results, alpha, plots, {"slices": slices, "cpu": cpu, "atlas": atlas})
     for name, ood in results.get("out_of_domain", {}).items():
         md += "\n" + out_of_domain_section(name, ood, summary, resamples, boot_seed, alpha, settings["primary"])
-    atomic_write_text(output_dir / "report.md", md)
-    atomic_write_text(output_dir / "results.csv", results_csv(result))
+    # a failed write (a full disk) names the file, for the CLI's one line; each file is whole or not replaced
+    with writing(output_dir / "report.md"):
+        atomic_write_text(output_dir / "report.md", md)
+    with writing(output_dir / "results.csv"):
+        atomic_write_text(output_dir / "results.csv", results_csv(result))
     if slices is not None:  # the per-slice table, one row per slice and model
-        atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
+        with writing(output_dir / "slices.csv"):
+            atomic_write_text(output_dir / "slices.csv", slices_csv(slices))
     analysis = {"summary": summary, "pairs": pairs, "slices": slices}
     if atlas is not None:
         analysis["atlas"] = atlas
     if cpu is not None:
         analysis["onnx_runtime"] = {"summary": cpu["summary"]}  # their verdicts: the serving family in "pairs"
-    atomic_write_json(output_dir / "analysis.json", analysis)
+    with writing(output_dir / "analysis.json"):
+        atomic_write_json(output_dir / "analysis.json", analysis)
     return output_dir / "report.md", summary
+
+
+def _write_plots(output_dir: Path, result: dict, summary: dict, timings, slices, atlas) -> list[str]:
+    """Draw the plots into a temporary folder and swap it in as plots/: a failure leaves the old plots/ (or none),
+    never half of a new one, and names plots/ (blame=True: the error names a file in the temporary folder,
+    which is gone by the time the user reads it)."""
+    final = output_dir / "plots"
+    with writing(final, blame=True):
+        tmp = make_temp_dir(".plots.tmp-", output_dir)
+        try:
+            plots = draw_all(result, summary, tmp, timings) + draw_heatmap(slices, tmp)
+            plots += atlas_front(atlas, tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return plots

@@ -8,10 +8,14 @@ the row, or are dropped (and counted) with `data.null_text: drop`. Anything else
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
+import io
+import itertools
 import json
 import math
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,30 +58,42 @@ class Splits:
 
 
 def read_rows(path: Path) -> list[dict]:
+    """Every row of a split file (jsonl, json, csv, parquet), each a dict."""
+    return list(iter_rows(path))
+
+
+def iter_rows(path: Path) -> Iterator[dict]:
+    """The rows of a split file, one at a time: a caller that stops early (validate, which needs only a file's first
+    rows) reads no further into a jsonl, csv or parquet file than that. A .json array is read whole."""
     suffix = path.suffix.lower().lstrip(".")
     try:
         if suffix == "jsonl" or suffix == "json":
-            text = path.read_text(encoding="utf-8")
-            if suffix == "json" and text.lstrip().startswith("["):
-                rows = json.loads(text)
-            else:
-                rows = []
-                for lineno, line in enumerate(text.splitlines(), 1):
+            with path.open(encoding="utf-8") as fh:
+                lines = fh
+                if suffix == "json":
+                    text = fh.read()
+                    if text.lstrip().startswith("["):
+                        yield from _objects(json.loads(text), path)
+                        return
+                    lines = io.StringIO(text)  # a .json file that is not an array is read as JSON lines
+                for lineno, line in enumerate(lines, 1):
                     if not line.strip():
                         continue
                     try:
-                        rows.append(json.loads(line))
+                        row = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise UserError(
                             f"data: {path} line {lineno} is not valid JSON ({e.msg}); fix or remove that line"
                         ) from None
+                    yield from _objects([row], path)
         elif suffix == "csv":
             with path.open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
+                yield from csv.DictReader(fh)
         elif suffix == "parquet":
             import pyarrow.parquet as pq
 
-            rows = pq.read_table(path).to_pylist()
+            for batch in pq.ParquetFile(path).iter_batches():
+                yield from batch.to_pylist()
         else:
             raise UserError(f"data: {path} has an unsupported format; use one of {', '.join(EXTENSIONS)}")
     except UnicodeDecodeError:
@@ -86,6 +102,9 @@ def read_rows(path: Path) -> list[dict]:
         if isinstance(e, UserError):
             raise
         raise UserError(f"data: cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def _objects(rows: list, path: Path) -> list[dict]:
     if not all(isinstance(r, dict) for r in rows):
         raise UserError(f"data: {path} must hold one object per row, with text and label fields")
     return rows
@@ -138,22 +157,47 @@ def _map_example(raw) -> str:
         return '"hate"'
 
 
-def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str]) -> Split:
-    """Validate columns, texts and labels; `where` names the split and file in messages."""
-    if not rows:
-        raise UserError(f"data: split {where} is empty; every split needs examples")
-    columns = list(rows[0].keys())
-    wanted = [(cfg.text_column, "text_column"), (cfg.label_column, "label_column")]
-    if cfg.group_column is not None:
-        wanted.append((cfg.group_column, "group_column"))
-    for col, key in wanted:
-        if not any(col in r for r in rows[:100]):
-            raise UserError(
-                f"data: split {where} has no column '{col}' (columns: {', '.join(map(str, columns))}); set data.{key}"
-            )
+COLUMN_ROWS = 100  # the text, label and group columns must show up within a split's first this many rows
+
+
+def column_problems(rows: Iterable[dict], cfg: DataConfig, where: str, scored: bool) -> list[tuple[str, str]]:
+    """(config key, message) for each data.*_column that the split `where` lacks, [] when it has them all: the
+    one check of the columns, made by the loader and by `validate`. The text, label and group columns must
+    appear within the first COLUMN_ROWS rows; the slice column, asked only of the split the report scores
+    (`scored`), in any row (rows without it are the slice "(missing)"). `rows` may be read lazily (iter_rows):
+    past the first rows, only a slice column not found in them makes this read on."""
+    rows = iter(rows)
+    head = list(itertools.islice(rows, COLUMN_ROWS))
+    if not head:
+        return [("data.source", f"data: split {where} is empty; every split needs examples")]
+    columns = list(dict.fromkeys(str(k) for r in head for k in r))
+    wanted = {"text_column": cfg.text_column, "label_column": cfg.label_column, "group_column": cfg.group_column}
+    problems = []
+    for key, col in wanted.items():
+        if col is not None and not any(col in r for r in head):
+            problems.append((f"data.{key}", _no_column(where, col, columns, f"set data.{key} to one of them")))
+    slice_col = cfg.slice_column
+    if scored and slice_col is not None and not any(slice_col in r for r in itertools.chain(head, rows)):
+        fix = "set data.slice_column (--slice-column) to one of them, or leave it unset"
+        problems.append(("data.slice_column", _no_column(where, slice_col, columns, fix)))
+    return problems
+
+
+def _no_column(where: str, col: str, columns: list[str], fix: str) -> str:
+    close = difflib.get_close_matches(col, columns, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"data: split {where} has no column '{col}' (columns: {', '.join(columns)}); {fix}{hint}"
+
+
+def _check_rows(rows: list[dict], cfg: DataConfig, where: str, notes: list[str], scored: bool) -> Split:
+    """Validate columns, texts and labels; `where` names the split and file in messages; `scored`: the split the
+    report scores, which must have data.slice_column when it is set."""
+    problems = column_problems(rows, cfg, where, scored)
+    if problems:
+        raise UserError(problems[0][1])
     texts, labels, groups, slices, dropped = [], [], [], [], 0
     n_classes = len(cfg.label_names)
-    # a split may lack the slice column (only the scored split needs it: _require_slices)
+    # a split may lack the slice column (only the scored split needs it: column_problems)
     has_slices = cfg.slice_column is not None and any(cfg.slice_column in r for r in rows)
     for i, row in enumerate(rows, 1):
         text = as_text(row.get(cfg.text_column))
@@ -212,16 +256,6 @@ def _as_slice(value) -> str:
     return text.strip() if text is not False else json.dumps(value, sort_keys=True)
 
 
-def _require_slices(data: Split, rows: list[dict], cfg: DataConfig, where: str) -> None:
-    """The split the report scores per slice must carry data.slice_column; say which columns it has."""
-    if cfg.slice_column is not None and data.slices is None:
-        columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
-        raise UserError(
-            f"data: split {where} has no column '{cfg.slice_column}' (columns: {', '.join(map(str, columns))}); "
-            "set data.slice_column (--slice-column) to one of them, or leave it unset"
-        )
-
-
 # ---------------------------------------------------------------- splitting and limiting
 
 
@@ -251,33 +285,43 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def split_files(cfg: DataConfig, folder: str, wanted=SPLITS, required=("train", "test")) -> dict[str, Path | None]:
+    """The file of each wanted split in the local data folder (None when absent); an error when a required one is
+    missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(
+            f"data.source '{cfg.source}' must be a folder holding train/validation/test files ({', '.join(EXTENSIONS)})"
+        )
+    files = {s: _find_split_file(folder, s) for s in wanted}
+    for s in required:
+        if files[s] is None:
+            raise UserError(
+                f"data: no {s} file in {folder} (looked for {'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)"
+            )
+    return files
+
+
+def split_where(split: str, source) -> str:
+    """How messages name a split: its name and its file (or Hub id)."""
+    return f"'{split}' ({source})"
+
+
 def _load_raw(cfg: DataConfig, wanted=SPLITS, required=("train", "test")) -> tuple[dict, dict, dict]:
     """rows of each wanted split (None when absent), a fingerprint, and where each split came from."""
     ref, local = resolve(cfg.source, "data.source")
     if local:
-        folder = Path(ref)
-        if not folder.is_dir():
-            raise UserError(
-                f"data.source '{cfg.source}' must be a folder holding train/validation/test files "
-                f"({', '.join(EXTENSIONS)})"
-            )
-        files = {s: _find_split_file(folder, s) for s in wanted}
-        for s in required:
-            if files[s] is None:
-                raise UserError(
-                    f"data: no {s} file in {folder} (looked for "
-                    f"{'/'.join(SPLIT_FILE_NAMES[s])}.jsonl/.json/.csv/.parquet)"
-                )
+        files = split_files(cfg, ref, wanted, required)
         rows = {s: read_rows(p) if p else None for s, p in files.items()}
         fingerprint = {str(p): _file_sha256(p) for p in files.values() if p}
-        return rows, fingerprint, {s: f"'{s}' ({p})" for s, p in files.items()}
+        return rows, fingerprint, {s: split_where(s, p) for s, p in files.items()}
     ds = _load_hub_dataset(ref)
     names = {s: next((n for n in SPLIT_FILE_NAMES[s] if n in ds), None) for s in wanted}
     rows = {s: ds[n].to_list() if n else None for s, n in names.items()}
     if any(rows[s] is None for s in required):
         raise UserError(f"data.source '{ref}' has splits {list(ds)}; it needs {' and '.join(required)}")
     fingerprint = {ref: {n: ds[n]._fingerprint for n in ds}}
-    return rows, fingerprint, {s: f"'{s}' ({ref})" for s in wanted}
+    return rows, fingerprint, {s: split_where(s, ref) for s in wanted}
 
 
 def _load_hub_dataset(ref: str):
@@ -304,8 +348,7 @@ def load_split(cfg: DataConfig, split: str) -> tuple[Split, list[str]]:
     only the split it scores, so a test-only set (a functional test suite) needs no train file."""
     rows, _, where = _load_raw(cfg, wanted=(split,), required=(split,))
     notes: list[str] = []
-    data = _check_rows(rows[split], cfg, where[split], notes)
-    _require_slices(data, rows[split], cfg, where[split])
+    data = _check_rows(rows[split], cfg, where[split], notes, scored=True)
     n = getattr(cfg.limit, split)
     if n is not None and n < len(data):
         data = _subset(data, _stratified_pick(data.labels, n, cfg.split_seed))
@@ -318,8 +361,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     seed = cfg.split_seed
     rows, fingerprint, where = _load_raw(cfg)
     notes: list[str] = []
-    checked = {s: _check_rows(r, cfg, where[s], notes) for s, r in rows.items() if r is not None}
-    _require_slices(checked["test"], rows["test"], cfg, where["test"])
+    checked = {s: _check_rows(r, cfg, where[s], notes, scored=s == "test") for s, r in rows.items() if r is not None}
     if "validation" not in checked:
         train = checked["train"]
         if train.groups is None:

