@@ -142,8 +142,12 @@ def _run(
     check: Optional[Callable] = None,
     document: Optional[Callable] = None,
     quiet: bool = False,
+    shared: bool = False,
 ):
     """Load the config, take the run folder's lock and run `action(pipeline, ctx)`.
+
+    shared: the command shares the run folder with others of its kind (sweep workers, atlas shards) and takes no
+    run lock; each stage it makes has its own lock (experiment/runs.py: exclusive).
 
     check(cfg), when given, runs right after the config is loaded: a command's own refusals come before the
     run folder is touched and before any data is read. The lock and the writability check come before the data
@@ -165,7 +169,7 @@ def _run(
             check(cfg)
         from distill_lora.experiment.runs import RunLock
 
-        if os.environ.get("RANK", "0") == "0":  # a busy run folder is refused before the heavy imports below
+        if os.environ.get("RANK", "0") == "0" and not shared:  # refused before the heavy imports below
             RunLock(Path(cfg.output_dir).resolve()).refuse_if_held()
         _quiet_libraries()
         from distill_lora.experiment import pipeline  # heavy imports only after the config is known to be good
@@ -179,7 +183,7 @@ def _run(
         check_writable(out)
         try:
             # one writer per run folder: in a data-parallel run the main process holds the lock for all
-            with RunLock(out) if distributed.is_main() else contextlib.nullcontext():
+            with RunLock(out) if distributed.is_main() and not shared else contextlib.nullcontext():
                 ctx = pipeline.prepare(cfg, layer_specs)
                 try:
                     return ctx, action(pipeline, ctx)
@@ -436,13 +440,22 @@ def sweep(
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trial budget (overrides sweep.trials)"),
+    storage: Optional[str] = typer.Option(
+        None,
+        "--storage",
+        help="the study's database, shared by every worker started with it: an Optuna RDB URL such as "
+        "postgresql://user@host/db (overrides sweep.storage; the password: in the URL or PGPASSWORD, never saved)",
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
-    """Hyperparameter search for one stage (sweep: in the config), on validation macro-F1; test once, for the best."""
+    """Hyperparameter search for one stage (sweep: in the config), on validation macro-F1; test once, for the best.
+    Several sweep processes with the same config and run folder (and --storage, across machines) share one study."""
     overrides = list(set_ or [])
     if trials is not None:
         overrides.append(f"sweep.trials={trials}")
+    if storage is not None:
+        overrides.append(f"sweep.storage={json.dumps(storage)}")
 
     def check(cfg):  # before any data is read: a sweep without a search space has nothing to do
         from distill_lora.config import flat_space
@@ -451,6 +464,10 @@ def sweep(
             from distill_lora.experiment.sweep import NO_SPACE
 
             raise UserError(NO_SPACE)
+        if cfg.sweep.storage:  # a database that cannot be used is refused now, in seconds, not after the data loads
+            from distill_lora.experiment.study_storage import open_storage
+
+            open_storage(cfg.sweep.storage, cfg.sweep).engine.dispose()
 
     def action(p, ctx):
         from distill_lora.experiment.sweep import run_sweep
@@ -463,7 +480,17 @@ def sweep(
         keep = ("study", "stage", "trial", "values", "val_macro_f1", "stage_dir", "test", "selected_epoch", "note")
         return {"format": FORMAT, "command": "sweep", **{k: best[k] for k in keep}}
 
-    _run(action, config, overrides, output_dir, seed, check=check, document=document if json_out else None, quiet=quiet)
+    _run(
+        action,
+        config,
+        overrides,
+        output_dir,
+        seed,
+        check=check,
+        document=document if json_out else None,
+        quiet=quiet,
+        shared=True,
+    )
 
 
 @command()

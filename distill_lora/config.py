@@ -343,7 +343,20 @@ class SweepConfig:
     pruning: bool = _f(
         True, "stop a trial after an epoch whose validation macro-F1 is below the median of earlier trials"
     )
-    sampler_seed: int = _f(0, "seed of the sampler")
+    sampler_seed: int = _f(0, "seed of the sampler (each trial draws with sampler_seed + its number)")
+    storage: str = _f(
+        "",
+        "the Optuna study's database: empty = sweep/study.db (SQLite) in the run folder; or any Optuna RDB URL "
+        "(postgresql://user@host/db, mysql://…, sqlite:///path) shared by several `distill-lora sweep` workers; the "
+        "password comes from the URL or the driver's environment (PGPASSWORD, ~/.pgpass) and is never saved",
+    )
+    heartbeat_interval: int = _f(
+        60, "seconds between a worker's heartbeats for its running trial (how dead workers are found)"
+    )
+    grace_period: int = _f(
+        180, "seconds without a heartbeat after which a running trial counts as dead: failed, and retried"
+    )
+    retries: int = _f(3, "how often a trial whose worker died is retried (from its last checkpoint)")
     space: dict = _f(
         {},
         "dotted config key → {low, high[, log][, step]} or {choices: [...]}, "
@@ -380,7 +393,23 @@ class Config:
         return t
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        # every saved copy of the config (stage folders, best_config.yaml, results.json) comes from here
+        d["sweep"]["storage"] = storage_without_password(d["sweep"]["storage"])
+        return d
+
+
+def storage_without_password(url: str) -> str:
+    """A database URL as it may be saved or printed: its password replaced by ***."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL: refused at load (_validate_sweep); nothing in it can be read as a password
+        return "<not a database URL>"
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -786,6 +815,18 @@ def _validate_sweep(cfg: Config) -> None:
         raise UserError(f"config: 'sweep.sampler' must be one of {', '.join(SWEEP_SAMPLERS)}, got {s.sampler!r}")
     if s.trials < 1:
         raise UserError(f"config: 'sweep.trials' must be >= 1, got {s.trials}")
+    if s.storage and storage_without_password(s.storage) == "<not a database URL>":
+        raise UserError(
+            "config: 'sweep.storage' is not a database URL; use e.g. postgresql://user@host:5432/db or "
+            "sqlite:///path/study.db (empty: the run folder's sweep/study.db)"
+        )
+    if not 1 <= s.heartbeat_interval < s.grace_period:
+        raise UserError(
+            f"config: 'sweep.heartbeat_interval' ({s.heartbeat_interval}) must be >= 1 and below "
+            f"'sweep.grace_period' ({s.grace_period}): a live worker must beat before it is taken for dead"
+        )
+    if s.retries < 0:
+        raise UserError(f"config: 'sweep.retries' must be >= 0, got {s.retries}")
     tunable = sweep_keys(s.stage)
     space = flat_space(s.space)
     for key in space:

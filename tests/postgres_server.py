@@ -3,7 +3,7 @@
 Use the session fixture `postgres_url` (a SQLAlchemy URL to an empty database, e.g. for optuna's storage=):
     from postgres_server import postgres_url  # noqa: F401 (pytest finds the fixture by its name in the module)
     def test_x(postgres_url):  # noqa: F811 (ruff takes the argument for a redefinition of the import)
-Needs Debian's server (apt-get install postgresql) and psycopg2; without them the test is skipped, or fails when
+Needs Debian's server (apt-get install postgresql) and psycopg; without them the test is skipped, or fails when
 CI=true (CI installs them, so their absence there is a bug, not a reason to skip).
 """
 
@@ -51,9 +51,9 @@ def postgres_server() -> Iterator[str]:
     """Start a server on 127.0.0.1 (trust auth, fsync off), yield its URL, stop it and delete its folder."""
     bin_dir = _bin_dir()
     try:
-        import psycopg2  # noqa: F401  (SQLAlchemy's postgresql+psycopg2 driver)
+        import psycopg  # noqa: F401  (SQLAlchemy 2.1's postgresql:// driver)
     except ImportError:
-        _missing("psycopg2 not installed (pip install psycopg2-binary, or the 'postgres' extra)")
+        _missing("psycopg not installed (pip install 'psycopg[binary]', or the 'postgres' extra)")
     # PostgreSQL refuses to run as root: run it as Debian's `postgres` user, which must own the folder and be able
     # to reach it (pytest's tmp_path is under /tmp/pytest-of-root, mode 700, so use a fresh folder in /tmp instead)
     as_user = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
@@ -78,7 +78,7 @@ def postgres_server() -> Iterator[str]:
         except subprocess.CalledProcessError as e:
             log = (root / "log").read_text(errors="replace") if (root / "log").exists() else ""
             pytest.fail(f"PostgreSQL test server failed: {e.cmd}\n{e.stdout.decode()}{e.stderr.decode()}{log}")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{DATABASE}"
+        yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
     finally:
         if (data / "postmaster.pid").exists():
             with contextlib.suppress(subprocess.CalledProcessError):
@@ -91,3 +91,16 @@ def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of an empty database on a real PostgreSQL server that lives for the test session."""
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture
+def postgres_database(postgres_url) -> str:
+    """A new, empty database on the session's server for one test (studies of equal configs would be shared)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # CREATE DATABASE cannot run in a transaction
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

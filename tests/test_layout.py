@@ -33,6 +33,7 @@ TESTED_BY = {
     "experiment/outcome.py": ("tests/test_scripting.py", "--json"),
     "experiment/stage.py": ("tests/experiment/test_reliability.py", "stage"),
     "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
+    "experiment/study_storage.py": ("tests/experiment/test_sweep_workers.py", "--storage"),
     "report/cpu_serving.py": ("tests/experiment/test_onnx_runtime.py", "cpu_serving"),
     "report/findings.py": ("tests/report/test_summary.py", "findings."),
     "report/format.py": ("tests/report/test_report_render.py", "import format as cells"),

@@ -17,7 +17,14 @@ from safetensors.torch import load_file, save_file
 
 from distill_lora.config import Config, config_hash, config_with, split_recipe
 from distill_lora.errors import UserError
-from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done, write_test_predictions
+from distill_lora.experiment.runs import (
+    exclusive,
+    lock_file,
+    seed_dir,
+    stage_dir,
+    stage_is_done,
+    write_test_predictions,
+)
 from distill_lora.experiment.stage import check_trackers, run_stage, say, train_model
 from distill_lora.files import (
     atomic_write_json,
@@ -365,6 +372,14 @@ def teacher_targets(ctx: Context, teacher, cls_layers: list[int] | None, cost: d
     thash = f"{teacher_hash(ctx)}-{teacher_weights(ctx)[:16]}"
     name = f"teacher-{thash}" + (f"-cls-{'-'.join(map(str, cls_layers))}" if cls_layers else "") + ".safetensors"
     path = seed_dir(ctx.output_dir, ctx.cfg.seed) / "cache" / name
+    if distributed.is_main():  # processes sharing the run folder (atlas shards) make the cache once
+        with exclusive(lock_file(ctx.output_dir, ctx.cfg.seed, name), "teacher logits", say):
+            return _teacher_targets(ctx, teacher, cls_layers, cost, path)
+    return _teacher_targets(ctx, teacher, cls_layers, cost, path)
+
+
+def _teacher_targets(ctx: Context, teacher, cls_layers, cost: dict | None, path: Path) -> dict:
+    name = path.name
     cost_path = path.with_name(f"{name}.cost.json")
     if path.exists():
         if cost is not None:  # a cache from before costs were recorded has none: unknown, not zero

@@ -5,15 +5,20 @@ OUTPUT_DIR/
   results.json             every finished stage's metrics, gathered by compare
   seed-S/<stage-id>/       one Hugging Face folder per stage, DONE written last
   seed-S/cache/            teacher logits on the training split, reused by every student
+  .locks/seed-S.<stage-id>.lock   held by the process making that stage (atlas shards, sweep workers share a folder)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from distill_lora import faults
@@ -29,6 +34,7 @@ from distill_lora.files import (
 from distill_lora.metrics import softmax
 
 DONE = "DONE"
+_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@\s]*@")  # scheme://user:password@
 
 
 def seed_dir(output_dir: str | Path, seed: int) -> Path:
@@ -51,8 +57,37 @@ def write_test_predictions(path: Path, labels: list[int], logits, threshold: flo
     atomic_write_text(path, "".join(lines))
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path, what: str, say=print):
+    """Hold `lock` (an flock: released by the kernel when its process dies, on this machine or over NFS) while making
+    `what`; a second process waits here, saying for whom, and then finds it made. The file stays: deleting a lock
+    file others may have opened would let two holders in."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            say(f"[{what}] {owner} is making it: waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def lock_file(output_dir: Path, seed: int, name: str) -> Path:
+    """The lock of one thing a seed makes (a stage, its logit cache), kept apart from the folders it guards."""
+    return Path(output_dir) / ".locks" / f"seed-{seed}.{name}.lock"
+
+
 def remove_stale_temporaries(final: Path) -> None:
-    """Temporary folders of a stage left by a killed run (we hold the run lock: nobody else writes)."""
+    """Temporary folders of a stage left by a killed run (we hold the stage's lock: nobody else writes it)."""
     for tmp in Path(final).parent.glob(f".{Path(final).name}.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
     for old in Path(final).parent.glob(f".{Path(final).name}.old-*"):
@@ -124,7 +159,7 @@ def provenance(device: str, data_fingerprint: dict, previous: dict | None = None
     commit = git_commit()
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": list(sys.argv),
+        "argv": [_URL_PASSWORD.sub(r"\1:***@", a) for a in sys.argv],  # e.g. --storage postgresql://u:pw@host/db
         "device": device,
         "versions": versions,
         "git_commit": commit,
@@ -157,9 +192,6 @@ class RunLock:
         self.held = False
 
     def __enter__(self):
-        import socket
-        import time
-
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -189,8 +221,6 @@ class RunLock:
     def refuse_if_held(self) -> None:
         """A quick look, before the heavy imports: refuse at once when a live process holds the folder (the lock is
         taken for real later, by `with RunLock(...)`; a stale one is taken over then)."""
-        import socket
-
         if not self.path.exists():
             return
         owner = read_json_or_none(self.path, {})

@@ -21,7 +21,14 @@ from accelerate.utils import set_seed
 from distill_lora import faults
 from distill_lora.errors import UserError
 from distill_lora.experiment import tracking
-from distill_lora.experiment.runs import remove_stale_temporaries, stage_dir, stage_folder, stage_is_done
+from distill_lora.experiment.runs import (
+    exclusive,
+    lock_file,
+    remove_stale_temporaries,
+    stage_dir,
+    stage_folder,
+    stage_is_done,
+)
 from distill_lora.files import atomic_write_json, atomic_write_text, read_json, read_json_or_none
 from distill_lora.stage_ids import kind_of
 from distill_lora.train import distributed, trainer
@@ -51,7 +58,17 @@ def run_stage(ctx, stage_id: str, chash: str, produce, changed: str, main_only: 
     e.g. with the size of the weights it saved); summary is the "done" line's text. Every process calls produce,
     unless main_only (int8 rows: the main process quantises and measures on its CPU while the others wait).
     changed: what a stale folder's change is called ("config", or an int8 row's source).
+
+    The main process holds the stage's lock throughout: processes sharing a run folder (atlas shards, sweep
+    workers) make each stage once, the others wait and reuse it.
     """
+    if not distributed.is_main():
+        return _run_stage(ctx, stage_id, chash, produce, changed, main_only)
+    with exclusive(lock_file(ctx.output_dir, ctx.cfg.seed, stage_id), stage_id, say):
+        return _run_stage(ctx, stage_id, chash, produce, changed, main_only)
+
+
+def _run_stage(ctx, stage_id: str, chash: str, produce, changed: str, main_only: bool) -> dict:
     final = stage_dir(ctx.output_dir, ctx.cfg.seed, stage_id)
     work = None if main_only else work_dir(final)
     main = distributed.is_main()  # with several processes, only the main one writes

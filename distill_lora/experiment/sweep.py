@@ -24,23 +24,36 @@ import json
 import os
 import random
 import shutil
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from distill_lora.config import SWEEP_STAGES, SweepConfig, config_hash, config_with, flat_space, sweep_keys
+from distill_lora.config import (
+    SWEEP_STAGES,
+    SweepConfig,
+    config_hash,
+    config_with,
+    flat_space,
+    storage_without_password,
+    sweep_keys,
+)
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline, results
-from distill_lora.experiment.runs import seed_dir, stage_dir, stage_is_done
+from distill_lora.experiment.runs import exclusive, seed_dir, stage_dir, stage_is_done
 from distill_lora.experiment.stage import tracker_run, train_model
+from distill_lora.experiment.study_storage import open_storage
 from distill_lora.files import atomic_write_json, atomic_write_text
 from distill_lora.stage_ids import TEACHER
 from distill_lora.train.models import add_lora, load_classifier, resolve_layers
 from distill_lora.train.steps import ce_step
+from distill_lora.train.trainer import Interrupted
 
 KEEP = ("params.json", "train_log.jsonl")  # what a trial folder keeps once the trial has ended
 PRUNE_AFTER_TRIALS = 3  # the median rule needs a few finished trials to compare with
@@ -59,14 +72,43 @@ class Search:
 
 
 def search(ctx, q: Search) -> optuna.Study:
-    """Trials until the budget is spent (a study already in q.folder continues); returns the study."""
+    """Trials until the budget is spent; returns the study. Several processes may run this on one study (sweep
+    workers sharing sweep.storage, atlas shards tuning one arm): each asks for trials until the finished ones and
+    those still running fill the budget, then waits for the others' (a trial whose worker died comes back as a
+    retry, which it takes)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would ask the study for its own trials
         raise UserError("sweep runs in one process: start it without torchrun / accelerate launch")
     q.folder.mkdir(parents=True, exist_ok=True)
     study, budget = _open_study(ctx, q)
+    waiting_said, current = False, {}  # current: the number of the trial being run (for an interruption)
     while (done := n_finished(study)) < budget:
-        _run_trial(ctx, q, study, study.ask(), f"{done + 1}/{budget}")
+        if done + _n_running(study) >= budget and not _retries_waiting(study):
+            if not waiting_said:
+                print(f"[{q.tag}] the last trials run in other processes: waiting for them")
+                waiting_said = True
+            time.sleep(min(5, q.settings.heartbeat_interval))
+            _fail_stale(study)  # a dead worker's trial: failed, and queued again (the retry callback)
+            continue
+        try:
+            study.optimize(
+                lambda trial: _objective(ctx, q, study, trial, budget, current),
+                n_trials=1,
+                catch=(_TrialFailed, _Surplus),
+            )
+        except Interrupted:  # Ctrl+C or SIGTERM: the trial is FAIL now; queued again, it resumes from its checkpoint
+            t = _trial(study, current["number"])
+            study.enqueue_trial(_params(t), user_attrs={"resumes": t.number})
+            print(f"[{q.tag}] trial {t.number} was interrupted: queued again (it resumes from its last checkpoint)")
+            raise
     return study
+
+
+class _TrialFailed(Exception):
+    """A trial that failed on its own (its error is in its user attrs): a finding of the search, not a bug."""
+
+
+class _Surplus(Exception):
+    """Another worker took the budget's last trial at the same moment: this one is not run."""
 
 
 def run_sweep(ctx) -> dict:
@@ -98,34 +140,36 @@ def run_sweep(ctx) -> dict:
         )
         print(f"[sweep] note: {tie}")
 
-    best_dir = folder / "best"
-    bcfg = config_with(ctx.cfg, {**values, "output_dir": str(best_dir)})
-    atomic_write_text(
-        folder / "best_config.yaml",
-        f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
-        f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False),
-    )
-    metrics = _retrain_best(ctx, bcfg, layers)
-    val = metrics["validation_history"][metrics["selected_epoch"] - 1]["val_macro_f1"]
-    if abs(val - best.value) > 1e-6:  # the same seed and config: equal on CPU, close on GPU
-        print(
-            f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
-            f"{best.value:.4f}); GPU kernels are not bit-deterministic"
+    # every worker of a shared study gets here; one retrains the best, the others wait and reuse its stage
+    with exclusive(folder / ".best.lock", "sweep best"):
+        best_dir = folder / "best"
+        bcfg = config_with(ctx.cfg, {**values, "output_dir": str(best_dir)})
+        atomic_write_text(
+            folder / "best_config.yaml",
+            f"# best trial {best.number} of sweep study {study.study_name}: validation macro-F1 "
+            f"{best.value:.4f}\n" + yaml.safe_dump(bcfg.to_dict(), sort_keys=False),
         )
-    result = {
-        "study": study.study_name,
-        "stage": s.stage,
-        "trial": best.number,
-        "values": values,
-        "val_macro_f1": best.value,
-        "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
-        "test": metrics["test"],
-        "selected_epoch": metrics["selected_epoch"],
-        "validation_history": metrics["validation_history"],
-        "note": tie,
-    }
-    atomic_write_json(folder / "best.json", result)
-    _write_tables(ctx, study, space, folder, result)
+        metrics = _retrain_best(ctx, bcfg, layers)
+        val = metrics["validation_history"][metrics["selected_epoch"] - 1]["val_macro_f1"]
+        if abs(val - best.value) > 1e-6:  # the same seed and config: equal on CPU, close on GPU
+            print(
+                f"[sweep] note: retrained, the best config scores validation macro-F1 {val:.4f} (trial: "
+                f"{best.value:.4f}); GPU kernels are not bit-deterministic"
+            )
+        result = {
+            "study": study.study_name,
+            "stage": s.stage,
+            "trial": best.number,
+            "values": values,
+            "val_macro_f1": best.value,
+            "stage_dir": str(stage_dir(best_dir, bcfg.seed, metrics["stage"])),
+            "test": metrics["test"],
+            "selected_epoch": metrics["selected_epoch"],
+            "validation_history": metrics["validation_history"],
+            "note": tie,
+        }
+        atomic_write_json(folder / "best.json", result)
+        _write_tables(ctx, study, space, folder, result)
     print(f"[sweep] wrote {folder / 'sweep.md'}, trials.csv, best_config.yaml and best.json")
     return result
 
@@ -170,7 +214,7 @@ NO_SPACE = (
 
 
 def _open_study(ctx, q: Search):
-    """The study for this stage, space and config (SQLite in the run folder), its stale trials queued again."""
+    """The study for this stage, space and config, in its storage (q.folder's SQLite file unless sweep.storage)."""
     s, folder, space = q.settings, q.folder, flat_space(q.settings.space)
     base = {k: v for k, v in ctx.cfg.to_dict().items() if k not in ("sweep", "output_dir", "atlas")}
     base["distill"].pop("recipes")  # named alternatives a sweep never trains (it trains the sections' own values)
@@ -178,59 +222,85 @@ def _open_study(ctx, q: Search):
     for train in [base["train"]] + [base[sec]["train"] for sec in ("teacher", "distill", "lora")]:
         train.pop("report_to", None)  # where trials are also logged: turning tracking on continues the same study
     name = "sweep-" + config_hash({**q.identity, "space": space, "config": base, "data_files": ctx.splits.fingerprint})
-    storage = f"sqlite:///{folder / 'study.db'}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
-    earlier = optuna.get_all_study_names(storage)
-    if earlier and name not in earlier:
-        print(
-            f"[{q.tag}] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
-            f"starting a new study {name} (the others are kept)"
-        )
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
+    storage = open_storage(s.storage or f"sqlite:///{folder / 'study.db'}", s)
     # a first epoch says too little (on OLID, 6 of 8 trials were cut after epoch 1 by differences within noise),
-    # so a trial may be pruned after its second epoch at the earliest, and never after its last (see _run_trial)
+    # so a trial may be pruned after its second epoch at the earliest, and never after its last (see _objective)
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=2)
         if s.pruning
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True, pruner=pruner
-    )
-    # we hold the run lock, so a trial still RUNNING belongs to a process that died or was interrupted
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(_params(t), user_attrs={"resumes": t.number})
-        print(f"[{q.tag}] trial {t.number} was interrupted: queued again (it resumes from its last checkpoint)")
-    n_before = len(study.trials)
-    budget = s.trials
-    if s.sampler == "grid":  # every combination queued once, in a seeded order: a smaller budget is a fair subset
-        keys = list(space)
-        combos = [
-            dict(zip(keys, c)) for c in itertools.product(*[[_encode(v) for v in space[k]["choices"]] for k in keys])
-        ]
-        random.Random(s.sampler_seed).shuffle(combos)
-        queued = {_key(_params(t)) for t in study.trials if t.state != TrialState.FAIL or "error" in t.user_attrs}
-        for params in combos:
-            if _key(params) not in queued:
-                study.enqueue_trial(params)
-        if len(combos) < budget:
-            print(f"[{q.tag}] the grid has {len(combos)} combinations: {len(combos)} trials, not {budget}")
-            budget = len(combos)
-    # seeded by the trials so far: a resumed run must not replay the random draws of the first run
-    seed = s.sampler_seed + n_before
-    study.sampler = (
-        optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.trials // 4)))
-        if s.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
-    done = n_finished(study)
+    with exclusive(folder / ".study.lock", q.tag):  # workers starting together create the study and its grid once
+        earlier = optuna.get_all_study_names(storage)
+        if not s.storage and earlier and name not in earlier:
+            print(
+                f"[{q.tag}] the config or search space differs from the earlier sweep(s) in {folder / 'study.db'}: "
+                f"starting a new study {name} (the others are kept)"
+            )
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True, pruner=pruner
+        )
+        budget = s.trials
+        if s.sampler == "grid":  # every combination queued once, in a seeded order: a smaller budget is a fair subset
+            keys = list(space)
+            choices = [[_encode(v) for v in space[k]["choices"]] for k in keys]
+            combos = [dict(zip(keys, c)) for c in itertools.product(*choices)]
+            random.Random(s.sampler_seed).shuffle(combos)
+            queued = {_key(_params(t)) for t in study.trials if t.state != TrialState.FAIL or "error" in t.user_attrs}
+            for params in combos:
+                if _key(params) not in queued:
+                    study.enqueue_trial(params)
+            if len(combos) < budget:
+                print(f"[{q.tag}] the grid has {len(combos)} combinations: {len(combos)} trials, not {budget}")
+                budget = len(combos)
+    _fail_stale(study)  # trials of workers that died since they last beat: failed and queued again
     layers = q.identity.get("layers")
     print(
         f"[{q.tag}] study {name}: stage {q.identity['stage']}"
         + (f" (layers {layers})" if layers else "")
-        + f", sampler {s.sampler}, {done} of {budget} trials finished"
+        + f", sampler {s.sampler}, {n_finished(study)} of {budget} trials finished"
+        + (f", storage {storage_without_password(s.storage)}" if s.storage else "")
     )
     return study, budget
+
+
+def _fail_stale(study) -> None:
+    with warnings.catch_warnings():  # "experimental" to optuna; we rely on it, and test it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def _sampler(s: SweepConfig, trial_number: int):
+    """The sampler of one trial, seeded by its number: workers asking at the same moment draw different values,
+    and a resumed study does not replay the draws of the first run."""
+    seed = s.sampler_seed + trial_number
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.trials // 4)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _trial(study, number: int):
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _counts(t) -> bool:
+    """Whether a trial takes a place in the budget: finished (complete, pruned, failed on its own) or running."""
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or (
+        t.state == TrialState.FAIL and "error" in t.user_attrs
+    )
+
+
+def _n_running(study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _retries_waiting(study) -> bool:
+    """A trial queued again (interrupted, or its worker died) is waiting: some worker must take it."""
+    return any(
+        "resumes" in t.user_attrs or "failed_trial" in t.system_attrs
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    )
 
 
 def n_finished(study) -> int:
@@ -278,24 +348,31 @@ def _build(ctx, stage: str, layers):
     return add_lora(pipeline.lora_base(ctx, stage), ctx.cfg.lora), ce_step
 
 
-def _run_trial(ctx, q: Search, study, trial, label: str) -> None:
+def _objective(ctx, q: Search, study, trial, budget: int, current: dict) -> float:
+    """One trial: its values drawn, then trained as a stage is, scored on validation; a pruned, failed or surplus
+    trial raises (study.optimize records it)."""
+    current["number"] = trial.number
     s, folder, space = q.settings, q.folder, flat_space(q.settings.space)
+    ahead = sum(_counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+    if ahead >= budget:  # the budget's last place went to a trial asked for a moment earlier by another worker
+        trial.set_user_attr("surplus", True)
+        raise _Surplus()
+    study.sampler = _sampler(s, trial.number)
     kinds = sweep_keys(s.stage)
     values = {key: _suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
     trial.set_user_attr("values", values)
-    print(f"[{q.tag}] trial {trial.number} ({label}): {_fmt_values(values)}")
+    print(f"[{q.tag}] trial {trial.number} ({ahead + 1}/{budget}): {_fmt_values(values)}")
     try:
         cfg = config_with(ctx.cfg, values)
     except UserError as e:  # a combination of valid values that is invalid together (e.g. every loss weight 0)
-        _fail(q, study, trial, str(e))
-        return
+        raise _fail(q, trial, str(e)) from None
     tctx = dataclasses.replace(ctx, cfg=cfg)
     work = folder / f"trial-{trial.number:04d}"
-    resumes = trial.user_attrs.get("resumes")
+    resumes = _resumes(_trial(study, trial.number))
     previous = folder / f"trial-{resumes:04d}" if resumes is not None else None
     if previous is not None and previous.exists() and not work.exists():
         os.replace(previous, work)  # the same values: trainer.train resumes from the interrupted trial's checkpoint
-        for step, value in study.trials[resumes].intermediate_values.items():
+        for step, value in _trial(study, resumes).intermediate_values.items():
             trial.report(value, step)  # the pruner compares epochs, including those trained before the interruption
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "params.json", {"trial": trial.number, "values": values})
@@ -318,29 +395,32 @@ def _run_trial(ctx, q: Search, study, trial, label: str) -> None:
                 run.log({"trial/val_macro_f1": result.history[result.selected_epoch - 1]["val_macro_f1"]})
     except optuna.TrialPruned:
         _clean(work)
-        epochs = len(study.trials[trial.number].intermediate_values)
-        study.tell(trial, state=TrialState.PRUNED)
+        epochs = len(_trial(study, trial.number).intermediate_values)
         print(f"[{q.tag}] trial {trial.number}: pruned after epoch {epochs} (validation macro-F1 below the median)")
-        return
+        raise
     except UserError as e:  # e.g. the loss became NaN at this learning rate: a finding of the search, not a bug
         _clean(work)
-        _fail(q, study, trial, str(e))
-        return
+        raise _fail(q, trial, str(e)) from None
     _clean(work)
     # the epoch trainer.train selected (train.select_metric, macro_f1 by default) gives the trial's score
     value = result.history[result.selected_epoch - 1]["val_macro_f1"]
-    study.tell(trial, value)
-    best = study.best_trial
-    print(
-        f"[{q.tag}] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best.value:.4f}, "
-        f"trial {best.number})"
-    )
+    best = max([t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))] + [value])
+    print(f"[{q.tag}] trial {trial.number}: validation macro-F1 {value:.4f} (best so far {best:.4f})")
+    return value
 
 
-def _fail(q: Search, study, trial, message: str) -> None:
+def _resumes(trial) -> int | None:
+    """The trial whose checkpoint this one continues: the one its worker left when it died (the retry callback's
+    history), or the one interrupted (queued again by search)."""
+    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    return history[-1] if history else trial.user_attrs.get("resumes")
+
+
+def _fail(q: Search, trial, message: str) -> Exception:
+    """What a trial that failed on its own raises: study.optimize records it as FAIL, its error kept."""
     trial.set_user_attr("error", message)
-    study.tell(trial, state=TrialState.FAIL)
     print(f"[{q.tag}] trial {trial.number} failed: {message}")
+    return _TrialFailed(message)
 
 
 def _clean(work) -> None:
@@ -394,11 +474,11 @@ def _fmt_values(values: dict) -> str:
 def _rows(study, space: dict) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING:
+        if t.state == TrialState.WAITING or t.user_attrs.get("surplus"):  # queued, or never run
             continue
         values = t.user_attrs.get("values", {})
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running"}.get(
-            t.state, "failed" if "error" in t.user_attrs else "interrupted"
+            t.state, "failed" if "error" in t.user_attrs else "interrupted or its worker died"
         )
         rows.append(
             {
