@@ -380,11 +380,27 @@ def atlas(
     output_dir: Optional[str] = OutOpt,
     seed: Optional[int] = SeedOpt,
     seeds: Optional[str] = typer.Option(None, "--seeds", help="training seeds, e.g. 0,1 (overrides seeds)"),
+    shard: Optional[str] = typer.Option(
+        None,
+        "--shard",
+        help="I/N: train only this process's share of the arms × seeds (I from 0 to N-1), no report; N processes "
+        "share the run folder (one per GPU, a Slurm array); then the same command without --shard gathers",
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """compare over a grid of students: every layer choice of atlas.layers × every recipe of atlas.recipes, beside
     the teacher and LoRA, every seed; the report adds the front of quality vs latency, chosen on validation."""
+    if shard is not None:  # before the config: a bad value is one line, at once
+
+        def parse():
+            from distill_lora.experiment.atlas import parse_shard
+
+            if json_out:
+                raise UserError("--json: a shard writes no report (gather first: the same command without --shard)")
+            return parse_shard(shard)
+
+        index, count = _user_errors(parse)
 
     def overrides():
         base = _compare_overrides(set_, seeds, None)
@@ -396,9 +412,9 @@ def atlas(
         return base + atlas_overrides(cfg, depth)
 
     def action(p, ctx):
-        from distill_lora.experiment.atlas import run_atlas
+        from distill_lora.experiment.atlas import run_atlas, run_shard
 
-        return _finish_compare(ctx, run_atlas(ctx))
+        return run_shard(ctx, index, count) if shard is not None else _finish_compare(ctx, run_atlas(ctx))
 
     _run(
         action,
@@ -408,6 +424,7 @@ def atlas(
         seed,
         document=_compare_document if json_out else None,
         quiet=quiet,
+        shared=shard is not None,  # shards share the run folder; the gatherer holds it alone
     )
 
 

@@ -287,6 +287,34 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        name="stage-lock-ignored",
+        why="processes sharing a run folder (atlas shards) each make a stage they all need: the teacher twice",
+        file="distill_lora/experiment/stage.py",
+        snippet="with exclusive(lock_file(ctx.output_dir, ctx.cfg.seed, stage_id), stage_id, say):",
+        replacement="with contextlib.nullcontext():",
+        tests=(
+            "tests/experiment/test_atlas_shards.py::test_the_docs_shell_loop_of_two_shards_and_a_gather_gives_the_numbers_of_one_unsharded_atlas",
+        ),
+    ),
+    Mutant(
+        name="dead-worker-not-retried",
+        why="a sweep worker killed mid-trial leaves its trial failed by the heartbeat but never retried",
+        file="distill_lora/experiment/study_storage.py",
+        snippet="heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=s.retries),",
+        replacement="heartbeat_stale_trial_callback=None,",
+        tests=(
+            "tests/experiment/test_sweep_workers.py::test_a_worker_killed_mid_trial_has_its_trial_failed_by_the_heartbeat_and_retried",
+        ),
+    ),
+    Mutant(
+        name="storage-password-saved",
+        why="the database password of sweep.storage is written into every saved config",
+        file="distill_lora/config.py",
+        snippet='d["sweep"]["storage"] = storage_without_password(d["sweep"]["storage"])',
+        replacement="pass",
+        tests=("tests/experiment/test_sweep_workers.py::test_two_workers_share_one_study",),
+    ),
+    Mutant(
         name="adapter-ignored",
         why="a LoRA arm's adapter is dropped: every adapter arm trains plain LoRA",
         file="distill_lora/experiment/pipeline.py",

@@ -11,21 +11,30 @@ has more students than the assignment's two.
 With atlas.tune_trials: N, every arm first gets the same tuning budget: N trials of the sweep's search (Optuna, on
 validation, the first seed) over atlas.tune_space, in its own study under OUTPUT_DIR/tune/<stage>/; then every seed
 trains the arm with its best values. The teacher is not an arm: it trains as set.
+
+With --shard i/N, a process trains only its share of the arms × seeds (every N-th, from the i-th; 0-based) and no
+report: N processes — one per GPU, or a Slurm job array — share the run folder. Each stage, and the teacher and its
+logit cache that several arms need, is made once under its lock (runs.exclusive); the others wait and reuse it.
+A shard records itself in OUTPUT_DIR/shards/I-of-N.json. The atlas without --shard then gathers: it refuses, naming
+them, while a shard has not finished, and otherwise reuses every stage and writes the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
+import time
 
 from optuna.trial import TrialState
 
-from distill_lora.config import SWEEP_STAGES, Config, SweepConfig, atlas_entries, atlas_tune_space
+from distill_lora.config import SWEEP_STAGES, Config, SweepConfig, atlas_entries, atlas_tune_space, config_hash
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline
 from distill_lora.experiment.pipeline import student_stage
 from distill_lora.experiment.sweep import Search, n_finished, search
-from distill_lora.files import atomic_write_json
+from distill_lora.files import atomic_write_json, read_json_or_none
 from distill_lora.stage_ids import TEACHER, lora_parts
 from distill_lora.train.models import add_lora
 from distill_lora.train.steps import ce_step
@@ -78,6 +87,7 @@ def adapter_arms(cfg: Config) -> list[str]:
 def run_atlas(ctx: pipeline.Context) -> dict:
     """compare's comparison over the atlas's grid (the overrides are already in ctx.cfg), each arm trained with the
     values its tuning chose when atlas.tune_trials is set (the comparison then records them under "tuning")."""
+    check_shards(ctx)
     tuned = tune_arms(ctx)
     ctx = dataclasses.replace(ctx, arm_values={stage: t["values"] for stage, t in tuned.items()})
     comparison = pipeline.run_compare(ctx)
@@ -86,10 +96,102 @@ def run_atlas(ctx: pipeline.Context) -> dict:
     return comparison
 
 
-def tune_arms(ctx: pipeline.Context) -> dict:
+def parse_shard(text: str) -> tuple[int, int]:
+    """--shard I/N → (I, N), 0 <= I < N; anything else is one line naming the option."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise UserError(f"--shard {text!r}: give I/N, this process's share of N (I from 0 to N-1), e.g. --shard 0/4")
+    index, count = int(index), int(count)
+    if count < 1 or index >= count:
+        raise UserError(
+            f"--shard {text}: I must be from 0 to N-1 and N at least 1"
+            + (f" (with N={count}: 0 to {count - 1})" if count >= 1 else "")
+        )
+    return index, count
+
+
+def _units(ctx: pipeline.Context) -> list[tuple[int, str, str]]:
+    """The atlas's work, in a fixed order: (seed, 'student' or 'lora', distill.layers entry or LoRA stage id)."""
+    arms = [("student", e) for e in ctx.cfg.distill.layers] + [("lora", s) for s in ctx.cfg.lora.models]
+    return [(seed, kind, arm) for seed in (ctx.cfg.seeds or [ctx.cfg.seed]) for kind, arm in arms]
+
+
+def _stage_of(ctx: pipeline.Context, kind: str, arm: str) -> str:
+    return student_stage(arm, ctx.teacher_depth) if kind == "student" else arm
+
+
+def shard_config(cfg: Config) -> str:
+    """What the shards and the gatherer must agree on: the whole config but the run folder."""
+    return config_hash({k: v for k, v in cfg.to_dict().items() if k != "output_dir"})
+
+
+def run_shard(ctx: pipeline.Context, index: int, count: int) -> dict:
+    """Train this shard's share of the arms × seeds (each with its tuned values when atlas.tune_trials is set);
+    no report. Returns {shard, stages: [seed-S/stage, …]}."""
+    mine = _units(ctx)[index::count]
+    marker = ctx.output_dir / "shards" / f"{index}-of-{count}.json"
+    stages = [f"seed-{seed}/{_stage_of(ctx, kind, arm)}" for seed, kind, arm in mine]
+    record = {
+        "shard": f"{index}/{count}",
+        "state": "running",
+        "config": shard_config(ctx.cfg),
+        "stages": stages,
+        "process": f"process {os.getpid()} on {socket.gethostname()}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_json(marker, record)
+    print(f"[shard {index}/{count}] {len(mine)} of {len(_units(ctx))} arm runs: {', '.join(stages) or 'none'}")
+    wanted = {_stage_of(ctx, kind, arm) for _, kind, arm in mine}
+    tuned = tune_arms(ctx, wanted)
+    ctx = dataclasses.replace(ctx, arm_values={stage: t["values"] for stage, t in tuned.items()})
+    for seed, kind, arm in mine:
+        sctx = ctx.for_seed(seed)
+        pipeline.run_student(sctx, arm) if kind == "student" else pipeline.run_lora(sctx, arm)
+    atomic_write_json(marker, {**record, "state": "finished", "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"[shard {index}/{count}] done; once every shard is, the same command without --shard writes the report")
+    return {"shard": record["shard"], "stages": stages}
+
+
+def check_shards(ctx: pipeline.Context) -> None:
+    """Before gathering: every shard recorded in OUTPUT_DIR/shards/ finished, with this config (none recorded: the
+    atlas was not sharded, and trains everything itself)."""
+    markers = sorted((ctx.output_dir / "shards").glob("*-of-*.json"))
+    if not markers:
+        return
+    counts = {int(m.stem.split("-of-")[1]) for m in markers}
+    if len(counts) > 1:
+        raise UserError(
+            f"atlas: {ctx.output_dir / 'shards'} holds shards of {sorted(counts)} processes; rerun with one --shard "
+            "count, or delete the folder's records of the others"
+        )
+    count = counts.pop()
+    unfinished, mine = [], shard_config(ctx.cfg)
+    for index in range(count):
+        record = read_json_or_none(ctx.output_dir / "shards" / f"{index}-of-{count}.json") or {}
+        if not record:
+            unfinished.append(f"{index}/{count} (not started)")
+        elif record.get("config") != mine:
+            raise UserError(
+                f"atlas: shard {index}/{count} ran another config than this one; gather with the config and --set "
+                f"values the shards ran, or delete {ctx.output_dir / 'shards'} to train the atlas unsharded"
+            )
+        elif record.get("state") != "finished":
+            unfinished.append(
+                f"{index}/{count} (running or stopped: {record.get('process')}, since {record.get('started')})"
+            )
+    if unfinished:
+        raise UserError(
+            f"atlas: shard{'s' if len(unfinished) > 1 else ''} {'; '.join(unfinished)} not finished; wait for "
+            f"{'them' if len(unfinished) > 1 else 'it'}, or run `distill-lora atlas ... --shard I/{count}` again for "
+            "one that stopped (it resumes), then gather"
+        )
+
+
+def tune_arms(ctx: pipeline.Context, stages: set | None = None) -> dict:
     """The equal tuning budget: atlas.tune_trials trials per arm on validation with the first seed, each arm in its
     own study (resumed when the atlas runs again). Returns {stage: {values, val_macro_f1, trial, trials, seed,
-    study}}, also written to OUTPUT_DIR/tune/chosen.json; {} when atlas.tune_trials is 0."""
+    study}} (only those of `stages`, when given: a shard's arms), also written to OUTPUT_DIR/tune/chosen.json (all
+    arms); {} when atlas.tune_trials is 0."""
     if not ctx.cfg.atlas.tune_trials:
         return {}
     seed = (ctx.cfg.seeds or [ctx.cfg.seed])[0]
@@ -103,6 +205,7 @@ def tune_arms(ctx: pipeline.Context) -> dict:
     for stage in ctx.cfg.lora.models:
         build = lambda tctx, stage=stage: (add_lora(pipeline.lora_base(tctx, stage), tctx.cfg.lora), ce_step)  # noqa: E731
         arms.append((pipeline.lora_arm(sctx, stage), _search(ctx, lora_parts(stage)[0], stage, None, build)))
+    arms = [(actx, q) for actx, q in arms if stages is None or q.identity["stage"] in stages]
     chosen = {}
     for i, (actx, q) in enumerate(arms):
         stage = q.identity["stage"]
@@ -124,7 +227,8 @@ def tune_arms(ctx: pipeline.Context) -> dict:
             "study": study.study_name,
         }
         print(f"[tune] {stage}: best trial {best.number}, validation macro-F1 {best.value:.4f}: {values}")
-    atomic_write_json(ctx.output_dir / "tune" / "chosen.json", chosen)
+    if stages is None:
+        atomic_write_json(ctx.output_dir / "tune" / "chosen.json", chosen)
     return chosen
 
 
