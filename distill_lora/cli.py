@@ -8,6 +8,7 @@ import difflib
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from distill_lora.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     RunFolderBusy,
+    Terminated,
     UserError,
 )
 
@@ -119,7 +121,7 @@ def _user_errors(action, resume_hint: bool = False):
         hint = f"; {RESUME_HINT}" if resume_hint else ""
         typer.secho(f"error: could not read or write{where}: {e.strerror or e}{hint}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         note = (
             (
                 ": finished stages are kept and reused; an unfinished stage resumes from its last checkpoint when "
@@ -128,8 +130,8 @@ def _user_errors(action, resume_hint: bool = False):
             if resume_hint
             else ""
         )
-        typer.secho(f"interrupted{note}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        typer.secho(f"interrupted{' by SIGTERM' if isinstance(e, Terminated) else ''}{note}", err=True)
+        raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
 
 
 def _run(
@@ -157,6 +159,9 @@ def _run(
     """
 
     def run():
+        # SIGTERM (a scheduler's stop, kill) between training steps unwinds like Ctrl+C: locks released, one line
+        # (during training the trainer's own handler checkpoints first, then restores this one)
+        signal.signal(signal.SIGTERM, _terminate)
         with _progress_to(document is not None, quiet):
             ctx, value = locked_run()
         if document is not None:
@@ -194,6 +199,10 @@ def _run(
             remove_empty_folders(new)  # bad input found while preparing: leave no empty run folder behind
 
     return _user_errors(run, resume_hint=True)
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _finish_command(ctx, metrics):

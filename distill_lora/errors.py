@@ -19,3 +19,7 @@ class UserError(Exception):
 
 class RunFolderBusy(UserError):
     """Another process holds the run folder's lock."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside training (where the trainer checkpoints first): stop as Ctrl+C would, with 143."""

@@ -315,6 +315,16 @@ MUTANTS = [
         tests=("tests/experiment/test_sweep_workers.py::test_two_workers_share_one_study",),
     ),
     Mutant(
+        name="sigterm-unhandled",
+        why="SIGTERM outside training kills the process at once: no line said, the run lock left behind",
+        file="distill_lora/cli.py",
+        snippet="signal.signal(signal.SIGTERM, _terminate)",
+        replacement="pass",
+        tests=(
+            "tests/experiment/test_reliability.py::test_sigterm_before_training_starts_is_one_line_and_releases_the_lock",
+        ),
+    ),
+    Mutant(
         name="adapter-ignored",
         why="a LoRA arm's adapter is dropped: every adapter arm trains plain LoRA",
         file="distill_lora/experiment/pipeline.py",

@@ -78,6 +78,7 @@ def _run_stage(ctx, stage_id: str, chash: str, produce, changed: str, main_only:
             shutil.rmtree(work, ignore_errors=True)
         say(f"[{stage_id}] reusing finished stage in {final}")
         return read_json(final / "metrics.json")
+    faults.maybe(f"{stage_id}:start")
     if main:
         if final.exists():
             redo = "quantising" if main_only else "training"

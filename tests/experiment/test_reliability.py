@@ -122,6 +122,16 @@ def test_sigterm_checkpoints_and_resume_matches(reference, tmp_path):
     assert _outcome(out) == reference["outcome"]
 
 
+def test_sigterm_before_training_starts_is_one_line_and_releases_the_lock(tiny_bert6, tiny_data, tmp_path):
+    # at a stage's start (after the teacher, before the student trains) no trainer handler is installed yet
+    cfg = _config(tmp_path, tiny_bert6, tiny_data)
+    r = _run_cli(["compare", "--config", str(cfg)], fault="term@student-odd:start")
+    assert r.returncode == 143, r.stderr[-2000:]
+    assert "interrupted by SIGTERM" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / ".lock").exists()  # unwound like Ctrl+C: the run lock released
+    assert (tmp_path / "run" / "seed-0" / "teacher" / "DONE").exists()
+
+
 def test_nan_loss_stops_with_the_step_named(tiny_bert6, tiny_data, tmp_path, monkeypatch):
     cfg = _config(tmp_path, tiny_bert6, tiny_data)
     monkeypatch.setenv("DISTILL_LORA_FAULT", "nan@teacher:nan:3")
