@@ -2,11 +2,12 @@
 
 Four rooms, one per product, over a few shared modules (docs/architecture.md says the same, module by module):
 
-    train/        one training run: data, sources, families, models, layer_choice, losses, steps, trainer,
+    train/        one training run: data, sources, families, layer_specs, models, layer_choice, losses, steps, trainer,
                   checkpoint, distributed, costs, runtimes (int8 and ONNX forms of a model, and their session), bench
                   (the training-speed benchmark)
     experiment/   an experiment of stages in a run folder: runs, stage, pipeline, atlas, results,
-                  derived, sweep, study_storage, timing, tracking, validate, outcome
+                  derived, sweep, study_storage, timing, tracking, validate, preflight,
+                  outcome
     report/       the report, pure functions of results.json: summary, verdicts, stats, format, tables, findings,
                   write, plots, slices, cpu_serving, atlas
     use/          using a finished model: predict, export, model_card, serve, evaluate

@@ -176,6 +176,9 @@ def _run(
 
         if os.environ.get("RANK", "0") == "0" and not shared:  # refused before the heavy imports below
             RunLock(Path(cfg.output_dir).resolve()).refuse_if_held()
+        from distill_lora.experiment.preflight import preflight
+
+        preflight(cfg, layer_specs)  # trackers, the teacher's source, layer lists: in about a second, before torch
         _quiet_libraries()
         from distill_lora.experiment import pipeline  # heavy imports only after the config is known to be good
         from distill_lora.files import check_writable, made_folders, remove_empty_folders

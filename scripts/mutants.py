@@ -325,6 +325,15 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        name="preflight-skipped",
+        why="a config that cannot train (a bad layer list, an uncached Hub teacher offline, a missing tracker) is "
+        "refused only after torch and transformers were imported and the data loaded",
+        file="distill_lora/cli.py",
+        snippet="preflight(cfg, layer_specs)  # trackers",
+        replacement="pass  # trackers",
+        tests=("tests/test_cli_errors.py::test_a_config_that_cannot_train_is_refused_before_torch_is_imported",),
+    ),
+    Mutant(
         name="adapter-ignored",
         why="a LoRA arm's adapter is dropped: every adapter arm trains plain LoRA",
         file="distill_lora/experiment/pipeline.py",

@@ -341,6 +341,41 @@ def test_a_busy_run_folder_is_refused_before_torch_and_transformers_are_imported
     assert "distill_lora.cli" in imported and not {"torch", "transformers", "peft"} & imported
 
 
+@pytest.mark.parametrize(
+    "setting, needle",
+    [
+        ("distill.layers=[[0,3]]", "distill.layers: layers [0, 3]: [0] outside 1..6"),
+        ("lora.student_layers=odds", "lora.student_layers: layers 'odds'"),
+        ("teacher.model=someone/not-cached-model", "is a Hugging Face Hub id, but HF_HUB_OFFLINE is set"),
+        ("train.report_to=[wandb]", "train.report_to has wandb, which is not installed"),
+    ],
+)
+def test_a_config_that_cannot_train_is_refused_before_torch_is_imported(tmp_path, setting, needle):
+    """preflight: layer lists against the teacher's config.json, the teacher's source, the trackers (wandb made to
+    look uninstalled: the process's find_spec does not find it)."""
+    import os
+
+    hide_wandb = (
+        "import importlib.util as u, sys; find = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if name == 'wandb' else find(name, *a); "
+        "sys.argv[0] = 'distill-lora'; from distill_lora.cli import app; app()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", hide_wandb, "compare", "--config", "demo"]
+        + ["--set", setting, "-o", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    errors = [line for line in (r.stderr + r.stdout).splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"torch", "transformers", "peft"} & imported
+    assert not (tmp_path / "run").exists()
+
+
 FULL_DISK = (  # a file-size limit stands in for a full disk: writes past it fail with EFBIG (SIGXFSZ ignored)
     "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
     "resource.setrlimit(resource.RLIMIT_FSIZE, ({n}, {n})); from distill_lora.cli import app; "

@@ -153,8 +153,11 @@ def test_errors_of_the_real_lookup_name_the_new_options(tmp_path, args, needle):
 
 @pytest.fixture
 def pipeline_rec(monkeypatch, tmp_path):
-    """pipeline.prepare records the loaded config; the stages record what they would train."""
-    from distill_lora.experiment import pipeline, results
+    """pipeline.prepare records the loaded config; the stages record what they would train. The default config's
+    Hub teacher is not here: preflight (which would refuse it offline) is a no-op."""
+    from distill_lora.experiment import pipeline, preflight, results
+
+    monkeypatch.setattr(preflight, "preflight", lambda cfg, layer_specs=(): None)
 
     rec = types.SimpleNamespace(cfgs=[], layer_specs=[], lora=[], compared=0)
 
@@ -235,7 +238,7 @@ def test_compare_layer_list_is_one_student_spec_in_the_config():
     assert overrides == ["seed=1", "seeds=[0,1]", 'distill.layers=[[1, 3], "odd"]']
     cfg = load_config("default", overrides)
     assert cfg.distill.layers == [[1, 3], "odd"] and cfg.seeds == [0, 1]
-    from distill_lora.train.models import resolve_layers
+    from distill_lora.train.layer_specs import resolve_layers
 
     assert [resolve_layers(spec, 6) for spec in cfg.distill.layers] == [[1, 3], [1, 3, 5]]
 

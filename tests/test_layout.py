@@ -34,6 +34,8 @@ TESTED_BY = {
     "experiment/stage.py": ("tests/experiment/test_reliability.py", "stage"),
     "experiment/timing.py": ("tests/experiment/test_results.py", "retime"),
     "experiment/study_storage.py": ("tests/experiment/test_sweep_workers.py", "--storage"),
+    "train/layer_specs.py": ("tests/train/test_models.py", "resolve_layers"),
+    "experiment/preflight.py": ("tests/test_cli_errors.py", "before_torch_is_imported"),
     "report/cpu_serving.py": ("tests/experiment/test_onnx_runtime.py", "cpu_serving"),
     "report/findings.py": ("tests/report/test_summary.py", "findings."),
     "report/format.py": ("tests/report/test_report_render.py", "import format as cells"),

@@ -32,10 +32,10 @@ from optuna.trial import TrialState
 from distill_lora.config import SWEEP_STAGES, Config, SweepConfig, atlas_entries, atlas_tune_space, config_hash
 from distill_lora.errors import UserError
 from distill_lora.experiment import pipeline
-from distill_lora.experiment.pipeline import student_stage
 from distill_lora.experiment.sweep import Search, n_finished, search
 from distill_lora.files import atomic_write_json, read_json_or_none
 from distill_lora.stage_ids import TEACHER, lora_parts
+from distill_lora.train.layer_specs import student_stage
 from distill_lora.train.models import add_lora
 from distill_lora.train.steps import ce_step
 

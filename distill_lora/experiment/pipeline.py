@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from distill_lora.config import Config, config_hash, config_with, split_recipe
 from distill_lora.errors import UserError
+from distill_lora.experiment.preflight import check_trackers
 from distill_lora.experiment.runs import (
     exclusive,
     lock_file,
@@ -25,7 +26,7 @@ from distill_lora.experiment.runs import (
     stage_is_done,
     write_test_predictions,
 )
-from distill_lora.experiment.stage import check_trackers, run_stage, say, train_model
+from distill_lora.experiment.stage import run_stage, say, train_model
 from distill_lora.files import (
     atomic_write_json,
     atomic_write_text,
@@ -52,17 +53,16 @@ from distill_lora.stage_ids import (
     int8_sources,
     kind_of,
     lora_parts,
-    student_id,
 )
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory, inference_speed, weights_size_bytes
 from distill_lora.train.data import Encoded, Splits, load_splits
-from distill_lora.train.layer_choice import angular_distances, data_driven_depth, most_changing_layers
+from distill_lora.train.layer_choice import angular_distances, most_changing_layers
+from distill_lora.train.layer_specs import check_layers, data_driven_depth, layers_name, resolve_layers, student_stage
 from distill_lora.train.models import (
     LORA_BASE_DIR,
     add_lora,
     depth_of,
-    layers_name,
     load_classifier,
     load_model_config,
     load_stage_model,
@@ -72,7 +72,6 @@ from distill_lora.train.models import (
     make_student,
     parameter_counts,
     pooler_decision,
-    resolve_layers,
     write_adapter_base_note,
 )
 from distill_lora.train.sources import files_sha256, model_fingerprint
@@ -119,27 +118,6 @@ def prepare(cfg: Config, layer_specs: tuple = ()) -> Context:
     output_dir = Path(cfg.output_dir).resolve()
     check_writable(output_dir)
     return Context(cfg, splits, tokenizer, encoded, output_dir, depth)
-
-
-def check_layers(cfg: Config, depth: int, layer_specs: tuple = ()) -> None:
-    """Every layer list of the config (and of the command line) against a teacher of `depth` layers; two entries
-    making the same stage would train it once and report it twice. `validate` asks the same."""
-    made = {}
-    for entry in [*cfg.distill.layers, *layer_specs]:
-        try:
-            stage = student_stage(entry, depth)
-        except UserError as e:
-            raise UserError(f"distill.layers: {e}") from None
-        if stage in made and made[stage] != entry:
-            raise UserError(
-                f"distill.layers: {made[stage]!r} and {entry!r} make the same student {stage} (the same layers of "
-                f"this {depth}-layer teacher, and the same recipe); drop one"
-            )
-        made[stage] = entry
-    try:
-        resolve_layers(cfg.lora.student_layers, depth)
-    except UserError as e:
-        raise UserError(f"lora.student_layers: {e}") from None
 
 
 def _check_max_length(max_length: int, model_config) -> None:
@@ -442,17 +420,6 @@ def lora_base(ctx: Context, stage_id: str):
     if lora_parts(stage_id)[0] == LORA_STUDENT:
         base = make_student(base, resolve_layers(ctx.cfg.lora.student_layers, ctx.teacher_depth))
     return base
-
-
-def student_stage(entry, depth: int) -> str:
-    """A distill.layers entry ('odd', 'last:4', [1, 4], 'angular', 'odd.ce' with a recipe) → its stage id (checked)."""
-    spec, recipe = split_recipe(entry)
-    k = data_driven_depth(spec, depth)
-    if k:  # chosen from the teacher later: named by the rule, not by its layers
-        name = "angular" if k == depth // 2 else f"angular{k}"
-    else:
-        name = layers_name(resolve_layers(spec, depth), depth)
-    return student_id(name + (f".{recipe}" if recipe else ""))
 
 
 def with_arm_values(ctx: Context, stage_id: str) -> Context:

@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from distill_lora import faults
 from distill_lora.errors import UserError
 from distill_lora.experiment import tracking
+from distill_lora.experiment.preflight import check_trackers
 from distill_lora.experiment.runs import (
     exclusive,
     lock_file,
@@ -121,13 +122,6 @@ def _start_work(stage_id: str, work: Path, chash: str) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "stage.json", {"config_hash": chash})
-
-
-def check_trackers(cfg, *sections: str) -> None:
-    """The trackers each section's train block names are installed (else one line naming the key that set them)."""
-    for section in sections:
-        where = f"{section}.train" if "report_to" in getattr(cfg, section).train else "train"
-        tracking.check_installed(cfg.stage_train(section).report_to, where)
 
 
 @contextlib.contextmanager

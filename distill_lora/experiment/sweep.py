@@ -51,7 +51,8 @@ from distill_lora.experiment.stage import tracker_run, train_model
 from distill_lora.experiment.study_storage import open_storage
 from distill_lora.files import atomic_write_json, atomic_write_text
 from distill_lora.stage_ids import TEACHER
-from distill_lora.train.models import add_lora, load_classifier, resolve_layers
+from distill_lora.train.layer_specs import resolve_layers
+from distill_lora.train.models import add_lora, load_classifier
 from distill_lora.train.steps import ce_step
 from distill_lora.train.trainer import Interrupted
 

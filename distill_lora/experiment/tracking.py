@@ -21,26 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
-from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
-from distill_lora.errors import UserError
+from distill_lora.experiment.preflight import check_installed
 from distill_lora.files import atomic_write_json, read_json_or_none
 from distill_lora.train import distributed
 from distill_lora.train.trainer import Interrupted
 
 RESUMABLE = ("mlflow", "wandb")  # trackers whose run a resumed stage continues by id
-INSTALLED = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available, "wandb": is_wandb_available}
-PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-def check_installed(report_to: list[str], where: str) -> None:
-    """A tracker named in the config but not installed fails before training, in one line that says the fix."""
-    for name in report_to:
-        if not INSTALLED[name]():
-            raise UserError(
-                f"{where}.report_to has {name}, which is not installed: pip install 'distill-lora[track]' "
-                f"(or pip install {PACKAGES[name]}), or remove it from {where}.report_to"
-            )
 
 
 def tracking_dir(output_dir: Path) -> Path:

@@ -19,7 +19,7 @@ import yaml
 
 from distill_lora.config import SHIPPED, apply_override, config_from_raw, read_yaml, shipped_config_path
 from distill_lora.errors import UserError
-from distill_lora.experiment.tracking import check_installed
+from distill_lora.experiment.preflight import check_installed, in_hub_cache, teacher_depth
 from distill_lora.train.sources import hub_reachable, is_offline, resolve
 
 _KEY = re.compile(r"^config: (?:unknown key )?'([^']+)'")
@@ -144,7 +144,7 @@ def source_problems(cfg) -> list[tuple[str, str]]:
             problems += _layer_problems(cfg)
         if key == "data.source" and local:  # the data.*_column keys against the files, as loading them checks them
             problems += data_problems(cfg, path)
-        if not local and not _in_hub_cache(ref, dataset=key == "data.source"):
+        if not local and not in_hub_cache(ref, dataset=key == "data.source"):
             if is_offline() or not hub_reachable():
                 why = "HF_HUB_OFFLINE is set" if is_offline() else "the Hub cannot be reached"
                 problems.append(
@@ -157,11 +157,14 @@ def source_problems(cfg) -> list[tuple[str, str]]:
 
 
 def _layer_problems(cfg) -> list[tuple[str, str]]:
-    from distill_lora.experiment.pipeline import check_layers
-    from distill_lora.train.models import load_model_config
+    from distill_lora.train.layer_specs import check_layers
 
     try:
-        depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
+        depth = teacher_depth(cfg.teacher.model)
+        if depth is None:  # its config.json does not say: ask transformers
+            from distill_lora.train.models import load_model_config
+
+            depth = int(getattr(load_model_config(cfg.teacher.model), "num_hidden_layers", 0))
         check_layers(cfg, depth)
     except UserError as e:
         key = "lora.student_layers" if str(e).startswith("lora.student_layers") else "distill.layers"
@@ -191,13 +194,3 @@ def data_problems(cfg, folder: str) -> list[tuple[str, str]]:
         for key, message in problems:
             found.setdefault(key, message)
     return list(found.items())
-
-
-def _in_hub_cache(repo_id: str, dataset: bool) -> bool:
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(repo_id, repo_type="dataset" if dataset else None, local_files_only=True)
-        return True
-    except Exception:  # noqa: BLE001 - not cached, or not a valid id: either way not usable offline
-        return False

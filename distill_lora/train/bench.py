@@ -36,8 +36,9 @@ from distill_lora.errors import UserError
 from distill_lora.train import distributed, trainer
 from distill_lora.train.costs import PeakMemory
 from distill_lora.train.data import Encoded, Split, make_collate
+from distill_lora.train.layer_specs import resolve_layers
 from distill_lora.train.losses import cross_entropy, distillation_loss
-from distill_lora.train.models import add_lora, make_student, resolve_layers
+from distill_lora.train.models import add_lora, make_student
 from distill_lora.train.steps import ce_step, distill_step
 
 SHAPES = {

@@ -11,22 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from distill_lora.errors import UserError
 from distill_lora.train.data import make_collate
-
-PRESET = "angular"
-
-
-def data_driven_depth(spec, depth: int) -> int | None:
-    """k when `spec` asks for the data-driven choice ('angular' = half the teacher, 'angular:k'), else None."""
-    if not isinstance(spec, str):
-        return None
-    name, _, k = spec.strip().lower().partition(":")
-    if name != PRESET:
-        return None
-    if k and (not k.isdigit() or not 1 <= int(k) < depth):
-        raise UserError(f"layers '{spec}': the student depth after ':' must be 1..{depth - 1}")
-    return int(k) if k else depth // 2
 
 
 @torch.inference_mode()

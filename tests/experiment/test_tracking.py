@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from distill_lora.cli import app
 from distill_lora.config import load_config
 from distill_lora.errors import UserError
-from distill_lora.experiment import tracking
+from distill_lora.experiment import preflight, tracking
 from distill_lora.experiment.stage import tracker_run
 
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_trackers_log_what_the_stage_recorded(tmp_path, tiny_bert6, tiny_data, m
 
 
 def test_a_tracker_not_installed_is_one_line(tmp_path, tiny_bert6, tiny_data, monkeypatch):
-    monkeypatch.setitem(tracking.INSTALLED, "mlflow", lambda: False)
+    monkeypatch.setitem(preflight.INSTALLED, "mlflow", lambda: False)
     cfg = tiny_config(tmp_path, tiny_bert6, tiny_data, teacher={"train": {"report_to": ["mlflow"]}})
     r = runner.invoke(app, ["train-teacher", "--config", str(cfg)])
     one_error_line(

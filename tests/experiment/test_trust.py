@@ -120,7 +120,7 @@ def test_max_length_beyond_the_teachers_positions_is_refused(tmp_path, tiny_bert
     [("distilbert:4", 6, [1, 3, 4, 6]), ("distilbert:3", 4, [1, 3, 4]), ("distilbert", 12, [1, 3, 5, 8, 10, 12])],
 )
 def test_distilbert_preset_gives_k_layers(spec, depth, expected):
-    from distill_lora.train.models import resolve_layers
+    from distill_lora.train.layer_specs import resolve_layers
 
     assert resolve_layers(spec, depth) == expected
 
@@ -134,7 +134,7 @@ def test_distilbert_preset_gives_k_layers(spec, depth, expected):
     ],
 )
 def test_layer_presets_refuse_what_they_cannot_give(spec, message):
-    from distill_lora.train.models import resolve_layers
+    from distill_lora.train.layer_specs import resolve_layers
 
     with pytest.raises(UserError, match=message):
         resolve_layers(spec, 5)

@@ -70,9 +70,9 @@ def test_config_prints_the_resolved_config_and_explains_a_key():
 
 
 def test_validate_names_a_tracker_that_is_not_installed(monkeypatch):
-    from distill_lora.experiment import tracking
+    from distill_lora.experiment import preflight
 
-    monkeypatch.setitem(tracking.INSTALLED, "mlflow", lambda: False)
+    monkeypatch.setitem(preflight.INSTALLED, "mlflow", lambda: False)
     r = runner.invoke(app, ["validate", "--config", "demo", "--set", "train.report_to=[mlflow]"])
     assert r.exit_code == EXIT_BAD_INPUT
     assert "error: --set: train.report_to has mlflow, which is not installed: pip install 'distill-lora[track]'" in (
@@ -89,7 +89,7 @@ def test_validate_names_a_tracker_that_is_not_installed(monkeypatch):
     ],
 )
 def test_validate_checks_the_layer_lists_against_the_teacher_as_training_does(tmp_path, override, said):
-    """The check `compare` makes at load (pipeline.check_layers), asked by validate too: no config passes one and
+    """The check `compare` makes at load (layer_specs.check_layers), asked by validate too: no config passes one and
     fails the other."""
     r = runner.invoke(app, ["validate", "--config", "demo", "--set", override])
     assert r.exit_code == EXIT_BAD_INPUT and f"error: --set: {said}" in r.output, r.output

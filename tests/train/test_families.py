@@ -21,14 +21,8 @@ from distill_lora.errors import UserError
 from distill_lora.train import distributed, families, trainer
 from distill_lora.train.data import Encoded, Split, make_collate
 from distill_lora.train.families import FAMILIES, family_of
-from distill_lora.train.models import (
-    add_lora,
-    load_classifier,
-    load_model_config,
-    make_student,
-    pooler_decision,
-    resolve_layers,
-)
+from distill_lora.train.layer_specs import resolve_layers
+from distill_lora.train.models import add_lora, load_classifier, load_model_config, make_student, pooler_decision
 from distill_lora.train.steps import distill_step
 
 DEPTH = 4

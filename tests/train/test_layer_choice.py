@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from distill_lora.errors import UserError
-from distill_lora.train.layer_choice import angular_distances, data_driven_depth, most_changing_layers
+from distill_lora.train.layer_choice import angular_distances, most_changing_layers
+from distill_lora.train.layer_specs import data_driven_depth
 
 TEXTS = ["you people are vermin", "lovely sunny park", "the festival is very lovely and all the people are so"]
 

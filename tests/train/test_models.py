@@ -6,7 +6,8 @@ from transformers import AutoModelForSequenceClassification
 
 from distill_lora.config import LoraConfig
 from distill_lora.errors import UserError
-from distill_lora.train.models import add_lora, layers_name, make_student, resolve_layers
+from distill_lora.train.layer_specs import layers_name, resolve_layers
+from distill_lora.train.models import add_lora, make_student
 
 
 def test_presets_are_one_based():
