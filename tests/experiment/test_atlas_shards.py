@@ -129,3 +129,14 @@ def test_bad_shards_are_one_line(shard, needles, tmp_path, tiny_bert6, tiny_data
     cfg = _config(tmp_path, tiny_bert6, tiny_data, "bad")
     one_error_line(CliRunner().invoke(app, ["atlas", "--config", str(cfg), "--shard", shard]), 2, *needles)
     assert not (tmp_path / "bad" / "run").exists()
+
+
+def test_a_second_gatherer_is_refused_while_the_first_holds_the_run_folder(tmp_path, tiny_bert6, tiny_data):
+    from distill_lora.experiment.runs import RunLock
+
+    cfg = _config(tmp_path, tiny_bert6, tiny_data, "two")
+    run = tmp_path / "two" / "run"
+    run.mkdir(parents=True)
+    with RunLock(run):  # the first gatherer
+        result = CliRunner().invoke(app, ["atlas", "--config", str(cfg)])
+    one_error_line(result, 3, f"run folder {run} is in use by process {os.getpid()}")
