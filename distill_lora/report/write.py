@@ -746,8 +746,8 @@ def _write_plots(output_dir: Path, result: dict, summary: dict, timings, slices,
     never half of a new one, and names plots/ (blame=True: the error names a file in the temporary folder,
     which is gone by the time the user reads it)."""
     final = output_dir / "plots"
+    tmp = make_temp_dir(".plots.tmp-", output_dir)  # a run folder that cannot be written is named as such
     with writing(final, blame=True):
-        tmp = make_temp_dir(".plots.tmp-", output_dir)
         try:
             plots = draw_all(result, summary, tmp, timings) + draw_heatmap(slices, tmp)
             plots += atlas_front(atlas, tmp)
