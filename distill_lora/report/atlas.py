@@ -44,7 +44,7 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 def atlas_table(result: dict, summary: dict) -> dict | None:
     """{rows: ranked on validation, cost: what the cost axis is, front: names} or None when the run is no atlas."""
     trained = [s for s in stage_ids(result) if kind_of(s).trained and validation_f1(result, s) is not None]
-    if sum(is_student(s) for s in trained) < MIN_STUDENTS and not result.get("tuning"):  # a tuned run is an atlas
+    if sum(is_student(s) for s in trained) < MIN_STUDENTS and not result.get("atlas"):  # made by distill-lora atlas
         return None
     timed = all("latency_ms_batch1" in summary[s] for s in trained)
     # one architecture (depth and parameter count: the same computation), one cost: the latencies measured for

@@ -21,12 +21,12 @@ from distill_lora.cli import app
 BUDGET = 5
 
 
-def _config(tmp_path, model, data, stage="distill", **sweep):
+def _config(tmp_path, model, data, stage="distill", epochs=2, **sweep):
     return tiny_config(
         tmp_path,
         model,
         data,
-        train={"epochs": 2, "batch_size": 16, "eval_batch_size": 32, "log_every": 2},
+        train={"epochs": epochs, "batch_size": 16, "eval_batch_size": 32, "log_every": 2},
         sweep={
             "stage": stage,
             "sampler": "random",
@@ -69,7 +69,7 @@ def test_two_workers_share_one_study(where, tmp_path, tiny_bert6, tiny_data, req
         if where == "postgres"
         else None
     )
-    cfg = _config(tmp_path, tiny_bert6, tiny_data)
+    cfg = _config(tmp_path, tiny_bert6, tiny_data, epochs=1)
     outs = [_finish(w) for w in [_worker(cfg, url), _worker(cfg, url)]]
     run = tmp_path / "run"
     study = _study(url or f"sqlite:///{run / 'sweep' / 'study.db'}")
