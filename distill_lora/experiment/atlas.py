@@ -197,15 +197,17 @@ def tune_arms(ctx: pipeline.Context, stages: set | None = None) -> dict:
     seed = (ctx.cfg.seeds or [ctx.cfg.seed])[0]
     sctx = ctx.for_seed(seed)
     pipeline.run_teacher(sctx)  # every student arm's trials distil this seed's teacher (a normal stage, reused)
+    wanted = lambda stage: stages is None or stage in stages  # noqa: E731 (a shard tunes only its own arms)
     arms = []  # (the arm's context, its search)
     for entry in ctx.cfg.distill.layers:
+        if not wanted(student_stage(entry, ctx.teacher_depth)):
+            continue
         actx, stage, layers, _ = pipeline.student_arm(sctx, entry)
         build = lambda tctx, layers=layers: pipeline.student_and_loss(tctx, layers)  # noqa: E731
         arms.append((actx, _search(ctx, "distill", stage, layers, build)))
-    for stage in ctx.cfg.lora.models:
+    for stage in filter(wanted, ctx.cfg.lora.models):
         build = lambda tctx, stage=stage: (add_lora(pipeline.lora_base(tctx, stage), tctx.cfg.lora), ce_step)  # noqa: E731
         arms.append((pipeline.lora_arm(sctx, stage), _search(ctx, lora_parts(stage)[0], stage, None, build)))
-    arms = [(actx, q) for actx, q in arms if stages is None or q.identity["stage"] in stages]
     chosen = {}
     for i, (actx, q) in enumerate(arms):
         stage = q.identity["stage"]
